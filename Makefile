@@ -1,0 +1,38 @@
+# Needs only python3 (3.11+) and pip: uv and the virtual environment are bootstrapped here.
+PYTHON ?= python3
+BOOT := .venv-boot
+UV := $(BOOT)/bin/uv
+VENV := .venv
+RUN := $(UV) run --frozen --all-packages
+
+.PHONY: demo test lint typecheck schemas docs generate serve clean
+
+$(UV):
+	$(PYTHON) -m venv $(BOOT)
+	$(BOOT)/bin/pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock plugins/*/pyproject.toml
+	$(UV) sync --frozen --all-packages --all-groups
+	touch $@
+
+demo: $(VENV)/.synced  ## the hub's main job on embedded defaults
+	$(RUN) cxhub demo --auto
+
+serve: $(VENV)/.synced
+	$(RUN) cxhub serve --config config/demo.toml
+
+test: $(VENV)/.synced  ## the whole test suite
+	$(RUN) pytest -q
+
+lint: $(VENV)/.synced
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(RUN) mypy
+
+generate: $(VENV)/.synced  ## schemas/ and docs/hooks.md from the code
+	$(RUN) cxhub generate
+
+clean:
+	rm -rf $(BOOT) $(VENV)

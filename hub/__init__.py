@@ -1,0 +1,100 @@
+"""CX Hub: the public API a plugin imports.
+
+    from hub import hookimpl, ConnectorType, Connector, Secret, TransientError, ...
+
+Everything a connector or channel needs is re-exported here; anything not exported is internal.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from hub.contracts import (
+    Channel,
+    ChannelType,
+    Connector,
+    ConnectorType,
+    PluginContext,
+    RegisterChannel,
+    RegisterConnector,
+)
+from hub.errors import AuthError, BadInput, ConfigError, HubError, SkippableError, TransientError
+from hub.models import (
+    AlertMessage,
+    Branding,
+    CaseEvent,
+    CaseFeedback,
+    CheckResult,
+    Delivery,
+    FetchResult,
+    InboundAnswer,
+    InboundReply,
+    InvitationRecord,
+    NpsCategory,
+    OutboundMessage,
+    PersonRecord,
+    PersonSummary,
+    Recipient,
+    ResponseRecord,
+    ScaleOption,
+    SurveyKind,
+    SurveyMessage,
+    TimelineEntry,
+    WebhookReply,
+    WebhookRequest,
+    WriteBackItem,
+    WriteBackResult,
+    net_promoter_score,
+    nps_category,
+)
+from hub.secrets import Secret
+
+__version__ = "0.1.0"
+
+#: decorate a plugin's hook implementations with this
+hookimpl = pluggy.HookimplMarker("cxhub")
+
+__all__ = [
+    "AlertMessage",
+    "AuthError",
+    "BadInput",
+    "Branding",
+    "CaseEvent",
+    "CaseFeedback",
+    "Channel",
+    "ChannelType",
+    "CheckResult",
+    "ConfigError",
+    "Connector",
+    "ConnectorType",
+    "Delivery",
+    "FetchResult",
+    "HubError",
+    "InboundAnswer",
+    "InboundReply",
+    "InvitationRecord",
+    "NpsCategory",
+    "OutboundMessage",
+    "PersonRecord",
+    "PersonSummary",
+    "PluginContext",
+    "Recipient",
+    "RegisterChannel",
+    "RegisterConnector",
+    "ResponseRecord",
+    "ScaleOption",
+    "Secret",
+    "SkippableError",
+    "SurveyKind",
+    "SurveyMessage",
+    "TimelineEntry",
+    "TransientError",
+    "WebhookReply",
+    "WebhookRequest",
+    "WriteBackItem",
+    "WriteBackResult",
+    "__version__",
+    "hookimpl",
+    "net_promoter_score",
+    "nps_category",
+]

@@ -1,0 +1,333 @@
+"""Loading and validating the config file (TOML).
+
+One file configures the whole hub: ``[hub]``, ``[policy]``, ``[sync]``, named ``[connectors.<name>]`` and
+``[channels.<name>]`` instances (hub keys plus the plugin's own settings, inline), ``[surveys.<name>]`` and
+``[campaigns.<name>]``. Validation collects *every* problem and reports each as one line naming the file, the
+key path and the fix, so an admin fixes a config in one pass rather than one error per start.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hub.errors import ConfigError
+from hub.models import SCALES, Branding, SurveyKind
+from hub.secrets import Secret
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubSettings(Section):
+    public_url: str = Field("http://127.0.0.1:8000", description="where customers and CRMs reach the hub")
+    host: str = Field("127.0.0.1", description="address `cxhub serve` listens on")
+    port: int = 8000
+    database_url: str = Field(
+        "sqlite+aiosqlite:///cxhub.db",
+        description="SQLAlchemy async URL; a relative SQLite path is relative to this config file",
+    )
+    secret_key: Secret | None = Field(None, description="signs CSRF tokens; generated and stored if unset")
+    api_token: Secret | None = Field(None, description="bearer token of the JSON admin API; unset = API off")
+    admin_password: Secret | None = Field(None, description="password of the admin pages (user `admin`)")
+    plugins: list[str] | None = Field(None, description="plugins to enable; unset = every installed plugin")
+    plugin_modules: list[str] = Field(
+        default_factory=list, description="extra plugin modules to load by import path (local plugins)"
+    )
+    branding: Branding = Field(default_factory=Branding)
+    webhook_max_bytes: int = Field(1_000_000, gt=0)
+    token_ttl_days: int = Field(30, gt=0, description="how long a survey link works")
+    amend_window_hours: float = Field(24, ge=0, description="how long an answer can be amended")
+    retention_days: int = Field(730, gt=0, description="raw event payloads older than this are deleted")
+    demo: bool = Field(False, description="demo mode: shows the local mail catcher at /admin/mailbox")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class QuietHours(Section):
+    start: time = Field(description='e.g. "21:00"')
+    end: time = Field(description='e.g. "08:00"')
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+class PolicySettings(Section):
+    """One contact policy for every campaign and channel."""
+
+    min_days_between_surveys: float = Field(30, ge=0)
+    quiet_hours: QuietHours | None = None
+    default_timezone: str = "UTC"
+    honour_crm_opt_out: bool = True
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class SyncSettings(Section):
+    max_attempts: int = Field(8, ge=1, description="attempts before an item becomes a dead letter")
+    backoff_base_seconds: float = Field(30, ge=0)
+    backoff_max_seconds: float = Field(3600, ge=0)
+    prompt_seconds: float = Field(5, gt=0, description="how soon after a new answer the CRM gets it")
+    cron: str = Field("0 * * * *", description="safety-net sync of every connector (crontab syntax)")
+    lease_seconds: float = Field(300, gt=0, description="how long a claimed item is reserved for a worker")
+    concurrency: int = Field(1, ge=1)
+
+
+RESERVED_INSTANCE_KEYS = {"plugin", "enabled", "poll_interval_seconds", "sync_cron"}
+
+
+class ConnectorInstance(BaseModel):
+    """``[connectors.<name>]``: the hub's keys; every other key belongs to the plugin's settings model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    plugin: str
+    enabled: bool = True
+    poll_interval_seconds: float = Field(300, ge=0, description="0 turns polling off")
+    sync_cron: str | None = None
+
+    def plugin_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ChannelInstance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    plugin: str
+    enabled: bool = True
+
+    def plugin_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SurveySettings(Section):
+    kind: SurveyKind = SurveyKind.NPS
+    question: dict[str, str] = Field(default_factory=dict, description="per language; built-in text if unset")
+    comment: bool = True
+    topics: dict[str, list[str]] = Field(
+        default_factory=dict, description='per language: the choices of "What was it mostly about?"'
+    )
+    score_map: dict[int, float] | None = Field(None, description="rating -> 0-100 score (CSAT/CES/smiley)")
+    thank_you_link: str | None = None
+
+    def score_of(self, rating: int) -> float:
+        if self.score_map is not None and rating in self.score_map:
+            return float(self.score_map[rating])
+        low, high = SCALES[self.kind]
+        return round(100.0 * (rating - low) / (high - low), 2)
+
+
+class Trigger(Section):
+    connector: str
+    event: str = Field(description='event type, e.g. "case.closed"')
+    filters: dict[str, str | int | bool | list[str | int | bool]] = Field(default_factory=dict)
+
+
+class AlertRule(Section):
+    when: Literal["detractor", "passive", "promoter", "any"] = "detractor"
+    channel: str
+    to: str = Field("owner", description='"owner" (the case owner) or an email address')
+
+
+class WriteBackSettings(Section):
+    person_summary: bool = True
+    timeline: bool = True
+    case_feedback: bool = True
+    case_status_after_feedback: str | None = None
+    internal_comment: bool = False
+
+
+class Campaign(Section):
+    enabled: bool = True
+    trigger: Trigger
+    survey: str
+    channels: list[str] = Field(min_length=1, description="in order of preference")
+    delay_minutes: float = Field(0, ge=0)
+    reminder_after_hours: float | None = Field(None, gt=0)
+    default_language: str = "en"
+    write_back_to: list[str] | None = Field(None, description="connectors to write to; unset = the trigger's")
+    write_back: WriteBackSettings = Field(default_factory=WriteBackSettings)
+    alerts: list[AlertRule] = Field(default_factory=list)
+
+    def targets(self) -> list[str]:
+        return self.write_back_to if self.write_back_to is not None else [self.trigger.connector]
+
+
+class HubConfig(Section):
+    hub: HubSettings = Field(default_factory=HubSettings)  # type: ignore[arg-type]
+    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
+    connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
+    channels: dict[str, ChannelInstance] = Field(default_factory=dict)
+    surveys: dict[str, SurveySettings] = Field(default_factory=dict)
+    campaigns: dict[str, Campaign] = Field(default_factory=dict)
+
+    #: where it was read from; relative paths in it are relative to this file's folder
+    source: Path = Field(default=Path("cxhub.toml"), exclude=True)
+
+    def database_url(self) -> str:
+        """The database URL, a relative SQLite path anchored at the config file's folder."""
+        url = self.hub.database_url
+        prefix = "sqlite+aiosqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str((self.source.parent / url[len(prefix) :]).resolve())
+        return url
+
+
+# --- error reporting --------------------------------------------------------------------------------------------
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """``("campaigns", "x", "channels", 1)`` -> ``campaigns.x.channels[1]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _fix_for(error: dict[str, Any], model: type[BaseModel] | None) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required: add it"
+    if kind == "extra_forbidden" and model is not None:
+        name = str(error["loc"][-1])
+        known = _known_keys(model, error["loc"][:-1])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else f" (known: {', '.join(sorted(known))})"
+        return f"unknown key{hint}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return message
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                # a dict value (e.g. campaigns.<name>): keep the value type
+                continue
+            current = _inner_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        inner = _inner_model(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return annotation
+
+
+def problems_from(
+    error: ValidationError, source: Path, prefix: tuple[Any, ...] = (), model: type[BaseModel] | None = None
+) -> list[str]:
+    """One line per pydantic error: ``file: key.path: what to do``."""
+    lines = []
+    for item in error.errors():
+        loc = tuple(prefix) + tuple(item["loc"])
+        lines.append(f"{source}: {key_path(loc)}: {_fix_for(item, model)}")
+    return lines
+
+
+def _check_zone(name: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f'unknown time zone "{name}"; use an IANA name such as "Europe/Oslo"') from None
+    return name
+
+
+def _names(d: dict[str, Any]) -> str:
+    return ", ".join(sorted(d)) or "none"
+
+
+def cross_check(config: HubConfig) -> list[str]:
+    """References between sections: campaigns name surveys, channels and connectors that exist."""
+    src = config.source
+    problems = []
+    for name, campaign in config.campaigns.items():
+        at = f"{src}: campaigns.{name}"
+        if campaign.survey not in config.surveys:
+            problems.append(
+                f'{at}.survey: no survey named "{campaign.survey}" (defined: {_names(config.surveys)})'
+            )
+        if campaign.trigger.connector not in config.connectors:
+            problems.append(
+                f'{at}.trigger.connector: no connector named "{campaign.trigger.connector}" '
+                f"(defined: {_names(config.connectors)})"
+            )
+        for i, channel in enumerate(campaign.channels):
+            if channel not in config.channels:
+                problems.append(
+                    f'{at}.channels[{i}]: no channel named "{channel}" (defined: {_names(config.channels)})'
+                )
+        for i, target in enumerate(campaign.write_back_to or []):
+            if target not in config.connectors:
+                problems.append(
+                    f'{at}.write_back_to[{i}]: no connector named "{target}" '
+                    f"(defined: {_names(config.connectors)})"
+                )
+        for i, rule in enumerate(campaign.alerts):
+            if rule.channel not in config.channels:
+                problems.append(
+                    f'{at}.alerts[{i}].channel: no channel named "{rule.channel}" '
+                    f"(defined: {_names(config.channels)})"
+                )
+    for name, survey in config.surveys.items():
+        if survey.score_map is not None:
+            low, high = SCALES[survey.kind]
+            for rating in survey.score_map:
+                if not low <= rating <= high:
+                    problems.append(
+                        f"{src}: surveys.{name}.score_map: rating {rating} is outside the "
+                        f"{survey.kind.value} scale {low}-{high}"
+                    )
+    return problems
+
+
+def parse_config(data: dict[str, Any], source: Path) -> HubConfig:
+    """Validate a config already read as a dict. Raises ConfigError listing every problem."""
+    try:
+        config = HubConfig.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid config", problems_from(exc, source, model=HubConfig)) from None
+    problems = cross_check(config)
+    if problems:
+        raise ConfigError(f"{source}: invalid config", problems)
+    return config
+
+
+def load_config(path: str | Path) -> HubConfig:
+    """Read and validate a config file. Raises ConfigError naming the file, each key and its fix."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: no such file; create one with `cxhub init {source}` or pass --config"
+        ) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return parse_config(data, source)

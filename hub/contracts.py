@@ -1,0 +1,149 @@
+"""The typed contracts a plugin implements: ``Connector`` (a CRM) and ``Channel`` (email, SMS, chat).
+
+A plugin's registration hook hands the hub a *type* (``ConnectorType`` / ``ChannelType``): its name, its
+pydantic settings model and a factory. The hub validates each configured instance's settings with that model
+and calls the factory once per instance, so one hub can talk to two Salesforce orgs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+import httpx
+from pydantic import BaseModel
+
+from hub.models import (
+    CheckResult,
+    Delivery,
+    FetchResult,
+    InboundReply,
+    OutboundMessage,
+    PersonRecord,
+    WebhookReply,
+    WebhookRequest,
+    WriteBackItem,
+    WriteBackResult,
+)
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What the hub lends a connector or channel instance when it is created.
+
+    ``public_url`` is where the hub is reachable from outside (for webhook registration and survey links);
+    ``http_client`` builds an httpx client with the hub's shared timeouts, user agent and log redaction.
+    """
+
+    instance: str
+    public_url: str
+    http_client: Callable[..., httpx.AsyncClient]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A CRM: where events come from and where answers are written back.
+
+    Every method raises ``hub.errors`` classes on failure (never returns False): ``AuthError`` and
+    ``ConfigError`` when an admin must act, ``TransientError`` to be retried, ``SkippableError`` for one bad record.
+    """
+
+    #: how many write-back items one ``write_back`` call takes (the CRM's batch limit, or a sane chunk)
+    batch_size: int
+
+    async def check(self) -> list[CheckResult]:
+        """Test credentials, permissions and that every mapped field exists. Used by ``cxhub check``."""
+        ...
+
+    async def fetch_events(self, cursor: str | None) -> FetchResult:
+        """Poll for events since ``cursor`` (None: the connector's own starting point).
+
+        The returned cursor is stored only after the events are, so a crash re-fetches rather than skips;
+        overlap is welcome (duplicates are dropped by event id).
+        """
+        ...
+
+    async def parse_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Verify and read one webhook. Raise ``BadInput`` (with 400/401) for a malformed or unsigned one."""
+        ...
+
+    async def find_person(self, email: str | None, phone: str | None) -> PersonRecord | None:
+        """Look a person up by normalised email or E.164 phone; None when the CRM has nobody."""
+        ...
+
+    async def get_person(self, crm_id: str) -> PersonRecord | None:
+        """Read one person by the CRM's id; None when it no longer exists."""
+        ...
+
+    async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
+        """Write a batch; return exactly one result per item, in any order, matched by ``item_id``.
+
+        Must be idempotent on ``item.key``: the same item may arrive again after a crash or a retry.
+        Raising ``TransientError`` retries the whole batch; ``AuthError`` stops the run.
+        """
+        ...
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Settings and state for a support ticket, with every secret redacted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A way to reach a person (email, SMS, chat): sends invitations and alerts, reads replies."""
+
+    async def check(self) -> list[CheckResult]:
+        """Test the connection and credentials. Used by ``cxhub check``."""
+        ...
+
+    async def send(self, message: OutboundMessage) -> Delivery:
+        """Hand one message to the provider.
+
+        ``TransientError``: try this channel again later. ``SkippableError`` (no address for this person,
+        address rejected for good): the hub moves on to the campaign's next channel.
+        """
+        ...
+
+    async def parse_inbound(self, request: WebhookRequest) -> InboundReply:
+        """Verify and read a reply from the provider. Raise ``BadInput`` for a malformed or unsigned one."""
+        ...
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Settings and state for a support ticket, with every secret redacted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class ConnectorType(Generic[SettingsT]):
+    """A kind of connector a plugin offers, e.g. ``superoffice``."""
+
+    name: str
+    settings: type[SettingsT]
+    factory: Callable[[SettingsT, PluginContext], Connector]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelType(Generic[SettingsT]):
+    """A kind of channel a plugin offers, e.g. ``email``."""
+
+    name: str
+    settings: type[SettingsT]
+    factory: Callable[[SettingsT, PluginContext], Channel]
+    description: str = ""
+
+
+RegisterConnector = Callable[[ConnectorType[Any]], None]
+RegisterChannel = Callable[[ChannelType[Any]], None]

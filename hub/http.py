@@ -1,0 +1,122 @@
+"""The one httpx configuration every plugin uses: timeouts, user agent, logging without secrets, retry policy.
+
+Connectors call ``PluginContext.http_client(...)`` (which is ``make_client``) rather than building their own
+client, so an admin sets proxies and timeouts once and a secret never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+
+from hub.errors import AuthError, TransientError
+
+log = structlog.get_logger("hub.http")
+
+USER_AGENT = "cxhub/0.1 (+https://github.com/cxhub/cxhub)"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "so-apptoken", "x-api-key"}
+
+T = TypeVar("T")
+
+
+def redacted_headers(headers: httpx.Headers) -> dict[str, str]:
+    """Headers fit for a log line: credentials replaced."""
+    return {k: ("**********" if k.lower() in _SENSITIVE_HEADERS else v) for k, v in headers.items()}
+
+
+async def _log_request(request: httpx.Request) -> None:
+    log.debug("http.request", method=request.method, url=str(request.url.copy_with(query=None)))
+
+
+async def _log_response(response: httpx.Response) -> None:
+    log.debug(
+        "http.response",
+        method=response.request.method,
+        url=str(response.request.url.copy_with(query=None)),
+        status=response.status_code,
+    )
+
+
+def make_client(
+    base_url: str = "",
+    *,
+    timeout: float | httpx.Timeout | None = None,
+    verify: Any = True,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` with the hub's defaults. Query strings are left out of logs (they carry keys)."""
+    all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        verify=verify,
+        headers=all_headers,
+        event_hooks={"request": [_log_request], "response": [_log_response]},
+        **kwargs,
+    )
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Read a Retry-After header: delta seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def raise_for_status(response: httpx.Response, what: str) -> None:
+    """Classify a failed reply: 429/502/503/504 -> TransientError (with Retry-After), 401/403 -> AuthError.
+
+    Other 4xx/5xx are left to the caller (they usually mean one bad record: ``SkippableError``).
+    """
+    status = response.status_code
+    if status in (429, 502, 503, 504):
+        raise TransientError(
+            f"{what}: HTTP {status}", retry_after=retry_after_seconds(response.headers.get("Retry-After"))
+        )
+    if status in (401, 403):
+        raise AuthError(f"{what}: HTTP {status} {response.text[:200]}")
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never shorter than what the remote side asked for."""
+    delay = random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]], *, attempts: int = 3, base: float = 0.5, cap: float = 10.0
+) -> T:
+    """Run ``call`` again on TransientError, honouring retry_after, up to ``attempts`` times in all.
+
+    For short in-call retries (a 429 during a check); the write-back queue has its own, longer, backoff.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except TransientError as exc:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(backoff_delay(attempt, base=base, cap=cap, retry_after=exc.retry_after))
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""SuperOffice connector for CX Hub."""
