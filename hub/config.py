@@ -14,7 +14,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from hub.errors import ConfigError
 from hub.models import SCALES, Branding, SurveyKind
@@ -164,16 +164,20 @@ class Campaign(Section):
 
 
 class HubConfig(Section):
-    hub: HubSettings = Field(default_factory=HubSettings)  # type: ignore[arg-type]
-    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
-    sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
+    hub: HubSettings = Field(default_factory=HubSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
     connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
     channels: dict[str, ChannelInstance] = Field(default_factory=dict)
     surveys: dict[str, SurveySettings] = Field(default_factory=dict)
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
 
     #: where it was read from; relative paths in it are relative to this file's folder
-    source: Path = Field(default=Path("cxhub.toml"), exclude=True)
+    _source: Path = PrivateAttr(default=Path("cxhub.toml"))
+
+    @property
+    def source(self) -> Path:
+        return self._source
 
     def database_url(self) -> str:
         """The database URL, a relative SQLite path anchored at the config file's folder."""
@@ -243,7 +247,7 @@ def problems_from(
     lines = []
     for item in error.errors():
         loc = tuple(prefix) + tuple(item["loc"])
-        lines.append(f"{source}: {key_path(loc)}: {_fix_for(item, model)}")
+        lines.append(f"{source}: {key_path(loc)}: {_fix_for(dict(item), model)}")
     return lines
 
 
@@ -308,9 +312,10 @@ def cross_check(config: HubConfig) -> list[str]:
 def parse_config(data: dict[str, Any], source: Path) -> HubConfig:
     """Validate a config already read as a dict. Raises ConfigError listing every problem."""
     try:
-        config = HubConfig.model_validate({**data, "source": source})
+        config = HubConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid config", problems_from(exc, source, model=HubConfig)) from None
+    config._source = source
     problems = cross_check(config)
     if problems:
         raise ConfigError(f"{source}: invalid config", problems)

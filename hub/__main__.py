@@ -1,0 +1,5 @@
+"""``python -m hub`` is ``cxhub``."""
+
+from hub.cli import app
+
+app()

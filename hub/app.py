@@ -1,0 +1,146 @@
+"""The running hub: config, plugins, store, connector and channel instances, engine and sync, wired once.
+
+``Hub.open`` is the one way to get a hub, for the web process, the worker, the CLI and tests alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from hub.config import HubConfig, load_config, problems_from
+from hub.contracts import Channel, Connector, PluginContext
+from hub.engine import Engine
+from hub.errors import ConfigError
+from hub.http import make_client
+from hub.logging import register_secrets
+from hub.plugins import PluginManager
+from hub.store import Store, utcnow
+from hub.sync import SyncService
+
+log = structlog.get_logger("hub")
+
+
+def validate_instances(config: HubConfig, plugins: PluginManager) -> dict[str, BaseModel]:
+    """Validate every connector's and channel's own settings with its plugin's model.
+
+    Returns the validated settings by ``"connectors.<name>"`` / ``"channels.<name>"``; raises ConfigError with
+    one line per problem, across all instances.
+    """
+    problems: list[str] = []
+    validated: dict[str, BaseModel] = {}
+    sections: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("connectors", dict(config.connectors), dict(plugins.connector_types)),
+        ("channels", dict(config.channels), dict(plugins.channel_types)),
+    ]
+    for section, instances, types in sections:
+        for name, instance in instances.items():
+            if not instance.enabled:
+                continue
+            kind = types.get(instance.plugin)
+            if kind is None:
+                problems.append(
+                    f'{config.source}: {section}.{name}.plugin: no {section[:-1]} type "{instance.plugin}" '
+                    f"(installed: {', '.join(sorted(types)) or 'none'}); install its plugin or fix the name"
+                )
+                continue
+            try:
+                validated[f"{section}.{name}"] = kind.settings.model_validate(instance.plugin_settings())
+            except ValidationError as exc:
+                problems.extend(problems_from(exc, config.source, (section, name), model=kind.settings))
+    if problems:
+        raise ConfigError(f"{config.source}: invalid config", problems)
+    return validated
+
+
+class Hub:
+    """One hub instance. Use ``await Hub.open(config)`` and ``await hub.close()``."""
+
+    def __init__(self, config: HubConfig, plugins: PluginManager, store: Store) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.store = store
+        self.connectors: dict[str, Connector] = {}
+        self.channels: dict[str, Channel] = {}
+        self.settings: dict[str, BaseModel] = {}
+        self.engine = Engine(self)
+        self.sync = SyncService(self)
+        self.secret_key = ""
+        self.started_at = utcnow()
+        self._wakers: dict[str, list[Callable[[], None]]] = {}
+        self.now: Callable[[], datetime] = utcnow
+
+    @classmethod
+    async def open(
+        cls,
+        config: HubConfig | str | Path,
+        *,
+        migrate: bool = True,
+        plugin_objects: list[tuple[str, object]] | None = None,
+    ) -> Hub:
+        """Load plugins, validate every setting, open the store, create instances, run startup hooks."""
+        if not isinstance(config, HubConfig):
+            config = load_config(config)
+        plugins = PluginManager()
+        plugins.load(config.hub.plugins, config.hub.plugin_modules)
+        for name, obj in plugin_objects or []:
+            plugins.register_object(obj, name)
+        settings = validate_instances(config, plugins)
+        register_secrets(config, settings.values())
+        store = Store(config.database_url())
+        hub = cls(config, plugins, store)
+        hub.settings = settings
+        if migrate:
+            await store.upgrade()
+        configured = config.hub.secret_key
+        hub.secret_key = configured.get_secret_value() if configured else await store.generated_secret("csrf")
+        for key, value in settings.items():
+            section, name = key.split(".", 1)
+            ctx = PluginContext(instance=name, public_url=config.hub.public_url, http_client=make_client)
+            if section == "connectors":
+                plugin = plugins.connector_types[config.connectors[name].plugin]
+                hub.connectors[name] = plugin.factory(value, ctx)
+            else:
+                channel_type = plugins.channel_types[config.channels[name].plugin]
+                hub.channels[name] = channel_type.factory(value, ctx)
+        await plugins.call_lifecycle("hub_startup", hub=hub)
+        return hub
+
+    async def close(self) -> None:
+        await self.plugins.call_lifecycle("hub_shutdown", hub=self)
+        instances: list[Connector | Channel] = [*self.connectors.values(), *self.channels.values()]
+        for instance in instances:
+            try:
+                await instance.aclose()
+            except Exception:
+                log.exception("close.failed")
+        await self.store.dispose()
+
+    # --- wake-ups: let a job run now instead of at its next tick --------------------------------------------
+
+    def on_wake(self, what: str, callback: Callable[[], None]) -> None:
+        self._wakers.setdefault(what, []).append(callback)
+
+    def wake(self, what: str) -> None:
+        """Ask the scheduler (if one runs in this process) to run the jobs of ``what`` soon."""
+        for callback in self._wakers.get(what, []):
+            callback()
+
+    async def singleton(self, name: str, job: Callable[[], Any], ttl: float = 600) -> Any:
+        """Run ``job`` only if no other process runs the job of that name (database lock)."""
+        owner = self.sync.owner
+        if not await self.store.acquire_lock(name, owner, ttl):
+            return None
+        try:
+            result = job()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        finally:
+            await self.store.release_lock(name, owner)

@@ -1,0 +1,399 @@
+"""The ``cxhub`` command. Each subcommand is a thin shell over the hub's own objects."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy import func, or_, select
+
+from hub import logging as hub_logging
+from hub.app import Hub
+from hub.config import HubConfig, load_config
+from hub.errors import ConfigError, HubError
+from hub.logging import scrub
+from hub.people import normalise_email, normalise_phone
+from hub.plugins import PluginManager
+from hub.store import Store
+from hub.store.tables import Cursor, Event, Invitation, Person, SyncRun, WriteBack
+
+app = typer.Typer(
+    help="CX Hub: closed-loop customer feedback between your CRM and your customers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", envvar="CXHUB_CONFIG", help="the config file", show_default=True)
+]
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {scrub(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load(path: Path) -> HubConfig:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            err.print(scrub(line), highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    hub_logging.configure(config.hub.log_level)
+    return config
+
+
+def run_with_hub(path: Path, work: Callable[[Hub], Awaitable[T]]) -> T:
+    config = load(path)
+
+    async def main() -> T:
+        try:
+            hub = await Hub.open(config)
+        except ConfigError as exc:
+            for line in exc.problems:
+                err.print(scrub(line), highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        try:
+            return await work(hub)
+        finally:
+            await hub.close()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def init(path: Annotated[Path, typer.Argument()] = Path("cxhub.toml"), force: bool = False) -> None:
+    """Write a commented starter config."""
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+    starter = Path(__file__).parent / "starter.toml"
+    path.write_text(starter.read_text(encoding="utf-8"), encoding="utf-8")
+    console.print(f"wrote {path}: edit it, then run `cxhub check -c {path}`")
+
+
+@app.command()
+def check(config: ConfigOption = Path("cxhub.toml")) -> None:
+    """Validate the config and test every connector and channel (credentials, permissions, mapped fields)."""
+
+    async def work(hub: Hub) -> bool:
+        table = Table(title="cxhub check")
+        for column in ("instance", "check", "result", "detail"):
+            table.add_column(column)
+        table.add_row("config", str(config), "[green]ok[/green]", f"{len(hub.config.campaigns)} campaign(s)")
+        all_ok = True
+        instances: list[tuple[str, Any]] = [*hub.connectors.items(), *hub.channels.items()]
+        for name, instance in instances:
+            try:
+                results = await instance.check()
+            except HubError as exc:
+                results = []
+                table.add_row(name, "connect", "[red]failed[/red]", scrub(f"{type(exc).__name__}: {exc}"))
+                all_ok = False
+            for result in results:
+                all_ok &= result.ok
+                mark = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
+                table.add_row(name, result.name, mark, scrub(result.detail))
+        console.print(table)
+        return all_ok
+
+    if not run_with_hub(config, work):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("cxhub.toml"),
+    host: Annotated[str | None, typer.Option(help="overrides hub.host")] = None,
+    port: Annotated[int | None, typer.Option(help="overrides hub.port")] = None,
+    scheduler: Annotated[bool, typer.Option(help="run the scheduled jobs in this process")] = True,
+) -> None:
+    """Run the web server (webhooks, survey pages, admin API) and, by default, the scheduler."""
+    import uvicorn
+
+    from hub.web import create_app
+
+    cfg = load(config)
+    web = create_app(config_path=config, scheduler=scheduler)
+    uvicorn.run(
+        web, host=host or cfg.hub.host, port=port or cfg.hub.port, log_config=None, proxy_headers=True
+    )
+
+
+@app.command()
+def worker(config: ConfigOption = Path("cxhub.toml")) -> None:
+    """Run the scheduled jobs alone (dispatch, polling, sync, reminders, retention), without the web server."""
+    from hub.scheduler import Scheduler
+
+    async def work(hub: Hub) -> None:
+        jobs = Scheduler(hub)
+        jobs.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        err.print("worker running; Ctrl-C stops it")
+        await stop.wait()
+        jobs.shutdown()
+
+    run_with_hub(config, work)
+
+
+@app.command()
+def sync(
+    connector: Annotated[str | None, typer.Argument(help="one connector; all if omitted")] = None,
+    full: Annotated[bool, typer.Option(help="write every response again (idempotent)")] = False,
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Write queued answers back to the CRMs now."""
+
+    async def work(hub: Hub) -> int:
+        names = [connector] if connector else list(hub.connectors)
+        for name in names:
+            if name not in hub.connectors:
+                fail(f'no connector named "{name}" (defined: {", ".join(hub.connectors) or "none"})')
+        failures = 0
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bar:
+            for name in names:
+                if full:
+                    await hub.sync.requeue_all(name)
+                task = bar.add_task(name, total=await hub.sync.pending(name) or 1)
+                stats = await hub.singleton(
+                    f"job:sync:{name}",
+                    lambda n=name, t=task: hub.sync.run(  # type: ignore[misc]
+                        n,
+                        kind="full" if full else "sync",
+                        progress=lambda done, total: bar.update(t, completed=done, total=total),
+                    ),
+                )
+                if stats is None:
+                    bar.console.print(f"{name}: another process is syncing it; try again shortly")
+                    continue
+                bar.update(task, completed=bar.tasks[task].total)
+                bar.console.print(
+                    f"{name}: written {stats.written}, retrying {stats.retried}, dead letters {stats.dead}"
+                    + (f", stopped: {scrub(stats.error)}" if stats.error else "")
+                )
+                failures += bool(stats.error)
+        return failures
+
+    if run_with_hub(config, work):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(config: ConfigOption = Path("cxhub.toml")) -> None:
+    """Per connector: last runs, watermark, queued items, dead letters, next scheduled sync."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    async def work(hub: Hub) -> None:
+        table = Table(title="cxhub status")
+        for column in ("connector", "last sync", "last poll", "watermark", "queued", "dead", "next sync"):
+            table.add_column(column)
+        now = hub.now()
+        async with hub.store.session() as s:
+            for name, instance in hub.config.connectors.items():
+                last: dict[str, SyncRun | None] = {}
+                for kind in ("sync", "poll"):
+                    last[kind] = await s.scalar(
+                        select(SyncRun)
+                        .where(
+                            SyncRun.connector == name,
+                            SyncRun.kind.in_((kind, "full") if kind == "sync" else (kind,)),
+                        )
+                        .order_by(SyncRun.id.desc())
+                        .limit(1)
+                    )
+                cursor = await s.get(Cursor, (name, "events"))
+                counts = dict(
+                    (
+                        await s.execute(
+                            select(WriteBack.state, func.count())
+                            .where(WriteBack.connector == name)
+                            .group_by(WriteBack.state)
+                        )
+                    ).all()
+                )
+                cron = CronTrigger.from_crontab(instance.sync_cron or hub.config.sync.cron, timezone="UTC")
+                next_run = cron.get_next_fire_time(None, now)
+                table.add_row(
+                    name,
+                    _run_text(last["sync"]),
+                    _run_text(last["poll"]),
+                    (cursor.value or "-")[:40] if cursor else "-",
+                    str(counts.get("queued", 0)),
+                    str(counts.get("dead", 0)),
+                    f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-",
+                )
+        console.print(table)
+
+    run_with_hub(config, work)
+
+
+def _run_text(run: SyncRun | None) -> str:
+    if run is None:
+        return "never"
+    when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
+    if run.error:
+        return f"{when} [red]{scrub(run.error)[:60]}[/red]"
+    return f"{when} ({run.written or run.events} ok)"
+
+
+@app.command()
+def plugins(config: ConfigOption = Path("cxhub.toml")) -> None:
+    """List the plugins: name, version, built in or not, and the hooks each implements."""
+    manager = PluginManager()
+    cfg = load(config) if config.exists() else None
+    try:
+        manager.load(cfg.hub.plugins if cfg else None, cfg.hub.plugin_modules if cfg else [])
+    except ConfigError as exc:
+        fail(str(exc))
+    table = Table(title="cxhub plugins")
+    for column in ("plugin", "version", "built in", "provides", "hooks"):
+        table.add_column(column)
+    for info in manager.infos.values():
+        module = manager.pm.get_plugin(info.name)
+        provides = [f"connector {n}" for n, t in manager.connector_types.items() if _owned(t.factory, module)]
+        provides += [f"channel {n}" for n, t in manager.channel_types.items() if _owned(t.factory, module)]
+        table.add_row(
+            info.name,
+            info.version,
+            "yes" if info.builtin else "no",
+            ", ".join(provides),
+            ", ".join(info.hooks),
+        )
+    console.print(table)
+
+
+def _owned(factory: Any, module: Any) -> bool:
+    name = getattr(module, "__name__", None)
+    return bool(name) and str(getattr(factory, "__module__", "")).startswith(str(name))
+
+
+@app.command()
+def replay(
+    connector: Annotated[str | None, typer.Option(help="only this connector's dead letters")] = None,
+    item: Annotated[list[int] | None, typer.Option("--id", help="only these items")] = None,
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Re-queue dead letters, after the cause is fixed."""
+
+    async def work(hub: Hub) -> int:
+        return await hub.sync.replay(connector, item)
+
+    count = run_with_hub(config, work)
+    console.print(f"re-queued {count} dead letter(s); they are written at the next sync")
+
+
+@app.command()
+def explain(
+    who: Annotated[str, typer.Argument(help="an email address or phone number")],
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Every invitation for one person, sent or suppressed, and why."""
+
+    async def work(hub: Hub) -> None:
+        email, phone = normalise_email(who), normalise_phone(who)
+        async with hub.store.session() as s:
+            clauses = [
+                c
+                for c in (Person.email == email if email else None, Person.phone == phone if phone else None)
+                if c is not None
+            ]
+            if not clauses:
+                fail(f'"{who}" is neither an email address nor a phone number with a country code')
+            people = list(await s.scalars(select(Person).where(or_(*clauses))))
+            if not people:
+                console.print(f"nobody with {who} is known to the hub")
+                return
+            for person in people:
+                opted = f", unsubscribed {person.opted_out_at:%Y-%m-%d}" if person.opted_out_at else ""
+                console.print(
+                    f"[bold]{person.name or '(no name)'}[/bold] {person.email or ''} {person.phone or ''}"
+                    f"{opted}"
+                )
+                table = Table()
+                for column in ("created", "campaign", "event", "status", "channel", "why"):
+                    table.add_column(column)
+                rows = (
+                    await s.execute(
+                        select(Invitation, Event)
+                        .join(Event, Event.id == Invitation.event_pk)
+                        .where(Invitation.person_id == person.id)
+                        .order_by(Invitation.id)
+                    )
+                ).all()
+                for inv, event in rows:
+                    table.add_row(
+                        f"{inv.created_at:%Y-%m-%d %H:%M}",
+                        inv.campaign,
+                        f"{event.connector} {event.event_type} {event.record_id}",
+                        inv.status,
+                        inv.channel or "-",
+                        inv.reason or _why(inv.status, inv.sent_at),
+                    )
+                console.print(table)
+
+    run_with_hub(config, work)
+
+
+def _why(status: str, sent_at: datetime | None) -> str:
+    return {
+        "scheduled": "waiting for its send time",
+        "sent": f"sent {sent_at:%Y-%m-%d %H:%M}" if sent_at else "sent",
+        "answered": "answered",
+        "expired": "expired unanswered",
+    }.get(status, "")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = Path("cxhub.toml")) -> None:
+    """Apply pending database migrations."""
+    cfg = load(config)
+
+    async def work() -> None:
+        store = Store(cfg.database_url())
+        try:
+            await store.upgrade()
+        finally:
+            await store.dispose()
+
+    asyncio.run(work())
+    console.print("database is up to date")
+
+
+@app.command()
+def generate(
+    check_only: Annotated[bool, typer.Option("--check", help="fail if the files are stale")] = False,
+    root: Annotated[Path, typer.Option(help="the repository root")] = Path("."),
+) -> None:
+    """Write schemas/ and docs/hooks.md from the code (CI fails when they are stale)."""
+    from hub.generate import generated_files
+
+    stale = []
+    for relative, content in generated_files().items():
+        path = root / relative
+        if path.exists() and path.read_text(encoding="utf-8") == content:
+            continue
+        stale.append(relative)
+        if not check_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+    if check_only and stale:
+        fail("stale generated files (run `make generate`): " + ", ".join(stale), code=1)
+    console.print("up to date" if not stale else f"wrote {len(stale)} file(s)")

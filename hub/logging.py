@@ -1,0 +1,93 @@
+"""Logging: structlog, with every configured secret value scrubbed from every line, whatever logged it.
+
+Secrets are ``SecretStr`` in settings, so a repr never shows them; this filter is the second line of defence
+for values that slip into an exception message or a URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, SecretStr
+
+from hub.secrets import redact
+
+_SECRETS: set[str] = set()
+
+
+def _collect(value: Any, into: set[str]) -> None:
+    if isinstance(value, SecretStr):
+        into.add(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect(getattr(value, name), into)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, into)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect(item, into)
+
+
+def secret_values(*models: Any) -> set[str]:
+    found: set[str] = set()
+    for model in models:
+        _collect(model, found)
+    return {v for v in found if v}
+
+
+def register_secrets(config: BaseModel, plugin_settings: Iterable[BaseModel]) -> None:
+    """Remember every secret of the config so log lines can be scrubbed of them."""
+    _SECRETS.update(secret_values(config, *plugin_settings))
+
+
+def scrub(text: str) -> str:
+    return redact(text, sorted(_SECRETS, key=len, reverse=True))
+
+
+def _scrub_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        if isinstance(value, str):
+            event_dict[key] = scrub(value)
+    return event_dict
+
+
+class _ScrubFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub(record.getMessage())
+        record.args = ()
+        return True
+
+
+def configure(level: str = "info", json: bool = False) -> None:
+    """Configure stdlib logging and structlog for the hub's processes."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ScrubFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for noisy in ("httpx", "httpcore", "apscheduler", "aiosqlite", "alembic"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            _scrub_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,77 @@
+"""Matching the people of several CRMs into one person: by CRM id, then normalised email, then E.164 phone."""
+
+from __future__ import annotations
+
+import phonenumbers
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.models import PersonRecord
+from hub.store.tables import Identity, Person, utcnow
+
+
+def normalise_email(email: str | None) -> str | None:
+    if not email or "@" not in email:
+        return None
+    return email.strip().lower()
+
+
+def normalise_phone(phone: str | None, region: str | None = None) -> str | None:
+    """E.164 (``+4512345678``), or None when the number cannot be read."""
+    if not phone:
+        return None
+    candidate = phone.strip()
+    if candidate.startswith("00"):
+        candidate = "+" + candidate[2:]
+    try:
+        parsed = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def display_name(record: PersonRecord) -> str | None:
+    name = " ".join(part for part in (record.first_name, record.last_name) if part)
+    return name or None
+
+
+async def upsert_person(
+    session: AsyncSession, connector: str, record: PersonRecord
+) -> tuple[Person, Identity]:
+    """Find or create the hub's person for a CRM record and refresh what the CRM says of them."""
+    email = normalise_email(record.email)
+    phone = normalise_phone(record.phone)
+    identity = await session.scalar(
+        select(Identity).where(Identity.connector == connector, Identity.crm_id == record.crm_id)
+    )
+    person: Person | None = None
+    if identity is not None:
+        person = await session.get(Person, identity.person_id)
+    if person is None and (email or phone):
+        clauses = []
+        if email:
+            clauses.append(Person.email == email)
+        if phone:
+            clauses.append(Person.phone == phone)
+        person = await session.scalar(select(Person).where(or_(*clauses)).order_by(Person.id).limit(1))
+    if person is None:
+        person = Person()
+        session.add(person)
+    person.email = email or person.email
+    person.phone = phone or person.phone
+    person.name = display_name(record) or person.name
+    person.language = record.language or person.language
+    person.timezone = record.timezone or person.timezone
+    person.updated_at = utcnow()
+    await session.flush()
+    if identity is None:
+        identity = Identity(person_id=person.id, connector=connector, crm_id=record.crm_id)
+        session.add(identity)
+    identity.person_id = person.id
+    identity.crm_opted_out = record.opted_out
+    identity.crm_opt_out_reason = record.opt_out_reason
+    identity.updated_at = utcnow()
+    await session.flush()
+    return person, identity

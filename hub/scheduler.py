@@ -1,0 +1,120 @@
+"""APScheduler wiring only: which job runs when. The work itself lives in the engine and the sync service.
+
+Every job runs one instance at a time in this process (``max_instances=1``) and, through a database lock,
+one at a time across every process sharing the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import delete, update
+
+from hub.app import Hub
+from hub.store.tables import Event, Invitation, Token
+
+log = structlog.get_logger("hub.scheduler")
+
+TICK_SECONDS = 5.0
+
+
+class Scheduler:
+    def __init__(self, hub: Hub, tick_seconds: float = TICK_SECONDS) -> None:
+        self.hub = hub
+        self.tick = tick_seconds
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    def _add(
+        self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, lock_ttl: float = 900
+    ) -> None:
+        async def run() -> None:
+            try:
+                await self.hub.singleton(f"job:{job_id}", func, ttl=lock_ttl)
+            except Exception:
+                log.exception("job.failed", job=job_id)
+
+        self.scheduler.add_job(
+            run,
+            trigger,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now().astimezone(),
+        )
+
+    def setup(self) -> None:
+        hub = self.hub
+        tick = IntervalTrigger(seconds=self.tick)
+        self._add("events", hub.engine.process_pending, tick)
+        self._add("dispatch", self._dispatch, tick)
+        self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=hub.config.sync.prompt_seconds))
+        for name, instance in hub.config.connectors.items():
+            if name not in hub.connectors:
+                continue
+            if instance.poll_interval_seconds > 0:
+                self._add(
+                    f"poll:{name}",
+                    self._poller(name),
+                    IntervalTrigger(seconds=instance.poll_interval_seconds),
+                )
+            cron = instance.sync_cron or hub.config.sync.cron
+            self._add(f"sync:{name}", self._syncer(name), CronTrigger.from_crontab(cron, timezone="UTC"))
+        self._add("retention", self._retention, IntervalTrigger(hours=6))
+        hub.on_wake("events", lambda: self._run_soon("events"))
+        hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
+
+    def _run_soon(self, job_id: str) -> None:
+        job = self.scheduler.get_job(job_id)
+        if job is not None:
+            job.modify(next_run_time=datetime.now().astimezone())
+
+    async def _dispatch(self) -> None:
+        await self.hub.engine.dispatch_due()
+        await self.hub.engine.send_reminders()
+
+    async def _sync_due(self) -> None:
+        """Near-real-time write-back: every few seconds, sync each connector that has due items."""
+        for name in self.hub.connectors:
+            if await self.hub.sync.pending(name):
+                await self.hub.singleton(f"job:sync:{name}", self._syncer(name))
+
+    def _poller(self, name: str) -> Callable[[], Awaitable[Any]]:
+        async def poll() -> None:
+            await self.hub.sync.poll(name)
+
+        return poll
+
+    def _syncer(self, name: str) -> Callable[[], Awaitable[Any]]:
+        async def sync() -> None:
+            await self.hub.sync.run(name)
+
+        return sync
+
+    async def _retention(self) -> None:
+        """Drop raw webhook bodies past the retention period, expire old invitations, delete dead tokens."""
+        hub = self.hub
+        now = hub.now()
+        async with hub.store.session() as s:
+            cutoff = now - timedelta(days=hub.config.hub.retention_days)
+            await s.execute(update(Event).where(Event.received_at < cutoff).values(raw=None))
+            await s.execute(
+                update(Invitation)
+                .where(Invitation.status.in_(("scheduled", "sent")), Invitation.expires_at < now)
+                .values(status="expired")
+            )
+            await s.execute(delete(Token).where(Token.expires_at < now - timedelta(days=30)))
+
+    def start(self) -> None:
+        self.setup()
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

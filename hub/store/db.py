@@ -1,0 +1,127 @@
+"""Opening the database, applying migrations, and the cross-process job lock.
+
+SQLite (WAL) is the embedded default; PostgreSQL is the production store. Both run the same code: rows are
+claimed with ``FOR UPDATE SKIP LOCKED`` where the database has it (SQLite, a single writer, ignores it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import delete, event, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from hub.store.tables import JobLock, Setting, utcnow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    """The database of one hub: an async engine, a session factory and the migration runner."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed on success and rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def upgrade(self) -> None:
+        """Apply every pending migration (run at start and by `cxhub db upgrade`)."""
+        if self.is_sqlite and ":memory:" not in self.url:
+            path = self.url.split(":///", 1)[1]
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(command.upgrade, alembic_config(self.url), "head")
+
+    async def is_current(self) -> bool:
+        """True when the schema is at the newest migration (for /readyz)."""
+        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+
+        def current(conn: Connection) -> str | None:
+            return MigrationContext.configure(conn).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(current) == head
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    # --- singleton jobs across processes ----------------------------------------------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the named lock for ``ttl`` seconds; False when another live owner holds it."""
+        now = utcnow()
+        until = now + timedelta(seconds=ttl)
+        async with self.session() as s:
+            result = await s.execute(
+                update(JobLock)
+                .where(JobLock.name == name, (JobLock.owner == owner) | (JobLock.expires_at < now))
+                .values(owner=owner, expires_at=until)
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                return True
+        try:
+            async with self.session() as s:
+                s.add(JobLock(name=name, owner=owner, expires_at=until))
+        except IntegrityError:
+            return False
+        return True
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        async with self.session() as s:
+            await s.execute(delete(JobLock).where(JobLock.name == name, JobLock.owner == owner))
+
+    # --- generated settings -----------------------------------------------------------------------------------
+
+    async def generated_secret(self, key: str) -> str:
+        """A random value created on first use and kept, e.g. the CSRF key when none is configured."""
+        async with self.session() as s:
+            found = await s.scalar(select(Setting.value).where(Setting.key == key))
+            if found is not None:
+                return found
+        value = secrets.token_urlsafe(32)
+        try:
+            async with self.session() as s:
+                s.add(Setting(key=key, value=value))
+        except IntegrityError:
+            async with self.session() as s:
+                return str(await s.scalar(select(Setting.value).where(Setting.key == key)))
+        return value

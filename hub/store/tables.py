@@ -1,0 +1,251 @@
+"""The hub's tables. Every change goes through an Alembic migration (hub/store/migrations).
+
+Design notes:
+
+* ``events`` is unique per (connector, event_id): duplicates from webhook retries, webhook + poll overlap and
+  replays are dropped at insert, which is what makes at-least-once delivery from the CRM safe.
+* ``writebacks`` is unique per (connector, key). Queuing an item that exists re-arms it (state ``queued``,
+  ``version`` + 1) instead of adding a row: ten answers of one person in a minute leave one summary row to
+  write, and a sync that finishes an older version never marks a newer one done.
+* Claiming uses a lease (``lease_owner`` / ``lease_until``): a worker killed mid-sync leaves rows that another
+  worker claims once the lease runs out, so nothing queued is ever lost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("connector", "event_id", name="uq_events_connector_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector: Mapped[str] = mapped_column(String(100))
+    event_id: Mapped[str] = mapped_column(String(300))
+    event_type: Mapped[str] = mapped_column(String(100))
+    record_id: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(20), doc="webhook | poll")
+    payload: Mapped[dict[str, Any]] = mapped_column(doc="the normalised CaseEvent")
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, doc="the webhook body as received")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)
+    process_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RejectedWebhook(Base):
+    __tablename__ = "rejected_webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(100), doc="connector or channel instance")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column()
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True, doc="lower-cased, trimmed")
+    phone: Mapped[str | None] = mapped_column(String(32), index=True, doc="E.164")
+    name: Mapped[str | None] = mapped_column(String(300))
+    language: Mapped[str | None] = mapped_column(String(20))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    opted_out_at: Mapped[datetime | None] = mapped_column(doc="the hub's own opt-out, set by unsubscribe")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Identity(Base):
+    """A person's record in one connector."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("connector", "crm_id", name="uq_identities_connector_crm"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    connector: Mapped[str] = mapped_column(String(100))
+    crm_id: Mapped[str] = mapped_column(String(200))
+    crm_opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    crm_opt_out_reason: Mapped[str | None] = mapped_column(String(300))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+    __table_args__ = (
+        UniqueConstraint("event_pk", "campaign", name="uq_invitations_event_campaign"),
+        Index("ix_invitations_due", "status", "send_after"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(100))
+    event_pk: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"), index=True)
+    status: Mapped[str] = mapped_column(String(20), doc="scheduled|sent|suppressed|failed|answered|expired")
+    reason: Mapped[str | None] = mapped_column(Text, doc="why suppressed or failed")
+    channel: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str] = mapped_column(String(20), default="en")
+    send_after: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    remind_after: Mapped[datetime | None] = mapped_column(index=True)
+    reminded_at: Mapped[datetime | None] = mapped_column()
+    expires_at: Mapped[datetime | None] = mapped_column()
+    lease_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Token(Base):
+    """A survey or unsubscribe link. Only the SHA-256 of the random token is kept."""
+
+    __tablename__ = "tokens"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(20), doc="survey | unsubscribe")
+    expires_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Response(Base):
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, doc="a UUID: the key CRMs store")
+    invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"), unique=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    campaign: Mapped[str] = mapped_column(String(100))
+    survey_kind: Mapped[str] = mapped_column(String(20))
+    rating: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    category: Mapped[str | None] = mapped_column(String(20))
+    comment: Mapped[str | None] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str | None] = mapped_column(String(100))
+    answered_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WriteBack(Base):
+    __tablename__ = "writebacks"
+    __table_args__ = (
+        UniqueConstraint("connector", "key", name="uq_writebacks_connector_key"),
+        Index("ix_writebacks_due", "connector", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(30), doc="person_summary | timeline_entry | case_feedback")
+    key: Mapped[str] = mapped_column(String(200), doc="idempotency key, usable as an external id")
+    record_id: Mapped[str] = mapped_column(String(200))
+    person_record_id: Mapped[str | None] = mapped_column(String(200))
+    person_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    response_id: Mapped[str | None] = mapped_column(String(36))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="empty for summaries: built at sync")
+    state: Mapped[str] = mapped_column(String(10), default="queued", doc="queued | done | dead")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column()
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(10), doc="sync | poll | full")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    watermark: Mapped[str | None] = mapped_column(Text)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    written: Mapped[int] = mapped_column(Integer, default=0)
+    retried: Mapped[int] = mapped_column(Integer, default=0)
+    dead: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Cursor(Base):
+    __tablename__ = "cursors"
+
+    connector: Mapped[str] = mapped_column(String(100), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class JobLock(Base):
+    """Guards singleton jobs across processes sharing one database."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class Setting(Base):
+    """Values the hub generates once and keeps (e.g. the CSRF signing key when none is configured)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

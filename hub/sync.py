@@ -1,0 +1,358 @@
+"""Draining the write-back queue, and polling connectors for events.
+
+At-least-once and idempotent, like a Singer tap's state or an Airbyte cursor:
+
+* items are *claimed* with a lease, written, and only then marked done; a worker killed between the write and
+  the mark leaves the lease to expire, and the item is written again under the same idempotency key, which
+  the connector uses as an external id, so the CRM still holds it once;
+* an item re-queued while in flight (a newer answer) carries a higher ``version`` and is not marked done by
+  the older write;
+* a polled cursor is stored only after the events it covers are stored.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+from sqlalchemy import func, or_, select, update
+
+from hub.errors import AuthError, ConfigError, HubError, TransientError
+from hub.http import backoff_delay
+from hub.models import WriteBackItem, WriteBackResult
+from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
+from hub.summaries import person_summary
+
+if TYPE_CHECKING:
+    from hub.app import Hub
+
+log = structlog.get_logger("hub.sync")
+
+WRITTEN = Counter("cxhub_writebacks_total", "Write-back items by outcome", ["connector", "outcome"])
+RUN_SECONDS = Histogram("cxhub_sync_run_seconds", "Duration of sync runs", ["connector", "kind"])
+
+EVENTS_STREAM = "events"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class RunStats:
+    written: int = 0
+    retried: int = 0
+    dead: int = 0
+    events: int = 0
+    batches: int = 0
+    error: str | None = None
+    stopped: bool = False
+    remaining: int = 0
+    details: list[str] = field(default_factory=list)
+
+
+class SyncService:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.owner = worker_id()
+
+    # --- queue inspection ---------------------------------------------------------------------------------------
+
+    async def pending(self, connector: str, due_only: bool = True) -> int:
+        async with self.hub.store.session() as s:
+            q = (
+                select(func.count())
+                .select_from(WriteBack)
+                .where(WriteBack.connector == connector, WriteBack.state == "queued")
+            )
+            if due_only:
+                q = q.where(WriteBack.next_attempt_at <= self.hub.now())
+            return int(await s.scalar(q) or 0)
+
+    # --- claiming -------------------------------------------------------------------------------------------------
+
+    async def claim(self, connector: str, limit: int) -> list[WriteBack]:
+        """Lease up to ``limit`` due items of one connector to this worker."""
+        now = self.hub.now()
+        until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
+        free = or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now)
+        async with self.hub.store.session() as s:
+            ids = list(
+                await s.scalars(
+                    select(WriteBack.id)
+                    .where(
+                        WriteBack.connector == connector,
+                        WriteBack.state == "queued",
+                        WriteBack.next_attempt_at <= now,
+                        free,
+                    )
+                    .order_by(WriteBack.next_attempt_at, WriteBack.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            await s.execute(
+                update(WriteBack)
+                .where(WriteBack.id.in_(ids), free)
+                .values(lease_owner=self.owner, lease_until=until)
+            )
+            return list(
+                await s.scalars(
+                    select(WriteBack)
+                    .where(
+                        WriteBack.id.in_(ids),
+                        WriteBack.lease_owner == self.owner,
+                        WriteBack.lease_until == until,
+                    )
+                    .order_by(WriteBack.id)
+                )
+            )
+
+    async def _items(self, rows: list[WriteBack]) -> tuple[list[WriteBackItem], list[WriteBack]]:
+        """Turn claimed rows into items; summaries are computed now, from the latest responses."""
+        items: list[WriteBackItem] = []
+        orphans: list[WriteBack] = []
+        now = self.hub.now()
+        async with self.hub.store.session() as s:
+            for row in rows:
+                payload: Any = row.payload
+                if row.kind == "person_summary":
+                    summary = await person_summary(s, row.person_id, now) if row.person_id else None
+                    if summary is None:
+                        orphans.append(row)
+                        continue
+                    payload = summary.model_dump(mode="json")
+                items.append(
+                    WriteBackItem.model_validate(
+                        {
+                            "id": row.id,
+                            "key": row.key,
+                            "record_id": row.record_id,
+                            "person_record_id": row.person_record_id,
+                            "attempt": row.attempts + 1,
+                            "payload": payload,
+                        }
+                    )
+                )
+        return items, orphans
+
+    # --- one run --------------------------------------------------------------------------------------------------
+
+    async def run(
+        self, connector_name: str, kind: str = "sync", progress: Callable[[int, int], None] | None = None
+    ) -> RunStats:
+        """Drain the due items of one connector, batch by batch, and record the run."""
+        hub = self.hub
+        connector = hub.connectors[connector_name]
+        stats = RunStats()
+        async with hub.store.session() as s:
+            run = SyncRun(connector=connector_name, kind=kind, started_at=utcnow())
+            s.add(run)
+        total = await self.pending(connector_name)
+        with RUN_SECONDS.labels(connector_name, kind).time():
+            while not stats.stopped:
+                rows = await self.claim(connector_name, max(1, connector.batch_size))
+                if not rows:
+                    break
+                stats.batches += 1
+                await self._write_batch(connector_name, rows, stats)
+                if progress is not None:
+                    progress(stats.written + stats.dead + stats.retried, max(total, stats.written))
+        stats.remaining = await self.pending(connector_name, due_only=False)
+        async with hub.store.session() as s:
+            await s.execute(
+                update(SyncRun)
+                .where(SyncRun.id == run.id)
+                .values(
+                    finished_at=utcnow(),
+                    written=stats.written,
+                    retried=stats.retried,
+                    dead=stats.dead,
+                    error=stats.error,
+                )
+            )
+        if stats.written or stats.dead or stats.error:
+            log.info(
+                "sync.run",
+                connector=connector_name,
+                written=stats.written,
+                retried=stats.retried,
+                dead=stats.dead,
+                error=stats.error,
+            )
+        return stats
+
+    async def _write_batch(self, connector_name: str, rows: list[WriteBack], stats: RunStats) -> None:
+        connector = self.hub.connectors[connector_name]
+        items, orphans = await self._items(rows)
+        by_id = {row.id: row for row in rows}
+        for row in orphans:
+            await self._finish(row, WriteBackResult(item_id=row.id, status="ok"), stats, None)
+        if not items:
+            return
+        try:
+            results = await connector.write_back(items)
+        except TransientError as exc:
+            results = [WriteBackResult.transient(i, str(exc), exc.retry_after) for i in items]
+            stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+        except (AuthError, ConfigError) as exc:
+            results = [WriteBackResult.transient(i, str(exc)) for i in items]
+            stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+            log.error("sync.stopped", connector=connector_name, error=str(exc))
+        except Exception as exc:
+            log.exception("sync.connector_failed", connector=connector_name)
+            results = [WriteBackResult.transient(i, f"{type(exc).__name__}: {exc}") for i in items]
+            stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+        answered = {r.item_id: r for r in results if r.item_id in by_id}
+        for item in items:
+            result = answered.get(item.id) or WriteBackResult.transient(
+                item, "the connector returned no result"
+            )
+            await self._finish(by_id[item.id], result, stats, item)
+
+    async def _finish(
+        self, row: WriteBack, result: WriteBackResult, stats: RunStats, item: WriteBackItem | None
+    ) -> None:
+        hub = self.hub
+        cfg = hub.config.sync
+        now = hub.now()
+        mine = (WriteBack.id == row.id, WriteBack.lease_owner == self.owner)
+        dead = False
+        async with hub.store.session() as s:
+            if result.status == "ok":
+                # a newer version queued meanwhile stays queued: only the lease is released
+                await s.execute(
+                    update(WriteBack)
+                    .where(*mine, WriteBack.version == row.version)
+                    .values(
+                        state="done",
+                        done_at=now,
+                        remote_id=result.remote_id,
+                        last_error=None,
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    )
+                )
+                await s.execute(update(WriteBack).where(*mine).values(lease_owner=None, lease_until=None))
+                stats.written += 1
+            else:
+                attempts = row.attempts + 1
+                dead = result.status == "failed" or attempts >= cfg.max_attempts
+                delay = backoff_delay(
+                    attempts,
+                    base=cfg.backoff_base_seconds,
+                    cap=cfg.backoff_max_seconds,
+                    retry_after=result.retry_after,
+                )
+                await s.execute(
+                    update(WriteBack)
+                    .where(*mine)
+                    .values(
+                        state="dead" if dead else "queued",
+                        attempts=attempts,
+                        next_attempt_at=now + timedelta(seconds=delay),
+                        last_error=(result.error or "failed")[:2000],
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    )
+                )
+                if dead:
+                    stats.dead += 1
+                else:
+                    stats.retried += 1
+        WRITTEN.labels(row.connector, "ok" if result.status == "ok" else ("dead" if dead else "retry")).inc()
+        if item is None:
+            return
+        if result.status == "ok":
+            await hub.plugins.notify(
+                "hub_on_response_written_back", connector=row.connector, item=item, result=result
+            )
+        else:
+            await hub.plugins.notify(
+                "hub_on_write_back_failed",
+                connector=row.connector,
+                item=item,
+                error=result.error or "failed",
+                dead_letter=dead,
+            )
+
+    # --- dead letters and full re-sync ----------------------------------------------------------------------
+
+    async def replay(self, connector: str | None = None, ids: list[int] | None = None) -> int:
+        """Re-queue dead letters (all, one connector's, or the given ids)."""
+        q = update(WriteBack).where(WriteBack.state == "dead")
+        if connector:
+            q = q.where(WriteBack.connector == connector)
+        if ids:
+            q = q.where(WriteBack.id.in_(ids))
+        async with self.hub.store.session() as s:
+            result = await s.execute(
+                q.values(
+                    state="queued", attempts=0, next_attempt_at=self.hub.now(), updated_at=self.hub.now()
+                )
+            )
+        self.hub.wake("sync")
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def requeue_all(self, connector: str) -> int:
+        """For a full re-sync: re-arm every item ever written to ``connector`` (idempotent keys make it safe)."""
+        async with self.hub.store.session() as s:
+            result = await s.execute(
+                update(WriteBack)
+                .where(WriteBack.connector == connector, WriteBack.state != "queued")
+                .values(
+                    state="queued",
+                    attempts=0,
+                    version=WriteBack.version + 1,
+                    next_attempt_at=self.hub.now(),
+                    updated_at=self.hub.now(),
+                )
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- polling ----------------------------------------------------------------------------------------------
+
+    async def poll(self, connector_name: str) -> RunStats:
+        """Fetch events since the stored cursor; the cursor advances only after the events are stored."""
+        hub = self.hub
+        connector = hub.connectors[connector_name]
+        stats = RunStats()
+        async with hub.store.session() as s:
+            row = await s.get(Cursor, (connector_name, EVENTS_STREAM))
+            cursor = row.value if row is not None else None
+            run = SyncRun(connector=connector_name, kind="poll", started_at=utcnow())
+            s.add(run)
+        try:
+            for _page in range(1000):
+                result = await connector.fetch_events(cursor)
+                fresh = await hub.engine.receive(connector_name, result.events, source="poll")
+                stats.events += sum(fresh)
+                cursor = result.next_cursor
+                async with hub.store.session() as s:
+                    found = await s.get(Cursor, (connector_name, EVENTS_STREAM))
+                    if found is None:
+                        s.add(Cursor(connector=connector_name, stream=EVENTS_STREAM, value=cursor))
+                    else:
+                        found.value = cursor
+                if not result.has_more:
+                    break
+        except HubError as exc:
+            stats.error = f"{type(exc).__name__}: {exc}"
+            log.warning("poll.failed", connector=connector_name, error=str(exc))
+        async with hub.store.session() as s:
+            await s.execute(
+                update(SyncRun)
+                .where(SyncRun.id == run.id)
+                .values(finished_at=utcnow(), events=stats.events, watermark=cursor, error=stats.error)
+            )
+        return stats

@@ -1,0 +1,169 @@
+"""The JSON admin API under ``/api/v1``, behind a bearer token (``hub.api_token``).
+
+Read-only views of responses, people, invitations, sync runs and dead letters, and a replay of dead letters.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from hub.app import Hub
+from hub.engine import response_record
+from hub.models import ResponseRecord
+from hub.store.tables import Event, Invitation, Person, Response, SyncRun, WriteBack
+from hub.web.deps import get_hub
+
+
+def require_token(request: Request, hub: Hub = Depends(get_hub)) -> None:
+    configured = hub.config.hub.api_token
+    if configured is None:
+        raise HTTPException(404, "the admin API is off: set hub.api_token to turn it on")
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.encode(), configured.get_secret_value().encode()
+    ):
+        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+
+router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(require_token)])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+class PersonOut(BaseModel):
+    id: int
+    email: str | None
+    phone: str | None
+    name: str | None
+    language: str | None
+    opted_out_at: datetime | None
+
+
+class InvitationOut(BaseModel):
+    id: int
+    campaign: str
+    person_id: int | None
+    connector: str
+    record_id: str
+    status: str
+    reason: str | None
+    channel: str | None
+    send_after: datetime | None
+    sent_at: datetime | None
+    created_at: datetime
+
+
+class SyncRunOut(BaseModel):
+    id: int
+    connector: str
+    kind: str
+    started_at: datetime
+    finished_at: datetime | None
+    watermark: str | None
+    events: int
+    written: int
+    retried: int
+    dead: int
+    error: str | None
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    connector: str
+    kind: str
+    key: str
+    record_id: str
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class ReplayRequest(BaseModel):
+    connector: str | None = None
+    ids: list[int] | None = None
+
+
+class ReplayResult(BaseModel):
+    requeued: int
+
+
+def _rows(rows: Any, model: type[BaseModel]) -> list[Any]:
+    return [model.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/responses", response_model=list[ResponseRecord])
+async def list_responses(
+    limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)
+) -> list[ResponseRecord]:
+    async with hub.store.session() as s:
+        rows = await s.scalars(
+            select(Response).order_by(Response.answered_at.desc()).limit(limit).offset(offset)
+        )
+        return [response_record(r) for r in rows]
+
+
+@router.get("/people", response_model=list[PersonOut])
+async def list_people(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)) -> list[Any]:
+    async with hub.store.session() as s:
+        return _rows(
+            await s.scalars(select(Person).order_by(Person.id).limit(limit).offset(offset)), PersonOut
+        )
+
+
+@router.get("/invitations", response_model=list[InvitationOut])
+async def list_invitations(
+    limit: Limit = 100, offset: Offset = 0, status: str | None = None, hub: Hub = Depends(get_hub)
+) -> list[InvitationOut]:
+    q = select(Invitation, Event).join(Event, Event.id == Invitation.event_pk)
+    if status:
+        q = q.where(Invitation.status == status)
+    async with hub.store.session() as s:
+        rows = (await s.execute(q.order_by(Invitation.id.desc()).limit(limit).offset(offset))).all()
+    return [
+        InvitationOut(
+            id=i.id,
+            campaign=i.campaign,
+            person_id=i.person_id,
+            connector=e.connector,
+            record_id=e.record_id,
+            status=i.status,
+            reason=i.reason,
+            channel=i.channel,
+            send_after=i.send_after,
+            sent_at=i.sent_at,
+            created_at=i.created_at,
+        )
+        for i, e in rows
+    ]
+
+
+@router.get("/sync-runs", response_model=list[SyncRunOut])
+async def list_sync_runs(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)) -> list[Any]:
+    async with hub.store.session() as s:
+        rows = await s.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(limit).offset(offset))
+        return _rows(rows, SyncRunOut)
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterOut])
+async def list_dead_letters(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)) -> list[Any]:
+    async with hub.store.session() as s:
+        rows = await s.scalars(
+            select(WriteBack)
+            .where(WriteBack.state == "dead")
+            .order_by(WriteBack.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return _rows(rows, DeadLetterOut)
+
+
+@router.post("/dead-letters/replay", response_model=ReplayResult)
+async def replay_dead_letters(body: ReplayRequest, hub: Hub = Depends(get_hub)) -> ReplayResult:
+    return ReplayResult(requeued=await hub.sync.replay(body.connector, body.ids))

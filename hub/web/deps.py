@@ -1,0 +1,46 @@
+"""Request helpers shared by the routers: the hub of this app, bounded body reading, the client address."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from fastapi import Request
+
+from hub.app import Hub
+from hub.errors import BadInput
+from hub.models import WebhookRequest
+
+
+def get_hub(request: Request) -> Hub:
+    return cast(Hub, request.app.state.hub)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading them all (413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadInput(f"body larger than {limit} bytes", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadInput(f"body larger than {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def webhook_request(request: Request, body: bytes, public_url: str) -> WebhookRequest:
+    """The request as a plugin sees it; the URL is the public one the sender signed (behind a proxy too)."""
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return WebhookRequest(
+        method=request.method,
+        url=public_url.rstrip("/") + path,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query_params),
+        body=body,
+    )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

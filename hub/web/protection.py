@@ -1,0 +1,51 @@
+"""CSRF tokens and rate limits for the survey pages.
+
+CSRF: a random cookie plus a form field that is the HMAC of that cookie and the survey token, keyed with the
+hub's secret. A forged cross-site POST has neither the cookie value nor the key, and a token for one survey
+is useless for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict, deque
+
+CSRF_COOKIE = "cxhub_csrf"
+
+
+def new_csrf_cookie() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token(secret_key: str, cookie: str, token_hash: str) -> str:
+    return hmac.new(secret_key.encode(), f"{cookie}:{token_hash}".encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_valid(secret_key: str, cookie: str | None, token_hash: str, submitted: str | None) -> bool:
+    if not cookie or not submitted:
+        return False
+    return hmac.compare_digest(csrf_token(secret_key, cookie, token_hash), submitted)
+
+
+class RateLimiter:
+    """A sliding-window limit per key (a survey token, a client address), in memory, per process."""
+
+    def __init__(self, limit: int, window_seconds: float) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self.hits: dict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        hits = self.hits[key]
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return False
+        hits.append(now)
+        if len(self.hits) > 100_000:
+            self.hits.clear()
+        return True

@@ -1,0 +1,138 @@
+"""FakeCRM: a tiny CRM with people, closed cases, a batch write endpoint and an outbox for the test channel.
+
+Writes are upserts by the hub's idempotency key, as a real CRM's external-id upsert is, and every batch is
+recorded, so a test can assert what arrived, how often, and in how many calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+TOKEN = "fake-crm-token"
+
+
+@dataclass
+class FakeState:
+    people: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    creates: int = 0
+    updates: int = 0
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    latency: float = 0.0
+    fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    calls: int = 0
+
+
+def create_app(state: FakeState) -> FastAPI:
+    app = FastAPI()
+
+    def auth(request: Request) -> None:
+        state.calls += 1
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            raise HTTPException(401, "bad token")
+
+    async def maybe_fail() -> JSONResponse | None:
+        if state.latency:
+            await asyncio.sleep(state.latency)
+        if state.fail_next:
+            status, headers = state.fail_next.pop(0)
+            return JSONResponse({"error": "injected"}, status_code=status, headers=headers)
+        return None
+
+    @app.get("/people/{crm_id}")
+    async def get_person(crm_id: str, request: Request) -> Any:
+        auth(request)
+        if (failure := await maybe_fail()) is not None:
+            return failure
+        if crm_id not in state.people:
+            raise HTTPException(404, "no such person")
+        return state.people[crm_id]
+
+    @app.get("/people")
+    async def find_person(request: Request, email: str | None = None, phone: str | None = None) -> Any:
+        auth(request)
+        for person in state.people.values():
+            if (email and person.get("email") == email) or (phone and person.get("phone") == phone):
+                return [person]
+        return []
+
+    @app.get("/cases/closed")
+    async def closed_cases(request: Request, after: int = 0) -> Any:
+        auth(request)
+        return [c for c in state.cases if c["seq"] > after]
+
+    @app.post("/batch")
+    async def write_batch(request: Request) -> Any:
+        auth(request)
+        if (failure := await maybe_fail()) is not None:
+            return failure
+        items = json.loads(await request.body())
+        state.batches.append(items)
+        results = []
+        for item in items:
+            if item["record_id"] == "bad":
+                results.append({"id": item["id"], "ok": False, "error": "record is locked"})
+                continue
+            if item["key"] in state.records:
+                state.updates += 1
+            else:
+                state.creates += 1
+            state.records[item["key"]] = item
+            results.append({"id": item["id"], "ok": True, "remote_id": f"R-{item['key']}"})
+        return results
+
+    @app.post("/outbox")
+    async def outbox(request: Request) -> Any:
+        auth(request)
+        state.outbox.append(json.loads(await request.body()))
+        return {"id": f"msg-{len(state.outbox)}"}
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """Runs an ASGI app under uvicorn on a free loopback port in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
