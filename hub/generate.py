@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -73,4 +74,5 @@ def hooks_markdown() -> str:
 def generated_files() -> dict[str, str]:
     files = {f"schemas/{name}.schema.json": schema_of(model) for name, model in SCHEMA_MODELS.items()}
     files["docs/hooks.md"] = hooks_markdown()
+    files["config/cxhub.example.toml"] = (Path(__file__).parent / "starter.toml").read_text(encoding="utf-8")
     return files

@@ -1,0 +1,58 @@
+"""Small helpers the tests share: events, signed webhooks, reading a survey page's form."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from hub import CaseEvent
+from tests.conftest import WEBHOOK_SECRET
+from tests.fakes.crm import sign
+
+
+def case_event(case_id: str = "C1", person: str | None = "P1", **fields: Any) -> CaseEvent:
+    return CaseEvent(
+        event_id=f"case:{case_id}:closed",
+        event_type="case.closed",
+        occurred_at=datetime.now(UTC),
+        record_type="case",
+        record_id=case_id,
+        person_id=person,
+        owner_email="owner@example.com",
+        record_url=f"https://crm.example.com/case/{case_id}",
+        fields=fields,
+    )
+
+
+def webhook(
+    case_id: str = "C1", person: str = "P1", secret: str = WEBHOOK_SECRET
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"id": case_id, "person_id": person, "owner_email": "owner@example.com"}).encode()
+    return body, {"content-type": "application/json", "x-fake-signature": sign(secret, body)}
+
+
+def token_of(url: str) -> str:
+    return url.split("/s/", 1)[1].split("?", 1)[0]
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+async def survey_flow(hub: Any, crm_state: Any, case_id: str = "C1", person: str = "P1") -> str:
+    """Event -> invitation -> sent; returns the survey token from the message."""
+    await hub.engine.receive("crm", [case_event(case_id, person)], source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    message = [m for m in crm_state.outbox if m.get("kind") in ("survey", "reminder")][-1]
+    return token_of(message["survey_url"])
+
+
+def asgi_client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000")

@@ -1,0 +1,126 @@
+"""A bad config stops start-up with one line per problem: the file, the key path and the fix."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hub.app import Hub
+from hub.config import load_config, parse_config
+from hub.errors import ConfigError
+from tests.conftest import config_text
+
+
+def problems_of(text: str, path: str = "config/cxhub.toml") -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(tomllib.loads(text), Path(path))
+    return caught.value.problems
+
+
+BASE = config_text("sqlite+aiosqlite:///x.db", "http://127.0.0.1:1")
+
+
+def test_a_misspelt_channel_is_named_with_the_defined_ones() -> None:
+    text = BASE.replace('channels = ["mail"]', 'channels = ["mail", "smss"]').replace(
+        "[channels.mail]", '[channels.sms]\nplugin = "fakechannel"\nbase_url = "x"\n\n[channels.mail]'
+    )
+    assert problems_of(text) == [
+        'config/cxhub.toml: campaigns.case_closed.channels[1]: no channel named "smss" (defined: mail, sms)'
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = BASE.replace('survey = "nps"', 'survey = "csat"').replace(
+        'trigger = { connector = "crm"', 'trigger = { connector = "crmm"'
+    )
+    assert problems_of(text) == [
+        'config/cxhub.toml: campaigns.case_closed.survey: no survey named "csat" (defined: nps)',
+        'config/cxhub.toml: campaigns.case_closed.trigger.connector: no connector named "crmm" (defined: crm)',
+    ]
+
+
+def test_an_unknown_key_suggests_the_close_one() -> None:
+    text = BASE.replace("min_days_between_surveys = 30", "min_days_between_survey = 30")
+    assert problems_of(text) == [
+        'config/cxhub.toml: policy.min_days_between_survey: unknown key; did you mean "min_days_between_surveys"?'
+    ]
+
+
+def test_wrong_types_and_missing_keys_name_the_path() -> None:
+    text = BASE.replace("max_attempts = 3", 'max_attempts = "three"').replace('survey = "nps"\n', "")
+    lines = problems_of(text)
+    assert (
+        "config/cxhub.toml: sync.max_attempts: Input should be a valid integer, unable to parse string as an integer"
+        in lines
+    )
+    assert "config/cxhub.toml: campaigns.case_closed.survey: required: add it" in lines
+
+
+def test_a_bad_time_zone_says_what_a_good_one_looks_like() -> None:
+    text = BASE.replace("[policy]", '[policy]\ndefault_timezone = "Europe/Copenhagn"')
+    assert problems_of(text) == [
+        'config/cxhub.toml: policy.default_timezone: unknown time zone "Europe/Copenhagn"; '
+        'use an IANA name such as "Europe/Oslo"'
+    ]
+
+
+def test_secrets_must_be_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CXHUB_TEST_API_TOKEN")
+    text = BASE.replace('api_token = "env:CXHUB_TEST_API_TOKEN"', 'api_token = "hunter2hunter2"')
+    assert problems_of(text) == [
+        "config/cxhub.toml: hub.api_token: write secrets as env:NAME or file:/path, never the value itself"
+    ]
+    unset = BASE.replace("env:CXHUB_TEST_API_TOKEN", "env:CXHUB_NOT_SET")
+    assert problems_of(unset) == [
+        "config/cxhub.toml: hub.api_token: environment variable CXHUB_NOT_SET is not set; export it or use file:/path"
+    ]
+
+
+def test_secret_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    config = parse_config(
+        tomllib.loads(BASE.replace("env:CXHUB_TEST_API_TOKEN", f"file:{secret}")), Path("c.toml")
+    )
+    assert config.hub.api_token is not None
+    assert config.hub.api_token.get_secret_value() == "from-a-file"
+    assert "from-a-file" not in repr(config)
+
+
+def test_not_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[hub\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such file; create one with `cxhub init"):
+        load_config(tmp_path / "nope.toml")
+
+
+async def test_plugin_settings_are_validated_by_the_plugins_model(tmp_path: Path) -> None:
+    text = BASE.replace('token = "env:FAKE_CRM_TOKEN"', 'tokn = "env:FAKE_CRM_TOKEN"').replace(
+        'plugin = "fakechannel"', 'plugin = "fakechanel"'
+    )
+    config = parse_config(tomllib.loads(text), tmp_path / "cxhub.toml")
+    with pytest.raises(ConfigError) as caught:
+        await Hub.open(config, migrate=False)
+    where = tmp_path / "cxhub.toml"
+    assert caught.value.problems == [
+        f"{where}: connectors.crm.token: required: add it",
+        f'{where}: connectors.crm.tokn: unknown key; did you mean "token"?',
+        f'{where}: channels.mail.plugin: no channel type "fakechanel" (installed: fakechannel); '
+        "install its plugin or fix the name",
+    ]
+
+
+def test_the_starter_config_is_valid() -> None:
+    config = load_config(Path(__file__).parents[1] / "config" / "cxhub.example.toml")
+    assert config.surveys["nps"].kind.value == "nps"
+
+
+def test_score_maps_stay_on_the_scale() -> None:
+    text = BASE + '\n[surveys.smile]\nkind = "smiley"\nscore_map = { 1 = 0, 2 = 50, 4 = 100 }\n'
+    assert problems_of(text) == [
+        "config/cxhub.toml: surveys.smile.score_map: rating 4 is outside the smiley scale 1-3"
+    ]

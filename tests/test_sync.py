@@ -1,0 +1,135 @@
+"""The write-back queue: batches, coalescing, retries with Retry-After, dead letters, replay, polling."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from hub.store.tables import Cursor, SyncRun, WriteBack
+from hub.sync import RunStats
+from tests.helpers import case_event, survey_flow, token_of
+
+
+async def answer(hub, crm_state, case_id: str, person: str, rating: int, comment: str | None = None) -> str:
+    token = await survey_flow(hub, crm_state, case_id, person)
+    _, page = await hub.engine.page_for_token(token)
+    return (await hub.engine.record_answer(page.invitation_id, rating, comment=comment)).id
+
+
+async def rows(hub) -> list[WriteBack]:
+    async with hub.store.session() as s:
+        return list(await s.scalars(select(WriteBack).order_by(WriteBack.id)))
+
+
+async def test_summaries_are_coalesced_and_batches_respect_the_connector_size(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.connectors["crm"].batch_size = 4
+    for i, rating in enumerate([3, 8, 10]):
+        await answer(hub, crm_state, f"C{i}", "P1", rating, comment=f"c{i}" if i < 2 else None)
+    stats = await hub.sync.run("crm")
+    # 3 timeline entries + 3 case feedbacks + ONE summary for the person = 7 items in batches of <= 4
+    assert stats.written == 7
+    assert [len(b) for b in crm_state.batches] == [4, 3]
+    summary = crm_state.records["summary:1"]["payload"]
+    assert summary["count"] == 3
+    assert summary["latest_rating"] == 10 and summary["latest_category"] == "promoter"
+    assert summary["latest_comment"] == "c1"  # the last comment given
+    assert summary["average_rating"] == 7.0 and summary["average_rating_30_days"] == 7.0
+
+
+async def test_retry_after_is_honoured_then_the_item_is_written(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 6)
+    crm_state.fail_next.append((429, {"Retry-After": "120"}))
+    stats = await hub.sync.run("crm")
+    assert (stats.written, stats.retried, stats.error) == (0, 3, "TransientError: write batch: HTTP 429")
+    for row in await rows(hub):
+        assert row.state == "queued" and row.attempts == 1
+        assert row.next_attempt_at >= hub.now() + timedelta(seconds=115)
+    assert await hub.sync.pending("crm") == 0  # nothing due before Retry-After
+    hub.now = lambda: row.next_attempt_at + timedelta(seconds=1)
+    assert (await hub.sync.run("crm")).written == 3
+
+
+async def test_dead_letter_after_max_attempts_then_replay(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 2)
+    crm_state.fail_next.extend([(503, {})] * 3)
+    for _ in range(3):
+        await hub.sync.run("crm")
+    assert [(r.state, r.attempts, r.last_error) for r in await rows(hub)] == [
+        ("dead", 3, "write batch: HTTP 503")
+    ] * 3
+    assert await hub.sync.replay("crm") == 3
+    assert (await hub.sync.run("crm")).written == 3
+    assert {r.state for r in await rows(hub)} == {"done"}
+
+
+async def test_a_bad_record_is_a_dead_letter_at_once_and_the_rest_go_on(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "bad", "P1", 7)
+    stats = await hub.sync.run("crm")
+    assert (stats.written, stats.dead) == (2, 1)
+    dead = [r for r in await rows(hub) if r.state == "dead"]
+    assert [(r.kind, r.last_error) for r in dead] == [("case_feedback", "record is locked")]
+
+
+async def test_a_newer_answer_queued_during_a_write_is_not_lost(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    response_id = await answer(hub, crm_state, "C1", "P1", 5)
+    claimed = await hub.sync.claim("crm", 10)
+    assert len(claimed) == 3
+    # the customer adds a comment while the batch is in flight
+    _, page = await hub.engine.page_for_token(token_of(crm_state.outbox[0]["survey_url"]))
+    await hub.engine.record_answer(page.invitation_id, None, comment="later comment")
+    stats = RunStats()
+    await hub.sync._write_batch("crm", claimed, stats)
+    assert stats.written == 3
+    assert {r.state for r in await rows(hub)} == {"queued"}  # the newer versions wait for the next run
+    await hub.sync.run("crm")
+    assert crm_state.records[f"timeline:{response_id}"]["payload"]["comment"] == "later comment"
+
+
+async def test_a_claimed_item_is_taken_over_after_its_lease(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 8)
+    assert len(await hub.sync.claim("crm", 10)) == 3
+    assert await hub.sync.claim("crm", 10) == []  # leased: nobody else takes them
+    later = hub.now() + timedelta(seconds=hub.config.sync.lease_seconds + 1)
+    hub.now = lambda: later
+    assert len(await hub.sync.claim("crm", 10)) == 3
+
+
+async def test_every_run_is_recorded(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 9)
+    await hub.sync.run("crm")
+    async with hub.store.session() as s:
+        run = await s.scalar(select(SyncRun).where(SyncRun.kind == "sync"))
+    assert run.written == 3 and run.finished_at >= run.started_at and run.error is None
+
+
+async def test_polling_stores_events_then_the_cursor(make_hub, crm_state) -> None:
+    crm_state.cases = [{"id": "C7", "seq": 1, "person_id": "P1"}, {"id": "C8", "seq": 2, "person_id": "P3"}]
+    hub = await make_hub()
+    stats = await hub.sync.poll("crm")
+    assert stats.events == 2
+    async with hub.store.session() as s:
+        cursor = await s.get(Cursor, ("crm", "events"))
+        run = await s.scalar(select(SyncRun).where(SyncRun.kind == "poll"))
+    assert cursor.value == "2" and run.watermark == "2" and run.events == 2
+    # overlap with a webhook that already delivered C9 is dropped by event id
+    await hub.engine.receive("crm", [case_event("C9")], source="webhook")
+    crm_state.cases.append({"id": "C9", "seq": 3, "person_id": "P1"})
+    assert (await hub.sync.poll("crm")).events == 0
+
+
+async def test_full_resync_writes_everything_again_idempotently(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 9)
+    await hub.sync.run("crm")
+    assert await hub.sync.requeue_all("crm") == 3
+    assert (await hub.sync.run("crm", kind="full")).written == 3
+    assert (crm_state.creates, crm_state.updates) == (3, 3)
