@@ -55,7 +55,7 @@ async def test_contact_frequency_applies_across_campaigns(make_hub, crm_state) -
     await hub.engine.process_pending()
     statuses = sorted((i.campaign, i.status) for i in await invitations(hub))
     assert statuses == [("case_closed", "scheduled"), ("second", "suppressed")]
-    second = [i for i in await invitations(hub) if i.campaign == "second"][0]
+    second = next(i for i in await invitations(hub) if i.campaign == "second")
     assert second.reason.startswith('surveyed 0 day(s) ago by campaign "case_closed"')
 
 

@@ -13,14 +13,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from hub.app import Hub
 from hub.engine import response_record
 from hub.models import ResponseRecord
 from hub.store.tables import Event, Invitation, Person, Response, SyncRun, WriteBack
-from hub.web.deps import get_hub
+from hub.web.deps import HubDep
 
 
-def require_token(request: Request, hub: Hub = Depends(get_hub)) -> None:
+def require_token(hub: HubDep, request: Request) -> None:
     configured = hub.config.hub.api_token
     if configured is None:
         raise HTTPException(404, "the admin API is off: set hub.api_token to turn it on")
@@ -99,9 +98,7 @@ def _rows(rows: Any, model: type[BaseModel]) -> list[Any]:
 
 
 @router.get("/responses", response_model=list[ResponseRecord])
-async def list_responses(
-    limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)
-) -> list[ResponseRecord]:
+async def list_responses(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[ResponseRecord]:
     async with hub.store.session() as s:
         rows = await s.scalars(
             select(Response).order_by(Response.answered_at.desc()).limit(limit).offset(offset)
@@ -110,7 +107,7 @@ async def list_responses(
 
 
 @router.get("/people", response_model=list[PersonOut])
-async def list_people(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)) -> list[Any]:
+async def list_people(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[Any]:
     async with hub.store.session() as s:
         return _rows(
             await s.scalars(select(Person).order_by(Person.id).limit(limit).offset(offset)), PersonOut
@@ -119,7 +116,7 @@ async def list_people(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends
 
 @router.get("/invitations", response_model=list[InvitationOut])
 async def list_invitations(
-    limit: Limit = 100, offset: Offset = 0, status: str | None = None, hub: Hub = Depends(get_hub)
+    hub: HubDep, limit: Limit = 100, offset: Offset = 0, status: str | None = None
 ) -> list[InvitationOut]:
     q = select(Invitation, Event).join(Event, Event.id == Invitation.event_pk)
     if status:
@@ -145,14 +142,14 @@ async def list_invitations(
 
 
 @router.get("/sync-runs", response_model=list[SyncRunOut])
-async def list_sync_runs(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)) -> list[Any]:
+async def list_sync_runs(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[Any]:
     async with hub.store.session() as s:
         rows = await s.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(limit).offset(offset))
         return _rows(rows, SyncRunOut)
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut])
-async def list_dead_letters(limit: Limit = 100, offset: Offset = 0, hub: Hub = Depends(get_hub)) -> list[Any]:
+async def list_dead_letters(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[Any]:
     async with hub.store.session() as s:
         rows = await s.scalars(
             select(WriteBack)
@@ -165,5 +162,5 @@ async def list_dead_letters(limit: Limit = 100, offset: Offset = 0, hub: Hub = D
 
 
 @router.post("/dead-letters/replay", response_model=ReplayResult)
-async def replay_dead_letters(body: ReplayRequest, hub: Hub = Depends(get_hub)) -> ReplayResult:
+async def replay_dead_letters(hub: HubDep, body: ReplayRequest) -> ReplayResult:
     return ReplayResult(requeued=await hub.sync.replay(body.connector, body.ids))

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -14,7 +14,7 @@ from sqlalchemy import text
 import hub as hub_package
 from hub.app import Hub
 from hub.web import api, inbound, survey
-from hub.web.deps import get_hub
+from hub.web.deps import HubDep
 
 
 def create_app(
@@ -61,7 +61,7 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
-    async def readyz(running: Hub = Depends(get_hub)) -> Response:
+    async def readyz(running: HubDep) -> Response:
         """The database answers and its schema is current."""
         try:
             async with running.store.engine.connect() as conn:

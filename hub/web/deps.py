@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Annotated, cast
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from hub.app import Hub
 from hub.errors import BadInput
@@ -13,6 +13,9 @@ from hub.models import WebhookRequest
 
 def get_hub(request: Request) -> Hub:
     return cast(Hub, request.app.state.hub)
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -7,14 +7,14 @@ acknowledged before it is safe. A rejected request gets a 4xx with the reason an
 from __future__ import annotations
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 
 from hub.app import Hub
 from hub.errors import AuthError, BadInput, TransientError
 from hub.store.tables import RejectedWebhook
-from hub.web.deps import get_hub, read_body, webhook_request
+from hub.web.deps import HubDep, read_body, webhook_request
 
 log = structlog.get_logger("hub.web")
 router = APIRouter()
@@ -32,7 +32,7 @@ async def _reject(hub: Hub, target: str, request: Request, body: bytes, status: 
 
 
 @router.post("/hooks/{connector}", tags=["inbound"], summary="Receive a CRM webhook")
-async def receive_webhook(connector: str, request: Request, hub: Hub = Depends(get_hub)) -> Response:
+async def receive_webhook(connector: str, request: Request, hub: HubDep) -> Response:
     instance = hub.connectors.get(connector)
     if instance is None:
         return JSONResponse({"error": f"no connector named {connector}"}, status_code=404)
@@ -58,7 +58,7 @@ async def receive_webhook(connector: str, request: Request, hub: Hub = Depends(g
 
 
 @router.post("/inbound/{channel}", tags=["inbound"], summary="Receive a reply through a channel")
-async def receive_inbound(channel: str, request: Request, hub: Hub = Depends(get_hub)) -> Response:
+async def receive_inbound(channel: str, request: Request, hub: HubDep) -> Response:
     instance = hub.channels.get(channel)
     if instance is None:
         return JSONResponse({"error": f"no channel named {channel}"}, status_code=404)

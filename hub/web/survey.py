@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -18,7 +18,7 @@ from hub.engine import SurveyPage
 from hub.errors import BadInput
 from hub.models import SCALES
 from hub.texts import followup_key, text
-from hub.web.deps import client_address, get_hub
+from hub.web.deps import HubDep, client_address
 from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_token, csrf_valid, new_csrf_cookie
 
 router = APIRouter(include_in_schema=False)
@@ -60,9 +60,7 @@ def _scale(page: SurveyPage) -> list[int]:
 
 
 @router.get("/s/{token}", response_class=HTMLResponse)
-async def show_survey(
-    token: str, request: Request, score: str | None = None, hub: Hub = Depends(get_hub)
-) -> Response:
+async def show_survey(token: str, request: Request, hub: HubDep, score: str | None = None) -> Response:
     state, page = await hub.engine.page_for_token(token)
     if page is None:
         return _message(request, hub, "unknown", 404)
@@ -95,7 +93,7 @@ def _followup(request: Request, hub: Hub, page: SurveyPage, error: str | None = 
 
 
 @router.post("/s/{token}", response_class=HTMLResponse)
-async def answer_survey(token: str, request: Request, hub: Hub = Depends(get_hub)) -> Response:
+async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
     if not per_client.allow(client_address(request)) or not per_token.allow(token):
         return HTMLResponse("Too many requests; please wait a minute.", status_code=429)
     state, page = await hub.engine.page_for_token(token)
@@ -148,8 +146,8 @@ async def answer_survey(token: str, request: Request, hub: Hub = Depends(get_hub
 
 
 @router.get("/s/{token}/thanks", response_class=HTMLResponse)
-async def thank_you(token: str, request: Request, hub: Hub = Depends(get_hub)) -> Response:
-    state, page = await hub.engine.page_for_token(token)
+async def thank_you(token: str, request: Request, hub: HubDep) -> Response:
+    _state, page = await hub.engine.page_for_token(token)
     if page is None:
         return _message(request, hub, "unknown", 404)
     return _render(
@@ -158,12 +156,12 @@ async def thank_you(token: str, request: Request, hub: Hub = Depends(get_hub)) -
 
 
 @router.get("/u/{token}", response_class=HTMLResponse)
-async def confirm_unsubscribe(token: str, request: Request, hub: Hub = Depends(get_hub)) -> Response:
+async def confirm_unsubscribe(token: str, request: Request, hub: HubDep) -> Response:
     return _render(request, hub, "unsubscribe.html", token=token)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
-async def unsubscribe(token: str, request: Request, hub: Hub = Depends(get_hub)) -> Response:
+async def unsubscribe(token: str, request: Request, hub: HubDep) -> Response:
     """Both the page's button and RFC 8058 one-click (``List-Unsubscribe=One-Click``) land here."""
     if not per_client.allow(client_address(request)):
         return HTMLResponse("Too many requests; please wait a minute.", status_code=429)
