@@ -132,15 +132,28 @@ class Hub:
         for callback in self._wakers.get(what, []):
             callback()
 
-    async def singleton(self, name: str, job: Callable[[], Any], ttl: float = 600) -> Any:
-        """Run ``job`` only if no other process runs the job of that name (database lock)."""
+    async def singleton(self, name: str, job: Callable[[], Any]) -> Any:
+        """Run ``job`` only if no other process runs the job of that name (a database lock).
+
+        The lock lives ``sync.lease_seconds`` and is renewed while the job runs, so a process killed in the
+        middle of a job blocks the others only until its lock runs out.
+        """
         owner = self.sync.owner
+        ttl = self.config.sync.lease_seconds
         if not await self.store.acquire_lock(name, owner, ttl):
             return None
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(ttl / 3)
+                await self.store.acquire_lock(name, owner, ttl)
+
+        renewal = asyncio.create_task(keep_alive())
         try:
             result = job()
             if asyncio.iscoroutine(result):
                 result = await result
             return result
         finally:
+            renewal.cancel()
             await self.store.release_lock(name, owner)

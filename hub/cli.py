@@ -147,7 +147,7 @@ def worker(config: ConfigOption = Path("cxhub.toml")) -> None:
             loop.add_signal_handler(sig, stop.set)
         err.print("worker running; Ctrl-C stops it")
         await stop.wait()
-        jobs.shutdown()
+        await jobs.shutdown()
 
     run_with_hub(config, work)
 

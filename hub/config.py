@@ -79,7 +79,9 @@ class SyncSettings(Section):
     backoff_max_seconds: float = Field(3600, ge=0)
     prompt_seconds: float = Field(5, gt=0, description="how soon after a new answer the CRM gets it")
     cron: str = Field("0 * * * *", description="safety-net sync of every connector (crontab syntax)")
-    lease_seconds: float = Field(300, gt=0, description="how long a claimed item is reserved for a worker")
+    lease_seconds: float = Field(
+        60, gt=0, description="how long a claimed item or a running job is reserved for a worker (renewed)"
+    )
     concurrency: int = Field(1, ge=1)
 
 

@@ -73,8 +73,10 @@ def configure(level: str = "info", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    for noisy in ("httpx", "httpcore", "apscheduler", "aiosqlite", "alembic"):
+    for noisy in ("httpx", "httpcore", "aiosqlite", "alembic"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # a tick skipped because the previous one still runs is normal; job errors are logged by the hub itself
+    logging.getLogger("apscheduler").setLevel(max(numeric, logging.ERROR))
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -6,6 +6,7 @@ one at a time across every process sharing the database.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,15 +30,20 @@ class Scheduler:
         self.hub = hub
         self.tick = tick_seconds
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.running: set[asyncio.Task[Any]] = set()
 
-    def _add(
-        self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, lock_ttl: float = 900
-    ) -> None:
+    def _add(self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any) -> None:
         async def run() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self.running.add(task)
             try:
-                await self.hub.singleton(f"job:{job_id}", func, ttl=lock_ttl)
+                await self.hub.singleton(f"job:{job_id}", func)
             except Exception:
                 log.exception("job.failed", job=job_id)
+            finally:
+                if task is not None:
+                    self.running.discard(task)
 
         self.scheduler.add_job(
             run,
@@ -54,7 +60,8 @@ class Scheduler:
         tick = IntervalTrigger(seconds=self.tick)
         self._add("events", hub.engine.process_pending, tick)
         self._add("dispatch", self._dispatch, tick)
-        self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=hub.config.sync.prompt_seconds))
+        prompt = hub.config.sync.prompt_seconds
+        self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.1, prompt / 4)))
         for name, instance in hub.config.connectors.items():
             if name not in hub.connectors:
                 continue
@@ -80,9 +87,10 @@ class Scheduler:
         await self.hub.engine.send_reminders()
 
     async def _sync_due(self) -> None:
-        """Near-real-time write-back: every few seconds, sync each connector that has due items."""
+        """Near-real-time write-back: sync each connector whose due items have settled (debounced)."""
+        quiet = self.hub.config.sync.prompt_seconds
         for name in self.hub.connectors:
-            if await self.hub.sync.pending(name):
+            if await self.hub.sync.settled(name, quiet):
                 await self.hub.singleton(f"job:sync:{name}", self._syncer(name))
 
     def _poller(self, name: str) -> Callable[[], Awaitable[Any]]:
@@ -115,6 +123,9 @@ class Scheduler:
         self.setup()
         self.scheduler.start()
 
-    def shutdown(self) -> None:
+    async def shutdown(self, timeout: float = 30) -> None:
+        """Start no new job and let the running ones finish (their work is committed step by step)."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=timeout)

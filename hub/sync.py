@@ -75,6 +75,28 @@ class SyncService:
                 q = q.where(WriteBack.next_attempt_at <= self.hub.now())
             return int(await s.scalar(q) or 0)
 
+    async def settled(self, connector: str, quiet_seconds: float) -> bool:
+        """Debounce for the prompt sync: due items exist and none arrived in the last ``quiet_seconds``.
+
+        A customer who gives a score and then a comment a moment later causes one write, not two; an
+        item waiting ten times the quiet period is written even if answers keep arriving.
+        """
+        now = self.hub.now()
+        async with self.hub.store.session() as s:
+            oldest, newest = (
+                await s.execute(
+                    select(func.min(WriteBack.updated_at), func.max(WriteBack.updated_at)).where(
+                        WriteBack.connector == connector,
+                        WriteBack.state == "queued",
+                        WriteBack.next_attempt_at <= now,
+                    )
+                )
+            ).one()
+        if oldest is None:
+            return False
+        quiet = timedelta(seconds=quiet_seconds)
+        return bool(newest <= now - quiet or oldest <= now - 10 * quiet)
+
     # --- claiming -------------------------------------------------------------------------------------------------
 
     async def claim(self, connector: str, limit: int) -> list[WriteBack]:

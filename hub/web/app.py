@@ -37,7 +37,7 @@ def create_app(
             yield
         finally:
             if jobs is not None:
-                jobs.shutdown()
+                await jobs.shutdown()
             if own:
                 await running.close()
 
