@@ -123,9 +123,9 @@ class Scheduler:
         self.setup()
         self.scheduler.start()
 
-    async def shutdown(self, timeout: float = 30) -> None:
+    async def shutdown(self, grace_seconds: float = 30) -> None:
         """Start no new job and let the running ones finish (their work is committed step by step)."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.running:
-            await asyncio.wait(set(self.running), timeout=timeout)
+            await asyncio.wait(set(self.running), timeout=grace_seconds)
