@@ -5,7 +5,7 @@ UV := $(BOOT)/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --all-packages
 
-.PHONY: demo test lint typecheck schemas docs generate serve clean
+.PHONY: demo test lint typecheck generate check-generated serve clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOT)
@@ -31,8 +31,11 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(RUN) mypy
 
-generate: $(VENV)/.synced  ## schemas/ and docs/hooks.md from the code
+generate: $(VENV)/.synced  ## schemas/, docs/hooks.md and config/cxhub.example.toml from the code
 	$(RUN) cxhub generate
+
+check-generated: $(VENV)/.synced
+	$(RUN) cxhub generate --check
 
 clean:
 	rm -rf $(BOOT) $(VENV)

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import func, or_, select
 
+from hub import __version__ as hub_version
 from hub import logging as hub_logging
 from hub.app import Hub
 from hub.config import HubConfig, load_config
@@ -359,6 +360,24 @@ def _why(status: str, sent_at: datetime | None) -> str:
         "answered": "answered",
         "expired": "expired unanswered",
     }.get(status, "")
+
+
+@app.command()
+def diagnostics(config: ConfigOption = Path("cxhub.toml")) -> None:
+    """Print settings and each connector's and channel's state as JSON for a support ticket, secrets redacted."""
+    import json
+
+    async def work(hub: Hub) -> str:
+        report: dict[str, Any] = {
+            "version": hub_version,
+            "config": hub.config.model_dump(mode="json"),
+            "plugins": {name: info.version for name, info in hub.plugins.infos.items()},
+            "connectors": {name: c.diagnostics() for name, c in hub.connectors.items()},
+            "channels": {name: c.diagnostics() for name, c in hub.channels.items()},
+        }
+        return json.dumps(report, indent=2, default=str, ensure_ascii=False)
+
+    console.print_json(scrub(run_with_hub(config, work)))
 
 
 @db_app.command("upgrade")

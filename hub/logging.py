@@ -65,10 +65,20 @@ class _ScrubFilter(logging.Filter):
         return True
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment (tests and embedding apps swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", json: bool = False) -> None:
     """Configure stdlib logging and structlog for the hub's processes."""
     numeric = getattr(logging, level.upper(), logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.addFilter(_ScrubFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -90,6 +100,6 @@ def configure(level: str = "info", json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

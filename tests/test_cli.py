@@ -1,0 +1,139 @@
+"""The `cxhub` command, run as an admin would, against a real database and the fake CRM."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hub.cli import app
+from tests.conftest import config_text
+from tests.helpers import survey_flow
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch) -> None:
+    """Tables as an admin's wide terminal shows them, so assertions need not follow line wraps."""
+    import hub.cli
+
+    monkeypatch.setattr(hub.cli.console, "width", 250)
+    monkeypatch.setattr(hub.cli.err, "width", 250)
+
+
+@pytest.fixture
+def config_file(database_url, fake_crm, tmp_path) -> Path:
+    path = tmp_path / "cxhub.toml"
+    path.write_text(config_text(database_url, fake_crm.url))
+    return path
+
+
+def cxhub(*args: str):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+async def answered(make_hub, crm_state, rating: int = 4) -> None:
+    hub = await make_hub()
+    token = await survey_flow(hub, crm_state)
+    _, page = await hub.engine.page_for_token(token)
+    await hub.engine.record_answer(page.invitation_id, rating, comment="meh")
+    await hub.close()
+
+
+def test_check_passes_with_good_credentials(config_file) -> None:
+    code, out = cxhub("check", "-c", str(config_file))
+    assert code == 0, out
+    assert "credentials" in out and "token accepted" in out and "1 campaign(s)" in out
+
+
+def test_check_fails_with_bad_credentials(config_file, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CRM_TOKEN", "wrong-token-value")
+    code, out = cxhub("check", "-c", str(config_file))
+    assert code == 1 and "token refused" in out and "failed" in out
+
+
+def test_a_bad_config_exits_2_naming_the_key(config_file) -> None:
+    config_file.write_text(config_file.read_text().replace('channels = ["mail"]', 'channels = ["smss"]'))
+    code, out = cxhub("check", "-c", str(config_file))
+    assert code == 2
+    assert f'{config_file}: campaigns.case_closed.channels[0]: no channel named "smss" (defined: mail)'in out
+
+
+def test_plugins_lists_name_version_builtin_and_hooks(config_file) -> None:
+    code, out = cxhub("plugins", "-c", str(config_file))
+    assert code == 0
+    assert "tests.fakes.plugin" in out and "connector fakecrm" in out
+    assert "hub_register_connectors" in out
+
+
+def test_plugins_lists_installed_builtins(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = cxhub("plugins")
+    assert code == 0
+    assert "email" in out and "yes" in out and "channel email" in out
+
+
+async def test_sync_status_explain_and_replay(config_file, make_hub, crm_state) -> None:
+    await answered(make_hub, crm_state)
+    code, out = await asyncio.to_thread(cxhub, "status", "-c", str(config_file))
+    assert code == 0 and "crm" in out and "never" in out
+    code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
+    assert code == 0, out
+    assert "crm: written 3, retrying 0, dead letters 0" in out
+    assert len(crm_state.batches) == 1
+    code, out = await asyncio.to_thread(cxhub, "explain", "ada@example.com", "-c", str(config_file))
+    assert code == 0 and "case_closed" in out and "answered" in out and "case.closed C1" in out
+    code, out = await asyncio.to_thread(cxhub, "explain", "bob@example.com", "-c", str(config_file))
+    assert "nobody with bob@example.com" in out
+    code, out = await asyncio.to_thread(cxhub, "replay", "-c", str(config_file))
+    assert code == 0 and "re-queued 0 dead letter(s)" in out
+    code, out = await asyncio.to_thread(cxhub, "sync", "crm", "--full", "-c", str(config_file))
+    assert code == 0 and "written 3" in out
+    assert (crm_state.creates, crm_state.updates) == (3, 3)
+
+
+async def test_explain_says_why_someone_was_not_surveyed(config_file, make_hub, crm_state) -> None:
+    hub = await make_hub()
+    from tests.helpers import case_event
+
+    await hub.engine.receive("crm", [case_event("C5", "P2")], source="webhook")
+    await hub.engine.process_pending()
+    await hub.close()
+    code, out = await asyncio.to_thread(cxhub, "explain", "BOB@example.com", "-c", str(config_file))
+    assert code == 0 and "suppressed" in out and "opted out in crm: no mailings" in out
+
+
+def test_db_upgrade_and_init(config_file, tmp_path) -> None:
+    code, out = cxhub("db", "upgrade", "-c", str(config_file))
+    assert code == 0 and "database is up to date" in out
+    target = tmp_path / "new.toml"
+    assert cxhub("init", str(target))[0] == 0
+    assert "[policy]" in target.read_text()
+    code, out = cxhub("init", str(target))
+    assert code == 2 and "exists" in out
+
+
+def test_secrets_never_appear_in_check_or_diagnostics(config_file, monkeypatch) -> None:
+    # a sloppy plugin puts its token in a check detail; the hub scrubs it anyway
+    monkeypatch.setenv("FAKE_CRM_TOKEN", "sup3r-s3cret-t0ken")
+    monkeypatch.setattr(
+        "tests.fakes.plugin.FakeCrmConnector.check",
+        _leaky_check,
+    )
+    code, out = cxhub("check", "-c", str(config_file))
+    assert "sup3r-s3cret-t0ken" not in out and "**********" in out
+    code, out = cxhub("diagnostics", "-c", str(config_file))
+    assert code == 0
+    assert "sup3r-s3cret-t0ken" not in out and "api-token-for-tests-42" not in out
+    assert "whsec-test" not in out
+    assert '"base_url"' in out
+
+
+async def _leaky_check(self):
+    from hub import CheckResult
+
+    return [CheckResult(name="credentials", ok=False, detail=f"refused: {self.settings.token.get_secret_value()}")]
