@@ -363,6 +363,28 @@ def _why(status: str, sent_at: datetime | None) -> str:
 
 
 @app.command()
+def demo(
+    auto: Annotated[
+        bool, typer.Option(help="answer the survey like a browser, print the result and exit")
+    ] = False,
+    crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
+    config: Annotated[Path, typer.Option("--config", "-c", help="the demo's base config")] = Path(
+        "config/demo.toml"
+    ),
+) -> None:
+    """Run a whole hub on SQLite against a CRM emulator and a local mail catcher, all on 127.0.0.1."""
+    from hub.demo import run_demo
+
+    hub_logging.configure("warning")
+    try:
+        asyncio.run(run_demo(config, crm, auto, console))
+    except ConfigError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("demo stopped")
+
+
+@app.command()
 def diagnostics(config: ConfigOption = Path("cxhub.toml")) -> None:
     """Print settings and each connector's and channel's state as JSON for a support ticket, secrets redacted."""
     import json

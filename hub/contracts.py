@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from pathlib import Path
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import httpx
 from pydantic import BaseModel
@@ -145,5 +146,78 @@ class ChannelType(Generic[SettingsT]):
     description: str = ""
 
 
+@dataclass(frozen=True)
+class DemoCase:
+    """A case an emulator closed for the demo, and where to look at it."""
+
+    record_id: str
+    person_id: str
+    description: str
+    links: dict[str, str] = field(default_factory=dict)
+
+
+class Emulator(Protocol):
+    """A local stand-in of a real service, run on loopback (``cxhub demo``, benchmarks).
+
+    Methods are synchronous: emulators run their servers in their own threads, so a caller on any event loop
+    can use them (async callers wrap calls in ``asyncio.to_thread``).
+    """
+
+    def start(self, workdir: Path, hub_url: str, instance: str) -> None:
+        """Start serving; ``hub_url`` and ``instance`` tell a CRM emulator where to deliver webhooks."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def instance_settings(self) -> dict[str, Any]:
+        """Plugin settings (as in the config file) that point an instance at this emulator."""
+        ...
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables the settings' ``env:NAME`` secrets refer to."""
+        ...
+
+    def links(self) -> dict[str, str]:
+        """Pages a person can open to look at the emulated service."""
+        ...
+
+
+@runtime_checkable
+class ConnectorEmulator(Emulator, Protocol):
+    """A CRM emulator that can play the demo's story: close a case, then show what the CRM user sees."""
+
+    def close_case(self) -> DemoCase:
+        """Close a case of a seeded person, as a CRM user would (the CRM's webhook fires)."""
+        ...
+
+    def show(self, case: DemoCase) -> dict[str, Any]:
+        """What the CRM shows now: the person's feedback fields, timeline entries and the case's messages."""
+        ...
+
+    def written_back(self, case: DemoCase) -> bool:
+        """True once the answer to ``case`` is visible in the CRM."""
+        ...
+
+
+@runtime_checkable
+class ChannelEmulator(Emulator, Protocol):
+    """A channel emulator (e.g. a mail catcher) that can hand back the survey link it delivered."""
+
+    def survey_link(self, recipient: str | None = None) -> str | None:
+        """The survey link of the newest invitation delivered (to ``recipient``), None if none yet."""
+        ...
+
+
+@dataclass(frozen=True)
+class EmulatorType:
+    """An emulator a plugin offers for its connector or channel type ``plugin``."""
+
+    plugin: str
+    kind: Literal["connector", "channel"]
+    factory: Callable[[], Emulator]
+    description: str = ""
+
+
 RegisterConnector = Callable[[ConnectorType[Any]], None]
 RegisterChannel = Callable[[ChannelType[Any]], None]
+RegisterEmulator = Callable[[EmulatorType], None]

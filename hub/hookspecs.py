@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from hub.contracts import RegisterChannel, RegisterConnector
+from hub.contracts import RegisterChannel, RegisterConnector, RegisterEmulator
 from hub.models import (
     CaseEvent,
     Delivery,
@@ -53,6 +53,18 @@ def hub_register_channels(register: RegisterChannel) -> None:
     Called once at start-up, like ``hub_register_connectors``, with a callback taking a ``hub.ChannelType``.
 
     :param register: the callback that takes a ``hub.ChannelType``.
+    """
+
+
+@hookspec
+def hub_register_emulators(register: RegisterEmulator) -> None:
+    """Register local emulators of the services this plugin's connectors or channels talk to.
+
+    ``cxhub demo`` runs a whole hub against them, and benchmarks measure API efficiency with them. Call
+    ``register(EmulatorType(plugin, kind, factory))`` where ``plugin`` is the connector or channel type
+    the emulator stands in for and ``factory()`` returns a ``hub.ConnectorEmulator`` or ``hub.ChannelEmulator``.
+
+    :param register: the callback that takes a ``hub.EmulatorType``.
     """
 
 

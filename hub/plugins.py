@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import Counter
 
 from hub import hookspecs
-from hub.contracts import ChannelType, ConnectorType
+from hub.contracts import ChannelType, ConnectorType, EmulatorType
 from hub.errors import ConfigError
 
 log = structlog.get_logger("hub.plugins")
@@ -55,6 +55,7 @@ class PluginManager:
         self.infos: dict[str, PluginInfo] = {}
         self.connector_types: dict[str, ConnectorType[Any]] = {}
         self.channel_types: dict[str, ChannelType[Any]] = {}
+        self.emulator_types: dict[tuple[str, str], EmulatorType] = {}
 
     # --- loading ----------------------------------------------------------------------------------------------
 
@@ -132,9 +133,16 @@ class PluginManager:
 
         self.pm.hook.hub_register_connectors(register=collector("connector", connectors))
         self.pm.hook.hub_register_channels(register=collector("channel", channels))
+        emulators: dict[tuple[str, str], EmulatorType] = {}
+
+        def register_emulator(item: EmulatorType) -> None:
+            emulators[(item.kind, item.plugin)] = item
+
+        self.pm.hook.hub_register_emulators(register=register_emulator)
         if problems:
             raise ConfigError("plugin conflict", problems)
         self.connector_types, self.channel_types = connectors, channels
+        self.emulator_types = emulators
 
     # --- calling ----------------------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ def test_a_bad_config_exits_2_naming_the_key(config_file) -> None:
     config_file.write_text(config_file.read_text().replace('channels = ["mail"]', 'channels = ["smss"]'))
     code, out = cxhub("check", "-c", str(config_file))
     assert code == 2
-    assert f'{config_file}: campaigns.case_closed.channels[0]: no channel named "smss" (defined: mail)'in out
+    assert f'{config_file}: campaigns.case_closed.channels[0]: no channel named "smss" (defined: mail)' in out
 
 
 def test_plugins_lists_name_version_builtin_and_hooks(config_file) -> None:
@@ -136,4 +136,6 @@ def test_secrets_never_appear_in_check_or_diagnostics(config_file, monkeypatch) 
 async def _leaky_check(self):
     from hub import CheckResult
 
-    return [CheckResult(name="credentials", ok=False, detail=f"refused: {self.settings.token.get_secret_value()}")]
+    return [
+        CheckResult(name="credentials", ok=False, detail=f"refused: {self.settings.token.get_secret_value()}")
+    ]

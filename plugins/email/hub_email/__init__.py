@@ -6,9 +6,10 @@ demos and tests is ``hub_email.catcher.MailCatcher``.
 
 from __future__ import annotations
 
-from hub import ChannelType, RegisterChannel, hookimpl
+from hub import ChannelType, EmulatorType, RegisterChannel, RegisterEmulator, hookimpl
 from hub_email.channel import EmailChannel
 from hub_email.config import EmailSettings
+from hub_email.emulator import MailCatcherEmulator
 
 
 @hookimpl
@@ -20,5 +21,15 @@ def hub_register_channels(register: RegisterChannel) -> None:
             settings=EmailSettings,
             factory=EmailChannel,
             description="survey invitations and alerts by email (SMTP with STARTTLS or TLS)",
+        )
+    )
+
+
+@hookimpl
+def hub_register_emulators(register: RegisterEmulator) -> None:
+    """Offer the local mail catcher as the email channel's emulator (``cxhub demo``)."""
+    register(
+        EmulatorType(
+            plugin="email", kind="channel", factory=MailCatcherEmulator, description="local SMTP mail catcher"
         )
     )

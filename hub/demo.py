@@ -1,0 +1,178 @@
+"""``cxhub demo``: a whole hub on embedded defaults, against the emulators the plugins offer.
+
+The story: a CRM user closes a ticket in the emulated CRM; its webhook reaches the hub; the hub sends the
+survey to the local mail catcher; with ``--auto`` the demo answers it the way a browser does (GET the page,
+POST the score with its CSRF token, POST a comment) and prints what the CRM user now sees on the person and
+the ticket. Nothing here knows a particular CRM: it uses ``hub.ConnectorEmulator`` / ``hub.ChannelEmulator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+from rich.pretty import Pretty
+
+from hub.app import Hub
+from hub.config import HubConfig, parse_config
+from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator
+from hub.plugins import PluginManager
+from hub.scheduler import Scheduler
+from hub.web import create_app
+
+CONNECTOR, CHANNEL = "crm", "mail"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pick_emulators(crm: str) -> tuple[ConnectorEmulator, ChannelEmulator]:
+    plugins = PluginManager()
+    plugins.load()
+    connector_type = plugins.emulator_types.get(("connector", crm))
+    channel_type = plugins.emulator_types.get(("channel", "email"))
+    if connector_type is None:
+        offered = sorted(p for kind, p in plugins.emulator_types if kind == "connector")
+        raise SystemExit(
+            f'no emulator for connector "{crm}" is installed (installed: {", ".join(offered) or "none"})'
+        )
+    if channel_type is None:
+        raise SystemExit("the email channel plugin (cxhub-email) is needed for the demo's mailbox")
+    connector, channel = connector_type.factory(), channel_type.factory()
+    assert isinstance(connector, ConnectorEmulator) and isinstance(channel, ChannelEmulator)
+    return connector, channel
+
+
+def demo_config(path: Path, crm: str, connector: Emulator, channel: Emulator, port: int) -> HubConfig:
+    data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    hub = data.setdefault("hub", {})
+    hub["port"] = port
+    hub["public_url"] = f"http://127.0.0.1:{port}"
+    mailbox = getattr(channel, "mailbox_dir", None)
+    if mailbox is not None and "mailbox_dir" in HubConfig.model_fields["hub"].annotation.model_fields:  # type: ignore[union-attr]
+        hub["mailbox_dir"] = str(mailbox)
+    data["connectors"] = {
+        CONNECTOR: {"plugin": crm, "poll_interval_seconds": 30, **connector.instance_settings()}
+    }
+    data["channels"] = {CHANNEL: {"plugin": "email", **channel.instance_settings()}}
+    return parse_config(data, path)
+
+
+async def wait_for(what: str, probe: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the demo waited {timeout:g}s for {what}")
+
+
+async def answer_like_a_browser(survey_url: str, score: int, comment: str) -> None:
+    """GET the page, POST the score with the page's CSRF token and cookie, then the comment."""
+    async with httpx.AsyncClient(follow_redirects=True, timeout=30) as browser:
+        page = await browser.get(survey_url)
+        page.raise_for_status()
+        followup = await browser.post(survey_url, data={"csrf": _csrf(page.text), "score": str(score)})
+        followup.raise_for_status()
+        thanks = await browser.post(survey_url, data={"csrf": _csrf(followup.text), "comment": comment})
+        thanks.raise_for_status()
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    if match is None:
+        raise RuntimeError("the survey page has no CSRF field")
+    return match.group(1)
+
+
+async def run_demo(config_path: Path, crm: str, auto: bool, console: Console) -> None:
+    connector, channel = pick_emulators(crm)
+    base = tomllib.loads(config_path.read_text(encoding="utf-8")).get("hub", {})
+    port = int(base.get("port", 8000))
+    if not _port_free("127.0.0.1", port):
+        port = _free_port("127.0.0.1")
+    hub_url = f"http://127.0.0.1:{port}"
+    probe = parse_config(tomllib.loads(config_path.read_text(encoding="utf-8")), config_path)
+    workdir = Path(probe.database_url().split(":///", 1)[1]).parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.glob("cxhub.db*"):
+        stale.unlink()
+    connector.start(workdir, hub_url, CONNECTOR)
+    channel.start(workdir, hub_url, CHANNEL)
+    os.environ.update({**connector.environment(), **channel.environment()})
+    server: uvicorn.Server | None = None
+    hub: Hub | None = None
+    try:
+        config = demo_config(config_path, crm, connector, channel, port)
+        hub = await Hub.open(config)
+        app = create_app(hub, scheduler=False)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        )
+        serving = asyncio.create_task(server.serve())
+        jobs = Scheduler(hub, tick_seconds=1)
+        jobs.start()
+        await wait_for("the web server", lambda: asyncio.sleep(0, server.started))
+        console.print(
+            Panel.fit(f"CX Hub runs at {hub_url} on SQLite, with the {crm} emulator and a local mail catcher")
+        )
+
+        case = await asyncio.to_thread(connector.close_case)
+        console.print(f"[bold]1.[/bold] {case.description}")
+        survey_url = await wait_for("the survey email", lambda: asyncio.to_thread(channel.survey_link))
+        links = {
+            "the survey email": f"{hub_url}{channel.links().get('mailbox', '')}",
+            "the survey": survey_url,
+            **case.links,
+        }
+        console.print("[bold]2.[/bold] The survey email arrived. Open:")
+        for name, url in links.items():
+            console.print(f"   {name}: {url}")
+        if not auto:
+            console.print("Answer the survey in your browser; Ctrl-C stops the demo.")
+            await serving
+            return
+        comment = "Quick and friendly help, thank you! 👍"
+        await answer_like_a_browser(survey_url, 9, comment)
+        console.print(
+            f'[bold]3.[/bold] Answered 9 with the comment "{comment}" (as a browser: GET, then POST).'
+        )
+        await wait_for("the write-back", lambda: asyncio.to_thread(connector.written_back, case))
+        console.print("[bold]4.[/bold] Written back. The CRM now shows:")
+        console.print(Pretty(await asyncio.to_thread(connector.show, case), expand_all=True))
+        await jobs.shutdown()
+        server.should_exit = True
+        await serving
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if hub is not None:
+            with suppress(Exception):
+                await hub.close()
+        connector.stop()
+        channel.stop()
