@@ -82,14 +82,14 @@ def demo_config(path: Path, crm: str, connector: Emulator, channel: Emulator, po
     return parse_config(data, path)
 
 
-async def wait_for(what: str, probe: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_for(what: str, probe: Callable[[], Awaitable[Any]], seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = await probe()
         if value:
             return value
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"the demo waited {timeout:g}s for {what}")
+    raise TimeoutError(f"the demo waited {seconds:g}s for {what}")
 
 
 async def answer_like_a_browser(survey_url: str, score: int, comment: str) -> None:
@@ -110,18 +110,21 @@ def _csrf(html: str) -> str:
     return match.group(1)
 
 
-async def run_demo(config_path: Path, crm: str, auto: bool, console: Console) -> None:
-    connector, channel = pick_emulators(crm)
-    base = tomllib.loads(config_path.read_text(encoding="utf-8")).get("hub", {})
-    port = int(base.get("port", 8000))
-    if not _port_free("127.0.0.1", port):
-        port = _free_port("127.0.0.1")
-    hub_url = f"http://127.0.0.1:{port}"
-    probe = parse_config(tomllib.loads(config_path.read_text(encoding="utf-8")), config_path)
-    workdir = Path(probe.database_url().split(":///", 1)[1]).parent
+def prepare_workdir(config_path: Path) -> tuple[Path, int]:
+    """The demo's folder (next to its SQLite file), emptied of an earlier run's database, and a free port."""
+    base = parse_config(tomllib.loads(config_path.read_text(encoding="utf-8")), config_path)
+    workdir = Path(base.database_url().split(":///", 1)[1]).parent
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("cxhub.db*"):
         stale.unlink()
+    port = base.hub.port if _port_free("127.0.0.1", base.hub.port) else _free_port("127.0.0.1")
+    return workdir, port
+
+
+async def run_demo(config_path: Path, crm: str, auto: bool, console: Console) -> None:
+    connector, channel = pick_emulators(crm)
+    workdir, port = prepare_workdir(config_path)
+    hub_url = f"http://127.0.0.1:{port}"
     connector.start(workdir, hub_url, CONNECTOR)
     channel.start(workdir, hub_url, CHANNEL)
     os.environ.update({**connector.environment(), **channel.environment()})
