@@ -34,6 +34,8 @@ class FakeState:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     latency: float = 0.0
     fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    #: (calls left, status, headers): make batch writes fail, for the shared connector suite
+    write_failures: tuple[int, int, dict[str, str]] = (0, 200, {})
     calls: int = 0
 
 
@@ -80,6 +82,10 @@ def create_app(state: FakeState) -> FastAPI:
         auth(request)
         if (failure := await maybe_fail()) is not None:
             return failure
+        left, status, headers = state.write_failures
+        if left > 0:
+            state.write_failures = (left - 1, status, headers)
+            return JSONResponse({"error": "injected"}, status_code=status, headers=headers)
         items = json.loads(await request.body())
         state.batches.append(items)
         results = []
