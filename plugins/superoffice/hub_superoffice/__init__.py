@@ -1,14 +1,22 @@
-"""SuperOffice connector for CX Hub: registers the ``superoffice`` connector type, nothing else.
+"""SuperOffice connector for CX Hub: hook implementations only.
 
-The work is done by ``hub_superoffice.connector.SuperOfficeConnector``; ``hub_superoffice.emulator`` is a
-local stand-in of the SuperOffice WebAPI for tests and ``cxhub demo``.
+The connector is ``hub_superoffice.connector.SuperOfficeConnector``; ``hub_superoffice.emulator`` is a local
+stand-in of the SuperOffice WebAPI, offered to ``cxhub demo`` as ``hub_superoffice.demo.SuperOfficeDemoEmulator``.
 """
 
 from __future__ import annotations
 
-from hub import ConnectorType, PluginContext, RegisterConnector, hookimpl
+from hub import (
+    ConnectorType,
+    EmulatorType,
+    PluginContext,
+    RegisterConnector,
+    RegisterEmulator,
+    hookimpl,
+)
 from hub_superoffice.config import SuperOfficeSettings
 from hub_superoffice.connector import SuperOfficeConnector
+from hub_superoffice.demo import SuperOfficeDemoEmulator
 
 
 def _create(settings: SuperOfficeSettings, ctx: PluginContext) -> SuperOfficeConnector:
@@ -23,5 +31,18 @@ def hub_register_connectors(register: RegisterConnector) -> None:
             settings=SuperOfficeSettings,
             factory=_create,
             description="SuperOffice CRM (Online and onsite): closed tickets and won sales in, feedback back",
+        )
+    )
+
+
+@hookimpl
+def hub_register_emulators(register: RegisterEmulator) -> None:
+    """Offer the SuperOffice emulator to ``cxhub demo`` and benchmarks."""
+    register(
+        EmulatorType(
+            plugin="superoffice",
+            kind="connector",
+            factory=SuperOfficeDemoEmulator,
+            description="local SuperOffice WebAPI with a seeded tenant",
         )
     )

@@ -1,0 +1,577 @@
+"""Every call the connector makes to SuperOffice, and the credentials that go with them.
+
+The three ways in (system user ticket, OpenID refresh token, Basic for onsite) share one contract: give me
+headers for the next request, and forget the credential when SuperOffice answered 401 with it. A request
+that gets 401 is sent once more with fresh credentials; a 401 has no side effect on SuperOffice's side, so
+the retry never writes anything twice. Concurrency is capped at ``max_in_flight`` here, in one place,
+because SuperOffice has no batch API and every record is its own call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import structlog
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from hub import AuthError, ConfigError, SkippableError, TransientError
+from hub.http import raise_for_status, retry_after_seconds
+from hub_superoffice.config import BasicAuth, RefreshTokenAuth, SuperOfficeSettings, SystemUserAuth
+
+log = structlog.get_logger("hub_superoffice.client")
+
+#: the JWT claim of PartnerSystemUser/Authenticate that carries the ticket
+TICKET_CLAIM = "http://schemes.superoffice.net/identity/ticket"
+
+HttpFactory = Callable[..., httpx.AsyncClient]
+
+
+class Throttled(TransientError):
+    """SuperOffice answered 429: the whole connection must slow down, not just this request."""
+
+
+class ThrottleScope:
+    """One unit of work (a write-back batch) that stops calling SuperOffice after its first 429.
+
+    Set with ``throttle_scope()``; every request inside it, in any task, fails fast with the same
+    ``Throttled`` once one got it, so a rate-limited tenant is not hammered by the rest of the batch.
+    """
+
+    def __init__(self) -> None:
+        self.throttled: Throttled | None = None
+
+
+_SCOPE: contextvars.ContextVar[ThrottleScope | None] = contextvars.ContextVar(
+    "superoffice_throttle", default=None
+)
+
+
+@contextmanager
+def throttle_scope() -> Iterator[ThrottleScope]:
+    scope = ThrottleScope()
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+class RecordError(SkippableError):
+    """SuperOffice refused one request for what it contained (4xx): an unknown field, a missing record.
+
+    Retrying the same request cannot help; the write-back item is set aside for an admin.
+    """
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def error_text(response: httpx.Response) -> str:
+    """The human part of a SuperOffice error body (its exact shape is not documented: take what is there)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), str):  # OAuth: {"error": code, "error_description": text}
+            return f"{body['error']}: {body.get('error_description') or ''}".rstrip(": ")[:300]
+        for key in ("Error", "Message", "ErrorMessage", "message"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+    return json.dumps(body)[:300]
+
+
+def odata_quote(value: str) -> str:
+    """A string literal for an OData ``$filter``: single quotes doubled, so input never breaks out."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sign_system_token(system_user_token: str, key: rsa.RSAPrivateKey, now: datetime | None = None) -> str:
+    """``<token>.<yyyyMMddHHmm UTC>.<base64 RSA-SHA256 signature of the first two parts>``."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d%H%M")
+    data = f"{system_user_token}.{stamp}"
+    signature = key.sign(data.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+    return f"{data}.{base64.b64encode(signature).decode('ascii')}"
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified: it comes straight from the configured login URL over TLS."""
+    try:
+        payload = token.split(".")[1]
+        padded = payload + "=" * (-len(payload) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded))
+    except (IndexError, ValueError) as exc:
+        raise AuthError("PartnerSystemUser/Authenticate returned a token that is not a JWT") from exc
+    if not isinstance(claims, dict):
+        raise AuthError("PartnerSystemUser/Authenticate returned a JWT without claims")
+    return claims
+
+
+# --- credentials --------------------------------------------------------------------------------
+
+
+class _Credentials:
+    """Hands out request headers and renews the credential behind them when it is due or refused."""
+
+    #: whether a fresh credential can fix a 401 (not so for a fixed user name and password)
+    renewable = True
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._obtained_at: float | None = None
+        self.generation = 0
+        self.renewals = 0
+
+    async def headers(self, http: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
+        """The generation of the credential used and the headers that carry it."""
+        async with self._lock:
+            if self._token is None or time.monotonic() >= self._renew_at:
+                token, lifetime = await self._obtain(http)
+                self._token = token
+                self._obtained_at = time.monotonic()
+                self._renew_at = self._obtained_at + lifetime
+                self.generation += 1
+                self.renewals += 1
+            return self.generation, self._headers(self._token)
+
+    def invalidate(self, generation: int) -> None:
+        """SuperOffice refused the credential of ``generation``: renew it next time, once for all callers."""
+        if generation == self.generation:
+            self._token = None
+
+    def describe(self) -> dict[str, Any]:
+        age = None if self._obtained_at is None else round(time.monotonic() - self._obtained_at)
+        return {"credential_age_seconds": age, "credentials_obtained": self.renewals}
+
+    async def _obtain(self, http: httpx.AsyncClient) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def _headers(self, token: str) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class _SystemUserCredentials(_Credentials):
+    def __init__(self, auth: SystemUserAuth, login_url: str) -> None:
+        super().__init__()
+        self._auth = auth
+        self._login_url = login_url
+        try:
+            key = serialization.load_pem_private_key(
+                auth.private_key.get_secret_value().encode("utf-8"), password=None
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("auth.private_key is not an unencrypted PEM private key") from exc
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError("auth.private_key must be an RSA key")
+        self._key = key
+
+    async def _obtain(self, http: httpx.AsyncClient) -> tuple[str, float]:
+        body = {
+            "SignedSystemToken": sign_system_token(
+                self._auth.system_user_token.get_secret_value(), self._key
+            ),
+            "ApplicationToken": self._auth.application_token.get_secret_value(),
+            "ContextIdentifier": self._auth.context_identifier,
+            "ReturnTokenType": "JWT",
+        }
+        response = await _post_auth(http, self._login_url, "system user authentication", json=body)
+        reply = _json_object(response, "system user authentication")
+        if not reply.get("IsSuccessful"):
+            raise AuthError(
+                f"system user authentication refused: {reply.get('ErrorMessage') or 'no reason given'}"
+            )
+        ticket = jwt_claims(str(reply.get("Token", ""))).get(TICKET_CLAIM)
+        if not ticket:
+            raise AuthError("system user authentication returned no ticket claim")
+        log.info("superoffice.authenticated", mode="system_user", tenant=self._auth.context_identifier)
+        return str(ticket), self._auth.ticket_renew_seconds
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {
+            "Authorization": f"SOTicket {token}",
+            "SO-AppToken": self._auth.application_token.get_secret_value(),
+        }
+
+
+class _RefreshTokenCredentials(_Credentials):
+    def __init__(self, auth: RefreshTokenAuth, token_url: str) -> None:
+        super().__init__()
+        self._auth = auth
+        self._token_url = token_url
+        self._refresh_token = auth.refresh_token.get_secret_value()
+
+    async def _obtain(self, http: httpx.AsyncClient) -> tuple[str, float]:
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._auth.client_id,
+            "client_secret": self._auth.client_secret.get_secret_value(),
+            "refresh_token": self._refresh_token,
+        }
+        if self._auth.redirect_uri:
+            form["redirect_uri"] = self._auth.redirect_uri
+        response = await _post_auth(http, self._token_url, "refresh token exchange", data=form)
+        reply = _json_object(response, "refresh token exchange")
+        access_token = reply.get("access_token")
+        if not access_token:
+            raise AuthError("refresh token exchange returned no access_token")
+        if reply.get("refresh_token"):
+            self._refresh_token = str(reply["refresh_token"])
+        try:
+            lifetime = float(reply.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        log.info("superoffice.authenticated", mode="refresh_token")
+        return str(access_token), max(30.0, lifetime - 60.0)
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+class _BasicCredentials(_Credentials):
+    renewable = False
+
+    def __init__(self, auth: BasicAuth) -> None:
+        super().__init__()
+        pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
+        self._value = "Basic " + base64.b64encode(pair).decode("ascii")
+
+    async def _obtain(self, http: httpx.AsyncClient) -> tuple[str, float]:
+        return self._value, float("inf")
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": token}
+
+
+async def _post_auth(http: httpx.AsyncClient, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    """POST to a login endpoint: outages are transient, every other refusal needs an admin."""
+    try:
+        response = await http.post(url, headers={"Accept": "application/json"}, **kwargs)
+    except httpx.TransportError as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}") from exc
+    if response.status_code == 429 or response.status_code >= 500:
+        raise TransientError(
+            f"{what}: HTTP {response.status_code}",
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        )
+    if response.status_code != 200:
+        raise AuthError(f"{what} refused: HTTP {response.status_code} {error_text(response)}")
+    return response
+
+
+def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise AuthError(f"{what}: the reply is not JSON") from exc
+    if not isinstance(body, dict):
+        raise AuthError(f"{what}: unexpected reply")
+    return body
+
+
+def make_credentials(settings: SuperOfficeSettings) -> _Credentials:
+    auth = settings.auth
+    if isinstance(auth, SystemUserAuth):
+        return _SystemUserCredentials(auth, settings.login_url)
+    if isinstance(auth, RefreshTokenAuth):
+        return _RefreshTokenCredentials(auth, settings.token_url)
+    return _BasicCredentials(auth)
+
+
+def tls_verify(value: bool | str) -> bool | ssl.SSLContext:
+    """httpx takes a bool or an SSL context; a CA bundle path becomes a context."""
+    if isinstance(value, str):
+        return ssl.create_default_context(cafile=value)
+    return value
+
+
+# --- the API ------------------------------------------------------------------------------------
+
+
+class SuperOfficeClient:
+    """The SuperOffice WebAPI subset CX Hub uses. Paths are relative to ``{base_url}/api/v1``."""
+
+    def __init__(self, settings: SuperOfficeSettings, http_factory: HttpFactory) -> None:
+        self._settings = settings
+        self._credentials = make_credentials(settings)
+        self._http = http_factory(
+            base_url=settings.api_url + "/",
+            timeout=settings.timeout_seconds,
+            verify=tls_verify(settings.verify),
+            headers={"Accept": "application/json"},
+        )
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self.calls = 0
+
+    # -- plumbing
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        missing_ok: bool = False,
+    ) -> httpx.Response:
+        """Send one request; 401 -> new credentials and one retry; classify every failure."""
+        scope = _SCOPE.get()
+        if scope is not None and scope.throttled is not None:
+            raise scope.throttled
+        async with self._slots:
+            if scope is not None and scope.throttled is not None:
+                raise scope.throttled
+            response = await self._send_with_auth(method, path, params, body, what)
+        status = response.status_code
+        if status < 300 or (status == 404 and missing_ok):
+            return response
+        if status == 429:
+            throttled = Throttled(
+                f"{what}: HTTP 429 (rate limited)", retry_after_seconds(response.headers.get("Retry-After"))
+            )
+            if scope is not None and scope.throttled is None:
+                scope.throttled = throttled
+            raise throttled
+        raise_for_status(response, what)  # 502/503/504 -> TransientError, 401/403 -> AuthError
+        if status >= 500:
+            raise TransientError(f"{what}: HTTP {status} {error_text(response)}")
+        raise RecordError(f"{what}: HTTP {status} {error_text(response)}", status)
+
+    async def _send_with_auth(
+        self, method: str, path: str, params: dict[str, str] | None, body: Any, what: str
+    ) -> httpx.Response:
+        response: httpx.Response | None = None
+        for attempt in (1, 2):
+            generation, headers = await self._credentials.headers(self._http)
+            try:
+                self.calls += 1
+                response = await self._http.request(method, path, params=params, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise TransientError(f"{what}: {type(exc).__name__}") from exc
+            if response.status_code != 401 or attempt == 2 or not self._credentials.renewable:
+                return response
+            log.info("superoffice.credential_refused", what=what)
+            self._credentials.invalidate(generation)
+        assert response is not None
+        return response
+
+    def describe(self) -> dict[str, Any]:
+        return {"api_calls": self.calls, **self._credentials.describe()}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _archive(
+        self,
+        path: str,
+        *,
+        select: Sequence[str],
+        filter_: str | None = None,
+        order_by: str | None = None,
+        top: int = 50,
+        skip: int = 0,
+        what: str,
+    ) -> list[dict[str, Any]]:
+        """One page of an OData archive list (``{"value": [rows]}``)."""
+        params = {"$select": ",".join(select), "$top": str(top)}
+        if skip:
+            params["$skip"] = str(skip)
+        if filter_:
+            params["$filter"] = filter_
+        if order_by:
+            params["$orderBy"] = order_by
+        body = _json(await self.request("GET", path, params=params, what=what), what)
+        rows = body.get("value", []) if isinstance(body, dict) else []
+        return [row for row in rows if isinstance(row, dict)]
+
+    # -- metadata
+
+    async def custom_field_names(self, entity: str) -> set[str]:
+        """Names of the published user-defined and extra fields of Person, Ticket, Appointment, ..."""
+        what = f"{entity} custom fields"
+        fields = _json(await self.request("GET", f"{entity}/CustomField", what=what), what)
+        return (
+            {str(f.get("FieldName")) for f in fields if isinstance(f, dict)}
+            if isinstance(fields, list)
+            else set()
+        )
+
+    async def missing_table_columns(self, table: str, columns: Sequence[str]) -> set[str]:
+        """Which of ``columns`` the dynamic archive refuses on ``table`` (one probe per column)."""
+        missing: set[str] = set()
+        for column in columns:
+            try:
+                await self._archive(
+                    "archive/dynamic", select=[f"{table}.{column}"], top=1, what=f"probe {table}.{column}"
+                )
+            except RecordError:
+                missing.add(column)
+        return missing
+
+    # -- entities
+
+    async def get_entity(self, entity: str, record_id: int) -> dict[str, Any] | None:
+        """``GET /{entity}/{id}``; None when SuperOffice has no such record."""
+        response = await self.request(
+            "GET", f"{entity}/{record_id}", what=f"read {entity} {record_id}", missing_ok=True
+        )
+        if response.status_code == 404:
+            return None
+        body = _json(response, f"read {entity} {record_id}")
+        return body if isinstance(body, dict) else None
+
+    async def patch_entity(self, entity: str, record_id: int, operations: list[dict[str, Any]]) -> None:
+        """``PATCH /{entity}/{id}`` with a JSON Patch document."""
+        await self.request(
+            "PATCH", f"{entity}/{record_id}", body=operations, what=f"update {entity} {record_id}"
+        )
+
+    # -- people
+
+    async def person_ids_by_email(self, email: str) -> list[int]:
+        rows = await self._archive(
+            "Person",
+            select=["personId"],
+            filter_=f"email/emailAddress eq {odata_quote(email)}",
+            top=20,
+            what="find person by email",
+        )
+        return _ids(rows, "personId")
+
+    async def person_ids_by_mobile(self, digits: str) -> list[int]:
+        """Candidates whose mobile number contains ``digits`` (formatting differs; the caller compares)."""
+        rows = await self._archive(
+            "Person",
+            select=["personId"],
+            filter_=f"personMobilePhone/formattedNumber contains {odata_quote(digits)}",
+            top=20,
+            what="find person by mobile",
+        )
+        return _ids(rows, "personId")
+
+    # -- polling
+
+    async def closed_ticket_rows(self, after: date, *, top: int, skip: int) -> list[dict[str, Any]]:
+        """Tickets closed after the day ``after`` (the archive may compare by date), oldest first."""
+        return await self._archive(
+            "Ticket",
+            select=["ticketId", "closedAt"],
+            filter_=f"closedAt after {odata_quote(after.isoformat())}",
+            order_by="closedAt asc",
+            top=top,
+            skip=skip,
+            what="list closed tickets",
+        )
+
+    async def updated_sale_rows(self, after: date, *, top: int, skip: int) -> list[dict[str, Any]]:
+        """Sales updated after ``after`` (a sale marked sold is updated), oldest first."""
+        return await self._archive(
+            "Sale",
+            select=["saleId", "updatedDate"],
+            filter_=f"updatedDate after {odata_quote(after.isoformat())}",
+            order_by="updatedDate asc",
+            top=top,
+            skip=skip,
+            what="list updated sales",
+        )
+
+    # -- write-back
+
+    async def ticket_message_ids(self, ticket_id: int, message_id: str) -> list[int]:
+        rows = await self._archive(
+            f"Ticket/{ticket_id}/Messages",
+            select=["ticketMessageId", "messageId"],
+            filter_=f"messageId eq {odata_quote(message_id)}",
+            top=5,
+            what=f"find message on ticket {ticket_id}",
+        )
+        return _ids(rows, "ticketMessageId")
+
+    async def post_ticket_message(self, message: dict[str, Any]) -> int:
+        response = await self.request(
+            "POST", "TicketMessage", params={"notify": "false"}, body=message, what="add ticket message"
+        )
+        return _int_member(response, "EjMessageId", "add ticket message")
+
+    async def create_appointment(self, appointment: dict[str, Any]) -> int:
+        response = await self.request("POST", "Appointment", body=appointment, what="create activity")
+        return _int_member(response, "AppointmentId", "create activity")
+
+    async def insert_table_row(self, table: str, values: dict[str, Any]) -> int:
+        what = f"insert {table} row"
+        body = _json(await self.request("POST", f"Table/{table}", body=values, what=what), what)
+        if not isinstance(body, int):
+            raise TransientError(f"{what}: the reply is not a row id")
+        return body
+
+    async def update_table_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
+        await self.request("PUT", f"Table/{table}/{row_id}", body=values, what=f"update {table} row {row_id}")
+
+    async def ids_by_key(self, table: str, id_column: str, key_column: str, key: str) -> list[int]:
+        """Rows of ``table`` whose ``key_column`` holds ``key``, through the dynamic archive."""
+        rows = await self._archive(
+            "archive/dynamic",
+            select=[f"{table}.{id_column}"],
+            filter_=f"{table}.{key_column} eq {odata_quote(key)}",
+            top=5,
+            what=f"find {table} by key",
+        )
+        return _ids(rows, f"{table}.{id_column}")
+
+    # -- webhooks
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        body = _json(await self.request("GET", "Webhook", what="list webhooks"), "list webhooks")
+        rows = body.get("value", body) if isinstance(body, dict) else body
+        return [row for row in rows if isinstance(row, dict)]
+
+    async def create_webhook(self, webhook: dict[str, Any]) -> dict[str, Any]:
+        body = _json(
+            await self.request("POST", "Webhook", body=webhook, what="register webhook"), "register webhook"
+        )
+        return body if isinstance(body, dict) else {}
+
+
+def _json(response: httpx.Response, what: str) -> Any:
+    """The JSON of a successful reply; anything else (a proxy's HTML page) is worth a later retry."""
+    try:
+        return response.json()
+    except ValueError:
+        raise TransientError(f"{what}: HTTP {response.status_code} reply is not JSON") from None
+
+
+def _int_member(response: httpx.Response, member: str, what: str) -> int:
+    body = _json(response, what)
+    value = body.get(member) if isinstance(body, dict) else None
+    if not isinstance(value, int):
+        raise TransientError(f"{what}: the reply has no {member}")
+    return value
+
+
+def _ids(rows: list[dict[str, Any]], column: str) -> list[int]:
+    """Primary keys of archive rows; slim rows may carry numbers as strings."""
+    ids: list[int] = []
+    for row in rows:
+        value = row.get(column, row.get("PrimaryKey"))
+        try:
+            ids.append(int(str(value)))
+        except ValueError:
+            continue
+    return ids

@@ -1,0 +1,262 @@
+"""Writing one answer back: summary fields on the person, a timeline entry, feedback on the ticket.
+
+Every write is safe to repeat, because the hub retries after crashes and timeouts, and re-sends an item
+with the same key when an answer changes (a comment added after the score). Field updates are plain
+PATCHes; anything that *creates* a record (an activity, an extra-table row, an internal ticket message)
+first looks for the hub's key stored in an earlier copy, and updates that copy instead of making a second.
+Items with the same key are serialised within the process so two concurrent copies cannot both miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from hub import (
+    CaseFeedback,
+    PersonSummary,
+    SkippableError,
+    TimelineEntry,
+    TransientError,
+    WriteBackItem,
+    WriteBackResult,
+)
+from hub_superoffice.client import SuperOfficeClient
+from hub_superoffice.config import SuperOfficeSettings
+from hub_superoffice.mapping import (
+    custom_fields_body,
+    field_operations,
+    message_id_for,
+    render,
+    truncate,
+)
+
+APPOINTMENT_TABLE = "appointment"
+APPOINTMENT_ID_COLUMN = "appointment_id"
+TABLE_ID_COLUMN = "id"
+
+
+class KeyLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def _record_id(value: str | None, what: str) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise SkippableError(f"{what} id {value!r} is not a SuperOffice id") from None
+
+
+def _display_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Writer:
+    """Turns write-back items into SuperOffice calls; one result per item, never an exception per item.
+
+    ``TransientError`` becomes a transient result (with Retry-After), ``SkippableError`` (including a 4xx
+    from SuperOffice) a failed one; ``AuthError`` propagates, because no other item can succeed either.
+    """
+
+    def __init__(self, client: SuperOfficeClient, settings: SuperOfficeSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._locks = KeyLocks()
+
+    async def write(self, item: WriteBackItem) -> WriteBackResult:
+        try:
+            payload = item.payload
+            if isinstance(payload, PersonSummary):
+                remote_id = await self._person_summary(item, payload)
+            elif isinstance(payload, TimelineEntry):
+                remote_id = await self._timeline_entry(item, payload)
+            else:
+                remote_id = await self._case_feedback(item, payload)
+        except TransientError as exc:
+            return WriteBackResult.transient(item, str(exc), exc.retry_after)
+        except SkippableError as exc:
+            return WriteBackResult.failed(item, str(exc))
+        return WriteBackResult.ok(item, remote_id)
+
+    # -- person summary
+
+    async def _person_summary(self, item: WriteBackItem, summary: PersonSummary) -> str | None:
+        person_id = _record_id(item.record_id, "person")
+        values = {
+            "latest_rating": summary.latest_rating,
+            "latest_score": summary.latest_score,
+            "latest_category": summary.latest_category,
+            "latest_date": summary.latest_date,
+            "latest_comment": truncate(summary.latest_comment, self._settings.comment_max_length),
+            "average_rating": summary.average_rating,
+            "average_rating_30_days": summary.average_rating_30_days,
+            "average_score": summary.average_score,
+            "count": summary.count,
+        }
+        mapping = self._settings.person.mapped()
+        if not mapping:
+            return None
+        operations = field_operations({field: values[name] for name, field in mapping.items()})
+        await self._client.patch_entity("Person", person_id, operations)
+        return str(person_id)
+
+    # -- timeline
+
+    async def _timeline_entry(self, item: WriteBackItem, entry: TimelineEntry) -> str | None:
+        timeline = self._settings.timeline
+        if timeline.mode == "off":
+            return None
+        person_id = _record_id(item.record_id, "person")
+        table, id_column = (
+            (APPOINTMENT_TABLE, APPOINTMENT_ID_COLUMN)
+            if timeline.mode == "appointment"
+            else (timeline.table, TABLE_ID_COLUMN)
+        )
+        async with self._locks.hold(f"timeline:{item.key}"):
+            existing = await self._client.ids_by_key(table, id_column, timeline.key_field, item.key)
+            if timeline.mode == "appointment":
+                appointment = self._appointment(item, person_id, entry)
+                if not existing:
+                    return str(await self._client.create_appointment(appointment))
+                text = [{"op": "replace", "path": "/Description", "value": appointment["Description"]}]
+                await self._client.patch_entity("Appointment", existing[0], text)
+            else:
+                row = self._table_row(item, person_id, entry)
+                if not existing:
+                    return str(await self._client.insert_table_row(timeline.table, row))
+                await self._client.update_table_row(timeline.table, existing[0], row)
+        return str(existing[0])
+
+    def _template_values(self, entry: TimelineEntry | CaseFeedback) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "rating": entry.rating,
+            "score": entry.score,
+            "category": entry.category,
+            "comment": truncate(entry.comment, self._settings.comment_max_length),
+        }
+        if isinstance(entry, TimelineEntry):
+            values |= {
+                "campaign": entry.campaign,
+                "channel": entry.channel,
+                "ticket": entry.case_id,
+                "answered_at": _display_time(entry.answered_at),
+            }
+        return values
+
+    def _appointment(self, item: WriteBackItem, person_id: int, entry: TimelineEntry) -> dict[str, Any]:
+        timeline = self._settings.timeline
+        when = entry.answered_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        appointment: dict[str, Any] = {
+            "Person": {"PersonId": person_id},
+            "StartDate": when,
+            "EndDate": when,
+            "Type": timeline.appointment_type,
+            "Completed": "Completed",
+            "Description": render(timeline.template, self._template_values(entry)),
+            **custom_fields_body({timeline.key_field: item.key}),
+        }
+        if timeline.task_id is not None:
+            appointment["Task"] = {"TaskListItemId": timeline.task_id}
+        if timeline.associate_id is not None:
+            appointment["Associate"] = {"AssociateId": timeline.associate_id}
+        return appointment
+
+    def _table_row(self, item: WriteBackItem, person_id: int, entry: TimelineEntry) -> dict[str, Any]:
+        columns = self._settings.timeline.columns.mapped()
+        values: dict[str, Any] = {
+            "person": person_id,
+            "rating": entry.rating,
+            "score": entry.score,
+            "category": entry.category.value if entry.category else None,
+            "comment": truncate(entry.comment, self._settings.comment_max_length),
+            "answered_at": entry.answered_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "campaign": entry.campaign,
+            "ticket": int(entry.case_id) if entry.case_id and entry.case_id.isdigit() else None,
+        }
+        row = {column: values[name] for name, column in columns.items() if values[name] is not None}
+        row[self._settings.timeline.key_field] = item.key
+        return row
+
+    # -- case feedback
+
+    async def _case_feedback(self, item: WriteBackItem, feedback: CaseFeedback) -> str:
+        ticket_id = _record_id(item.record_id, "ticket")
+        ticket = self._settings.ticket
+        values: dict[str, Any] = {}
+        if ticket.rating_field:
+            values[ticket.rating_field] = feedback.rating
+        if ticket.comment_field:
+            values[ticket.comment_field] = truncate(feedback.comment, self._settings.comment_max_length) or ""
+        if ticket.processed_field:
+            values[ticket.processed_field] = feedback.processed_at
+        if ticket.received_field:
+            values[ticket.received_field] = True
+        operations = field_operations(values)
+        status_id = self._status_id(feedback.set_status)
+        if status_id is not None:
+            operations.append({"op": "replace", "path": "/Status/TicketStatusId", "value": status_id})
+        if operations:
+            await self._client.patch_entity("Ticket", ticket_id, operations)
+        if feedback.internal_comment and ticket.internal_message:
+            await self._internal_message(item, ticket_id, feedback)
+        return str(ticket_id)
+
+    def _status_id(self, requested: str | None) -> int | None:
+        ticket = self._settings.ticket
+        if requested is None:
+            return ticket.status_after_feedback
+        if requested in ticket.status_ids:
+            return ticket.status_ids[requested]
+        if requested.isdigit():
+            return int(requested)
+        raise SkippableError(f"no TicketStatusId for status {requested!r}: add it to ticket.status_ids")
+
+    async def _internal_message(self, item: WriteBackItem, ticket_id: int, feedback: CaseFeedback) -> None:
+        message_id = message_id_for(item.key)
+        text = render(self._settings.ticket.message_template, self._template_values(feedback))
+        html_text = html.escape(text).replace("\n", "<br>")
+        async with self._locks.hold(f"message:{item.key}"):
+            existing = await self._client.ticket_message_ids(ticket_id, message_id)
+            if existing:
+                await self._client.patch_entity(
+                    "TicketMessage",
+                    existing[0],
+                    [
+                        {"op": "replace", "path": "/Body", "value": text},
+                        {"op": "replace", "path": "/HtmlBody", "value": html_text},
+                    ],
+                )
+                return
+            await self._client.post_ticket_message(
+                {
+                    "Ticket": {"TicketId": ticket_id},
+                    "Slevel": "Internal",
+                    "Type": "Html",
+                    "Author": "CX Hub",
+                    "Body": text,
+                    "HtmlBody": html_text,
+                    "MessageId": message_id,
+                    "Important": False,
+                }
+            )
