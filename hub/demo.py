@@ -111,13 +111,18 @@ def _csrf(html: str) -> str:
 
 
 def prepare_workdir(config_path: Path) -> tuple[Path, int]:
-    """The demo's folder (next to its SQLite file), emptied of an earlier run's database, and a free port."""
-    base = parse_config(tomllib.loads(config_path.read_text(encoding="utf-8")), config_path)
-    workdir = Path(base.database_url().split(":///", 1)[1]).parent
+    """The demo's folder (next to its SQLite file), emptied of an earlier run's database, and a free port.
+
+    Only the ``[hub]`` section is read here: the connectors and channels come from the emulators.
+    """
+    section = tomllib.loads(config_path.read_text(encoding="utf-8")).get("hub", {})
+    hub = HubConfig.model_validate({"hub": section})
+    hub._source = config_path
+    workdir = Path(hub.database_url().split(":///", 1)[1]).parent
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("cxhub.db*"):
         stale.unlink()
-    port = base.hub.port if _port_free("127.0.0.1", base.hub.port) else _free_port("127.0.0.1")
+    port = hub.hub.port if _port_free("127.0.0.1", hub.hub.port) else _free_port("127.0.0.1")
     return workdir, port
 
 
