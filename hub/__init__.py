@@ -23,6 +23,7 @@ from hub.contracts import (
     RegisterChannel,
     RegisterConnector,
     RegisterEmulator,
+    WebhookRegistrar,
 )
 from hub.errors import AuthError, BadInput, ConfigError, HubError, SkippableError, TransientError
 from hub.models import (
@@ -101,6 +102,7 @@ __all__ = [
     "SurveyMessage",
     "TimelineEntry",
     "TransientError",
+    "WebhookRegistrar",
     "WebhookReply",
     "WebhookRequest",
     "WriteBackItem",

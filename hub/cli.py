@@ -7,7 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -42,7 +42,7 @@ ConfigOption = Annotated[
 T = TypeVar("T")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[red]error:[/red] {scrub(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -195,6 +195,30 @@ def sync(
 
     if run_with_hub(config, work):
         raise typer.Exit(1)
+
+
+@app.command("register-webhook")
+def register_webhook(
+    connector: Annotated[str, typer.Argument(help="the connector instance")],
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Register the hub's webhook in the CRM (run it while `cxhub serve` is reachable at hub.public_url)."""
+    from hub.contracts import WebhookRegistrar
+
+    async def work(hub: Hub) -> str:
+        instance = hub.connectors.get(connector)
+        if instance is None:
+            fail(f'no connector named "{connector}" (defined: {", ".join(hub.connectors) or "none"})')
+        if not isinstance(instance, WebhookRegistrar):
+            fail(
+                f'connector "{connector}" cannot register webhooks; configure the CRM by hand (see its README)'
+            )
+        try:
+            return await instance.register_webhook()
+        except HubError as exc:
+            fail(f"{type(exc).__name__}: {exc}")
+
+    console.print(run_with_hub(config, work))
 
 
 @app.command()

@@ -126,6 +126,18 @@ class Channel(Protocol):
         ...
 
 
+@runtime_checkable
+class WebhookRegistrar(Protocol):
+    """Optional for a connector: it can register the hub's webhook in the CRM (``cxhub register-webhook``)."""
+
+    async def register_webhook(self) -> str:
+        """Register ``{public_url}/hooks/{instance}`` in the CRM unless it is there; say what was done.
+
+        The hub must be reachable at that URL already: CRMs test a webhook when it is saved.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class ConnectorType(Generic[SettingsT]):
     """A kind of connector a plugin offers, e.g. ``superoffice``."""

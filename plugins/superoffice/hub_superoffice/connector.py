@@ -330,6 +330,11 @@ class SuperOfficeConnector:
             }
         )
 
+    async def register_webhook(self) -> str:
+        """``cxhub register-webhook``: ensure the hub's webhook exists in the tenant."""
+        hook = await self.ensure_webhook()
+        return f"webhook {hook.get('Name')} posts {', '.join(hook.get('Events', []))} to {hook.get('TargetUrl')} ({hook.get('State')})"
+
     # -- people -----------------------------------------------------------------------------------
 
     async def find_person(self, email: str | None, phone: str | None) -> PersonRecord | None:
