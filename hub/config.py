@@ -46,6 +46,11 @@ class HubSettings(Section):
     amend_window_hours: float = Field(24, ge=0, description="how long an answer can be amended")
     retention_days: int = Field(730, gt=0, description="raw event payloads older than this are deleted")
     demo: bool = Field(False, description="demo mode: shows the local mail catcher at /admin/mailbox")
+    mailbox_dir: str | None = Field(
+        None,
+        description="demo mode: the mail catcher's Maildir folder shown at /admin/mailbox; "
+        "a relative path is relative to this config file",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -1,75 +1,68 @@
 """Built-in survey texts per language, and the choice of language for one person.
 
-A survey's own texts (``[surveys.<name>].question``) win over these. Languages missing here fall back to
-English. Keys are short names; ``{company}`` is replaced by the configured company name.
+The texts live in gettext catalogues under ``hub/locale``: ``cxhub.pot`` holds the English texts, and
+``<lang>/LC_MESSAGES/cxhub.po`` one translation each. Every text is identified by its ``msgctxt`` (a short key
+such as ``question.nps``), so the code asks for keys while translators see the English sentence. The ``.po``
+files are read with Babel when this module is imported: no compiled ``.mo`` files are kept in the tree, and a
+fuzzy or empty translation falls back to English instead of showing a half-finished text.
+
+A survey's own texts (``[surveys.<name>].question``, ``topics``) win over these. ``{company}`` and the other
+placeholders are filled with ``str.format``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.pofile import read_po
+
 from hub.models import NpsCategory, SurveyKind
 
-ENGLISH: dict[str, str] = {
-    "subject": "How did we do, {company}?",
-    "intro": "Thank you for contacting {company}. One quick question:",
-    "question.nps": "How likely are you to recommend {company} to a friend or colleague?",
-    "question.csat": "How satisfied are you with the help you received?",
-    "question.ces": "How easy was it to get your issue resolved?",
-    "question.smiley": "How was your experience with us?",
-    "low.nps": "Not likely",
-    "high.nps": "Very likely",
-    "low.csat": "Very unsatisfied",
-    "high.csat": "Very satisfied",
-    "low.ces": "Very difficult",
-    "high.ces": "Very easy",
-    "low.smiley": "Bad",
-    "high.smiley": "Good",
-    "followup.promoter": "What is the main reason for your score?",
-    "followup.passive": "What would make it a 10?",
-    "followup.detractor": "What could we do better?",
-    "followup.other": "Would you like to tell us more?",
-    "topic": "What was it mostly about?",
-    "submit": "Send",
-    "thanks": "Thank you for your answer!",
-    "thanks.more": "Your feedback helps us get better.",
-    "unsubscribe": "Don't want these surveys? Unsubscribe",
-    "unsubscribed": "You will not receive more surveys from us.",
-    "expired": "This survey has expired. Thank you for your interest.",
-    "closed": "This survey is closed. Thank you, we already have your answer.",
-    "reminder.subject": "A quick reminder: how did we do, {company}?",
-    "alert.subject": "{category} feedback from {person}: {rating}",
-    "out_of_range": "Please choose a value from {low} to {high}.",
-    "unknown": "This survey link is not valid. Please check that you opened the whole link.",
-    "csrf": "This page has expired. Please reload it and try again.",
-    "comment": "Your comment (optional)",
-    "unsubscribe.confirm": "Stop receiving surveys from us?",
-    "unsubscribe.button": "Unsubscribe",
-    "skip": "Skip",
-}
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "cxhub"
+#: codes a CRM may use for a language we hold under another code (Norwegian, Nynorsk -> bokmål)
+ALIASES = {"no": "nb", "nn": "nb"}
+#: the text under each face of the 3-smiley scale, by rating
+SMILEY_KEYS = {1: "smiley.sad", 2: "smiley.neutral", 3: "smiley.happy"}
 
-DANISH: dict[str, str] = {
-    "subject": "Hvordan klarede vi os, {company}?",
-    "intro": "Tak fordi du kontaktede {company}. Et hurtigt spørgsmål:",
-    "question.nps": "Hvor sandsynligt er det, at du vil anbefale {company} til en ven eller kollega?",
-    "low.nps": "Slet ikke sandsynligt",
-    "high.nps": "Meget sandsynligt",
-    "followup.promoter": "Hvad er den vigtigste grund til din score?",
-    "followup.passive": "Hvad skulle der til for at give en 10'er?",
-    "followup.detractor": "Hvad kunne vi gøre bedre?",
-    "submit": "Send",
-    "thanks": "Tak for dit svar!",
-    "unsubscribe": "Ønsker du ikke disse undersøgelser? Afmeld",
-    "expired": "Denne undersøgelse er udløbet. Tak for din interesse.",
-    "closed": "Denne undersøgelse er lukket. Tak, vi har allerede dit svar.",
-}
 
-CATALOG: dict[str, dict[str, str]] = {"en": ENGLISH, "da": DANISH}
+def _read(path: Path) -> Catalog:
+    with path.open("rb") as handle:
+        return read_po(handle, domain=DOMAIN)
+
+
+def _english(template: Catalog) -> dict[str, str]:
+    return {m.context: m.id for m in template if m.context and isinstance(m.id, str) and m.id}
+
+
+def _translated(catalog: Catalog) -> dict[str, str]:
+    return {
+        m.context: m.string
+        for m in catalog
+        if m.context and isinstance(m.string, str) and m.string and not m.fuzzy
+    }
+
+
+def load_catalogues(directory: Path = LOCALE_DIR) -> dict[str, dict[str, str]]:
+    """Language code -> key -> text, English (from the template) included."""
+    catalogues = {"en": _english(_read(directory / f"{DOMAIN}.pot"))}
+    for po in sorted(directory.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
+        catalogues[po.parent.parent.name] = _translated(_read(po))
+    return catalogues
+
+
+CATALOG: dict[str, dict[str, str]] = load_catalogues()
+ENGLISH = CATALOG["en"]
+LANGUAGES: tuple[str, ...] = tuple(sorted(CATALOG))
 
 
 def base_language(code: str | None) -> str | None:
-    """``"da-DK"`` / ``"da_DK"`` -> ``"da"``; None stays None."""
+    """``"da-DK"`` / ``"da_DK"`` / ``"no"`` -> ``"da"`` / ``"da"`` / ``"nb"``; None stays None."""
     if not code:
         return None
-    return code.replace("_", "-").split("-")[0].lower() or None
+    base = code.strip().replace("_", "-").split("-")[0].lower()
+    return ALIASES.get(base, base) or None
 
 
 def choose_language(person_language: str | None, default: str) -> str:
@@ -80,6 +73,23 @@ def choose_language(person_language: str | None, default: str) -> str:
     return base_language(default) or "en"
 
 
+def preferred_language(accept_language: str | None, default: str = "en") -> str:
+    """The best built-in language for a browser's ``Accept-Language`` header (pages with no person)."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate((accept_language or "").split(",")):
+        code, _, params = item.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        lang = base_language(code)
+        if lang in CATALOG and quality > 0:
+            ranked.append((-quality, position, lang))
+    return min(ranked)[2] if ranked else default
+
+
 def text(language: str, key: str, **values: object) -> str:
     """One built-in text in ``language`` (falling back to English), with ``{placeholders}`` filled."""
     template = CATALOG.get(language, ENGLISH).get(key) or ENGLISH[key]
@@ -87,6 +97,14 @@ def text(language: str, key: str, **values: object) -> str:
 
 
 def followup_key(kind: SurveyKind, category: NpsCategory | None) -> str:
+    """The follow-up question after an answer: by NPS category, one general question for other kinds."""
     if kind is SurveyKind.NPS and category is not None:
         return f"followup.{category.value}"
     return "followup.other"
+
+
+def answer_label(language: str, kind: SurveyKind, rating: int) -> str:
+    """An answer as the person chose it: the number, or the text under the face they picked."""
+    if kind is SurveyKind.SMILEY and rating in SMILEY_KEYS:
+        return text(language, SMILEY_KEYS[rating])
+    return str(rating)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 import hub as hub_package
 from hub.app import Hub
-from hub.web import api, inbound, survey
+from hub.web import admin, api, inbound, survey
 from hub.web.deps import HubDep
 
 
@@ -54,6 +55,8 @@ def create_app(
     app.include_router(inbound.router)
     app.include_router(survey.router)
     app.include_router(api.router)
+    app.include_router(admin.router)
+    app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

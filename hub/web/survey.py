@@ -1,42 +1,205 @@
 """The survey pages: ``/s/{token}`` (question, follow-up, thank-you) and ``/u/{token}`` (unsubscribe).
 
-Nothing is ever recorded by a GET: mail scanners and link previews open links. A score in the query string
-(a one-click button in the email) only pre-selects it; the customer's POST records it.
+Nothing is ever recorded by a GET or HEAD: mail scanners and link previews open links. A score in the query
+string (a one-click button in the email) only pre-selects it; the customer's POST records it.
+
+The pages are plain server-rendered HTML forms, so they work with JavaScript off: the scale is a group of
+native radio buttons (arrow keys, Space and screen readers work as everywhere), styled by a static stylesheet.
+The brand colour arrives as CSS custom properties in one small inline style that carries the response's CSP
+nonce; the policy allows no script at all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.datastructures import FormData
 
 from hub.app import Hub
 from hub.engine import SurveyPage
 from hub.errors import BadInput
-from hub.models import SCALES
-from hub.texts import followup_key, text
+from hub.models import SCALES, SurveyKind
+from hub.texts import SMILEY_KEYS, answer_label, followup_key, preferred_language, text
 from hub.web.deps import HubDep, client_address
 from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_token, csrf_valid, new_csrf_cookie
 
+WEB_DIR = Path(__file__).parent
+STATIC_DIR = WEB_DIR / "static"
+#: the longest comment accepted; the text area says so too (maxlength)
+COMMENT_LIMIT = 5000
+#: a score as a form or link sends it: ASCII digits only (``int()`` would also take "٣" and refuse "²")
+_SCORE = re.compile(r"-?[0-9]{1,3}")
+
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-per_token = RateLimiter(limit=30, window_seconds=60)
-per_client = RateLimiter(limit=120, window_seconds=60)
 
 
-def _render(
-    request: Request, hub: Hub, name: str, status: int = 200, lang: str = "en", **context: Any
+@cache
+def static_url(name: str) -> str:
+    """``/static/<name>?v=<hash of its content>``: browsers may cache it, and a new release busts the cache."""
+    digest = hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+    return f"/static/{name}?v={digest}"
+
+
+templates = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(WEB_DIR / "templates"),
+        autoescape=select_autoescape(default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+)
+templates.env.globals["static"] = static_url
+
+
+# --- colours --------------------------------------------------------------------------------------------------
+
+DEFAULT_COLOUR = "#1f5fa8"
+_HEX = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
+_WHITE = (1.0, 1.0, 1.0)
+_BLACK = (0.0, 0.0, 0.0)
+RGB = tuple[float, float, float]
+
+
+def rgb_of(colour: str) -> RGB:
+    """``#rrggbb`` / ``#rgb`` -> red, green, blue from 0 to 1."""
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return (int(digits[0:2], 16) / 255, int(digits[2:4], 16) / 255, int(digits[4:6], 16) / 255)
+
+
+def _hex(rgb: RGB) -> str:
+    return "#" + "".join(f"{round(c * 255):02x}" for c in rgb)
+
+
+def _luminance(rgb: RGB) -> float:
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: RGB, b: RGB) -> float:
+    """WCAG 2 contrast ratio of two colours, 1 to 21."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def _mix(rgb: RGB, other: RGB, amount: float) -> RGB:
+    r, g, b = (c + (o - c) * amount for c, o in zip(rgb, other, strict=True))
+    return (r, g, b)
+
+
+@dataclass(frozen=True)
+class Theme:
+    """The page's colours, derived from one brand colour so that every pair in use passes WCAG AA.
+
+    ``brand`` fills the chosen answer and the button; ``on_brand`` (black or white, whichever contrasts more)
+    is text on it. ``ink`` is the brand darkened until it reads as text on white (4.5:1): links, focus rings.
+    ``edge`` outlines brand-filled shapes where a light brand would vanish on white (3:1). ``tint`` is a pale
+    hover background.
+    """
+
+    brand: str
+    on_brand: str
+    ink: str
+    edge: str
+    tint: str
+
+
+@cache
+def theme_for(colour: str) -> Theme:
+    """The theme of a configured colour; anything but a hex colour gets the default (it goes into CSS)."""
+    brand = rgb_of(colour if _HEX.fullmatch(colour) else DEFAULT_COLOUR)
+    on_brand = _WHITE if contrast(brand, _WHITE) >= contrast(brand, _BLACK) else _BLACK
+    ink = brand
+    while contrast(ink, _WHITE) < 4.5:  # measured on the rounded colour the page will use
+        ink = rgb_of(_hex(_mix(ink, _BLACK, 0.05)))
+    edge = brand if contrast(brand, _WHITE) >= 3 else ink
+    return Theme(_hex(brand), _hex(on_brand), _hex(ink), _hex(edge), _hex(_mix(brand, _WHITE, 0.9)))
+
+
+# --- rate limits ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Limits:
+    """Answers per survey link and per client address, per minute. One set per app, so tests stay apart."""
+
+    per_token: RateLimiter
+    per_client: RateLimiter
+
+
+def limits(request: Request) -> Limits:
+    state = request.app.state
+    found = getattr(state, "survey_limits", None)
+    if not isinstance(found, Limits):
+        found = Limits(RateLimiter(limit=30, window_seconds=60), RateLimiter(limit=120, window_seconds=60))
+        state.survey_limits = found
+    return found
+
+
+# --- rendering ------------------------------------------------------------------------------------------------
+
+
+def content_security_policy(nonce: str, logo_url: str | None) -> str:
+    """No script, no foreign frames; styles from this hub (plus the nonce'd brand colours); the logo's host."""
+    images = ["'self'", "data:"]
+    if logo_url:
+        parts = urlsplit(logo_url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            images.append(f"{parts.scheme}://{parts.netloc}")
+    return (
+        f"default-src 'none'; style-src 'self' 'nonce-{nonce}'; img-src {' '.join(images)}; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+def secure(response: Response, policy: str) -> Response:
+    """Headers every page of a survey link carries: the link is a secret, so no caching and no referrer."""
+    response.headers["Content-Security-Policy"] = policy
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def render(
+    request: Request,
+    hub: Hub,
+    name: str,
+    *,
+    lang: str,
+    status: int = 200,
+    page: SurveyPage | None = None,
+    **context: Any,
 ) -> HTMLResponse:
+    """A page in ``lang``, with the brand, a CSRF field bound to the survey (when there is one) and headers."""
     cookie = request.cookies.get(CSRF_COOKIE) or new_csrf_cookie()
-    page: SurveyPage | None = context.get("page")
+    branding = hub.config.hub.branding
+    nonce = secrets.token_urlsafe(16)
+    context.setdefault("error", None)
     context.update(
-        branding=hub.config.hub.branding,
+        page=page,
+        branding=branding,
+        theme=theme_for(branding.colour),
+        nonce=nonce,
         lang=lang,
-        t=lambda key, **kw: text(lang, key, **kw),
+        t=lambda key, **kw: text(lang, key, company=branding.company_name, **kw),
         csrf=csrf_token(hub.secret_key, cookie, page.token_hash) if page else "",
     )
     response = templates.TemplateResponse(request, name, context, status_code=status)
@@ -44,63 +207,175 @@ def _render(
         response.set_cookie(
             CSRF_COOKIE, cookie, httponly=True, samesite="lax", secure=request.url.scheme == "https"
         )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
+    secure(response, content_security_policy(nonce, branding.logo_url))
     return response
 
 
-def _message(request: Request, hub: Hub, key: str, status: int, lang: str = "en") -> HTMLResponse:
-    return _render(request, hub, "message.html", status=status, lang=lang, message=text(lang, key))
+def message(
+    request: Request, hub: Hub, key: str, status: int, lang: str | None = None, back: str | None = None
+) -> HTMLResponse:
+    """A friendly one-line page (expired, closed, unknown, ...); no person known -> the browser's language."""
+    language = lang or preferred_language(request.headers.get("accept-language"))
+    icon = "check" if key in ("closed", "unsubscribed") else "info"
+    return render(request, hub, "message.html", lang=language, status=status, key=key, icon=icon, back=back)
 
 
-def _scale(page: SurveyPage) -> list[int]:
+def _state_message(request: Request, hub: Hub, state: str, page: SurveyPage, posting: bool) -> HTMLResponse:
+    """The page for an expired (410) or closed (200 to look at, 409 to a POST) survey."""
+    status = 410 if state == "expired" else (409 if posting else 200)
+    return message(request, hub, state, status, page.language)
+
+
+# --- the question -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One answer on the scale: what it shows, what a screen reader adds, and its face (3-smiley only)."""
+
+    value: int
+    label: str
+    note: str | None = None
+    face: str | None = None
+
+
+def options(page: SurveyPage) -> list[Option]:
     low, high = SCALES[page.survey_kind]
-    return list(range(low, high + 1))
+    if page.survey_kind is SurveyKind.SMILEY:
+        return [
+            Option(v, text(page.language, SMILEY_KEYS[v]), face=SMILEY_KEYS[v].split(".")[1])
+            for v in range(low, high + 1)
+        ]
+    notes = {low: page.low_label, high: page.high_label}
+    return [Option(v, str(v), note=notes.get(v)) for v in range(low, high + 1)]
 
 
-@router.get("/s/{token}", response_class=HTMLResponse)
-async def show_survey(token: str, request: Request, hub: HubDep, score: str | None = None) -> Response:
-    state, page = await hub.engine.page_for_token(token)
-    if page is None:
-        return _message(request, hub, "unknown", 404)
-    if state != "ok":
-        return _message(request, hub, state, 410 if state == "expired" else 200, page.language)
-    if page.response is not None:
-        return _followup(request, hub, page)
-    selected = int(score) if score is not None and score.isdigit() and int(score) in _scale(page) else None
-    return _render(
-        request, hub, "survey.html", lang=page.language, page=page, scale=_scale(page), selected=selected
-    )
+def _pre_selected(page: SurveyPage, score: str | None) -> int | None:
+    low, high = SCALES[page.survey_kind]
+    if score is not None and _SCORE.fullmatch(score.strip()) and low <= int(score) <= high:
+        return int(score)
+    return page.response.rating if page.response is not None else None
 
 
-def _followup(request: Request, hub: Hub, page: SurveyPage, error: str | None = None) -> HTMLResponse:
-    assert page.response is not None
-    lang = page.language
-    question = text(lang, followup_key(page.survey_kind, page.response.category))
-    topics = page.survey.topics.get(lang) or page.survey.topics.get("en") or []
-    return _render(
+def _question(
+    request: Request, hub: Hub, page: SurveyPage, token: str, selected: int | None, error: str | None = None
+) -> HTMLResponse:
+    return render(
         request,
         hub,
-        "followup.html",
+        "survey.html",
+        lang=page.language,
         status=400 if error else 200,
-        lang=lang,
         page=page,
-        question=question,
-        topics=topics,
+        token=token,
+        options=options(page),
+        selected=selected,
+        smiley=page.survey_kind is SurveyKind.SMILEY,
         error=error,
     )
 
 
-@router.post("/s/{token}", response_class=HTMLResponse)
-async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
-    if not per_client.allow(client_address(request)) or not per_token.allow(token):
-        return HTMLResponse("Too many requests; please wait a minute.", status_code=429)
+def _topics(page: SurveyPage) -> list[str]:
+    return page.survey.topics.get(page.language) or page.survey.topics.get("en") or []
+
+
+def has_followup(page: SurveyPage) -> bool:
+    """A survey without comment and topics ends with the score."""
+    return page.survey.comment or bool(_topics(page))
+
+
+def _followup(
+    request: Request,
+    hub: Hub,
+    page: SurveyPage,
+    token: str,
+    error: str | None = None,
+    comment: str | None = None,
+) -> HTMLResponse:
+    assert page.response is not None
+    lang = page.language
+    return render(
+        request,
+        hub,
+        "followup.html",
+        lang=lang,
+        status=400 if error else 200,
+        page=page,
+        token=token,
+        question=text(lang, followup_key(page.survey_kind, page.response.category)),
+        answer=answer_label(lang, page.survey_kind, page.response.rating),
+        topics=_topics(page),
+        comment=(page.response.comment or "") if comment is None else comment,
+        comment_limit=COMMENT_LIMIT,
+        with_comment=page.survey.comment,
+        error=error,
+    )
+
+
+@router.api_route("/s/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def show_survey(
+    token: str, request: Request, hub: HubDep, score: str | None = None, change: str | None = None
+) -> Response:
     state, page = await hub.engine.page_for_token(token)
     if page is None:
-        return _message(request, hub, "unknown", 404)
+        return message(request, hub, "unknown", 404)
     if state != "ok":
-        return _message(request, hub, state, 410 if state == "expired" else 409, page.language)
+        return _state_message(request, hub, state, page, posting=False)
+    if page.response is not None and change is None:
+        if not has_followup(page):
+            return RedirectResponse(f"/s/{token}/thanks", status_code=303)
+        return _followup(request, hub, page, token)
+    return _question(request, hub, page, token, _pre_selected(page, score))
+
+
+# --- answering ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one POST carries, checked against the survey: a rating and/or the follow-up's comment and topic."""
+
+    rating: int | None
+    comment: str | None
+    topic: str | None
+    error: str | None = None
+    #: True when the error belongs to the scale (shown on the question), else to the follow-up
+    on_scale: bool = False
+
+
+def read_answer(form: FormData, page: SurveyPage) -> Answer:
+    lang = page.language
+    raw_score, comment, topic = form.get("score"), form.get("comment"), form.get("topic")
+    rating: int | None = None
+    low, high = SCALES[page.survey_kind]
+    if isinstance(raw_score, str):
+        raw_score = raw_score.strip()
+        if not raw_score:
+            return Answer(None, None, None, text(lang, "choose"), on_scale=True)
+        if not _SCORE.fullmatch(raw_score) or not low <= int(raw_score) <= high:
+            return Answer(None, None, None, text(lang, "out_of_range", low=low, high=high), on_scale=True)
+        rating = int(raw_score)
+    elif page.response is None:
+        return Answer(None, None, None, text(lang, "choose"), on_scale=True)
+    comment_text = comment if isinstance(comment, str) else None
+    if comment_text is not None and len(comment_text) > COMMENT_LIMIT:
+        return Answer(rating, comment_text, None, text(lang, "too_long", limit=COMMENT_LIMIT))
+    chosen = topic if isinstance(topic, str) and topic in _topics(page) else None
+    return Answer(rating, comment_text, chosen)
+
+
+@router.post("/s/{token}", response_class=HTMLResponse)
+async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
+    rate = limits(request)
+    if not rate.per_client.allow(client_address(request)) or not rate.per_token.allow(token):
+        response = message(request, hub, "too_many", 429)
+        response.headers["Retry-After"] = "60"
+        return response
+    state, page = await hub.engine.page_for_token(token)
+    if page is None:
+        return message(request, hub, "unknown", 404)
+    if state != "ok":
+        return _state_message(request, hub, state, page, posting=True)
     form = await request.form()
     submitted = form.get("csrf")
     if not csrf_valid(
@@ -109,62 +384,67 @@ async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
         page.token_hash,
         submitted if isinstance(submitted, str) else None,
     ):
-        return _message(request, hub, "csrf", 403, page.language)
-    raw_score = form.get("score")
-    comment = form.get("comment")
-    topic = form.get("topic")
-    rating: int | None = None
-    if isinstance(raw_score, str) and raw_score.strip():
-        try:
-            rating = int(raw_score)
-        except ValueError:
-            rating = -1
+        return message(request, hub, "csrf", 403, page.language, back=f"/s/{token}")
+    answer = read_answer(form, page)
+    if answer.error is not None:
+        if answer.on_scale or page.response is None:
+            return _question(request, hub, page, token, None, answer.error)
+        return _followup(request, hub, page, token, answer.error, answer.comment)
+    nothing_new = answer.rating is None and not (answer.comment or "").strip() and answer.topic is None
+    if nothing_new:  # an empty follow-up: the score is already stored, nothing to write back again
+        return RedirectResponse(f"/s/{token}/thanks", status_code=303)
     try:
         await hub.engine.record_answer(
-            page.invitation_id,
-            rating,
-            comment=comment if isinstance(comment, str) else None,
-            topic=topic if isinstance(topic, str) else None,
+            page.invitation_id, answer.rating, comment=answer.comment, topic=answer.topic
         )
-    except BadInput as exc:
-        if page.response is not None:
-            return _followup(request, hub, page, error=str(exc))
-        return _render(
-            request,
-            hub,
-            "survey.html",
-            status=400,
-            lang=page.language,
-            page=page,
-            scale=_scale(page),
-            selected=None,
-            error=str(exc),
-        )
-    done = "comment" in form or page.response is not None
-    target = f"/s/{token}/thanks" if done else f"/s/{token}"
-    return RedirectResponse(target, status_code=303)
+    except BadInput as exc:  # the survey changed between the page and the POST
+        if exc.status_code == 409:  # the amend window closed
+            return message(request, hub, "closed", 409, page.language)
+        if exc.status_code in (404, 410):  # the campaign or invitation is gone
+            return message(request, hub, "expired", 410, page.language)
+        return _question(request, hub, page, token, None, str(exc))
+    # a score (first answer or a change) leads to the follow-up; the follow-up leads to the thank-you page
+    done = "score" not in form or "comment" in form or "topic" in form or not has_followup(page)
+    return RedirectResponse(f"/s/{token}/thanks" if done else f"/s/{token}", status_code=303)
 
 
-@router.get("/s/{token}/thanks", response_class=HTMLResponse)
+@router.api_route("/s/{token}/thanks", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def thank_you(token: str, request: Request, hub: HubDep) -> Response:
-    _state, page = await hub.engine.page_for_token(token)
+    state, page = await hub.engine.page_for_token(token)
     if page is None:
-        return _message(request, hub, "unknown", 404)
-    return _render(
-        request, hub, "thanks.html", lang=page.language, page=page, link=page.survey.thank_you_link
-    )
+        return message(request, hub, "unknown", 404)
+    if page.response is None:
+        if state == "ok":
+            return RedirectResponse(f"/s/{token}", status_code=303)
+        return _state_message(request, hub, state, page, posting=False)
+    return render(request, hub, "thanks.html", lang=page.language, page=page, link=page.survey.thank_you_link)
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+# --- unsubscribe ----------------------------------------------------------------------------------------------
+
+
+async def _unsubscribe_language(hub: Hub, token: str) -> str | None:
+    _state, page = await hub.engine.page_for_token(token, purpose="unsubscribe")
+    return page.language if page is not None else None
+
+
+@router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def confirm_unsubscribe(token: str, request: Request, hub: HubDep) -> Response:
-    return _render(request, hub, "unsubscribe.html", token=token)
+    lang = await _unsubscribe_language(hub, token)
+    if lang is None:
+        return message(request, hub, "unknown", 404)
+    return render(request, hub, "unsubscribe.html", lang=lang)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
 async def unsubscribe(token: str, request: Request, hub: HubDep) -> Response:
-    """Both the page's button and RFC 8058 one-click (``List-Unsubscribe=One-Click``) land here."""
-    if not per_client.allow(client_address(request)):
-        return HTMLResponse("Too many requests; please wait a minute.", status_code=429)
+    """Both the page's button and RFC 8058 one-click (``List-Unsubscribe=One-Click``) land here.
+
+    No CSRF field: a mail client's one-click POST carries no cookie, and the unguessable token in the path
+    is what authorises it; a forged POST would have to know it.
+    """
+    if not limits(request).per_client.allow(client_address(request)):
+        return message(request, hub, "too_many", 429)
     if not await hub.engine.unsubscribe(token):
-        return _message(request, hub, "unknown", 404)
-    return _message(request, hub, "unsubscribed", 200)
+        return message(request, hub, "unknown", 404)
+    return message(request, hub, "unsubscribed", 200, await _unsubscribe_language(hub, token))
