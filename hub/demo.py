@@ -72,8 +72,9 @@ def demo_config(path: Path, crm: str, connector: Emulator, channel: Emulator, po
     hub = data.setdefault("hub", {})
     hub["port"] = port
     hub["public_url"] = f"http://127.0.0.1:{port}"
-    mailbox = getattr(channel, "mailbox_dir", None)
-    if mailbox is not None and "mailbox_dir" in HubConfig.model_fields["hub"].annotation.model_fields:  # type: ignore[union-attr]
+    hub["demo"] = True
+    mailbox = getattr(channel, "mailbox_dir", None)  # a mail catcher keeps a Maildir the admin pages show
+    if mailbox is not None:
         hub["mailbox_dir"] = str(mailbox)
     data["connectors"] = {
         CONNECTOR: {"plugin": crm, "poll_interval_seconds": 30, **connector.instance_settings()}

@@ -55,9 +55,10 @@ def hooks_markdown() -> str:
         "```python",
         "from hub import hookimpl",
         "",
+        "",
         "@hookimpl",
         "async def hub_on_response_received(response, invitation):",
-        "    ...",
+        "    await notify_the_team(response)",
         "```",
         "",
     ]

@@ -138,7 +138,7 @@ async def test_a_transient_channel_error_retries_later(make_hub, crm_state) -> N
 async def test_language_comes_from_the_crm_else_the_campaign(make_hub, crm_state) -> None:
     hub = await make_hub()
     hub.config.campaigns["case_closed"].default_language = "da"
-    crm_state.people["P1"]["language"] = "sv-SE"  # no built-in Swedish texts yet: campaign default
+    crm_state.people["P1"]["language"] = "pl-PL"  # no built-in Polish texts: the campaign's default
     await survey_flow(hub, crm_state)
     assert crm_state.outbox[-1]["language"] == "da"
     assert crm_state.outbox[-1]["question"].startswith("Hvor sandsynligt")
@@ -171,7 +171,7 @@ async def test_scores_outside_the_scale_are_refused_in_the_persons_language(make
     hub = await make_hub()
     token = await survey_flow(hub, crm_state)
     _, page = await hub.engine.page_for_token(token)
-    with pytest.raises(BadInput, match="Please choose a value from 0 to 10"):
+    with pytest.raises(BadInput, match="Vælg en værdi fra 0 til 10"):
         await hub.engine.record_answer(page.invitation_id, 11)
     with pytest.raises(BadInput, match="choose a score first"):
         await hub.engine.record_answer(page.invitation_id, None, comment="no score")
