@@ -124,8 +124,15 @@ class Scheduler:
         self.scheduler.start()
 
     async def shutdown(self, grace_seconds: float = 30) -> None:
-        """Start no new job and let the running ones finish (their work is committed step by step)."""
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        """Start no new job, let the running ones finish, then stop.
+
+        APScheduler's asyncio executor cancels running jobs on shutdown, so the scheduler is paused first and
+        its jobs are awaited here; a job cut short would only be redone, but a clean stop logs nothing.
+        """
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()
+        await asyncio.sleep(0)  # jobs submitted just before the pause start and register themselves
         if self.running:
             await asyncio.wait(set(self.running), timeout=grace_seconds)
+        self.scheduler.shutdown(wait=False)
