@@ -25,7 +25,15 @@ from hub.contracts import (
     RegisterEmulator,
     WebhookRegistrar,
 )
-from hub.errors import AuthError, BadInput, ConfigError, HubError, SkippableError, TransientError
+from hub.errors import (
+    AddressRejected,
+    AuthError,
+    BadInput,
+    ConfigError,
+    HubError,
+    SkippableError,
+    TransientError,
+)
 from hub.models import (
     AlertMessage,
     Branding,
@@ -62,6 +70,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("cxhub")
 
 __all__ = [
+    "AddressRejected",
     "AlertMessage",
     "AuthError",
     "BadInput",

@@ -19,7 +19,15 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign, SurveySettings
-from hub.errors import AuthError, BadInput, ConfigError, HubError, SkippableError, TransientError
+from hub.errors import (
+    AddressRejected,
+    AuthError,
+    BadInput,
+    ConfigError,
+    HubError,
+    SkippableError,
+    TransientError,
+)
 from hub.http import backoff_delay, with_retries
 from hub.models import (
     SCALES,
@@ -387,6 +395,10 @@ class Engine:
                 continue
             try:
                 delivery = await channel.send(message)
+            except AddressRejected as exc:
+                errors.append(f"{channel_name}: {exc}")
+                await self._flag_address(inv_id, exc)
+                continue
             except SkippableError as exc:
                 errors.append(f"{channel_name}: {exc}")
                 continue
@@ -409,6 +421,20 @@ class Engine:
             inv.reason = "; ".join(errors) or "no channel could reach the person"
             inv.lease_until = None
         log.warning("survey.undeliverable", invitation=inv_id, reason="; ".join(errors))
+
+    async def _flag_address(self, inv_id: int, exc: AddressRejected) -> None:
+        """Remember a hard bounce on the person, so no campaign uses that address again."""
+        note = f"{self.hub.now():%Y-%m-%d}: {exc}"
+        async with self.hub.store.session() as s:
+            inv = await s.get(Invitation, inv_id)
+            person = await s.get(Person, inv.person_id) if inv and inv.person_id else None
+            if person is None:
+                return
+            if normalise_email(exc.address) and normalise_email(exc.address) == person.email:
+                person.email_rejected = note
+            elif normalise_phone(exc.address) and normalise_phone(exc.address) == person.phone:
+                person.phone_rejected = note
+        log.info("address.flagged", invitation=inv_id)
 
     async def _mark_sent(self, inv_id: int, channel: str, delivery: Delivery, reminder: bool) -> None:
         hub = self.hub
@@ -472,7 +498,12 @@ class Engine:
             kind="reminder" if reminder else "survey",
             invitation_id=inv.id,
             campaign=inv.campaign,
-            recipient=Recipient(name=person.name, email=person.email, phone=person.phone, language=lang),
+            recipient=Recipient(
+                name=person.name,
+                email=None if person.email_rejected else person.email,
+                phone=None if person.phone_rejected else person.phone,
+                language=lang,
+            ),
             language=lang,
             branding=hub.config.hub.branding,
             survey_kind=survey.kind,
@@ -567,7 +598,7 @@ class Engine:
         async with hub.store.session() as s:
             resp = await s.scalar(select(Response).where(Response.invitation_id == invitation_id))
             first = resp is None
-            old_category = resp.category if resp is not None else None
+            before = (resp.category, resp.comment) if resp is not None else (None, None)
             if resp is None:
                 assert rating is not None
                 resp = Response(
@@ -604,8 +635,10 @@ class Engine:
             inv_record = invitation_record(inv, event)
         log.info("response.recorded", response=record.id, campaign=record.campaign, amended=not first)
         await hub.plugins.notify("hub_on_response_received", response=record, invitation=inv_record)
-        if first or old_category != record.category:
-            await self._alert(record, inv_record, event, campaign)
+        if first or before[0] != record.category:
+            await self._alert(record, inv_record, event, campaign, comment_added=False)
+        elif record.comment and before[1] != record.comment:
+            await self._alert(record, inv_record, event, campaign, comment_added=True)
         hub.wake("sync")
         return record
 
@@ -731,8 +764,18 @@ class Engine:
     # --- 5. react ---------------------------------------------------------------------------------------------
 
     async def _alert(
-        self, response: ResponseRecord, invitation: InvitationRecord, event: Event, campaign: Campaign
+        self,
+        response: ResponseRecord,
+        invitation: InvitationRecord,
+        event: Event,
+        campaign: Campaign,
+        comment_added: bool,
     ) -> None:
+        """Tell whom the campaign's alert rules name: at once on the score, and again when a comment follows.
+
+        Customers give the score first and the comment a moment later; the owner should not wait for a
+        comment that may never come, nor miss one that does.
+        """
         case_event = CaseEvent.model_validate(event.payload)
         async with self.hub.store.session() as s:
             person = await s.get(Person, response.person_id)
@@ -747,7 +790,9 @@ class Engine:
                 continue
             label = response.category.value if response.category else "New"
             lines = [
-                f"{who} answered {response.rating} ({label}) to the {invitation.campaign} survey.",
+                f"{who} added a comment to their answer {response.rating} ({label})."
+                if comment_added
+                else f"{who} answered {response.rating} ({label}) to the {invitation.campaign} survey.",
                 f"Comment: {response.comment}" if response.comment else "No comment.",
                 f"{case_event.record_type} {case_event.record_id} in {event.connector}.",
             ]
@@ -755,7 +800,8 @@ class Engine:
                 invitation_id=invitation.id,
                 campaign=invitation.campaign,
                 recipient=Recipient(name=case_event.owner_name, email=address, language="en"),
-                subject=text(
+                subject=("Comment: " if comment_added else "")
+                + text(
                     "en", "alert.subject", category=label.capitalize(), person=who, rating=response.rating
                 ),
                 text="\n".join(lines),

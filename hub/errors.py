@@ -44,6 +44,18 @@ class SkippableError(HubError):
     """This one record cannot be processed (bad data, deleted in the CRM); the rest of the batch goes on."""
 
 
+class AddressRejected(SkippableError):
+    """A channel's provider refused an address for good (a hard bounce, an invalid number).
+
+    The hub flags the address on the person and stops using it, in every campaign, until the CRM gives a
+    different one; the campaign's next channel is tried at once.
+    """
+
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 class BadInput(HubError):
     """An inbound request (webhook, channel reply) is malformed or unverified; answered with a 4xx.
 

@@ -59,8 +59,10 @@ async def upsert_person(
     if person is None:
         person = Person()
         session.add(person)
-    person.email = email or person.email
-    person.phone = phone or person.phone
+    if email and email != person.email:
+        person.email, person.email_rejected = email, None
+    if phone and phone != person.phone:
+        person.phone, person.phone_rejected = phone, None
     person.name = display_name(record) or person.name
     person.language = record.language or person.language
     person.timezone = record.timezone or person.timezone

@@ -91,6 +91,31 @@ async def test_when_every_channel_rejects_the_invitation_fails_with_their_reason
     assert inv.reason == "mail: address rejected for good"
 
 
+async def test_a_hard_bounce_flags_the_address_until_the_crm_changes_it(make_hub, crm_state) -> None:
+    crm_state.people["P1"]["email"] = "ada@bounce.test"
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    await hub.engine.receive("crm", [case_event("C1")], source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    async with hub.store.session() as s:
+        person = await s.scalar(select(Person))
+    assert person.email_rejected is not None and "address rejected for good" in person.email_rejected
+    sent_before = len(crm_state.outbox)
+    # the next survey does not try the bounced address again
+    await hub.engine.receive("crm", [case_event("C2")], source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    assert (await invitations(hub))[-1].reason == "mail: no email address"
+    # a new address in the CRM clears the flag and is used
+    crm_state.people["P1"]["email"] = "ada@example.com"
+    await hub.engine.receive("crm", [case_event("C3")], source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    assert (await invitations(hub))[-1].status == "sent"
+    assert len(crm_state.outbox) == sent_before + 1
+
+
 async def test_fallback_channel_sends_when_the_first_rejects(make_hub, crm_state, fake_crm) -> None:
     crm_state.people["P1"]["email"] = "ada@bounce.test"
     hub = await make_hub()

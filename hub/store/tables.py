@@ -101,6 +101,8 @@ class Person(Base):
     language: Mapped[str | None] = mapped_column(String(20))
     timezone: Mapped[str | None] = mapped_column(String(64))
     opted_out_at: Mapped[datetime | None] = mapped_column(doc="the hub's own opt-out, set by unsubscribe")
+    email_rejected: Mapped[str | None] = mapped_column(Text, doc="why the email address bounced for good")
+    phone_rejected: Mapped[str | None] = mapped_column(Text, doc="why the phone number was refused for good")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

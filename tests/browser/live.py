@@ -87,11 +87,12 @@ class LiveHub:
 
     def __enter__(self) -> LiveHub:
         self._crm.__enter__()
-        config = self._config()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = self._config()
+        config.hub.public_url = self.url  # links in messages point at this server
         self._thread = threading.Thread(target=self._serve, args=(config, sock), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20

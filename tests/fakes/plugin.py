@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from hub import (
+    AddressRejected,
     BadInput,
     CaseEvent,
     ChannelType,
@@ -152,7 +153,7 @@ class FakeChannel:
         if not message.recipient.email:
             raise SkippableError("no email address")
         if message.recipient.email.endswith("@bounce.test"):
-            raise SkippableError("address rejected for good")
+            raise AddressRejected(message.recipient.email, "address rejected for good")
         response = await self.client.post("/outbox", json=message.model_dump(mode="json"))
         raise_for_status(response, "outbox")
         return Delivery(message_id=response.json()["id"])

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import aiosmtplib
 
-from hub import AuthError, ConfigError, HubError, SkippableError, TransientError
+from hub import AddressRejected, AuthError, ConfigError, HubError, SkippableError, TransientError
 
 E = TypeVar("E", bound=BaseException)
 
@@ -52,9 +52,10 @@ def _refused_recipient(code: int, message: str, server: str, recipient: str) -> 
             f"{server} refuses to relay mail to {recipient} ({reply}): log in (username, password) "
             "or allow this host to relay on the server"
         )
-    return SkippableError(
+    return AddressRejected(
+        recipient,
         f"{server} rejected the address {recipient} for good ({reply}): "
-        "the address is wrong or no longer exists; correct it in the CRM"
+        "the address is wrong or no longer exists; correct it in the CRM",
     )
 
 
