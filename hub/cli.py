@@ -348,6 +348,8 @@ def explain(
                 return
             for person in people:
                 opted = f", unsubscribed {person.opted_out_at:%Y-%m-%d}" if person.opted_out_at else ""
+                for kind, flag in (("email", person.email_rejected), ("phone", person.phone_rejected)):
+                    opted += f", {kind} not used since it was refused ({flag})" if flag else ""
                 console.print(
                     f"[bold]{person.name or '(no name)'}[/bold] {person.email or ''} {person.phone or ''}"
                     f"{opted}"
