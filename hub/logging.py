@@ -83,7 +83,7 @@ def configure(level: str = "info", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    for noisy in ("httpx", "httpcore", "aiosqlite", "alembic"):
+    for noisy in ("httpx", "httpcore", "aiosqlite", "alembic", "mail.log"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     # a tick skipped because the previous one still runs is normal; job errors are logged by the hub itself
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.ERROR))
