@@ -1,0 +1,283 @@
+"""Every Salesforce API call of the connector, through simple-salesforce, off the event loop.
+
+simple-salesforce is synchronous, so calls run in a bounded ``ThreadPoolExecutor`` (``max_workers``): the
+hub's loop never blocks, and the org never sees more concurrent requests than configured. Each call:
+
+- passes the API budget first (``budget.py``), so the hub never spends more than its share;
+- logs in again once on 401 INVALID_SESSION_ID (sessions expire) and retries that call once;
+- is classified: REQUEST_LIMIT_EXCEEDED, 429 and 5xx -> ``TransientError``; other 401/403 -> ``AuthError``;
+  300/400/404 -> ``RecordError`` for the caller to pin on the record concerned.
+
+Trust is explicit: the ``requests.Session`` ignores the environment (``trust_env = False``) and verifies
+against ``ca_bundle`` or the system store, whatever REQUESTS_CA_BUNDLE a machine sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+import structlog
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceError
+
+from hub import AuthError, SkippableError, TransientError
+from hub.http import USER_AGENT, retry_after_seconds
+from hub_salesforce.auth import Token, login
+from hub_salesforce.budget import ApiBudget
+from hub_salesforce.config import SalesforceSettings
+
+log = structlog.get_logger("hub_salesforce.client")
+
+T = TypeVar("T")
+
+#: sObject Collections take at most this many records a call
+COLLECTION_LIMIT = 200
+#: a transient server-side answer that the same call may survive later
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class RecordError(SkippableError):
+    """Salesforce refused a request about specific records (300/400/404), with its error codes."""
+
+    def __init__(self, message: str, status: int, codes: list[str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = codes
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """One record's outcome in an sObject Collections reply (in request order)."""
+
+    id: str | None
+    success: bool
+    created: bool | None
+    codes: list[str]
+    message: str
+
+
+def error_entries(content: Any) -> list[dict[str, Any]]:
+    """Salesforce error bodies are JSON arrays of ``{message, errorCode, fields}``."""
+    if isinstance(content, list):
+        return [entry for entry in content if isinstance(entry, dict)]
+    if isinstance(content, dict):
+        return [content]
+    return []
+
+
+def build_session(settings: SalesforceSettings) -> requests.Session:
+    """A session whose trust comes from settings only: environment CA variables and proxies are ignored."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = settings.ca_bundle or True
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+class SalesforceClient:
+    """One org's API, shared by the connector's methods; ``aclose`` stops the threads."""
+
+    def __init__(self, settings: SalesforceSettings, budget: ApiBudget | None = None) -> None:
+        self.settings = settings
+        self.budget = budget or ApiBudget(
+            settings.api_budget_share, settings.budget_window_seconds, settings.limit_pause_seconds
+        )
+        self.session = build_session(settings)
+        self.session.hooks["response"].append(self._on_response)
+        self._executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="salesforce")
+        self._login_lock = threading.Lock()
+        self._sf: Salesforce | None = None
+        self._local = threading.local()
+        self.logins = 0
+        self.unavailable = False
+        #: where the API lives, as the token endpoint said (None before the first login)
+        self.instance_url: str | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Every reply of the REST API updates the budget; Retry-After is kept for this thread's call."""
+        if "/services/data/" in response.url:
+            self.budget.observe(response.headers.get("Sforce-Limit-Info"))
+        self._local.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+
+    def _connect(self, token: Token) -> Salesforce:
+        self.instance_url = token.instance_url
+        return Salesforce(
+            instance_url=token.instance_url,
+            session_id=token.access_token,
+            session=self.session,
+            version=self.settings.api_version,
+        )
+
+    def _current(self) -> Salesforce:
+        with self._login_lock:
+            if self._sf is None:
+                self._sf = self._connect(login(self.settings, self.session))
+                self.logins += 1
+            return self._sf
+
+    def _renew(self, expired: Salesforce) -> Salesforce:
+        """Log in again, unless another thread already replaced the expired session."""
+        with self._login_lock:
+            if self._sf is expired or self._sf is None:
+                self._sf = self._connect(login(self.settings, self.session))
+                self.logins += 1
+                log.info("salesforce.session_renewed", org=self.settings.login_url)
+            return self._sf
+
+    def _run(self, call: Callable[[Salesforce], T], what: str) -> T:
+        sf = self._current()
+        for attempt in (1, 2):
+            self.budget.acquire()
+            try:
+                result = call(sf)
+            except SalesforceError as exc:
+                codes = [str(e.get("errorCode", "")) for e in error_entries(exc.content)]
+                if exc.status == 401 and "INVALID_SESSION_ID" in codes and attempt == 1:
+                    sf = self._renew(sf)
+                    continue
+                raise self._classify(exc, codes, what) from None
+            except requests.RequestException as exc:
+                self._mark_unavailable(True, what)
+                raise TransientError(f"{what}: Salesforce unreachable ({type(exc).__name__})") from None
+            self._mark_unavailable(False, what)
+            return result
+        raise AssertionError("unreachable")
+
+    def _mark_unavailable(self, down: bool, what: str) -> None:
+        """Log unavailability once and recovery once."""
+        if down and not self.unavailable:
+            log.warning("salesforce.unavailable", call=what)
+        elif not down and self.unavailable:
+            log.info("salesforce.available", call=what)
+        self.unavailable = down
+
+    def _classify(self, exc: SalesforceError, codes: list[str], what: str) -> Exception:
+        messages = (
+            "; ".join(f"{e.get('errorCode', '')}: {e.get('message', '')}" for e in error_entries(exc.content))
+            or str(exc.content)[:200]
+        )
+        status = exc.status
+        if "REQUEST_LIMIT_EXCEEDED" in codes:
+            pause = self.budget.limit_exceeded()
+            log.warning("salesforce.request_limit_exceeded", call=what, pause_seconds=pause)
+            return TransientError(f"{what}: {messages}", retry_after=pause)
+        if status in TRANSIENT_STATUSES:
+            self._mark_unavailable(True, what)
+            return TransientError(
+                f"{what}: HTTP {status} {messages}", retry_after=getattr(self._local, "retry_after", None)
+            )
+        if status in (401, 403):
+            return AuthError(f"{what}: HTTP {status} {messages}")
+        return RecordError(f"{what}: HTTP {status} {messages}", status, codes)
+
+    async def call(self, call: Callable[[Salesforce], T], what: str) -> T:
+        """Run one API call on the pool, with budget, renewal and classification."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self._run, call, what))
+
+    # -- the calls --------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Log in now (``check``): credentials are tested before anything else."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._current)
+
+    async def query_page(self, soql_or_next: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a SOQL query (or the page a ``nextRecordsUrl`` points at); the next URL, if any."""
+        if soql_or_next.startswith("/services/data/"):
+            page = await self.call(lambda sf: sf.query_more(soql_or_next, identifier_is_url=True), "query")
+        else:
+            page = await self.call(lambda sf: sf.query(soql_or_next), "query")
+        records = [dict(r) for r in page.get("records", [])]
+        next_url = None if page.get("done", True) else page.get("nextRecordsUrl")
+        return records, next_url
+
+    async def query_all(self, soql: str) -> list[dict[str, Any]]:
+        """Every record of a query, following ``nextRecordsUrl`` page by page (each page one budgeted call)."""
+        records, next_url = await self.query_page(soql)
+        while next_url:
+            more, next_url = await self.query_page(next_url)
+            records += more
+        return records
+
+    async def describe(self, sobject: str) -> dict[str, Any]:
+        return dict(
+            await self.call(lambda sf: sf.restful(f"sobjects/{sobject}/describe"), f"describe {sobject}")
+        )
+
+    async def get(self, sobject: str, record_id: str, fields: Iterable[str]) -> dict[str, Any] | None:
+        """One record by id, None when it does not exist (any more)."""
+        path = f"sobjects/{sobject}/{quote(record_id, safe='')}"
+        params = {"fields": ",".join(fields)}
+        try:
+            return dict(await self.call(lambda sf: sf.restful(path, params=params), f"get {sobject}"))
+        except RecordError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _collection(
+        self, method: str, path: str, records: list[dict[str, Any]], what: str
+    ) -> list[SaveResult]:
+        if len(records) > COLLECTION_LIMIT:
+            raise ValueError(
+                f"sObject Collections take at most {COLLECTION_LIMIT} records, not {len(records)}"
+            )
+        body = {"allOrNone": False, "records": records}
+        reply = await self.call(lambda sf: sf.restful(path, method=method, json=body), what)
+        results = [save_result(entry) for entry in (reply or [])]
+        if len(results) != len(records):
+            raise TransientError(f"{what}: {len(results)} results for {len(records)} records")
+        return results
+
+    async def update_records(self, records: list[dict[str, Any]]) -> list[SaveResult]:
+        """``PATCH /composite/sobjects``: update records by Id (each has ``attributes.type`` and ``id``)."""
+        return await self._collection("PATCH", "composite/sobjects", records, "update records")
+
+    async def create_records(self, records: list[dict[str, Any]]) -> list[SaveResult]:
+        """``POST /composite/sobjects``: create records (each has ``attributes.type``)."""
+        return await self._collection("POST", "composite/sobjects", records, "create records")
+
+    async def upsert_records(
+        self, sobject: str, external_id_field: str, records: list[dict[str, Any]]
+    ) -> list[SaveResult]:
+        """``PATCH /composite/sobjects/{Object}/{ExtIdField}``: upsert by external id, one object type."""
+        path = f"composite/sobjects/{sobject}/{external_id_field}"
+        return await self._collection("PATCH", path, records, f"upsert {sobject}")
+
+    async def post_chatter(self, subject_id: str, text: str) -> str | None:
+        """A Chatter post on a record's feed; its id."""
+        body = {
+            "feedElementType": "FeedItem",
+            "subjectId": subject_id,
+            "body": {"messageSegments": [{"type": "Text", "text": text}]},
+        }
+        reply = await self.call(
+            lambda sf: sf.restful("chatter/feed-elements", method="POST", json=body), "chatter post"
+        )
+        return str(reply.get("id")) if isinstance(reply, dict) and reply.get("id") else None
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.session.close()
+
+
+def save_result(entry: dict[str, Any]) -> SaveResult:
+    errors = error_entries(entry.get("errors") or [])
+    return SaveResult(
+        id=entry.get("id"),
+        success=bool(entry.get("success")),
+        created=entry.get("created"),
+        codes=[str(e.get("statusCode", e.get("errorCode", ""))) for e in errors],
+        message="; ".join(f"{e.get('statusCode', '')}: {e.get('message', '')}" for e in errors),
+    )

@@ -1,0 +1,240 @@
+"""Settings of one Salesforce connector instance (``[connectors.<name>] plugin = "salesforce"``).
+
+Defaults match the metadata package in ``metadata/`` (fields on Contact and Case, the ``Survey_Response__c``
+object), so an org that deployed it needs no mapping at all; ``cxhub check`` names any mapped field the org
+lacks. Credentials are ``Secret`` references (``env:NAME`` / ``file:/path``), never values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hub import Secret
+
+
+class _Section(BaseModel):
+    """Unknown keys are errors: a misspelt field name must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _https_origin(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError(
+            "must be an https URL, e.g. https://login.salesforce.com or https://acme.my.salesforce.com"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# --- authentication -----------------------------------------------------------------------------
+
+
+class JwtBearerAuth(_Section):
+    """Recommended: OAuth 2.0 JWT bearer flow of a connected app (no password, no interactive consent).
+
+    The hub signs a short-lived RS256 assertion (iss = consumer key, sub = username, aud = login URL) with
+    the private key whose certificate is uploaded to the connected app, and exchanges it for a session.
+    """
+
+    type: Literal["jwt_bearer"] = "jwt_bearer"
+    consumer_key: str = Field(description="the connected app's consumer key (client id)")
+    username: str = Field(description="the integration user the hub acts as")
+    private_key: Secret = Field(
+        description="PEM private key matching the app's certificate, e.g. file:/etc/..."
+    )
+    audience: str | None = Field(
+        None, description="JWT aud; default login_url (https://test.salesforce.com for sandboxes)"
+    )
+
+
+class ClientCredentialsAuth(_Section):
+    """OAuth 2.0 client credentials flow: needs the org's My Domain as ``login_url`` and a run-as user."""
+
+    type: Literal["client_credentials"] = "client_credentials"
+    client_id: str
+    client_secret: Secret
+
+
+class PasswordAuth(_Section):
+    """Legacy: username, password and security token (OAuth username-password flow).
+
+    Salesforce is retiring this flow; use it only where a connected app with a certificate is not possible.
+    """
+
+    type: Literal["password"] = "password"
+    client_id: str
+    client_secret: Secret
+    username: str
+    password: Secret
+    security_token: Secret | None = None
+
+
+Auth = Annotated[JwtBearerAuth | ClientCredentialsAuth | PasswordAuth, Field(discriminator="type")]
+
+
+# --- write-back mapping -------------------------------------------------------------------------
+
+
+class ContactFields(_Section):
+    """Contact fields of the person summary; an empty name (or None) leaves that value out."""
+
+    latest_rating: str | None = "CXHub_Latest_Rating__c"
+    latest_score: str | None = "CXHub_Latest_Score__c"
+    latest_category: str | None = "CXHub_Latest_Category__c"
+    latest_date: str | None = "CXHub_Latest_Response_Date__c"
+    latest_comment: str | None = "CXHub_Latest_Comment__c"
+    average_rating: str | None = "CXHub_Average_Rating__c"
+    average_rating_30_days: str | None = "CXHub_Average_Rating_30d__c"
+    average_score: str | None = "CXHub_Average_Score__c"
+    count: str | None = "CXHub_Response_Count__c"
+
+    def mapped(self) -> dict[str, str]:
+        """Summary attribute -> field name, for the values that are written."""
+        return {name: field for name, field in self.model_dump().items() if field}
+
+
+class ResponseObject(_Section):
+    """The custom object holding one record per answer: the timeline entry on the Contact and the Case."""
+
+    enabled: bool = True
+    object: str = "Survey_Response__c"
+    external_id_field: str = Field("Response_Id__c", description="External ID, unique: the hub's key")
+    contact_field: str = "Contact__c"
+    case_field: str | None = "Case__c"
+    rating_field: str | None = "Rating__c"
+    score_field: str | None = "Score__c"
+    category_field: str | None = "Category__c"
+    comment_field: str | None = "Comment__c"
+    campaign_field: str | None = "Campaign__c"
+    survey_kind_field: str | None = "Survey_Kind__c"
+    channel_field: str | None = "Channel__c"
+    answered_at_field: str | None = "Answered_At__c"
+
+    def value_fields(self) -> dict[str, str]:
+        """TimelineEntry attribute -> field name, for the optional value fields that are mapped."""
+        names = {
+            "rating": self.rating_field,
+            "score": self.score_field,
+            "category": self.category_field,
+            "comment": self.comment_field,
+            "campaign": self.campaign_field,
+            "survey_kind": self.survey_kind_field,
+            "channel": self.channel_field,
+            "answered_at": self.answered_at_field,
+        }
+        return {name: field for name, field in names.items() if field}
+
+
+class CaseFields(_Section):
+    """What an answer writes on the Case that triggered the survey.
+
+    ``status_after_feedback`` sets Case.Status unless the hub names a status (``statuses`` maps the names
+    the hub may ask for to the org's picklist values). The internal CaseComment (IsPublished = false) and the
+    Chatter post are created once per answer: a field on the Case remembers the response id already noted,
+    so a retried write adds no second comment.
+    """
+
+    rating_field: str | None = "CXHub_Rating__c"
+    score_field: str | None = None
+    category_field: str | None = "CXHub_Category__c"
+    comment_field: str | None = "CXHub_Comment__c"
+    processed_field: str | None = "CXHub_Processed_At__c"
+    response_id_field: str | None = Field(
+        "CXHub_Response_Id__c", description="remembers the answer noted, so comments are not posted twice"
+    )
+    status_after_feedback: str | None = None
+    statuses: dict[str, str] = Field(default_factory=dict, description='e.g. {"reopened" = "Escalated"}')
+    internal_comment: bool = Field(True, description="add a private CaseComment when the hub asks for one")
+    chatter_post: bool = Field(False, description="also post the answer to the Case's Chatter feed")
+    note_template: str = Field(
+        "Customer feedback: {rating} ({category})\n{comment}",
+        description="text of the comment and post; placeholders {rating} {score} {category} {comment}",
+    )
+
+    def mapped(self) -> dict[str, str]:
+        names = {
+            "rating": self.rating_field,
+            "score": self.score_field,
+            "category": self.category_field,
+            "comment": self.comment_field,
+            "processed_at": self.processed_field,
+            "response_id": self.response_id_field,
+        }
+        return {name: field for name, field in names.items() if field}
+
+
+class PersonFields(_Section):
+    """Contact fields the hub reads to reach a person and respect their wishes."""
+
+    language_field: str | None = Field(None, description="e.g. Language__c; None = org default language")
+    default_language: str | None = None
+
+
+# --- the connector ------------------------------------------------------------------------------
+
+
+class SalesforceSettings(_Section):
+    """One Salesforce org."""
+
+    login_url: str = Field(
+        "https://login.salesforce.com",
+        description="token endpoint host: login / test (sandbox) or the org's My Domain",
+    )
+    instance_url: str | None = Field(
+        None, description="override the instance_url the token endpoint returns (rarely needed)"
+    )
+    auth: Auth
+    api_version: str = Field("59.0", pattern=r"^\d{2,3}\.0$")
+    ca_bundle: str | None = Field(None, description="PEM file of CAs to trust; default: the system store")
+    organization_id: str | None = Field(
+        None, description="18-char org id; Outbound Messages from another org are refused"
+    )
+    webhook_secret: Secret | None = Field(
+        None, description="HMAC-SHA256 key of the JSON callout webhook (Apex/Flow); unset = refused"
+    )
+    api_budget_share: float = Field(
+        0.10, gt=0, le=1, description="share of the org's daily API allowance the hub may spend"
+    )
+    budget_window_seconds: float = Field(86400, gt=0, description="Salesforce counts a rolling 24 h")
+    limit_pause_seconds: float = Field(900, gt=0, description="how long to stop after REQUEST_LIMIT_EXCEEDED")
+    max_workers: int = Field(
+        4, ge=1, le=25, description="threads for API calls (Salesforce allows 25 long ones)"
+    )
+    timeout_seconds: float = Field(30, gt=0)
+    poll_cases: bool = True
+    poll_opportunities: bool = True
+    poll_overlap_seconds: float = Field(
+        300, ge=0, description="each poll re-reads this far before the watermark"
+    )
+    initial_lookback_hours: float = Field(24, ge=0, description="where the very first poll starts")
+    contact: ContactFields = Field(default_factory=ContactFields)
+    person: PersonFields = Field(default_factory=PersonFields)
+    response_object: ResponseObject = Field(default_factory=ResponseObject)
+    case: CaseFields = Field(default_factory=CaseFields)
+    comment_max_length: int = Field(
+        255, ge=1, description="longer comments are cut before they go to text fields"
+    )
+
+    @field_validator("login_url")
+    @classmethod
+    def _login_origin(cls, value: str) -> str:
+        return _https_origin(value)
+
+    @field_validator("instance_url")
+    @classmethod
+    def _instance_origin(cls, value: str | None) -> str | None:
+        return None if value is None else _https_origin(value)
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.login_url}/services/oauth2/token"
+
+    @property
+    def jwt_audience(self) -> str:
+        if isinstance(self.auth, JwtBearerAuth) and self.auth.audience:
+            return self.auth.audience
+        return self.login_url

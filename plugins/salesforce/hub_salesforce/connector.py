@@ -1,0 +1,305 @@
+"""``SalesforceConnector``: the hub's ``Connector`` contract glued onto the client, mapping and writer.
+
+Events come two ways and must agree: webhooks (Outbound Messages or a signed JSON callout; fast but lossy)
+and SOQL polling with a watermark (the safety net). Both build events in ``mapping.py``, so a closure seen
+both ways has one event id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from hub import (
+    AuthError,
+    BadInput,
+    CaseEvent,
+    CheckResult,
+    FetchResult,
+    HubError,
+    PersonRecord,
+    PluginContext,
+    TransientError,
+    WebhookReply,
+    WebhookRequest,
+    WriteBackItem,
+    WriteBackResult,
+)
+from hub_salesforce.client import COLLECTION_LIMIT, RecordError, SalesforceClient
+from hub_salesforce.config import SalesforceSettings
+from hub_salesforce.mapping import (
+    CASE_FIELDS,
+    OPPORTUNITY_FIELDS,
+    case_event,
+    contact_fields,
+    opportunity_event,
+    person_record,
+)
+from hub_salesforce.soql import datetime_literal, parse_datetime, quote, select
+from hub_salesforce.webhooks import (
+    ACK_BODY,
+    ACK_MEDIA_TYPE,
+    is_soap,
+    read_callout,
+    read_outbound_message,
+    same_org,
+    verify_callout,
+)
+from hub_salesforce.writeback import Writer
+
+log = structlog.get_logger("hub_salesforce.connector")
+
+#: how many Outbound Message notification ids are remembered (a redelivery costs no API call)
+NOTIFICATION_MEMORY = 5000
+
+
+class SalesforceConnector:
+    """One Salesforce org, as the hub sees it."""
+
+    #: write-back items per call: the sObject Collections limit
+    batch_size = COLLECTION_LIMIT
+
+    def __init__(self, settings: SalesforceSettings, ctx: PluginContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.client = SalesforceClient(settings)
+        self._writer = Writer(self.client, settings)
+        self._notifications: OrderedDict[str, list[CaseEvent]] = OrderedDict()
+        self._last_poll: dict[str, Any] = {}
+
+    # -- check ------------------------------------------------------------------------------------
+
+    async def check(self) -> list[CheckResult]:
+        """Credentials first (nothing else can pass without them), then every mapped field, then the budget."""
+        try:
+            await self.client.connect()
+        except AuthError as exc:
+            return [CheckResult(name="credentials", ok=False, detail=f"{exc}; check the auth settings")]
+        except TransientError as exc:
+            return [CheckResult(name="connection", ok=False, detail=f"Salesforce did not answer: {exc}")]
+        results = [
+            CheckResult(name="credentials", ok=True, detail=f"{self.settings.auth.type} login accepted")
+        ]
+        s = self.settings
+        wanted: dict[str, dict[str, str]] = {
+            "Contact": {f: "updateable" for f in s.contact.mapped().values()},
+            "Case": {f: "updateable" for f in s.case.mapped().values()},
+        }
+        if s.case.status_after_feedback or s.case.statuses:
+            wanted["Case"]["Status"] = "updateable"
+        if s.response_object.enabled:
+            target = s.response_object
+            fields = [target.external_id_field, target.contact_field, *target.value_fields().values()]
+            if target.case_field:
+                fields.append(target.case_field)
+            wanted[target.object] = {f: "createable" for f in fields}
+        for sobject, fields in wanted.items():
+            results.append(await self._check_object(sobject, fields))
+        budget = self.client.budget.state()
+        results.append(
+            CheckResult(
+                name="api budget",
+                ok=budget["paused_for_seconds"] == 0,
+                detail=f"org used {budget['org_used']}/{budget['org_max']} calls; the hub spent "
+                f"{budget['hub_spent_in_window']} of its {budget['hub_allowance']}",
+            )
+        )
+        return results
+
+    async def _check_object(self, sobject: str, fields: dict[str, str]) -> CheckResult:
+        try:
+            describe = await self.client.describe(sobject)
+        except RecordError:
+            return CheckResult(name=sobject, ok=False, detail=f"object {sobject} is missing or not visible")
+        except HubError as exc:
+            return CheckResult(name=sobject, ok=False, detail=str(exc))
+        known = {f["name"]: f for f in describe.get("fields", [])}
+        missing = [name for name in fields if name not in known]
+        locked = [name for name, need in fields.items() if name in known and not known[name].get(need)]
+        problems = []
+        if missing:
+            problems.append(f"missing fields: {', '.join(missing)}")
+        if locked:
+            problems.append(f"not writable by the integration user: {', '.join(locked)}")
+        return CheckResult(
+            name=sobject,
+            ok=not problems,
+            detail="; ".join(problems) or f"{len(fields)} mapped fields present and writable",
+        )
+
+    # -- polling ----------------------------------------------------------------------------------
+
+    async def fetch_events(self, cursor: str | None) -> FetchResult:
+        """One page per stream: Cases closed and Opportunities won since the watermark, minus an overlap.
+
+        The cursor keeps, per stream, the watermark and the ``nextRecordsUrl`` of a query under way; the
+        watermark moves only once a query is read to its end, and never past the poll's start.
+        """
+        now = datetime.now(UTC)
+        state = _load_cursor(cursor, now - timedelta(hours=self.settings.initial_lookback_hours))
+        events: list[CaseEvent] = []
+        has_more = False
+        streams = [("case", self.settings.poll_cases), ("opportunity", self.settings.poll_opportunities)]
+        paging = any(enabled and state[name].get("next") for name, enabled in streams)
+        for name, enabled in streams:
+            # while a query is being paged, a finished stream waits for the next round instead of re-reading
+            if enabled and (not paging or state[name].get("next")):
+                found, more = await self._poll(name, state[name], now)
+                events += found
+                has_more |= more
+        self._last_poll = {"at": now.isoformat(), "events": len(events), "has_more": has_more}
+        return FetchResult(events=events, next_cursor=json.dumps(state, sort_keys=True), has_more=has_more)
+
+    def _query(self, stream: str, since: datetime) -> str:
+        lower = datetime_literal(since - timedelta(seconds=self.settings.poll_overlap_seconds))
+        if stream == "case":
+            return select(CASE_FIELDS, "Case", f"IsClosed = true AND ClosedDate >= {lower}", "ClosedDate, Id")
+        return select(
+            OPPORTUNITY_FIELDS,
+            "Opportunity",
+            f"IsWon = true AND LastModifiedDate >= {lower}",
+            "LastModifiedDate, Id",
+        )
+
+    async def _poll(self, stream: str, state: dict[str, Any], now: datetime) -> tuple[list[CaseEvent], bool]:
+        since = parse_datetime(state["since"]) or now
+        page_url = state.get("next")
+        try:
+            records, next_url = await self.client.query_page(page_url or self._query(stream, since))
+        except RecordError as exc:
+            if page_url and "INVALID_QUERY_LOCATOR" in exc.codes:  # the locator expired: start the query over
+                state["next"] = None
+                return [], True
+            raise
+        build = case_event if stream == "case" else opportunity_event
+        instance_url = self.client.instance_url
+        events = [e for e in (build(r, self.settings, instance_url) for r in records) if e is not None]
+        newest = max([parse_datetime(state.get("newest")) or since, *(e.occurred_at for e in events)])
+        if next_url:
+            state.update(next=next_url, newest=newest.isoformat())
+            return events, True
+        state.update(since=min(newest, now).isoformat(), next=None, newest=None)
+        return events, False
+
+    # -- webhooks ---------------------------------------------------------------------------------
+
+    async def parse_webhook(self, request: WebhookRequest) -> WebhookReply:
+        if is_soap(request.body, request.header("content-type")):
+            return await self._outbound_message(request)
+        return await self._callout(request)
+
+    async def _outbound_message(self, request: WebhookRequest) -> WebhookReply:
+        message = read_outbound_message(request.body)
+        org = self.settings.organization_id
+        if not org:
+            raise BadInput("Outbound Messages are refused: set organization_id for this connector", 401)
+        if not same_org(org, message.organization_id):
+            raise BadInput("Outbound Message from another Salesforce org", 401)
+        events: dict[str, CaseEvent] = {}
+        for notification in message.notifications:
+            known = self._notifications.get(notification.id)
+            if known is None:
+                known = await self._notification_events(notification.sobject_type, notification.fields)
+                self._remember(notification.id, known)
+            for event in known:
+                events.setdefault(event.event_id, event.model_copy(deep=True))
+        return WebhookReply(events=list(events.values()), body=ACK_BODY, media_type=ACK_MEDIA_TYPE)
+
+    def _remember(self, notification_id: str, events: list[CaseEvent]) -> None:
+        self._notifications[notification_id] = events
+        while len(self._notifications) > NOTIFICATION_MEMORY:
+            self._notifications.popitem(last=False)
+
+    async def _notification_events(self, sobject: str, fields: dict[str, Any]) -> list[CaseEvent]:
+        """An event from the message's fields; the record is read when the message lacks what is needed."""
+        record_id = str(fields.get("Id", ""))
+        if sobject not in ("Case", "Opportunity") or not record_id:
+            return []
+        needed = (
+            ("ClosedDate", "ContactId") if sobject == "Case" else ("IsWon", "LastModifiedDate", "ContactId")
+        )
+        if not all(fields.get(name) for name in needed):
+            read = await self.client.get(sobject, record_id, [f for f in _fields_of(sobject) if "." not in f])
+            if read is None:
+                return []
+            fields = {**fields, **read}
+        build = case_event if sobject == "Case" else opportunity_event
+        event = build(fields, self.settings, self.client.instance_url)
+        return [event] if event is not None else []
+
+    async def _callout(self, request: WebhookRequest) -> WebhookReply:
+        secret = self.settings.webhook_secret
+        if secret is None:
+            raise BadInput("JSON callouts are refused: set webhook_secret for this connector", 401)
+        verify_callout(secret.get_secret_value(), request.headers, request.body)
+        event_type, records = read_callout(request.body)
+        events: list[CaseEvent] = []
+        for record in records:
+            sobject = str((record.get("attributes") or {}).get("type") or "")
+            if not sobject:
+                sobject = "Opportunity" if event_type == "opportunity.won" else "Case"
+            events += await self._notification_events(sobject, record)
+        return WebhookReply(events=events, body=json.dumps({"accepted": len(events)}))
+
+    # -- people -----------------------------------------------------------------------------------
+
+    async def find_person(self, email: str | None, phone: str | None) -> PersonRecord | None:
+        conditions = []
+        if email:
+            conditions.append(f"Email = {quote(email)}")
+        if phone:
+            conditions.append(f"MobilePhone = {quote(phone)}")
+        if not conditions:
+            return None
+        soql = select(
+            contact_fields(self.settings), "Contact", " OR ".join(conditions), "LastModifiedDate DESC", 1
+        )
+        records, _ = await self.client.query_page(soql)
+        return person_record(records[0], self.settings) if records else None
+
+    async def get_person(self, crm_id: str) -> PersonRecord | None:
+        record = await self.client.get("Contact", crm_id, contact_fields(self.settings))
+        return person_record(record, self.settings) if record else None
+
+    # -- write-back -------------------------------------------------------------------------------
+
+    async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
+        return await self._writer.write(batch)
+
+    # -- support ----------------------------------------------------------------------------------
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Settings with every secret redacted (pydantic's SecretStr), plus login, budget and poll state."""
+        return {
+            "settings": self.settings.model_dump(mode="json"),
+            "instance_url": self.client.instance_url,
+            "logins": self.client.logins,
+            "api_budget": self.client.budget.state(),
+            "last_poll": dict(self._last_poll),
+        }
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _fields_of(sobject: str) -> tuple[str, ...]:
+    return CASE_FIELDS if sobject == "Case" else OPPORTUNITY_FIELDS
+
+
+def _load_cursor(cursor: str | None, start: datetime) -> dict[str, dict[str, Any]]:
+    fresh = {"since": start.isoformat(), "next": None, "newest": None}
+    try:
+        data = json.loads(cursor) if cursor else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    return {
+        stream: {**fresh, **data[stream]} if isinstance(data.get(stream), dict) else dict(fresh)
+        for stream in ("case", "opportunity")
+    }

@@ -1,0 +1,243 @@
+"""The emulated org's schema and records: what describe reports and what queries and writes act on.
+
+The schema is strict like an org's: unknown fields are INVALID_FIELD, read-only fields cannot be written,
+lookups must point at existing records, external ids are matched exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    type: str = "string"
+    createable: bool = True
+    updateable: bool = True
+    external_id: bool = False
+    reference_to: str | None = None
+
+
+RO = FieldSpec(createable=False, updateable=False)
+ID = FieldSpec(type="id", createable=False, updateable=False)
+
+
+def _ref(target: str) -> FieldSpec:
+    return FieldSpec(type="reference", reference_to=target)
+
+
+def _schema() -> dict[str, dict[str, FieldSpec]]:
+    contact_summary = {
+        name: FieldSpec(type=kind)
+        for name, kind in {
+            "CXHub_Latest_Rating__c": "double",
+            "CXHub_Latest_Score__c": "double",
+            "CXHub_Latest_Category__c": "picklist",
+            "CXHub_Latest_Response_Date__c": "datetime",
+            "CXHub_Latest_Comment__c": "textarea",
+            "CXHub_Average_Rating__c": "double",
+            "CXHub_Average_Rating_30d__c": "double",
+            "CXHub_Average_Score__c": "double",
+            "CXHub_Response_Count__c": "double",
+        }.items()
+    }
+    return {
+        "User": {"Id": ID, "Name": RO, "Email": RO, "Username": RO},
+        "Contact": {
+            "Id": ID,
+            "FirstName": FieldSpec(),
+            "LastName": FieldSpec(),
+            "Email": FieldSpec(type="email"),
+            "MobilePhone": FieldSpec(type="phone"),
+            "Phone": FieldSpec(type="phone"),
+            "HasOptedOutOfEmail": FieldSpec(type="boolean"),
+            "DoNotCall": FieldSpec(type="boolean"),
+            "Language__c": FieldSpec(type="picklist"),
+            "OwnerId": _ref("User"),
+            "LastModifiedDate": FieldSpec(type="datetime", createable=False, updateable=False),
+            **contact_summary,
+        },
+        "Case": {
+            "Id": ID,
+            "CaseNumber": RO,
+            "Subject": FieldSpec(),
+            "Status": FieldSpec(type="picklist"),
+            "Origin": FieldSpec(type="picklist"),
+            "Priority": FieldSpec(type="picklist"),
+            "Type": FieldSpec(type="picklist"),
+            "IsClosed": FieldSpec(type="boolean", createable=False, updateable=False),
+            "ClosedDate": FieldSpec(type="datetime", createable=False, updateable=False),
+            "ContactId": _ref("Contact"),
+            "OwnerId": _ref("User"),
+            "LastModifiedDate": FieldSpec(type="datetime", createable=False, updateable=False),
+            "CXHub_Rating__c": FieldSpec(type="double"),
+            "CXHub_Category__c": FieldSpec(type="picklist"),
+            "CXHub_Comment__c": FieldSpec(type="textarea"),
+            "CXHub_Processed_At__c": FieldSpec(type="datetime"),
+            "CXHub_Response_Id__c": FieldSpec(),
+        },
+        "Opportunity": {
+            "Id": ID,
+            "Name": FieldSpec(),
+            "StageName": FieldSpec(type="picklist"),
+            "Amount": FieldSpec(type="currency"),
+            "IsWon": FieldSpec(type="boolean", createable=False, updateable=False),
+            "CloseDate": FieldSpec(type="date"),
+            "ContactId": _ref("Contact"),
+            "OwnerId": _ref("User"),
+            "LastModifiedDate": FieldSpec(type="datetime", createable=False, updateable=False),
+        },
+        "CaseComment": {
+            "Id": ID,
+            "ParentId": FieldSpec(type="reference", reference_to="Case", updateable=False),
+            "CommentBody": FieldSpec(type="textarea"),
+            "IsPublished": FieldSpec(type="boolean"),
+        },
+        "Survey_Response__c": {
+            "Id": ID,
+            "Name": RO,
+            "Response_Id__c": FieldSpec(external_id=True),
+            "Contact__c": _ref("Contact"),
+            "Case__c": _ref("Case"),
+            "Rating__c": FieldSpec(type="double"),
+            "Score__c": FieldSpec(type="double"),
+            "Category__c": FieldSpec(type="picklist"),
+            "Comment__c": FieldSpec(type="textarea"),
+            "Campaign__c": FieldSpec(),
+            "Survey_Kind__c": FieldSpec(type="picklist"),
+            "Channel__c": FieldSpec(),
+            "Answered_At__c": FieldSpec(type="datetime"),
+        },
+    }
+
+
+PREFIXES = {
+    "User": "005",
+    "Contact": "003",
+    "Case": "500",
+    "Opportunity": "006",
+    "CaseComment": "00a",
+    "Survey_Response__c": "a0X",
+    "FeedItem": "0D5",
+}
+
+
+def now_text(moment: datetime | None = None) -> str:
+    """A dateTime as the REST API writes it: ``2024-05-01T10:00:00.000+0000``."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+class RecordError(Exception):
+    """One record refused: ``code`` and ``fields`` as the API reports them."""
+
+    def __init__(self, code: str, message: str, fields: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fields = fields or []
+
+
+@dataclass
+class Org:
+    """Records per object, keyed by 18-character id."""
+
+    org_id: str = "00D5g000004CXHUBAA"
+    schema: dict[str, dict[str, FieldSpec]] = field(default_factory=_schema)
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        for sobject in self.schema:
+            self.records.setdefault(sobject, {})
+        self.records.setdefault("FeedItem", {})
+
+    def new_id(self, sobject: str) -> str:
+        return f"{PREFIXES.get(sobject, 'a0Z')}5g{next(self._counter):010d}AAA"
+
+    def find(self, record_id: str) -> tuple[str, dict[str, Any]] | None:
+        for sobject, table in self.records.items():
+            if record_id in table:
+                return sobject, table[record_id]
+        return None
+
+    def check_fields(self, sobject: str, values: dict[str, Any], creating: bool) -> None:
+        """INVALID_FIELD for unknown names, INVALID_FIELD_FOR_INSERT_UPDATE for read-only ones."""
+        spec = self.schema[sobject]
+        for name, value in values.items():
+            if name not in spec:
+                raise RecordError(
+                    "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name]
+                )
+            allowed = spec[name].createable if creating else spec[name].updateable
+            if not allowed:
+                raise RecordError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {name}", [name]
+                )
+            target = spec[name].reference_to
+            if target and value is not None and str(value) not in self.records.get(target, {}):
+                raise RecordError(
+                    "FIELD_INTEGRITY_EXCEPTION", f"{name}: id value of incorrect type: {value}", [name]
+                )
+
+    def create(self, sobject: str, values: dict[str, Any], system: bool = False) -> str:
+        if not system:
+            self.check_fields(sobject, values, creating=True)
+        record_id = self.new_id(sobject)
+        record = {name: None for name in self.schema.get(sobject, {})}
+        record.update(values, Id=record_id)
+        if "LastModifiedDate" in record:
+            record["LastModifiedDate"] = now_text()
+        if sobject == "Case" and not record.get("CaseNumber"):
+            record["CaseNumber"] = f"{len(self.records['Case']) + 1:08d}"
+        if sobject == "Survey_Response__c":
+            record["Name"] = f"SR-{len(self.records[sobject]) + 1:06d}"
+        self.records[sobject][record_id] = record
+        return record_id
+
+    def update(self, sobject: str, record_id: str, values: dict[str, Any], system: bool = False) -> None:
+        table = self.records[sobject]
+        if record_id not in table:
+            raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [])
+        if not system:
+            self.check_fields(sobject, values, creating=False)
+        table[record_id].update(values)
+        if "LastModifiedDate" in table[record_id]:
+            table[record_id]["LastModifiedDate"] = now_text()
+
+    def by_external_id(self, sobject: str, field_name: str, value: str) -> list[str]:
+        spec = self.schema[sobject].get(field_name)
+        if spec is None or not (spec.external_id or field_name == "Id"):
+            raise RecordError(
+                "INVALID_FIELD", f"{field_name} is not an External ID or indexed field for {sobject}"
+            )
+        return [rid for rid, record in self.records[sobject].items() if record.get(field_name) == value]
+
+    def resolve(self, record: dict[str, Any], path: str) -> Any:
+        """``Owner.Email`` -> the Email of the record OwnerId points at (one level, like the subset needs)."""
+        if "." not in path:
+            return record.get(path)
+        relation, name = path.split(".", 1)
+        key = relation[:-3] + "__c" if relation.endswith("__r") else relation + "Id"
+        found = self.find(str(record.get(key) or ""))
+        return None if found is None else found[1].get(name)
+
+    def describe(self, sobject: str) -> dict[str, Any]:
+        return {
+            "name": sobject,
+            "custom": sobject.endswith("__c"),
+            "createable": True,
+            "updateable": True,
+            "fields": [
+                {
+                    "name": name,
+                    "type": spec.type,
+                    "createable": spec.createable,
+                    "updateable": spec.updateable,
+                    "externalId": spec.external_id,
+                    "referenceTo": [spec.reference_to] if spec.reference_to else [],
+                }
+                for name, spec in self.schema[sobject].items()
+            ],
+        }

@@ -1,0 +1,605 @@
+"""A local stand-in of a Salesforce org's REST API, as strict as the real one (see crm-api-facts.md).
+
+It serves the OAuth token endpoint (JWT bearer checked against the app's public key, audience and expiry;
+client credentials; the legacy password flow), SOQL queries with ``nextRecordsUrl`` paging, describe,
+sObject CRUD and upsert by external id, sObject Collections (200 records at most), Chatter posts, JSON-array
+error bodies, ``Sforce-Limit-Info`` on every reply with REQUEST_LIMIT_EXCEEDED beyond the daily allowance,
+sessions that expire, latency and fault switches, and a record of every call. ``OutboundSender`` delivers
+Outbound Messages the way Salesforce does: at least once, out of order, retried until acknowledged.
+
+simple-salesforce only speaks https, so ``serve_tls`` runs the app over TLS with a test CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import jwt
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from hub_salesforce.emulation.org import Org, RecordError, now_text
+from hub_salesforce.emulation.soql import Query, SoqlError, matches, parse
+
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+COLLECTION_LIMIT = 200
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    status: int
+    body: Any = None
+
+
+@dataclass
+class Fault:
+    remaining: int
+    status: int
+    retry_after: float | None
+    methods: frozenset[str]
+
+
+def _errors(status: int, code: str, message: str, fields: list[str] | None = None) -> JSONResponse:
+    return JSONResponse([{"message": message, "errorCode": code, "fields": fields or []}], status_code=status)
+
+
+@dataclass
+class SalesforceEmulator:
+    """One org. Credentials are given at construction; switches are plain attributes and methods."""
+
+    consumer_key: str = "cxhub-consumer-key"
+    username: str = "integration@cxhub.example"
+    public_key_pem: str = ""
+    client_id: str = "cxhub-client"
+    client_secret: str = ""
+    password_users: dict[str, str] = field(default_factory=dict)
+    daily_limit: int = 100_000
+    session_seconds: float = 7200.0
+    page_size: int = 2000
+    latency_seconds: float = 0.0
+    org: Org = field(default_factory=Org)
+
+    def __post_init__(self) -> None:
+        self.calls: list[Call] = []
+        self.api_used = 0
+        self.sessions: dict[str, float] = {}
+        self.faults: list[Fault] = []
+        self.expire_after_calls: int | None = None
+        self.logins = 0
+        self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._lock = threading.RLock()
+        self.app: ASGIApp = Starlette(
+            routes=[
+                Route("/services/oauth2/token", self._token, methods=["POST"]),
+                Route(
+                    "/services/data/{version}/{path:path}",
+                    self._data,
+                    methods=["GET", "POST", "PATCH", "DELETE"],
+                ),
+            ]
+        )
+
+    # -- switches -------------------------------------------------------------------------------
+
+    def fail_next(
+        self, count: int, status: int, retry_after: float | None = None, methods: set[str] | None = None
+    ) -> None:
+        """Answer the next ``count`` data calls (of ``methods``) with ``status``."""
+        self.faults.append(
+            Fault(count, status, retry_after, frozenset(methods or {"GET", "POST", "PATCH", "DELETE"}))
+        )
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def expire_sessions(self, after_calls: int = 0) -> None:
+        """Every session issued so far stops working after ``after_calls`` more data calls."""
+        self.expire_after_calls = after_calls
+
+    def calls_to(self, method: str, fragment: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and fragment in c.path]
+
+    # -- seeding --------------------------------------------------------------------------------
+
+    def add_user(self, name: str, email: str) -> str:
+        return self.org.create("User", {"Name": name, "Email": email, "Username": email}, system=True)
+
+    def add_contact(self, first: str, last: str, email: str | None = None, **values: Any) -> str:
+        values = {
+            "FirstName": first,
+            "LastName": last,
+            "Email": email,
+            "HasOptedOutOfEmail": False,
+            "DoNotCall": False,
+            **values,
+        }
+        return self.org.create("Contact", values, system=True)
+
+    def add_case(self, subject: str, contact_id: str | None, owner_id: str | None = None) -> str:
+        values = {
+            "Subject": subject,
+            "Status": "New",
+            "Origin": "Email",
+            "IsClosed": False,
+            "ContactId": contact_id,
+            "OwnerId": owner_id,
+        }
+        return self.org.create("Case", values, system=True)
+
+    def close_case(self, case_id: str, at: str | None = None) -> dict[str, Any]:
+        self.org.update(
+            "Case",
+            case_id,
+            {"Status": "Closed", "IsClosed": True, "ClosedDate": at or now_text()},
+            system=True,
+        )
+        return self.org.records["Case"][case_id]
+
+    def win_opportunity(self, name: str, contact_id: str | None) -> str:
+        values = {
+            "Name": name,
+            "StageName": "Closed Won",
+            "IsWon": True,
+            "CloseDate": now_text()[:10],
+            "ContactId": contact_id,
+        }
+        return self.org.create("Opportunity", values, system=True)
+
+    def records(self, sobject: str) -> list[dict[str, Any]]:
+        return list(self.org.records[sobject].values())
+
+    # -- OAuth ----------------------------------------------------------------------------------
+
+    async def _token(self, request: Request) -> Response:
+        await self._delay()
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        grant = form.get("grant_type", "")
+        origin = f"https://{request.headers.get('host', 'localhost')}"
+        if grant == JWT_GRANT:
+            problem = self._check_assertion(form.get("assertion", ""), origin)
+        elif grant == "client_credentials":
+            ok = form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
+            problem = None if ok else ("invalid_client", "invalid client credentials")
+        elif grant == "password":
+            user = form.get("username", "")
+            ok = (
+                form.get("client_id") == self.client_id
+                and form.get("client_secret") == self.client_secret
+                and user in self.password_users
+                and self.password_users[user] == form.get("password")
+            )
+            problem = None if ok else ("invalid_grant", "authentication failure")
+        else:
+            problem = ("unsupported_grant_type", "grant type not supported")
+        self.calls.append(
+            Call("POST", "/services/oauth2/token", 400 if problem else 200, {"grant_type": grant})
+        )
+        if problem:
+            return JSONResponse({"error": problem[0], "error_description": problem[1]}, status_code=400)
+        token = f"{self.org.org_id[:15]}!{self.org.new_id('Session')}{time.monotonic_ns()}"
+        with self._lock:
+            self.sessions[token] = time.monotonic() + self.session_seconds
+            self.logins += 1
+        return JSONResponse(
+            {
+                "access_token": token,
+                "instance_url": origin,
+                "id": f"{origin}/id/{self.org.org_id}/005000000000001AAA",
+                "token_type": "Bearer",
+                "issued_at": str(int(time.time() * 1000)),
+                "signature": "emulated",
+            }
+        )
+
+    def _check_assertion(self, assertion: str, origin: str) -> tuple[str, str] | None:
+        audiences = [origin, "https://login.salesforce.com", "https://test.salesforce.com"]
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.public_key_pem,
+                algorithms=["RS256"],
+                audience=audiences,
+                options={"require": ["iss", "sub", "aud", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return ("invalid_grant", "expired authorization code")
+        except jwt.InvalidAudienceError:
+            return ("invalid_grant", "audience is invalid")
+        except jwt.PyJWTError:
+            return ("invalid_grant", "invalid assertion")
+        if claims.get("iss") != self.consumer_key:
+            return ("invalid_client_id", "client identifier invalid")
+        if claims.get("sub") != self.username:
+            return ("invalid_grant", "user hasn't approved this consumer")
+        if float(claims["exp"]) > time.time() + 300:
+            return ("invalid_grant", "expiration too far in the future")
+        return None
+
+    # -- data API -------------------------------------------------------------------------------
+
+    async def _delay(self) -> None:
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
+
+    def _limit_header(self) -> dict[str, str]:
+        return {"Sforce-Limit-Info": f"api-usage={self.api_used}/{self.daily_limit}"}
+
+    def _session_ok(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        with self._lock:
+            expires = self.sessions.get(token)
+            if expires is None or expires < time.monotonic():
+                return False
+            if self.expire_after_calls is not None:
+                if self.expire_after_calls <= 0:
+                    self.sessions.clear()
+                    self.expire_after_calls = None
+                    return False
+                self.expire_after_calls -= 1
+        return True
+
+    def _fault(self, method: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.remaining > 0 and method in fault.methods:
+                fault.remaining -= 1
+                return fault
+        return None
+
+    async def _data(self, request: Request) -> Response:
+        await self._delay()
+        path = "/" + request.path_params["path"]
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+            if raw:
+                response: Response = _errors(400, "JSON_PARSER_ERROR", "malformed JSON")
+                return self._finish(request, path, response, None)
+        if not self._session_ok(request):
+            response = _errors(401, "INVALID_SESSION_ID", "Session expired or invalid")
+            return self._finish(request, path, response, body, count=False)
+        with self._lock:
+            if self.api_used >= self.daily_limit:
+                response = _errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+                return self._finish(request, path, response, body, count=False)
+            self.api_used += 1
+        fault = self._fault(request.method)
+        if fault is not None:
+            response = _errors(fault.status, "SERVER_UNAVAILABLE", "emulated fault")
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = str(int(fault.retry_after))
+            return self._finish(request, path, response, body)
+        try:
+            response = self._route(request.method, path, request, body)
+        except SoqlError as exc:
+            response = _errors(400, exc.code, str(exc))
+        except RecordError as exc:
+            status = 404 if exc.code == "NOT_FOUND" else 400
+            response = _errors(status, exc.code, str(exc), exc.fields)
+        return self._finish(request, path, response, body)
+
+    def _finish(
+        self, request: Request, path: str, response: Response, body: Any, count: bool = True
+    ) -> Response:
+        response.headers.update(self._limit_header())
+        self.calls.append(Call(request.method, path, response.status_code, body))
+        return response
+
+    def _route(self, method: str, path: str, request: Request, body: Any) -> Response:
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[0] == "query":
+            if len(parts) == 1 and method == "GET":
+                return self._query(request.query_params.get("q", ""), request.path_params["version"])
+            if len(parts) == 2 and method == "GET":
+                return self._query_more(parts[1], request.path_params["version"])
+        if parts[0] == "sobjects" and len(parts) >= 2:
+            return self._sobject(method, parts[1:], request, body)
+        if parts[:2] == ["composite", "sobjects"]:
+            return self._collection(method, parts[2:], body)
+        if parts[:2] == ["chatter", "feed-elements"] and method == "POST":
+            return self._chatter(body)
+        return _errors(404, "NOT_FOUND", "The requested resource does not exist")
+
+    # -- query ----------------------------------------------------------------------------------
+
+    def _query(self, text: str, version: str) -> Response:
+        query = parse(text)
+        schema = self.org.schema.get(query.sobject)
+        if schema is None:
+            raise SoqlError(f"sObject type '{query.sobject}' is not supported.", "INVALID_TYPE")
+        for name in [*query.fields, *(c.field for c in query.conditions), *(o for o, _ in query.order_by)]:
+            if name.split(".")[0] not in schema and not ("." in name and name.split(".")[0] + "Id" in schema):
+                raise SoqlError(f"No such column '{name}' on entity '{query.sobject}'", "INVALID_FIELD")
+        rows = [r for r in self.org.records[query.sobject].values() if self._where(query, r)]
+        for name, descending in reversed(query.order_by):
+            rows.sort(key=lambda r, n=name: (r.get(n) is None, str(r.get(n) or "")), reverse=descending)
+        if query.limit is not None:
+            rows = rows[: query.limit]
+        shaped = [self._shape(query, r, version) for r in rows]
+        return self._page(shaped, 0, version, locator=None)
+
+    def _where(self, query: Query, record: dict[str, Any]) -> bool:
+        results = [matches(c, self.org.resolve(record, c.field)) for c in query.conditions]
+        if not results:
+            return True
+        return all(results) if query.joiner == "AND" else any(results)
+
+    def _shape(self, query: Query, record: dict[str, Any], version: str) -> dict[str, Any]:
+        shaped: dict[str, Any] = {
+            "attributes": {
+                "type": query.sobject,
+                "url": f"/services/data/{version}/sobjects/{query.sobject}/{record['Id']}",
+            }
+        }
+        for name in query.fields:
+            if "." in name:
+                relation, child = name.split(".", 1)
+                value = self.org.resolve(record, name)
+                holder = shaped.setdefault(relation, {"attributes": {"type": "User"}})
+                if isinstance(holder, dict):
+                    holder[child] = value
+            else:
+                shaped[name] = record.get(name)
+        return shaped
+
+    def _page(self, rows: list[dict[str, Any]], start: int, version: str, locator: str | None) -> Response:
+        end = start + self.page_size
+        body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows), "records": rows[start:end]}
+        if end < len(rows):
+            locator = locator or f"01g5g{len(self._cursors):010d}"
+            self._cursors[locator] = (rows, end)
+            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{end}"
+        return JSONResponse(body)
+
+    def _query_more(self, token: str, version: str) -> Response:
+        locator, _, offset = token.rpartition("-")
+        found = self._cursors.get(locator)
+        if found is None or not offset.isdigit() or int(offset) != found[1]:
+            return _errors(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(found[0], found[1], version, locator)
+
+    # -- single records -------------------------------------------------------------------------
+
+    def _sobject(self, method: str, parts: list[str], request: Request, body: Any) -> Response:
+        sobject = parts[0]
+        if sobject not in self.org.schema:
+            return _errors(404, "NOT_FOUND", f"The requested resource does not exist: {sobject}")
+        if parts[1:] == ["describe"] and method == "GET":
+            return JSONResponse(self.org.describe(sobject))
+        if len(parts) == 1 and method == "POST":
+            record_id = self.org.create(sobject, self._values(body))
+            return JSONResponse({"id": record_id, "success": True, "errors": []}, status_code=201)
+        if len(parts) == 2:
+            record = self.org.records[sobject].get(parts[1])
+            if record is None:
+                raise RecordError("NOT_FOUND", "The requested resource does not exist")
+            if method == "GET":
+                wanted = request.query_params.get("fields")
+                names = wanted.split(",") if wanted else list(record)
+                unknown = [n for n in names if n not in self.org.schema[sobject]]
+                if unknown:
+                    raise RecordError(
+                        "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type {sobject}"
+                    )
+                return JSONResponse({"attributes": {"type": sobject}, **{n: record.get(n) for n in names}})
+            if method == "PATCH":
+                self.org.update(sobject, parts[1], self._values(body))
+                return Response(status_code=204)
+            if method == "DELETE":
+                del self.org.records[sobject][parts[1]]
+                return Response(status_code=204)
+        if len(parts) == 3 and method == "PATCH":
+            return self._upsert_one(sobject, parts[1], parts[2], self._values(body))
+        return _errors(405, "METHOD_NOT_ALLOWED", "HTTP method not allowed")
+
+    @staticmethod
+    def _values(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise RecordError("JSON_PARSER_ERROR", "the body must be a JSON object")
+        return {k: v for k, v in body.items() if k != "attributes"}
+
+    def _upsert_one(self, sobject: str, field_name: str, value: str, values: dict[str, Any]) -> Response:
+        found = self.org.by_external_id(sobject, field_name, value)
+        if len(found) > 1:
+            return JSONResponse(
+                [f"/services/data/v59.0/sobjects/{sobject}/{rid}" for rid in found], status_code=300
+            )
+        if found:
+            self.org.update(sobject, found[0], values)
+            return JSONResponse({"id": found[0], "success": True, "errors": [], "created": False})
+        record_id = self.org.create(sobject, {**values, field_name: value})
+        return JSONResponse(
+            {"id": record_id, "success": True, "errors": [], "created": True}, status_code=201
+        )
+
+    # -- sObject Collections --------------------------------------------------------------------
+
+    def _collection(self, method: str, parts: list[str], body: Any) -> Response:
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            return _errors(400, "JSON_PARSER_ERROR", "expected {allOrNone, records}")
+        records = body["records"]
+        if len(records) > COLLECTION_LIMIT:
+            return _errors(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                f"record limit reached. cannot submit more than {COLLECTION_LIMIT} records into this call",
+            )
+        for record in records:
+            sobject = (record.get("attributes") or {}).get("type") if isinstance(record, dict) else None
+            if sobject not in self.org.schema:
+                return _errors(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported")
+            if parts and sobject != parts[0]:
+                return _errors(400, "INVALID_TYPE", "upsert takes records of one object type")
+            for name in self._values(record):
+                if name not in self.org.schema[sobject] and name != "id":
+                    return _errors(
+                        400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name]
+                    )
+        snapshot = json.loads(json.dumps(self.org.records))
+        results = []
+        for record in records:
+            try:
+                results.append(self._collection_one(method, parts, record))
+            except RecordError as exc:
+                results.append(
+                    {
+                        "id": None,
+                        "success": False,
+                        "errors": [{"statusCode": exc.code, "message": str(exc), "fields": exc.fields}],
+                    }
+                )
+        if body.get("allOrNone") and not all(r["success"] for r in results):
+            self.org.records = snapshot
+            results = [
+                r
+                if not r["success"]
+                else {
+                    "id": None,
+                    "success": False,
+                    "errors": [
+                        {
+                            "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                            "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                            "fields": [],
+                        }
+                    ],
+                }
+                for r in results
+            ]
+        return JSONResponse(results)
+
+    def _collection_one(self, method: str, parts: list[str], record: dict[str, Any]) -> dict[str, Any]:
+        sobject = record["attributes"]["type"]
+        values = {k: v for k, v in self._values(record).items() if k not in ("id", "Id")}
+        if method == "POST" and not parts:
+            return {"id": self.org.create(sobject, values), "success": True, "errors": []}
+        if method == "PATCH" and not parts:
+            record_id = record.get("id") or record.get("Id")
+            if not record_id:
+                raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call")
+            self.org.update(sobject, str(record_id), values)
+            return {"id": record_id, "success": True, "errors": []}
+        if method == "PATCH" and len(parts) == 2:
+            field_name = parts[1]
+            key = values.get(field_name)
+            if not key:
+                raise RecordError("MISSING_ARGUMENT", f"{field_name} not specified", [field_name])
+            found = self.org.by_external_id(sobject, field_name, str(key))
+            if len(found) > 1:
+                raise RecordError(
+                    "DUPLICATE_EXTERNAL_ID",
+                    f"{field_name}: more than one record found for external id field: {found}",
+                    [field_name],
+                )
+            if found:
+                self.org.update(sobject, found[0], values)
+                return {"id": found[0], "success": True, "errors": [], "created": False}
+            return {"id": self.org.create(sobject, values), "success": True, "errors": [], "created": True}
+        raise RecordError("METHOD_NOT_ALLOWED", "HTTP method not allowed")
+
+    def _chatter(self, body: Any) -> Response:
+        if (
+            not isinstance(body, dict)
+            or body.get("feedElementType") != "FeedItem"
+            or not body.get("subjectId")
+        ):
+            return _errors(400, "INVALID_API_INPUT", "feedElementType FeedItem and subjectId are required")
+        if self.org.find(str(body["subjectId"])) is None:
+            return _errors(404, "NOT_FOUND", "The requested resource does not exist")
+        segments = (body.get("body") or {}).get("messageSegments") or []
+        text = "".join(str(s.get("text", "")) for s in segments if isinstance(s, dict))
+        feed_id = self.org.new_id("FeedItem")
+        self.org.records["FeedItem"][feed_id] = {"Id": feed_id, "ParentId": body["subjectId"], "Body": text}
+        return JSONResponse({"id": feed_id, "feedElementType": "FeedItem"}, status_code=201)
+
+
+# --- serving over TLS ------------------------------------------------------------------------------
+
+
+class TlsServer:
+    """An ASGI app served by uvicorn over TLS on a free loopback port, in a daemon thread.
+
+    The certificate comes from a fresh trustme CA; ``ca_file`` is its PEM, which clients must trust explicitly.
+    """
+
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", tls: bool = True) -> None:
+        import trustme  # a test and demo dependency only
+
+        self.host = host
+        self.tls = tls
+        self._dir = tempfile.TemporaryDirectory(prefix="sf-emulator-")
+        ca = trustme.CA()
+        cert = ca.issue_cert(host, "localhost")
+        self.ca_file = str(Path(self._dir.name) / "ca.pem")
+        ca.cert_pem.write_to_path(self.ca_file)
+        key_file = str(Path(self._dir.name) / "server.pem")
+        cert.private_key_and_cert_chain_pem.write_to_path(key_file)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, 0))
+        self.port: int = self._socket.getsockname()[1]
+        ssl_files = {"ssl_certfile": key_file, "ssl_keyfile": key_file} if tls else {}
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_version=ssl.PROTOCOL_TLS_SERVER,
+            **ssl_files,  # type: ignore[arg-type]
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            daemon=True,
+            name=f"sf-tls-{self.port}",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> TlsServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the emulator server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
+        self._dir.cleanup()
+
+
+@contextmanager
+def serve_tls(app: ASGIApp, host: str = "127.0.0.1", tls: bool = True) -> Iterator[TlsServer]:
+    """Serve ``app`` over TLS (or plain HTTP, for a test's webhook receiver) while the block runs."""
+    server = TlsServer(app, host, tls).start()
+    try:
+        yield server
+    finally:
+        server.stop()
