@@ -4,7 +4,8 @@ The three ways in (system user ticket, OpenID refresh token, Basic for onsite) s
 headers for the next request, and forget the credential when SuperOffice answered 401 with it. A request
 that gets 401 is sent once more with fresh credentials; a 401 has no side effect on SuperOffice's side, so
 the retry never writes anything twice. Concurrency is capped at ``max_in_flight`` here, in one place,
-because SuperOffice has no batch API and every record is its own call.
+because SuperOffice has no batch API and every record is its own call; look-ups that writes wait for
+get the next free slot first (``Slots``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import contextvars
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -35,6 +37,13 @@ log = structlog.get_logger("hub_superoffice.client")
 TICKET_CLAIM = "http://schemes.superoffice.net/identity/ticket"
 
 HttpFactory = Callable[..., httpx.AsyncClient]
+
+#: longest query string an archive lookup sends. SuperOffice Online runs on IIS, whose default
+#: ``maxQueryString`` is 2048; whether SuperOffice raises it is not documented, so lookups by many keys
+#: are split to stay under it.
+MAX_QUERY_STRING = 2048
+#: archive rows per page when a lookup reads every match
+LOOKUP_PAGE_SIZE = 200
 
 
 class Throttled(TransientError):
@@ -57,6 +66,11 @@ _SCOPE: contextvars.ContextVar[ThrottleScope | None] = contextvars.ContextVar(
 )
 
 
+def current_throttle_scope() -> ThrottleScope | None:
+    """The scope of the unit of work this task belongs to (None outside ``throttle_scope()``)."""
+    return _SCOPE.get()
+
+
 @contextmanager
 def throttle_scope() -> Iterator[ThrottleScope]:
     scope = ThrottleScope()
@@ -65,6 +79,54 @@ def throttle_scope() -> Iterator[ThrottleScope]:
         yield scope
     finally:
         _SCOPE.reset(token)
+
+
+class Slots:
+    """At most ``size`` requests in flight; when one ends, a waiting look-up goes before a waiting write.
+
+    A write-back batch starts all its writes at once, and the writes that depend on a look-up (creating
+    what the look-up did not find) cannot start before it. Queued behind the batch's independent writes,
+    the look-up would leave the slots half empty while it runs and again at the end of the batch; put
+    first, it answers while the other writes keep every slot busy.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = size
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    @asynccontextmanager
+    async def hold(self, first: bool = False) -> AsyncIterator[None]:
+        await self._acquire(first)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, first: bool) -> None:
+        if self._free > 0 and not any(self._waiting):
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting[0 if first else 1]
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # the slot was handed over just as the caller gave up: pass it on
+            else:
+                queue.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # the slot goes straight to the next in line
+                    return
+        self._free += 1
 
 
 class RecordError(SkippableError):
@@ -99,6 +161,21 @@ def error_text(response: httpx.Response) -> str:
 def odata_quote(value: str) -> str:
     """A string literal for an OData ``$filter``: single quotes doubled, so input never breaks out."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def any_of_filter(column: str, values: Sequence[str]) -> str:
+    """``column eq 'a' or column eq 'b' ...``: one archive restriction matching any of ``values``.
+
+    SuperOffice's archive restrictions combine terms with ``or`` (documented since NetServer 7); its list
+    operators (``oneOf``/``in``) are documented for id lists only, not for text columns such as an extra
+    field holding the hub's key, hence plain ``eq`` terms.
+    """
+    return " or ".join(f"{column} eq {odata_quote(value)}" for value in values)
+
+
+def query_length(params: dict[str, str]) -> int:
+    """Length of the query string httpx sends for ``params`` (percent-encoded)."""
+    return len(str(httpx.QueryParams(params)))
 
 
 def sign_system_token(system_user_token: str, key: rsa.RSAPrivateKey, now: datetime | None = None) -> str:
@@ -316,8 +393,10 @@ class SuperOfficeClient:
             verify=tls_verify(settings.verify),
             headers={"Accept": "application/json"},
         )
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._slots = Slots(settings.max_in_flight)
         self.calls = 0
+        #: seconds spent waiting for SuperOffice, summed over requests (over a run's duration: mean in flight)
+        self.call_seconds = 0.0
 
     # -- plumbing
 
@@ -330,12 +409,16 @@ class SuperOfficeClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         missing_ok: bool = False,
+        lookup: bool = False,
     ) -> httpx.Response:
-        """Send one request; 401 -> new credentials and one retry; classify every failure."""
+        """Send one request; 401 -> new credentials and one retry; classify every failure.
+
+        ``lookup``: a read other writes wait for, sent before queued writes (see ``Slots``).
+        """
         scope = _SCOPE.get()
         if scope is not None and scope.throttled is not None:
             raise scope.throttled
-        async with self._slots:
+        async with self._slots.hold(first=lookup):
             if scope is not None and scope.throttled is not None:
                 raise scope.throttled
             response = await self._send_with_auth(method, path, params, body, what)
@@ -360,11 +443,14 @@ class SuperOfficeClient:
         response: httpx.Response | None = None
         for attempt in (1, 2):
             generation, headers = await self._credentials.headers(self._http)
+            started = time.monotonic()
             try:
                 self.calls += 1
                 response = await self._http.request(method, path, params=params, json=body, headers=headers)
             except httpx.TransportError as exc:
                 raise TransientError(f"{what}: {type(exc).__name__}") from exc
+            finally:
+                self.call_seconds += time.monotonic() - started
             if response.status_code != 401 or attempt == 2 or not self._credentials.renewable:
                 return response
             log.info("superoffice.credential_refused", what=what)
@@ -373,7 +459,11 @@ class SuperOfficeClient:
         return response
 
     def describe(self) -> dict[str, Any]:
-        return {"api_calls": self.calls, **self._credentials.describe()}
+        return {
+            "api_calls": self.calls,
+            "api_call_seconds": round(self.call_seconds, 1),
+            **self._credentials.describe(),
+        }
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -388,6 +478,7 @@ class SuperOfficeClient:
         top: int = 50,
         skip: int = 0,
         what: str,
+        lookup: bool = False,
     ) -> list[dict[str, Any]]:
         """One page of an OData archive list (``{"value": [rows]}``)."""
         params = {"$select": ",".join(select), "$top": str(top)}
@@ -397,7 +488,7 @@ class SuperOfficeClient:
             params["$filter"] = filter_
         if order_by:
             params["$orderBy"] = order_by
-        body = _json(await self.request("GET", path, params=params, what=what), what)
+        body = _json(await self.request("GET", path, params=params, what=what, lookup=lookup), what)
         rows = body.get("value", []) if isinstance(body, dict) else []
         return [row for row in rows if isinstance(row, dict)]
 
@@ -501,6 +592,7 @@ class SuperOfficeClient:
             filter_=f"messageId eq {odata_quote(message_id)}",
             top=5,
             what=f"find message on ticket {ticket_id}",
+            lookup=True,
         )
         return _ids(rows, "ticketMessageId")
 
@@ -526,14 +618,72 @@ class SuperOfficeClient:
 
     async def ids_by_key(self, table: str, id_column: str, key_column: str, key: str) -> list[int]:
         """Rows of ``table`` whose ``key_column`` holds ``key``, through the dynamic archive."""
-        rows = await self._archive(
-            "archive/dynamic",
-            select=[f"{table}.{id_column}"],
-            filter_=f"{table}.{key_column} eq {odata_quote(key)}",
-            top=5,
-            what=f"find {table} by key",
+        return (await self.ids_by_keys(table, id_column, key_column, [key])).get(key, [])
+
+    async def ids_by_keys(
+        self, table: str, id_column: str, key_column: str, keys: Sequence[str]
+    ) -> dict[str, list[int]]:
+        """Rows of ``table`` holding each of ``keys`` in ``key_column`` (ids ascending; no rows: no entry).
+
+        One dynamic-archive query for all the keys, ``or``-ed together; more than one only where the query
+        string would grow past ``MAX_QUERY_STRING`` (about 20 hub keys fit), and those run concurrently.
+        The archive compares text without regard to case, as SQL Server does, so rows are matched back
+        to keys the same way.
+        """
+        id_name, key_name = f"{table}.{id_column}", f"{table}.{key_column}"
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        chunks = self._key_chunks(id_name, key_name, wanted)
+        pages = await asyncio.gather(
+            *(
+                self._archive_all("archive/dynamic", [id_name, key_name], chunk, f"find {table} by key")
+                for chunk in chunks
+            )
         )
-        return _ids(rows, f"{table}.{id_column}")
+        by_folded = {key.casefold(): key for key in wanted}
+        found: dict[str, list[int]] = {}
+        for rows in pages:
+            for row in rows:
+                key = by_folded.get(str(row.get(key_name, "")).casefold())
+                ids = _ids([row], id_name)
+                if key is not None and ids:
+                    found.setdefault(key, []).append(ids[0])
+        return {key: sorted(set(ids)) for key, ids in found.items()}
+
+    def _key_chunks(self, id_name: str, key_name: str, keys: list[str]) -> list[str]:
+        """``$filter`` texts covering ``keys``, each short enough for one request (a lone key always fits)."""
+        fixed = {"$select": f"{id_name},{key_name}", "$top": str(LOOKUP_PAGE_SIZE), "$skip": "1000000"}
+        chunks: list[str] = []
+        current: list[str] = []
+        for key in keys:
+            candidate = any_of_filter(key_name, [*current, key])
+            if current and query_length({**fixed, "$filter": candidate}) > MAX_QUERY_STRING:
+                chunks.append(any_of_filter(key_name, current))
+                current = [key]
+            else:
+                current.append(key)
+        chunks.append(any_of_filter(key_name, current))
+        return chunks
+
+    async def _archive_all(
+        self, path: str, select: Sequence[str], filter_: str, what: str
+    ) -> list[dict[str, Any]]:
+        """Every row of an archive query, page after page (a lookup normally fits one page)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = await self._archive(
+                path,
+                select=select,
+                filter_=filter_,
+                top=LOOKUP_PAGE_SIZE,
+                skip=len(rows),
+                what=what,
+                lookup=True,
+            )
+            rows += page
+            if len(page) < LOOKUP_PAGE_SIZE:
+                return rows
 
     # -- webhooks
 

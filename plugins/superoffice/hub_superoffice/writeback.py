@@ -5,13 +5,17 @@ with the same key when an answer changes (a comment added after the score). Fiel
 PATCHes; anything that *creates* a record (an activity, an extra-table row, an internal ticket message)
 first looks for the hub's key stored in an earlier copy, and updates that copy instead of making a second.
 Items with the same key are serialised within the process so two concurrent copies cannot both miss.
+
+SuperOffice has no batch API, so the look-ups are what can be shared: the timeline items of one
+write-back batch ask for their keys together, and one archive query (``or``-ed keys) answers all of
+them (``KeyBatcher``). A batch of N new answers costs one look-up and N creations, not N of each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +29,7 @@ from hub import (
     WriteBackItem,
     WriteBackResult,
 )
-from hub_superoffice.client import SuperOfficeClient
+from hub_superoffice.client import SuperOfficeClient, ThrottleScope, current_throttle_scope
 from hub_superoffice.config import SuperOfficeSettings
 from hub_superoffice.mapping import (
     custom_fields_body,
@@ -61,6 +65,62 @@ class KeyLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+Lookup = Callable[[list[str]], Awaitable[dict[str, list[int]]]]
+
+
+class KeyBatcher:
+    """Look-ups by key asked for in the same turn of the event loop, answered by one ``lookup`` call.
+
+    ``SuperOfficeConnector.write_back`` starts ``Writer.write`` for every item of a batch at once, and each
+    timeline item asks for its key before any of them has sent a request; the first ask schedules one
+    task that runs once every item has had its turn, and that task sends all the keys asked for by then
+    in one ``lookup``. Asks from different write-back batches (throttle scopes) are never mixed, so a
+    429 or a failure stays with the batch it belongs to; a failed look-up fails every ask it answers.
+    """
+
+    def __init__(self, lookup: Lookup) -> None:
+        self._lookup = lookup
+        self._waiting: dict[ThrottleScope | None, dict[str, list[asyncio.Future[list[int]]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: look-up calls made, and keys they answered (for tests and diagnostics)
+        self.lookups = 0
+        self.keys = 0
+
+    async def get(self, key: str) -> list[int]:
+        """Ids of the records holding ``key`` (ascending; empty when there are none)."""
+        scope = current_throttle_scope()
+        group = self._waiting.get(scope)
+        if group is None:
+            group = self._waiting[scope] = {}
+            task = asyncio.create_task(self._answer(scope))  # copies this context: same throttle scope
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        group.setdefault(key, []).append(future)
+        return await future
+
+    async def _answer(self, scope: ThrottleScope | None) -> None:
+        group = self._waiting.pop(scope)
+        self.lookups += 1
+        self.keys += len(group)
+        waiting = [future for futures in group.values() for future in futures]
+        try:
+            found = await self._lookup(list(group))
+        except Exception as exc:
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled: so are the asks
+            for future in waiting:
+                future.cancel()
+            raise
+        for key, futures in group.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(list(found.get(key, [])))
+
+
 def _record_id(value: str | None, what: str) -> int:
     try:
         return int(str(value))
@@ -83,6 +143,7 @@ class Writer:
         self._client = client
         self._settings = settings
         self._locks = KeyLocks()
+        self.timeline_lookups = KeyBatcher(self._find_timeline_records)
 
     async def write(self, item: WriteBackItem) -> WriteBackResult:
         try:
@@ -123,18 +184,24 @@ class Writer:
 
     # -- timeline
 
+    def _timeline_table(self) -> tuple[str, str]:
+        """The dynamic-archive table of timeline records and its id column."""
+        timeline = self._settings.timeline
+        if timeline.mode == "appointment":
+            return APPOINTMENT_TABLE, APPOINTMENT_ID_COLUMN
+        return timeline.table, TABLE_ID_COLUMN
+
+    async def _find_timeline_records(self, keys: list[str]) -> dict[str, list[int]]:
+        table, id_column = self._timeline_table()
+        return await self._client.ids_by_keys(table, id_column, self._settings.timeline.key_field, keys)
+
     async def _timeline_entry(self, item: WriteBackItem, entry: TimelineEntry) -> str | None:
         timeline = self._settings.timeline
         if timeline.mode == "off":
             return None
         person_id = _record_id(item.record_id, "person")
-        table, id_column = (
-            (APPOINTMENT_TABLE, APPOINTMENT_ID_COLUMN)
-            if timeline.mode == "appointment"
-            else (timeline.table, TABLE_ID_COLUMN)
-        )
         async with self._locks.hold(f"timeline:{item.key}"):
-            existing = await self._client.ids_by_key(table, id_column, timeline.key_field, item.key)
+            existing = await self.timeline_lookups.get(item.key)
             if timeline.mode == "appointment":
                 appointment = self._appointment(item, person_id, entry)
                 if not existing:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections import Counter
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 import pytest
+from hub_superoffice.client import MAX_QUERY_STRING, RecordError, Slots
 from hub_superoffice.connector import SuperOfficeConnector
 from hub_superoffice.emulator import BackgroundServer, DemoSeed, SuperOfficeEmulator
 from pydantic import SecretStr
@@ -337,3 +342,264 @@ async def test_a_comment_added_later_updates_the_entries_instead_of_adding_new_o
         assert row["x_comment"] == "Hurtig og venlig hjælp"
     [message] = emulator.ticket_messages(ticket)
     assert "Ventede for længe" in message["Body"]
+
+
+# --- frugal look-ups: one archive query for the timeline keys of a batch ------------------------------------
+
+
+def _new_people(emulator: SuperOfficeEmulator, count: int) -> list[int]:
+    return [
+        emulator.add_person("Batch", f"Person {i}", email=f"batch{i}@nordlys.example") for i in range(count)
+    ]
+
+
+async def _logged_in(connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, person: int) -> None:
+    await connector.get_person(str(person))
+    emulator.clear_calls()
+
+
+async def test_a_batch_of_new_timeline_entries_costs_one_lookup_and_one_create_each(
+    connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    people = _new_people(emulator, 12)
+    await _logged_in(connector, emulator, people[0])
+    batch = [timeline_item(i, person, f"{uuid.uuid4()}") for i, person in enumerate(people, start=1)]
+
+    results = await connector.write_back(batch)
+
+    assert {r.status for r in results} == {"ok"}
+    assert emulator.count_calls("GET", "/archive/dynamic") == 1
+    assert emulator.count_calls("POST", "/Appointment") == len(batch)
+    assert len(emulator.calls) == 1 + len(batch)
+    [lookup] = [call for call in emulator.calls if call.path.endswith("/archive/dynamic")]
+    assert " or " in unquote_plus(lookup.query)
+    assert [len(emulator.appointments(person)) for person in people] == [1] * len(people)
+
+
+async def test_a_retried_batch_creates_nothing_twice(
+    connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    people = _new_people(emulator, 10)
+    await _logged_in(connector, emulator, people[0])
+    batch = [timeline_item(i, person, f"{uuid.uuid4()}") for i, person in enumerate(people, start=1)]
+    emulator.fail_next(3, status=503, path_contains="/Appointment", methods={"POST"})
+
+    first = await connector.write_back(batch)
+    emulator.clear_calls()
+    second = await connector.write_back(batch)
+    calls_of_second = list(emulator.calls)
+    emulator.clear_calls()
+    third = await connector.write_back(batch)
+
+    assert sorted(r.status for r in first) == ["ok"] * 7 + ["transient"] * 3
+    assert {r.status for r in second} == {r.status for r in third} == {"ok"}
+    assert [len(emulator.appointments(person)) for person in people] == [1] * len(people)
+    # the retry looks all keys up at once, creates the three that failed and updates the seven others
+    assert Counter((c.method, c.path.rsplit("/api/v1/", 1)[1].split("/")[0]) for c in calls_of_second) == {
+        ("GET", "archive"): 1,
+        ("POST", "Appointment"): 3,
+        ("PATCH", "Appointment"): 7,
+    }
+    assert emulator.count_calls("GET", "/archive/dynamic") == 1
+    assert emulator.count_calls("POST") == 0
+    assert emulator.count_calls("PATCH", "/Appointment/") == len(batch)
+    assert [r.remote_id for r in third] == [r.remote_id for r in second]
+
+
+@pytest.mark.parametrize("mode", ["appointment", "extra_table"])
+async def test_many_keys_are_split_into_lookups_that_fit_a_query_string(
+    mode: str,
+    server: BackgroundServer,
+    partner_keys: tuple[str, str],
+    emulator: SuperOfficeEmulator,
+    seed: DemoSeed,
+) -> None:
+    connector = make_connector(make_settings(server, partner_keys[0], timeline={"mode": mode}))
+    people = _new_people(emulator, 50)
+    batch = [timeline_item(i, person, f"{uuid.uuid4()}") for i, person in enumerate(people, start=1)]
+    try:
+        await _logged_in(connector, emulator, people[0])
+        assert {r.status for r in await connector.write_back(batch)} == {"ok"}
+        lookups = [call for call in emulator.calls if call.path.endswith("/archive/dynamic")]
+        assert {r.status for r in await connector.write_back(batch)} == {"ok"}
+    finally:
+        await connector.aclose()
+    assert 2 <= len(lookups) <= 4  # about 20 keys of the hub's length fit one query string
+    assert all(len(call.query) <= MAX_QUERY_STRING for call in lookups)
+    if mode == "appointment":
+        assert [len(emulator.appointments(person)) for person in people] == [1] * len(people)
+    else:
+        keys = Counter(row["x_cxhub_response_id"] for row in emulator.table_rows("y_cxhub_feedback"))
+        assert sorted(keys) == sorted(item.key for item in batch) and set(keys.values()) == {1}
+
+
+async def test_a_failed_lookup_fails_its_items_and_the_retry_writes_them_once(
+    connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    people = _new_people(emulator, 4)
+    await _logged_in(connector, emulator, people[0])
+    batch = [timeline_item(i, person, f"{uuid.uuid4()}") for i, person in enumerate(people, start=1)]
+    batch.append(summary_item(9, seed.persons["karen"]))
+    emulator.fail_next(1, status=503, retry_after=7, path_contains="/archive/dynamic")
+
+    first = await connector.write_back(batch)
+    again = await connector.write_back(batch)
+
+    assert [(r.status, r.retry_after) for r in first[:4]] == [("transient", 7)] * 4
+    assert first[4].status == "ok"  # the summary did not wait for the timeline's look-up
+    assert {r.status for r in again} == {"ok"}
+    assert [len(emulator.appointments(person)) for person in people] == [1] * len(people)
+
+
+async def test_concurrent_batches_look_up_separately(
+    connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    people = _new_people(emulator, 6)
+    await _logged_in(connector, emulator, people[0])
+    batches = [
+        [timeline_item(i, person, f"{uuid.uuid4()}") for i, person in enumerate(people[:3])],
+        [timeline_item(i, person, f"{uuid.uuid4()}") for i, person in enumerate(people[3:])],
+    ]
+    results = await asyncio.gather(*(connector.write_back(batch) for batch in batches))
+    assert {r.status for batch in results for r in batch} == {"ok"}
+    assert emulator.count_calls("GET", "/archive/dynamic") == 2
+    assert emulator.count_calls("POST", "/Appointment") == 6
+
+
+async def test_a_mixed_batch_keeps_max_in_flight_calls_busy(
+    connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    people = _new_people(emulator, 8)
+    tickets = [emulator.add_ticket(f"Request {i}", person) for i, person in enumerate(people)]
+    await _logged_in(connector, emulator, people[0])
+    batch: list[WriteBackItem] = []
+    for i, (person, ticket) in enumerate(zip(people, tickets, strict=True)):
+        response = f"{uuid.uuid4()}"
+        batch += [
+            summary_item(3 * i, person),
+            timeline_item(3 * i + 1, person, response, ticket),
+            feedback_item(3 * i + 2, ticket, response, note=False),
+        ]
+    emulator.set_latency(0.05)
+
+    results = await connector.write_back(batch)
+
+    assert {r.status for r in results} == {"ok"}
+    assert emulator.max_in_flight_seen == connector.settings.max_in_flight == 8
+    # 8 summaries + 8 ticket updates + 8 creations + 1 look-up for the 8 timeline keys
+    assert len(emulator.calls) == 3 * len(people) + 1
+
+
+# --- the archive syntax the look-up relies on, as the emulator accepts and refuses it ----------------------
+
+
+@pytest.mark.parametrize(
+    ("restriction", "accepted"),
+    [
+        (
+            "appointment.x_cxhub_response_id eq 'timeline:a' or appointment.x_cxhub_response_id eq 'timeline:b'",
+            True,
+        ),
+        (
+            "(appointment.x_cxhub_response_id eq 'timeline:a' or appointment.person_id eq 1) and appointment.appointment_id gt 0",
+            True,
+        ),
+        ("appointment.appointment_id oneOf (1, 2, 3)", True),
+        ("appointment.appointment_id in (1,2)", True),
+        # list operators are documented for ids, not for text columns: refused, the unforgiving reading
+        ("appointment.x_cxhub_response_id oneOf ('timeline:a', 'timeline:b')", False),
+        ("appointment.x_cxhub_response_id in ('timeline:a')", False),
+        ("appointment.x_cxhub_response_id eq 'timeline:a' or", False),
+        ("(appointment.x_cxhub_response_id eq 'timeline:a'", False),
+    ],
+)
+async def test_dynamic_archive_filter_syntax(
+    connector: SuperOfficeConnector, restriction: str, accepted: bool
+) -> None:
+    params = {"$select": "appointment.appointment_id", "$filter": restriction}
+    if accepted:
+        response = await connector.client.request("GET", "archive/dynamic", params=params, what="probe")
+        assert response.status_code == 200
+    else:
+        with pytest.raises(RecordError, match="400"):
+            await connector.client.request("GET", "archive/dynamic", params=params, what="probe")
+
+
+async def test_or_binds_looser_than_and_in_the_archive(
+    connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    karen, emma = seed.persons["karen"], seed.persons["emma"]
+    await connector.write_back([timeline_item(1, karen, "r-a"), timeline_item(2, emma, "r-b")])
+
+    async def matching(restriction: str) -> list[int]:
+        response = await connector.client.request(
+            "GET",
+            "archive/dynamic",
+            params={"$select": "appointment.person_id", "$filter": restriction},
+            what="probe",
+        )
+        return sorted(int(row["appointment.person_id"]) for row in response.json()["value"])
+
+    key = "appointment.x_cxhub_response_id"
+    assert await matching(f"{key} eq 'timeline:r-a' or {key} eq 'timeline:r-b'") == sorted([karen, emma])
+    assert await matching(
+        f"{key} eq 'timeline:r-a' or {key} eq 'timeline:r-b' and appointment.person_id eq {karen}"
+    ) == [karen]
+    assert await matching(
+        f"({key} eq 'timeline:r-a' or {key} eq 'timeline:r-b') and appointment.person_id eq {emma}"
+    ) == [emma]
+
+
+# --- max_in_flight: the look-up a batch's creations wait for is sent before queued writes -------------------
+
+
+async def test_the_lookup_goes_before_writes_already_queued(
+    server: BackgroundServer, partner_keys: tuple[str, str], emulator: SuperOfficeEmulator, seed: DemoSeed
+) -> None:
+    connector = make_connector(make_settings(server, partner_keys[0], max_in_flight=1))
+    people = _new_people(emulator, 3)
+    batch = [summary_item(i, person) for i, person in enumerate(people, start=1)]
+    batch += [timeline_item(10 + i, person, f"{uuid.uuid4()}") for i, person in enumerate(people)]
+    try:
+        await _logged_in(connector, emulator, people[0])
+        assert {r.status for r in await connector.write_back(batch)} == {"ok"}
+    finally:
+        await connector.aclose()
+    order = [(call.method, call.path.rsplit("/api/v1/", 1)[1].split("/")[0]) for call in emulator.calls]
+    # the first summary had the only slot; the look-up came next, before the two summaries queued earlier
+    assert order[:2] == [("PATCH", "Person"), ("GET", "archive")]
+    assert sorted(order[2:]) == sorted([("PATCH", "Person")] * 2 + [("POST", "Appointment")] * 3)
+
+
+async def _use(slots: Slots, log: list[str], name: str, first: bool = False) -> None:
+    async with slots.hold(first=first):
+        log.append(name)
+        await asyncio.sleep(0)
+
+
+async def test_slots_serve_waiting_lookups_first_then_writes_in_order() -> None:
+    slots, log = Slots(1), []
+    async with slots.hold():
+        tasks = [
+            asyncio.create_task(_use(slots, log, "write 1")),
+            asyncio.create_task(_use(slots, log, "write 2")),
+            asyncio.create_task(_use(slots, log, "look-up", first=True)),
+        ]
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert log == ["look-up", "write 1", "write 2"]
+
+
+async def test_slots_are_not_lost_when_waiters_are_cancelled() -> None:
+    slots, log = Slots(1), []
+    async with slots.hold():
+        gave_up = asyncio.create_task(_use(slots, log, "gave up while waiting"))
+        await asyncio.sleep(0)
+        gave_up.cancel()
+        handed_over = asyncio.create_task(_use(slots, log, "gave up holding the turn"))
+        await asyncio.sleep(0)
+    handed_over.cancel()  # its turn came when the slot was released, but it never ran
+    await asyncio.gather(gave_up, handed_over, return_exceptions=True)
+    await asyncio.wait_for(_use(slots, log, "next"), timeout=1)
+    await asyncio.wait_for(asyncio.gather(*(_use(slots, log, f"w{i}") for i in range(3))), timeout=1)
+    assert log == ["next", "w0", "w1", "w2"]

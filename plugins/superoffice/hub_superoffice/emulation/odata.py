@@ -4,6 +4,12 @@ Only the columns CX Hub uses are offered, and anything else is refused, as the r
 unknown column. Two behaviours are deliberately the unforgiving reading of what SuperOffice documents:
 ``after``/``before`` compare whole days in the tenant's time zone, and date-times in rows are the tenant's
 local time without an offset ("dates are always returned as ISO strings").
+
+``$filter`` takes what SuperOffice documents for archive restriction strings: ``column op value`` terms
+combined with ``and`` and ``or`` (``and`` binds tighter) and grouped with brackets, and the list operators
+``oneOf``/``in``/``notOneOf`` with a bracketed list - on int columns only, because the documented operators
+of a string column are ``begins``, ``contains``, ``is``, ``isNot``, ``notBegins`` and ``notContains`` (plus
+``eq``/``ne``): a list operator on a text column is refused (the unforgiving reading).
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from typing import Any
 
 from hub_superoffice.emulation.store import TICKET_STATUSES, ApiError, Clock, Store
 
-_CLAUSE = re.compile(
-    r"^\s*(?P<column>[\w/.:]+)\s+(?P<op>\w+)\s+(?P<value>'(?:[^']|'')*'|-?\d+(?:\.\d+)?)\s*$", re.IGNORECASE
+_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)\b|(?P<bracket>[(),])"
+    r"|(?P<word>[A-Za-z_][\w/.:]*))"
 )
+_LIST_OPERATORS = {"oneof": "oneof", "in": "oneof", "notoneof": "notoneof"}
 _OPERATOR_ALIASES = {
     "equals": "eq",
     "unequals": "ne",
@@ -271,40 +279,119 @@ def _parse_order(archive: Archive, text: str) -> list[tuple[str, bool]]:
     return order
 
 
-def _split_and(text: str) -> list[str]:
-    """Clauses joined by ``and``, never splitting inside a quoted literal."""
-    clauses: list[str] = []
-    current: list[str] = []
-    quoted, i = False, 0
-    while i < len(text):
-        char = text[i]
-        if char == "'":
-            quoted = not quoted
-        if not quoted and text[i : i + 5].lower() == " and ":
-            clauses.append("".join(current))
-            current, i = [], i + 5
-            continue
-        current.append(char)
-        i += 1
-    clauses.append("".join(current))
-    return [clause for clause in clauses if clause.strip()]
+Token = tuple[str, str]
+
+
+class _FilterParser:
+    """``expr := term (or term)*``, ``term := factor (and factor)*``, ``factor := ( expr ) | column op value``,
+    ``value := 'text' | number | ( value, ... )``; keywords and operators in any case."""
+
+    def __init__(self, archive: Archive, text: str, clock: Clock) -> None:
+        self.archive = archive
+        self.text = text
+        self.clock = clock
+        self.tokens = self._tokenize(text)
+        self.pos = 0
+
+    def parse(self) -> Callable[[Row], bool] | None:
+        if not self.tokens:
+            return None
+        predicate = self._any()
+        if self.pos != len(self.tokens):
+            raise self._unreadable()
+        return predicate
+
+    def _unreadable(self) -> ApiError:
+        return ApiError(400, f"Cannot read $filter clause '{self.text.strip()}'", "ArchiveException")
+
+    def _tokenize(self, text: str) -> list[Token]:
+        tokens: list[Token] = []
+        pos = 0
+        while pos < len(text) and not text[pos:].isspace():
+            match = _TOKEN.match(text, pos)
+            if match is None or match.lastgroup is None:
+                raise self._unreadable()
+            tokens.append((match.lastgroup, match.group(match.lastgroup)))
+            pos = match.end()
+        return tokens
+
+    def _peek(self) -> Token | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self, kind: str, text: str | None = None) -> str:
+        token = self._peek()
+        if token is None or token[0] != kind or (text is not None and token[1] != text):
+            raise self._unreadable()
+        self.pos += 1
+        return token[1]
+
+    def _keyword(self, word: str) -> bool:
+        token = self._peek()
+        if token is not None and token[0] == "word" and token[1].lower() == word:
+            self.pos += 1
+            return True
+        return False
+
+    def _any(self) -> Callable[[Row], bool]:
+        parts = [self._all()]
+        while self._keyword("or"):
+            parts.append(self._all())
+        return parts[0] if len(parts) == 1 else (lambda row: any(part(row) for part in parts))
+
+    def _all(self) -> Callable[[Row], bool]:
+        parts = [self._factor()]
+        while self._keyword("and"):
+            parts.append(self._factor())
+        return parts[0] if len(parts) == 1 else (lambda row: all(part(row) for part in parts))
+
+    def _factor(self) -> Callable[[Row], bool]:
+        if self._peek() == ("bracket", "("):
+            self.pos += 1
+            inner = self._any()
+            self._take("bracket", ")")
+            return inner
+        name = self._take("word")
+        column = _column(self.archive, name)
+        op = self._take("word").lower()
+        if self._peek() == ("bracket", "("):
+            self.pos += 1
+            values = [self._value()]
+            while self._peek() == ("bracket", ","):
+                self.pos += 1
+                values.append(self._value())
+            self._take("bracket", ")")
+            return _predicate(name, _list_comparison(column, op, values))
+        if op in _LIST_OPERATORS:
+            raise ApiError(400, f"Operator '{op}' takes a bracketed list", "ArchiveException")
+        operand = self._value()
+        return _predicate(name, _comparison(column, _OPERATOR_ALIASES.get(op, op), operand, self.clock))
+
+    def _value(self) -> Any:
+        token = self._peek()
+        if token is None or token[0] not in ("string", "number"):
+            raise self._unreadable()
+        self.pos += 1
+        kind, raw = token
+        if kind == "string":
+            return raw[1:-1].replace("''", "'")
+        return float(raw) if "." in raw else int(raw)
 
 
 def _parse_filter(archive: Archive, text: str, clock: Clock) -> list[Callable[[Row], bool]]:
-    predicates: list[Callable[[Row], bool]] = []
-    for clause in _split_and(text):
-        match = _CLAUSE.match(clause)
-        if not match:
-            raise ApiError(400, f"Cannot read $filter clause '{clause.strip()}'", "ArchiveException")
-        name = match.group("column")
-        column = _column(archive, name)
-        op = _OPERATOR_ALIASES.get(match.group("op").lower(), match.group("op").lower())
-        raw = match.group("value")
-        operand: Any = (
-            raw[1:-1].replace("''", "'") if raw.startswith("'") else float(raw) if "." in raw else int(raw)
-        )
-        predicates.append(_predicate(name, _comparison(column, op, operand, clock)))
-    return predicates
+    predicate = _FilterParser(archive, text, clock).parse()
+    return [] if predicate is None else [predicate]
+
+
+def _list_comparison(column: Column, op: str, values: list[Any]) -> Callable[[Any], bool]:
+    kind = _LIST_OPERATORS.get(op)
+    if kind is None:
+        raise ApiError(400, f"Operator '{op}' does not take a list", "ArchiveException")
+    if column is not INT:
+        raise ApiError(400, f"Operator '{op}' does not fit a {column.kind} column")
+    if not all(isinstance(value, int) for value in values):
+        raise ApiError(400, f"Operator '{op}' on an int column takes whole numbers")
+    wanted, negate = set(values), kind == "notoneof"
+    return lambda value: value not in (None, "") and ((int(value) in wanted) != negate)
 
 
 def _predicate(name: str, test: Callable[[Any], bool]) -> Callable[[Row], bool]:
