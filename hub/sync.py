@@ -216,57 +216,64 @@ class SyncService:
         connector = self.hub.connectors[connector_name]
         items, orphans = await self._items(rows)
         by_id = {row.id: row for row in rows}
-        for row in orphans:
-            await self._finish(row, WriteBackResult(item_id=row.id, status="ok"), stats, None)
-        if not items:
-            return
-        try:
-            results = await connector.write_back(items)
-        except TransientError as exc:
-            results = [WriteBackResult.transient(i, str(exc), exc.retry_after) for i in items]
-            stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
-        except (AuthError, ConfigError) as exc:
-            results = [WriteBackResult.transient(i, str(exc)) for i in items]
-            stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
-            log.error("sync.stopped", connector=connector_name, error=str(exc))
-        except Exception as exc:
-            log.exception("sync.connector_failed", connector=connector_name)
-            results = [WriteBackResult.transient(i, f"{type(exc).__name__}: {exc}") for i in items]
-            stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+        outcomes: list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]] = [
+            (row, WriteBackResult(item_id=row.id, status="ok"), None) for row in orphans
+        ]
+        results: list[WriteBackResult] = []
+        if items:
+            try:
+                results = await connector.write_back(items)
+            except TransientError as exc:
+                results = [WriteBackResult.transient(i, str(exc), exc.retry_after) for i in items]
+                stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+            except (AuthError, ConfigError) as exc:
+                results = [WriteBackResult.transient(i, str(exc)) for i in items]
+                stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+                log.error("sync.stopped", connector=connector_name, error=str(exc))
+            except Exception as exc:
+                log.exception("sync.connector_failed", connector=connector_name)
+                results = [WriteBackResult.transient(i, f"{type(exc).__name__}: {exc}") for i in items]
+                stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
         answered = {r.item_id: r for r in results if r.item_id in by_id}
         for item in items:
             result = answered.get(item.id) or WriteBackResult.transient(
                 item, "the connector returned no result"
             )
-            await self._finish(by_id[item.id], result, stats, item)
+            outcomes.append((by_id[item.id], result, item))
+        await self._record(outcomes, stats)
 
-    async def _finish(
-        self, row: WriteBack, result: WriteBackResult, stats: RunStats, item: WriteBackItem | None
+    async def _record(
+        self, outcomes: list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]], stats: RunStats
     ) -> None:
+        """Record a batch's results in one transaction, then tell the hooks.
+
+        Only rows this worker still leases are touched; a row done while a newer version was queued keeps
+        its newer version queued (only the lease is released).
+        """
         hub = self.hub
         cfg = hub.config.sync
         now = hub.now()
-        mine = (WriteBack.id == row.id, WriteBack.lease_owner == self.owner)
-        dead = False
+        dead_rows: set[int] = set()
         async with hub.store.session() as s:
-            if result.status == "ok":
-                # a newer version queued meanwhile stays queued: only the lease is released
-                await s.execute(
-                    update(WriteBack)
-                    .where(*mine, WriteBack.version == row.version)
-                    .values(
-                        state="done",
-                        done_at=now,
-                        remote_id=result.remote_id,
-                        last_error=None,
-                        lease_owner=None,
-                        lease_until=None,
-                        updated_at=now,
+            for row, result, _ in outcomes:
+                mine = (WriteBack.id == row.id, WriteBack.lease_owner == self.owner)
+                if result.status == "ok":
+                    await s.execute(
+                        update(WriteBack)
+                        .where(*mine, WriteBack.version == row.version)
+                        .values(
+                            state="done",
+                            done_at=now,
+                            remote_id=result.remote_id,
+                            last_error=None,
+                            lease_owner=None,
+                            lease_until=None,
+                            updated_at=now,
+                        )
                     )
-                )
-                await s.execute(update(WriteBack).where(*mine).values(lease_owner=None, lease_until=None))
-                stats.written += 1
-            else:
+                    await s.execute(update(WriteBack).where(*mine).values(lease_owner=None, lease_until=None))
+                    stats.written += 1
+                    continue
                 attempts = row.attempts + 1
                 dead = result.status == "failed" or attempts >= cfg.max_attempts
                 delay = backoff_delay(
@@ -289,24 +296,29 @@ class SyncService:
                     )
                 )
                 if dead:
+                    dead_rows.add(row.id)
                     stats.dead += 1
                 else:
                     stats.retried += 1
-        WRITTEN.labels(row.connector, "ok" if result.status == "ok" else ("dead" if dead else "retry")).inc()
-        if item is None:
-            return
-        if result.status == "ok":
-            await hub.plugins.notify(
-                "hub_on_response_written_back", connector=row.connector, item=item, result=result
-            )
-        else:
-            await hub.plugins.notify(
-                "hub_on_write_back_failed",
-                connector=row.connector,
-                item=item,
-                error=result.error or "failed",
-                dead_letter=dead,
-            )
+        for row, result, item in outcomes:
+            dead = row.id in dead_rows
+            WRITTEN.labels(
+                row.connector, "ok" if result.status == "ok" else ("dead" if dead else "retry")
+            ).inc()
+            if item is None:
+                continue
+            if result.status == "ok":
+                await hub.plugins.notify(
+                    "hub_on_response_written_back", connector=row.connector, item=item, result=result
+                )
+            else:
+                await hub.plugins.notify(
+                    "hub_on_write_back_failed",
+                    connector=row.connector,
+                    item=item,
+                    error=result.error or "failed",
+                    dead_letter=dead,
+                )
 
     # --- dead letters and full re-sync ----------------------------------------------------------------------
 
