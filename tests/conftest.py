@@ -16,7 +16,8 @@ import pytest
 
 from hub.app import Hub
 from hub.config import parse_config
-from tests.fakes.crm import TOKEN, FakeState, ServerThread, create_app
+from hub.testing.server import BackgroundServer
+from tests.fakes.crm import TOKEN, FakeState, create_app
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CXHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -63,8 +64,8 @@ def crm_state() -> FakeState:
 
 
 @pytest.fixture
-def fake_crm(crm_state: FakeState) -> Iterator[ServerThread]:
-    with ServerThread(create_app(crm_state)) as server:
+def fake_crm(crm_state: FakeState) -> Iterator[BackgroundServer]:
+    with BackgroundServer(create_app(crm_state)) as server:
         yield server
 
 
@@ -123,7 +124,9 @@ HubFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_hub(database_url: str, fake_crm: ServerThread, tmp_path: Path) -> AsyncIterator[HubFactory]:
+async def make_hub(
+    database_url: str, fake_crm: BackgroundServer, tmp_path: Path
+) -> AsyncIterator[HubFactory]:
     hubs: list[Hub] = []
 
     async def factory(

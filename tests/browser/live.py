@@ -23,9 +23,10 @@ import uvicorn
 
 from hub.app import Hub
 from hub.config import HubConfig, parse_config
+from hub.testing.server import BackgroundServer
 from hub.web import create_app
 from tests.conftest import WEBHOOK_SECRET, config_text
-from tests.fakes.crm import TOKEN, FakeState, ServerThread
+from tests.fakes.crm import TOKEN, FakeState
 from tests.fakes.crm import create_app as create_crm
 from tests.helpers import survey_flow
 
@@ -59,7 +60,7 @@ class LiveHub:
         self.extra = extra
         self.crm_state = FakeState()
         self.url = ""
-        self._crm = ServerThread(create_crm(self.crm_state))
+        self._crm = BackgroundServer(create_crm(self.crm_state))
         self._people = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None

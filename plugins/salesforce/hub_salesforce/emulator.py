@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import ssl
 import tempfile
 import threading
 import time
@@ -27,13 +25,13 @@ from typing import Any
 from urllib.parse import unquote
 
 import jwt
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from hub.testing.server import BackgroundServer
 from hub_salesforce.emulation.org import Org, RecordError, now_text
 from hub_salesforce.emulation.soql import Query, SoqlError, matches, parse
 
@@ -536,62 +534,27 @@ class SalesforceEmulator:
 # --- serving over TLS ------------------------------------------------------------------------------
 
 
-class TlsServer:
-    """An ASGI app served by uvicorn over TLS on a free loopback port, in a daemon thread.
+class TlsServer(BackgroundServer):
+    """The emulator served over TLS (simple-salesforce insists on https) on a free loopback port.
 
-    The certificate comes from a fresh trustme CA; ``ca_file`` is its PEM, which clients must trust explicitly.
+    The certificate comes from a fresh trustme CA; ``ca_file`` is its PEM, which clients must trust
+    explicitly. ``tls=False`` serves plain HTTP (a test's webhook receiver).
     """
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", tls: bool = True) -> None:
         import trustme  # a test and demo dependency only
 
-        self.host = host
         self.tls = tls
         self._dir = tempfile.TemporaryDirectory(prefix="sf-emulator-")
         ca = trustme.CA()
-        cert = ca.issue_cert(host, "localhost")
         self.ca_file = str(Path(self._dir.name) / "ca.pem")
         ca.cert_pem.write_to_path(self.ca_file)
         key_file = str(Path(self._dir.name) / "server.pem")
-        cert.private_key_and_cert_chain_pem.write_to_path(key_file)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, 0))
-        self.port: int = self._socket.getsockname()[1]
-        ssl_files = {"ssl_certfile": key_file, "ssl_keyfile": key_file} if tls else {}
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            ssl_version=ssl.PROTOCOL_TLS_SERVER,
-            **ssl_files,  # type: ignore[arg-type]
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._socket]},
-            daemon=True,
-            name=f"sf-tls-{self.port}",
-        )
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> TlsServer:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the emulator server did not start")
-            time.sleep(0.01)
-        return self
+        ca.issue_cert(host, "localhost").private_key_and_cert_chain_pem.write_to_path(key_file)
+        super().__init__(app, host, certfile=key_file if tls else None)
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
+        super().stop()
         self._dir.cleanup()
 
 

@@ -24,7 +24,6 @@ request (method, path, status).
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import deque
@@ -35,13 +34,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hub.testing.server import BackgroundServer
 from hub_superoffice.emulation import entities, odata, views
 from hub_superoffice.emulation.authority import Authority, Credentials, generate_key_pair
 from hub_superoffice.emulation.hooks import Delivery, Hooks
@@ -740,44 +739,6 @@ def _build_app(emulator: SuperOfficeEmulator) -> Starlette:
 
 
 # --- running it ---------------------------------------------------------------------------------------
-
-
-class BackgroundServer:
-    """An ASGI app served by uvicorn on a free local port, in a daemon thread."""
-
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1") -> None:
-        self.host = host
-        # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (no 40 ms Nagle delay)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, 0))
-        self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._socket]},
-            daemon=True,
-            name=f"uvicorn-{self.port}",
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> BackgroundServer:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the emulator server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
 
 
 @contextmanager
