@@ -16,6 +16,7 @@ import contextvars
 import json
 import ssl
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -202,7 +203,7 @@ def jwt_claims(token: str) -> dict[str, Any]:
 # --- credentials --------------------------------------------------------------------------------
 
 
-class _Credentials:
+class _Credentials(ABC):
     """Hands out request headers and renews the credential behind them when it is due or refused."""
 
     #: whether a fresh credential can fix a 401 (not so for a fixed user name and password)
@@ -237,11 +238,13 @@ class _Credentials:
         age = None if self._obtained_at is None else round(time.monotonic() - self._obtained_at)
         return {"credential_age_seconds": age, "credentials_obtained": self.renewals}
 
+    @abstractmethod
     async def _obtain(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        raise NotImplementedError
+        """A new credential and its lifetime in seconds."""
 
+    @abstractmethod
     def _headers(self, token: str) -> dict[str, str]:
-        raise NotImplementedError
+        """The request headers that carry the credential."""
 
 
 class _SystemUserCredentials(_Credentials):
