@@ -335,9 +335,7 @@ class Engine:
             await self._send(inv_id, reminder=True)
         return len(ids)
 
-    async def issue_token(
-        self, s: AsyncSession, invitation_id: int, purpose: str, expires_at: datetime
-    ) -> str:
+    def issue_token(self, s: AsyncSession, invitation_id: int, purpose: str, expires_at: datetime) -> str:
         """A new 128-bit random token for one invitation and one purpose; only its hash is stored."""
         token = secrets.token_urlsafe(16)
         s.add(
@@ -370,8 +368,8 @@ class Engine:
                 inv.status, inv.reason = "expired", "not sent before the survey's expiry"
             else:
                 expires = inv.expires_at or now + timedelta(days=hub.config.hub.token_ttl_days)
-                survey_token = await self.issue_token(s, inv.id, "survey", expires)
-                unsub_token = await self.issue_token(s, inv.id, "unsubscribe", now + timedelta(days=365))
+                survey_token = self.issue_token(s, inv.id, "survey", expires)
+                unsub_token = self.issue_token(s, inv.id, "unsubscribe", now + timedelta(days=365))
                 message = self.survey_message(inv, campaign, person, survey_token, unsub_token, reminder)
                 channels = [inv.channel] if reminder and inv.channel else list(campaign.channels)
                 return message, channels
