@@ -48,6 +48,12 @@ async def test_a_bad_signature_is_refused_and_kept_for_inspection(web) -> None:
         kept = await s.scalar(select(RejectedWebhook))
     assert (kept.target, kept.status_code, kept.body) == ("crm", 401, body)
     assert await count(hub, Event) == 0
+    listed = await client.get(
+        "/api/v1/rejected-webhooks", headers={"Authorization": "Bearer api-token-for-tests-42"}
+    )
+    [shown] = listed.json()
+    assert (shown["target"], shown["status_code"], shown["reason"]) == ("crm", 401, "bad signature")
+    assert shown["body"] == body.decode() and "x-fake-signature" in shown["headers"]
 
 
 async def test_malformed_json_gets_400_with_the_reason(web) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from hub.engine import response_record
 from hub.models import ResponseRecord
-from hub.store.tables import Event, Invitation, Person, Response, SyncRun, WriteBack
+from hub.store.tables import Event, Invitation, Person, RejectedWebhook, Response, SyncRun, WriteBack
 from hub.web.deps import HubDep
 
 
@@ -82,6 +82,18 @@ class DeadLetterOut(BaseModel):
     attempts: int
     last_error: str | None
     updated_at: datetime
+
+
+class RejectedOut(BaseModel):
+    """A webhook or inbound request the hub refused, kept so an admin can see what was sent and why."""
+
+    id: int
+    target: str
+    received_at: datetime
+    status_code: int
+    reason: str
+    headers: dict[str, Any]
+    body: str
 
 
 class ReplayRequest(BaseModel):
@@ -159,6 +171,26 @@ async def list_dead_letters(hub: HubDep, limit: Limit = 100, offset: Offset = 0)
             .offset(offset)
         )
         return _rows(rows, DeadLetterOut)
+
+
+@router.get("/rejected-webhooks", response_model=list[RejectedOut])
+async def list_rejected_webhooks(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[RejectedOut]:
+    async with hub.store.session() as s:
+        rows = await s.scalars(
+            select(RejectedWebhook).order_by(RejectedWebhook.id.desc()).limit(limit).offset(offset)
+        )
+        return [
+            RejectedOut(
+                id=r.id,
+                target=r.target,
+                received_at=r.received_at,
+                status_code=r.status_code,
+                reason=r.reason,
+                headers=r.headers,
+                body=r.body.decode("utf-8", errors="replace"),
+            )
+            for r in rows
+        ]
 
 
 @router.post("/dead-letters/replay", response_model=ReplayResult)
