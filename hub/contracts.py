@@ -53,7 +53,10 @@ class Connector(Protocol):
     ``ConfigError`` when an admin must act, ``TransientError`` to be retried, ``SkippableError`` for one bad record.
     """
 
-    #: how many write-back items one ``write_back`` call takes (the CRM's batch limit, or a sane chunk)
+    #: how many write-back items one ``write_back`` call takes (the CRM's batch limit, or a sane chunk).
+    #: Every batch holds items of one kind only. A connector with a bulk API may also declare
+    #: ``bulk_batch_size`` (optional): a full re-sync (``cxhub sync --full``) then hands it batches that
+    #: large, and the connector picks its bulk API for them.
     batch_size: int
 
     async def check(self) -> list[CheckResult]:

@@ -12,6 +12,7 @@ At-least-once and idempotent, like a Singer tap's state or an Airbyte cursor:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable
@@ -100,20 +101,31 @@ class SyncService:
     # --- claiming -------------------------------------------------------------------------------------------------
 
     async def claim(self, connector: str, limit: int) -> list[WriteBack]:
-        """Lease up to ``limit`` due items of one connector to this worker."""
+        """Lease up to ``limit`` due items of one connector and one kind to this worker.
+
+        A batch holds one kind only (the kind of the oldest due item), because CRM batch limits are per
+        call and per object: 200 timeline records fill one Salesforce call, while a batch mixing 67
+        summaries, 67 timeline entries and 66 case updates would take three half-empty calls.
+        """
         now = self.hub.now()
         until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
         free = or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now)
+        due = (
+            WriteBack.connector == connector,
+            WriteBack.state == "queued",
+            WriteBack.next_attempt_at <= now,
+            free,
+        )
         async with self.hub.store.session() as s:
+            kind = await s.scalar(
+                select(WriteBack.kind).where(*due).order_by(WriteBack.next_attempt_at, WriteBack.id).limit(1)
+            )
+            if kind is None:
+                return []
             ids = list(
                 await s.scalars(
                     select(WriteBack.id)
-                    .where(
-                        WriteBack.connector == connector,
-                        WriteBack.state == "queued",
-                        WriteBack.next_attempt_at <= now,
-                        free,
-                    )
+                    .where(*due, WriteBack.kind == kind)
                     .order_by(WriteBack.next_attempt_at, WriteBack.id)
                     .limit(limit)
                     .with_for_update(skip_locked=True)
@@ -180,8 +192,11 @@ class SyncService:
             s.add(run)
         total = await self.pending(connector_name)
         with RUN_SECONDS.labels(connector_name, kind).time():
+            size = connector.batch_size
+            if kind == "full":
+                size = max(size, getattr(connector, "bulk_batch_size", size))
             while not stats.stopped:
-                rows = await self.claim(connector_name, max(1, connector.batch_size))
+                rows = await self.claim(connector_name, max(1, size))
                 if not rows:
                     break
                 stats.batches += 1
@@ -221,11 +236,14 @@ class SyncService:
         ]
         results: list[WriteBackResult] = []
         if items:
+            renewal = asyncio.create_task(self._keep_leased([row.id for row in rows]))
             try:
                 results = await connector.write_back(items)
             except TransientError as exc:
                 results = [WriteBackResult.transient(i, str(exc), exc.retry_after) for i in items]
                 stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+                if exc.retry_after:
+                    await self._hold(connector_name, exc.retry_after)
             except (AuthError, ConfigError) as exc:
                 results = [WriteBackResult.transient(i, str(exc)) for i in items]
                 stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
@@ -234,6 +252,8 @@ class SyncService:
                 log.exception("sync.connector_failed", connector=connector_name)
                 results = [WriteBackResult.transient(i, f"{type(exc).__name__}: {exc}") for i in items]
                 stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+            finally:
+                renewal.cancel()
         answered = {r.item_id: r for r in results if r.item_id in by_id}
         for item in items:
             result = answered.get(item.id) or WriteBackResult.transient(
@@ -241,6 +261,40 @@ class SyncService:
             )
             outcomes.append((by_id[item.id], result, item))
         await self._record(outcomes, stats)
+
+    async def _keep_leased(self, ids: list[int]) -> None:
+        """Renew this worker's lease on a batch while the connector writes it.
+
+        A bulk job can run for minutes; without renewal another worker would take the items over when the
+        lease ran out and start a second job for the same records.
+        """
+        seconds = self.hub.config.sync.lease_seconds
+        while True:
+            await asyncio.sleep(seconds / 3)
+            async with self.hub.store.session() as s:
+                await s.execute(
+                    update(WriteBack)
+                    .where(WriteBack.id.in_(ids), WriteBack.lease_owner == self.owner)
+                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                )
+
+    async def _hold(self, connector: str, seconds: float) -> None:
+        """The CRM said "wait" (Retry-After): no item of that connector is due before then.
+
+        Without this the next run would try the other kinds' batches and be refused again. Attempts are not
+        counted for items that were not sent.
+        """
+        until = self.hub.now() + timedelta(seconds=seconds)
+        async with self.hub.store.session() as s:
+            await s.execute(
+                update(WriteBack)
+                .where(
+                    WriteBack.connector == connector,
+                    WriteBack.state == "queued",
+                    WriteBack.next_attempt_at < until,
+                )
+                .values(next_attempt_at=until)
+            )
 
     async def _record(
         self, outcomes: list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]], stats: RunStats

@@ -84,7 +84,11 @@ async def test_sync_status_explain_and_replay(config_file, make_hub, crm_state) 
     code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
     assert code == 0, out
     assert "crm: written 3, retrying 0, dead letters 0" in out
-    assert len(crm_state.batches) == 1
+    assert sorted(batch[0]["payload"]["kind"] for batch in crm_state.batches) == [
+        "case_feedback",
+        "person_summary",
+        "timeline_entry",
+    ]
     code, out = await asyncio.to_thread(cxhub, "explain", "ada@example.com", "-c", str(config_file))
     assert code == 0 and "case_closed" in out and "answered" in out and "case.closed C1" in out
     code, out = await asyncio.to_thread(cxhub, "explain", "bob@example.com", "-c", str(config_file))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from hub.store.tables import Cursor, SyncRun, WriteBack
-from hub.sync import RunStats
+from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
+from hub.sync import RunStats, SyncService
 from tests.helpers import case_event, survey_flow, token_of
 
 
@@ -15,6 +16,15 @@ async def answer(hub, crm_state, case_id: str, person: str, rating: int, comment
     token = await survey_flow(hub, crm_state, case_id, person)
     _, page = await hub.engine.page_for_token(token)
     return (await hub.engine.record_answer(page.invitation_id, rating, comment=comment)).id
+
+
+async def claim_all(hub, limit: int = 10) -> list[WriteBack]:
+    """Claim batch after batch (each holds one kind) until nothing is left."""
+    claimed: list[WriteBack] = []
+    while batch := await hub.sync.claim("crm", limit):
+        assert len({row.kind for row in batch}) == 1
+        claimed += batch
+    return claimed
 
 
 async def rows(hub) -> list[WriteBack]:
@@ -29,9 +39,10 @@ async def test_summaries_are_coalesced_and_batches_respect_the_connector_size(ma
     for i, rating in enumerate([3, 8, 10]):
         await answer(hub, crm_state, f"C{i}", "P1", rating, comment=f"c{i}" if i < 2 else None)
     stats = await hub.sync.run("crm")
-    # 3 timeline entries + 3 case feedbacks + ONE summary for the person = 7 items in batches of <= 4
+    # 3 timeline entries + 3 case feedbacks + ONE summary for the person = 7 items, one kind per batch
     assert stats.written == 7
-    assert [len(b) for b in crm_state.batches] == [4, 3]
+    kinds = [[item["payload"]["kind"] for item in batch] for batch in crm_state.batches]
+    assert kinds == [["timeline_entry"] * 3, ["case_feedback"] * 3, ["person_summary"]]
     summary = crm_state.records["summary:1"]["payload"]
     assert summary["count"] == 3
     assert summary["latest_rating"] == 10 and summary["latest_category"] == "promoter"
@@ -39,14 +50,29 @@ async def test_summaries_are_coalesced_and_batches_respect_the_connector_size(ma
     assert summary["average_rating"] == 7.0 and summary["average_rating_30_days"] == 7.0
 
 
+async def test_a_kind_with_more_items_than_the_batch_size_is_split(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.connectors["crm"].batch_size = 2
+    for i in range(5):
+        await answer(hub, crm_state, f"C{i}", "P1", 9)
+    assert (await hub.sync.run("crm")).written == 11  # 5 timeline entries, 5 case feedbacks, 1 summary
+    sizes = [(batch[0]["payload"]["kind"], len(batch)) for batch in crm_state.batches]
+    assert all(size <= 2 for _, size in sizes)
+    assert all(len({item["payload"]["kind"] for item in batch}) == 1 for batch in crm_state.batches)
+    assert [size for kind, size in sizes if kind == "timeline_entry"] == [2, 2, 1]
+
+
 async def test_retry_after_is_honoured_then_the_item_is_written(make_hub, crm_state) -> None:
     hub = await make_hub()
     await answer(hub, crm_state, "C1", "P1", 6)
     crm_state.fail_next.append((429, {"Retry-After": "120"}))
     stats = await hub.sync.run("crm")
-    assert (stats.written, stats.retried, stats.error) == (0, 3, "TransientError: write batch: HTTP 429")
+    # the run stops at the first refused batch; the CRM's "wait" holds every other item of it too
+    assert (stats.written, stats.retried, stats.error) == (0, 1, "TransientError: write batch: HTTP 429")
+    assert [row.attempts for row in await rows(hub)] == [1, 0, 0]
     for row in await rows(hub):
-        assert row.state == "queued" and row.attempts == 1
+        assert row.state == "queued"
         assert row.next_attempt_at >= hub.now() + timedelta(seconds=115)
     assert await hub.sync.pending("crm") == 0  # nothing due before Retry-After
     hub.now = lambda: row.next_attempt_at + timedelta(seconds=1)
@@ -56,9 +82,11 @@ async def test_retry_after_is_honoured_then_the_item_is_written(make_hub, crm_st
 async def test_dead_letter_after_max_attempts_then_replay(make_hub, crm_state) -> None:
     hub = await make_hub()
     await answer(hub, crm_state, "C1", "P1", 2)
-    crm_state.fail_next.extend([(503, {})] * 3)
-    for _ in range(3):
+    # a run stops at its first failing batch (one kind each): 3 kinds x 3 attempts
+    crm_state.fail_next.extend([(503, {})] * 9)
+    for _ in range(9):
         await hub.sync.run("crm")
+    assert crm_state.fail_next == []
     assert [(r.state, r.attempts, r.last_error) for r in await rows(hub)] == [
         ("dead", 3, "write batch: HTTP 503")
     ] * 3
@@ -79,7 +107,7 @@ async def test_a_bad_record_is_a_dead_letter_at_once_and_the_rest_go_on(make_hub
 async def test_a_newer_answer_queued_during_a_write_is_not_lost(make_hub, crm_state) -> None:
     hub = await make_hub()
     response_id = await answer(hub, crm_state, "C1", "P1", 5)
-    claimed = await hub.sync.claim("crm", 10)
+    claimed = await claim_all(hub)
     assert len(claimed) == 3
     # the customer adds a comment while the batch is in flight
     _, page = await hub.engine.page_for_token(token_of(crm_state.outbox[0]["survey_url"]))
@@ -95,11 +123,47 @@ async def test_a_newer_answer_queued_during_a_write_is_not_lost(make_hub, crm_st
 async def test_a_claimed_item_is_taken_over_after_its_lease(make_hub, crm_state) -> None:
     hub = await make_hub()
     await answer(hub, crm_state, "C1", "P1", 8)
-    assert len(await hub.sync.claim("crm", 10)) == 3
+    assert len(await claim_all(hub)) == 3
     assert await hub.sync.claim("crm", 10) == []  # leased: nobody else takes them
     later = hub.now() + timedelta(seconds=hub.config.sync.lease_seconds + 1)
     hub.now = lambda: later
-    assert len(await hub.sync.claim("crm", 10)) == 3
+    assert len(await claim_all(hub)) == 3
+
+
+async def test_a_slow_write_keeps_its_lease_so_no_other_worker_writes_it_twice(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    hub.config.sync.lease_seconds = 0.3
+    await answer(hub, crm_state, "C1", "P1", 8)
+    crm_state.latency = 2.0  # a write several times longer than the lease, like a bulk job
+    other = SyncService(hub)
+    other.owner = "another-worker"
+    run = asyncio.create_task(hub.sync.run("crm"))
+
+    async def our_lease() -> tuple[int, object]:
+        for _ in range(200):
+            mine = [row for row in await rows(hub) if row.lease_owner == hub.sync.owner]
+            if mine:
+                assert len(mine) == 1  # the first batch (one kind) is being written
+                return mine[0].id, mine[0].lease_until
+            await asyncio.sleep(0.01)
+        raise AssertionError("the first batch was never claimed")
+
+    in_flight, first_lease = await our_lease()
+    for _ in range(300):  # wait (by the store, not by the clock) until the lease is renewed
+        still, renewed = await our_lease()
+        assert still == in_flight, "the first batch was written before its lease was renewed"
+        if renewed > first_lease:
+            break
+        await asyncio.sleep(0.01)
+    assert renewed > first_lease, "the lease was renewed during the write"
+    # another worker looks after the first lease ran out but before the renewed one does
+    hub.now = lambda: first_lease + (renewed - first_lease) / 2
+    taken = await other.claim("crm", 10)
+    hub.now = utcnow
+    assert taken and in_flight not in [row.id for row in taken]  # it took another kind's batch, not ours
+    assert (await run).written == 3  # the other worker never wrote its claim: its lease ran out, ours took it
+    assert sorted(len(batch) for batch in crm_state.batches) == [1, 1, 1]
+    assert len({item["key"] for batch in crm_state.batches for item in batch}) == 3
 
 
 async def test_every_run_is_recorded(make_hub, crm_state) -> None:
