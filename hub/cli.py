@@ -228,6 +228,7 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
 
     async def work(hub: Hub) -> None:
         table = Table(title="cxhub status")
+        problems: list[str] = []
         for column in ("connector", "last sync", "last poll", "watermark", "queued", "dead", "next sync"):
             table.add_column(column)
         now = hub.now()
@@ -254,6 +255,12 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
                         )
                     ).all()
                 )
+                for kind, run in last.items():
+                    if run is not None and run.error:
+                        problems.append(
+                            f"{name}: the last {kind} ({run.started_at:%Y-%m-%d %H:%M:%S}) stopped: "
+                            f"{scrub(run.error)}"
+                        )
                 cron = CronTrigger.from_crontab(instance.sync_cron or hub.config.sync.cron, timezone="UTC")
                 next_run = cron.get_next_fire_time(None, now)
                 table.add_row(
@@ -266,6 +273,8 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
                     f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-",
                 )
         console.print(table)
+        for problem in problems:
+            console.print(problem, style="red", markup=False, overflow="fold")
 
     run_with_hub(config, work)
 
@@ -275,7 +284,7 @@ def _run_text(run: SyncRun | None) -> str:
         return "never"
     when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
     if run.error:
-        return f"{when} [red]{scrub(run.error)[:60]}[/red]"
+        return f"{when} [red]stopped (see below)[/red]"
     return f"{when} ({run.written or run.events} ok)"
 
 
