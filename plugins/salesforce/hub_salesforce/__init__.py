@@ -6,9 +6,10 @@ stand-in of the Salesforce REST API served over TLS.
 
 from __future__ import annotations
 
-from hub import ConnectorType, PluginContext, RegisterConnector, hookimpl
+from hub import ConnectorType, EmulatorType, PluginContext, RegisterConnector, RegisterEmulator, hookimpl
 from hub_salesforce.config import SalesforceSettings
 from hub_salesforce.connector import SalesforceConnector
+from hub_salesforce.demo import SalesforceDemoEmulator
 
 
 def _create(settings: SalesforceSettings, ctx: PluginContext) -> SalesforceConnector:
@@ -23,5 +24,18 @@ def hub_register_connectors(register: RegisterConnector) -> None:
             settings=SalesforceSettings,
             factory=_create,
             description="Salesforce (Service and Sales Cloud): closed cases and won opportunities in, feedback back",
+        )
+    )
+
+
+@hookimpl
+def hub_register_emulators(register: RegisterEmulator) -> None:
+    """Offer the Salesforce emulator to ``cxhub demo``."""
+    register(
+        EmulatorType(
+            plugin="salesforce",
+            kind="connector",
+            factory=SalesforceDemoEmulator,
+            description="local Salesforce REST API over TLS (test CA) with a seeded org",
         )
     )

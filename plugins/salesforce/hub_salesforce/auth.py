@@ -75,25 +75,36 @@ def token_form(settings: SalesforceSettings) -> dict[str, str]:
     }
 
 
+def _post_token_request(settings: SalesforceSettings, session: requests.Session) -> tuple[int, Any]:
+    """POST the token request: the HTTP status and the JSON body (``{}`` when it is not JSON).
+
+    The reply is read and closed here, so an ``AuthError`` raised later does not hold it (and through it
+    the pooled TLS connection to the token endpoint) for as long as a caller keeps the exception.
+    """
+    with session.post(
+        settings.token_url, data=token_form(settings), timeout=settings.timeout_seconds
+    ) as reply:
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {}
+        return reply.status_code, body
+
+
 def login(settings: SalesforceSettings, session: requests.Session) -> Token:
     """Exchange the configured credentials for a session; never logs or raises with a secret in it."""
     try:
-        reply = session.post(settings.token_url, data=token_form(settings), timeout=settings.timeout_seconds)
+        status, body = _post_token_request(settings, session)
     except requests.RequestException as exc:
         raise TransientError(f"Salesforce token endpoint unreachable: {type(exc).__name__}") from None
-    if reply.status_code >= 500 or reply.status_code == 429:
-        raise TransientError(f"Salesforce token endpoint answered HTTP {reply.status_code}")
-    body: Any
-    try:
-        body = reply.json()
-    except ValueError:
-        body = {}
-    if reply.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+    if status >= 500 or status == 429:
+        raise TransientError(f"Salesforce token endpoint answered HTTP {status}")
+    if status != 200 or not isinstance(body, dict) or "access_token" not in body:
         error = body.get("error", "") if isinstance(body, dict) else ""
         description = body.get("error_description", "") if isinstance(body, dict) else ""
         raise AuthError(
             f"Salesforce refused the {settings.auth.type} login at {settings.token_url}: "
-            f"HTTP {reply.status_code} {error} {description}".strip()
+            f"HTTP {status} {error} {description}".strip()
         )
     instance_url = settings.instance_url or str(body.get("instance_url", "")).rstrip("/")
     if not instance_url.startswith("https://"):

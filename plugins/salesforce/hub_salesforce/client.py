@@ -8,6 +8,14 @@ hub's loop never blocks, and the org never sees more concurrent requests than co
 - is classified: REQUEST_LIMIT_EXCEEDED, 429 and 5xx -> ``TransientError``; other 401/403 -> ``AuthError``;
   300/400/404 -> ``RecordError`` for the caller to pin on the record concerned.
 
+Most calls go through simple-salesforce's ``restful`` (JSON in, JSON out). Bulk API 2.0 uploads CSV and
+answers with CSV, which ``restful`` cannot carry, so ``request`` sends those on the same session with the
+same bearer token: every HTTP call of the connector, JSON or CSV, passes the one budget, renewal and
+classification in ``_run``.
+
+Writes that must commit together (a Case's feedback marker and the notes it stands for) go as one Composite
+request with allOrNone (``composite``): one API call, and nothing is kept when any part fails.
+
 Trust is explicit: the ``requests.Session`` ignores the environment (``trust_env = False``) and verifies
 against ``ca_bundle`` or the system store, whatever REQUESTS_CA_BUNDLE a machine sets.
 """
@@ -25,8 +33,9 @@ from urllib.parse import quote
 
 import requests
 import structlog
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
+from simple_salesforce.util import exception_handler
 
 from hub import AuthError, SkippableError, TransientError
 from hub.http import USER_AGENT, retry_after_seconds
@@ -40,6 +49,9 @@ T = TypeVar("T")
 
 #: sObject Collections take at most this many records a call
 COLLECTION_LIMIT = 200
+#: Composite: subrequests per call, and how many of them may be queries or sObject Collections
+COMPOSITE_LIMIT = 25
+COMPOSITE_COLLECTION_LIMIT = 5
 #: a transient server-side answer that the same call may survive later
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -62,6 +74,45 @@ class SaveResult:
     created: bool | None
     codes: list[str]
     message: str
+
+
+@dataclass(frozen=True)
+class SubResult:
+    """One subrequest's answer in a Composite reply: its status and body as the resource answered them."""
+
+    reference_id: str
+    status: int
+    body: Any
+
+    def record_results(self) -> list[SaveResult] | None:
+        """The per-record results of an sObject Collections subrequest, None when the body is not that list
+        (an error body such as ``[{"errorCode": "PROCESSING_HALTED", ...}]``)."""
+        if not isinstance(self.body, list) or not all(
+            isinstance(entry, dict) and "success" in entry for entry in self.body
+        ):
+            return None
+        return [save_result(entry) for entry in self.body]
+
+    @property
+    def succeeded(self) -> bool:
+        """A 2xx answer whose records (when it holds records) were all saved."""
+        records = self.record_results()
+        return self.status < 300 and (records is None or all(r.success for r in records))
+
+    @property
+    def error(self) -> SaveResult:
+        """The subrequest's error body as one failed result: codes and messages of every entry."""
+        entries = error_entries(self.body)
+        return SaveResult(
+            id=None,
+            success=False,
+            created=None,
+            codes=[str(e.get("errorCode", e.get("statusCode", ""))) for e in entries],
+            message="; ".join(
+                f"{e.get('errorCode', e.get('statusCode', ''))}: {e.get('message', '')}" for e in entries
+            )
+            or f"HTTP {self.status}",
+        )
 
 
 def error_entries(content: Any) -> list[dict[str, Any]]:
@@ -138,6 +189,7 @@ class SalesforceClient:
         sf = self._current()
         for attempt in (1, 2):
             self.budget.acquire()
+            error: Exception
             try:
                 result = call(sf)
             except SalesforceError as exc:
@@ -145,12 +197,16 @@ class SalesforceClient:
                 if exc.status == 401 and "INVALID_SESSION_ID" in codes and attempt == 1:
                     sf = self._renew(sf)
                     continue
-                raise self._classify(exc, codes, what) from None
+                error = self._classify(exc, codes, what)
             except requests.RequestException as exc:
                 self._mark_unavailable(True, what)
-                raise TransientError(f"{what}: Salesforce unreachable ({type(exc).__name__})") from None
-            self._mark_unavailable(False, what)
-            return result
+                error = TransientError(f"{what}: Salesforce unreachable ({type(exc).__name__})")
+            else:
+                self._mark_unavailable(False, what)
+                return result
+            # raised outside the handler, so no __context__ chain keeps the failed reply, and with it its
+            # pooled connection, alive for as long as someone holds the error
+            raise error
         raise AssertionError("unreachable")
 
     def _mark_unavailable(self, down: bool, what: str) -> None:
@@ -211,20 +267,20 @@ class SalesforceClient:
         return records
 
     async def describe(self, sobject: str) -> dict[str, Any]:
-        return dict(
-            await self.call(lambda sf: sf.restful(f"sobjects/{sobject}/describe"), f"describe {sobject}")
-        )
+        reply = await self.call(lambda sf: sf.restful(f"sobjects/{sobject}/describe"), f"describe {sobject}")
+        return dict(reply or {})
 
     async def get(self, sobject: str, record_id: str, fields: Iterable[str]) -> dict[str, Any] | None:
         """One record by id, None when it does not exist (any more)."""
         path = f"sobjects/{sobject}/{quote(record_id, safe='')}"
         params = {"fields": ",".join(fields)}
         try:
-            return dict(await self.call(lambda sf: sf.restful(path, params=params), f"get {sobject}"))
+            reply = await self.call(lambda sf: sf.restful(path, params=params), f"get {sobject}")
         except RecordError as exc:
             if exc.status == 404:
                 return None
             raise
+        return dict(reply or {})
 
     async def _collection(
         self, method: str, path: str, records: list[dict[str, Any]], what: str
@@ -255,17 +311,86 @@ class SalesforceClient:
         path = f"composite/sobjects/{sobject}/{external_id_field}"
         return await self._collection("PATCH", path, records, f"upsert {sobject}")
 
-    async def post_chatter(self, subject_id: str, text: str) -> str | None:
-        """A Chatter post on a record's feed; its id."""
-        body = {
-            "feedElementType": "FeedItem",
-            "subjectId": subject_id,
-            "body": {"messageSegments": [{"type": "Text", "text": text}]},
+    def data_url(self, path: str) -> str:
+        """``/services/data/vXX.X/{path}``: the url of a Composite subrequest (a path, no host)."""
+        return f"/services/data/v{self.settings.api_version}/{path}"
+
+    def collection_subrequest(
+        self, method: str, records: list[dict[str, Any]], reference_id: str
+    ) -> dict[str, Any]:
+        """An sObject Collections call (``POST`` create, ``PATCH`` update) as a Composite subrequest."""
+        if len(records) > COLLECTION_LIMIT:
+            raise ValueError(
+                f"sObject Collections take at most {COLLECTION_LIMIT} records, not {len(records)}"
+            )
+        return {
+            "method": method,
+            "url": self.data_url("composite/sobjects"),
+            "referenceId": reference_id,
+            "body": {"allOrNone": True, "records": records},
         }
+
+    async def composite(self, subrequests: list[dict[str, Any]]) -> list[SubResult]:
+        """``POST /composite`` with allOrNone: the subrequests commit together or not at all, in one API call.
+
+        When one subrequest fails, Salesforce rolls back every other one and answers them with
+        PROCESSING_HALTED; the caller reads the failed subrequest's body to learn which record was at fault.
+        """
+        if len(subrequests) > COMPOSITE_LIMIT:
+            raise ValueError(f"Composite takes at most {COMPOSITE_LIMIT} subrequests, not {len(subrequests)}")
+        body = {"allOrNone": True, "compositeRequest": subrequests}
         reply = await self.call(
-            lambda sf: sf.restful("chatter/feed-elements", method="POST", json=body), "chatter post"
+            lambda sf: sf.restful("composite", method="POST", json=body), "composite request"
         )
-        return str(reply.get("id")) if isinstance(reply, dict) and reply.get("id") else None
+        answers = reply.get("compositeResponse") if isinstance(reply, dict) else None
+        if not isinstance(answers, list) or len(answers) != len(subrequests):
+            raise TransientError(
+                f"composite request: no answer for each of the {len(subrequests)} subrequests"
+            )
+        return [
+            SubResult(
+                reference_id=str(answer.get("referenceId", "")),
+                status=int(answer.get("httpStatusCode") or 0),
+                body=answer.get("body"),
+            )
+            for answer in answers
+        ]
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+    ) -> requests.Response:
+        """One raw call below ``/services/data/vXX.X/`` (``path`` without a leading slash): the reply as is.
+
+        For resources that are not JSON both ways (Bulk API 2.0 CSV upload and results). The session's
+        token, budget, renewal on INVALID_SESSION_ID and error classification are those of every other
+        call; replies of 300 and above raise like simple-salesforce's own calls, so ``_run`` sees them.
+        """
+
+        def send(sf: Salesforce) -> requests.Response:
+            headers = {"Authorization": f"Bearer {sf.session_id}", "Accept": accept}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            reply = self.session.request(
+                method,
+                sf.base_url + path,
+                headers=headers,
+                json=json,
+                data=data,
+                timeout=self.settings.timeout_seconds,
+            )
+            if reply.status_code >= 300:
+                exception_handler(reply, name=path)
+            return reply
+
+        return await self.call(send, what)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

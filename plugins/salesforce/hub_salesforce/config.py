@@ -129,13 +129,25 @@ class ResponseObject(_Section):
         return {name: field for name, field in names.items() if field}
 
 
+#: where the Chatter post of an answer goes
+ChatterTarget = Literal["off", "case", "contact", "both"]
+ChatterFeed = Literal["case", "contact"]
+CHATTER_FEEDS: dict[str, tuple[ChatterFeed, ...]] = {
+    "off": (),
+    "case": ("case",),
+    "contact": ("contact",),
+    "both": ("case", "contact"),
+}
+
+
 class CaseFields(_Section):
     """What an answer writes on the Case that triggered the survey.
 
     ``status_after_feedback`` sets Case.Status unless the hub names a status (``statuses`` maps the names
     the hub may ask for to the org's picklist values). The internal CaseComment (IsPublished = false) and the
-    Chatter post are created once per answer: a field on the Case remembers the response id already noted,
-    so a retried write adds no second comment.
+    Chatter posts (on the Case, the contact, or both) are created once per answer: a field on the Case
+    remembers the response id already noted, and it is written in the same transaction as the notes, so a
+    retried write adds no second comment or post.
     """
 
     rating_field: str | None = "CXHub_Rating__c"
@@ -149,11 +161,30 @@ class CaseFields(_Section):
     status_after_feedback: str | None = None
     statuses: dict[str, str] = Field(default_factory=dict, description='e.g. {"reopened" = "Escalated"}')
     internal_comment: bool = Field(True, description="add a private CaseComment when the hub asks for one")
-    chatter_post: bool = Field(False, description="also post the answer to the Case's Chatter feed")
+    chatter_post: ChatterTarget = Field(
+        "off",
+        description='post the answer to Chatter: "case" (the Case\'s feed), "contact" (the feed of the contact '
+        'who answered), "both" or "off"; true and false (older configs) mean "case" and "off"',
+    )
     note_template: str = Field(
         "Customer feedback: {rating} ({category})\n{comment}",
         description="text of the comment and post; placeholders {rating} {score} {category} {comment}",
     )
+
+    @field_validator("chatter_post", mode="before")
+    @classmethod
+    def _chatter_target(cls, value: object) -> object:
+        """``chatter_post`` was a bool before the admin could pick the feed: old configs keep their meaning."""
+        if isinstance(value, bool):
+            return "case" if value else "off"
+        if isinstance(value, str):
+            return value.strip().lower()
+        return value
+
+    @property
+    def chatter_feeds(self) -> tuple[ChatterFeed, ...]:
+        """The feeds an answer is posted to, in the order the posts are created."""
+        return CHATTER_FEEDS[self.chatter_post]
 
     def mapped(self) -> dict[str, str]:
         names = {
@@ -217,6 +248,15 @@ class SalesforceSettings(_Section):
     case: CaseFields = Field(default_factory=CaseFields)
     comment_max_length: int = Field(
         255, ge=1, description="longer comments are cut before they go to text fields"
+    )
+    bulk_threshold: int = Field(
+        2000,
+        ge=0,
+        description=(
+            "from this many records of one kind in a batch (a full re-sync), write them as one Bulk API 2.0 "
+            "job instead of sObject Collections calls of 200; Salesforce recommends Bulk from 2,000 records. "
+            "0 = never use Bulk"
+        ),
     )
 
     @field_validator("login_url")

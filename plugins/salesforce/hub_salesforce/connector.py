@@ -2,7 +2,7 @@
 
 Events come two ways and must agree: webhooks (Outbound Messages or a signed JSON callout; fast but lossy)
 and SOQL polling with a watermark (the safety net). Both build events in ``mapping.py``, so a closure seen
-both ways has one event id.
+both ways has one event id, and both give a won opportunity the person of its primary contact role.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from hub_salesforce.mapping import (
     contact_fields,
     opportunity_event,
     person_record,
+    primary_role_query,
 )
-from hub_salesforce.soql import datetime_literal, parse_datetime, quote, select
+from hub_salesforce.soql import datetime_literal, is_record_id, parse_datetime, quote, select
 from hub_salesforce.webhooks import (
     ACK_BODY,
     ACK_MEDIA_TYPE,
@@ -63,6 +64,7 @@ class SalesforceConnector:
 
     #: write-back items per call: the sObject Collections limit
     batch_size = COLLECTION_LIMIT
+    bulk_batch_size = 10_000  # a full re-sync: items per batch, written as one Bulk API 2.0 job per kind
 
     def __init__(self, settings: SalesforceSettings, ctx: PluginContext) -> None:
         self.settings = settings
@@ -87,17 +89,17 @@ class SalesforceConnector:
         ]
         s = self.settings
         wanted: dict[str, dict[str, str]] = {
-            "Contact": {f: "updateable" for f in s.contact.mapped().values()},
-            "Case": {f: "updateable" for f in s.case.mapped().values()},
+            "Contact": dict.fromkeys(s.contact.mapped().values(), "updateable"),
+            "Case": dict.fromkeys(s.case.mapped().values(), "updateable"),
         }
         if s.case.status_after_feedback or s.case.statuses:
             wanted["Case"]["Status"] = "updateable"
         if s.response_object.enabled:
             target = s.response_object
-            fields = [target.external_id_field, target.contact_field, *target.value_fields().values()]
+            created = [target.external_id_field, target.contact_field, *target.value_fields().values()]
             if target.case_field:
-                fields.append(target.case_field)
-            wanted[target.object] = {f: "createable" for f in fields}
+                created.append(target.case_field)
+            wanted[target.object] = dict.fromkeys(created, "createable")
         for sobject, fields in wanted.items():
             results.append(await self._check_object(sobject, fields))
         budget = self.client.budget.state()
@@ -179,12 +181,42 @@ class SalesforceConnector:
         build = case_event if stream == "case" else opportunity_event
         instance_url = self.client.instance_url
         events = [e for e in (build(r, self.settings, instance_url) for r in records) if e is not None]
+        events = await self._primary_contacts(events)
         newest = max([parse_datetime(state.get("newest")) or since, *(e.occurred_at for e in events)])
         if next_url:
             state.update(next=next_url, newest=newest.isoformat())
             return events, True
         state.update(since=min(newest, now).isoformat(), next=None, newest=None)
         return events, False
+
+    async def _primary_contacts(self, events: list[CaseEvent]) -> list[CaseEvent]:
+        """Opportunity events survey the opportunity's primary contact role, the link Salesforce documents
+        between a deal and its person; Opportunity.ContactId stays the fallback when no role is primary.
+
+        One query per page of opportunities (200 ids a query at most, which keeps the query's URL far below
+        Salesforce's 16,384-byte limit); ids without the shape of a record id never reach the query.
+        """
+        wanted = [e for e in events if e.event_type == "opportunity.won" and is_record_id(e.record_id)]
+        ids = list(dict.fromkeys(e.record_id for e in wanted))
+        primary: dict[str, str] = {}
+        for start in range(0, len(ids), COLLECTION_LIMIT):
+            try:
+                rows = await self.client.query_all(primary_role_query(ids[start : start + COLLECTION_LIMIT]))
+            except RecordError as exc:  # e.g. the integration user may not read contact roles
+                log.warning("salesforce.contact_roles_unreadable", error=str(exc))
+                return events
+            for row in rows:
+                opportunity, contact = row.get("OpportunityId"), row.get("ContactId")
+                if is_record_id(opportunity) and is_record_id(contact):
+                    primary.setdefault(
+                        str(opportunity)[:15], str(contact)
+                    )  # 15 characters: case-sensitive id
+        return [
+            e.model_copy(update={"person_id": primary[e.record_id[:15]]})
+            if e.event_type == "opportunity.won" and e.record_id[:15] in primary
+            else e
+            for e in events
+        ]
 
     # -- webhooks ---------------------------------------------------------------------------------
 
@@ -200,12 +232,20 @@ class SalesforceConnector:
             raise BadInput("Outbound Messages are refused: set organization_id for this connector", 401)
         if not same_org(org, message.organization_id):
             raise BadInput("Outbound Message from another Salesforce org", 401)
+        fresh: dict[str, list[CaseEvent]] = {}
+        for notification in message.notifications:
+            if notification.id not in self._notifications and notification.id not in fresh:
+                fresh[notification.id] = await self._notification_events(
+                    notification.sobject_type, notification.fields
+                )
+        # the message's opportunities share one contact-role query; a redelivery reuses what was found
+        found = await self._primary_contacts([e for known in fresh.values() for e in known])
+        for notification_id, known in fresh.items():
+            fresh[notification_id], found = found[: len(known)], found[len(known) :]
+            self._remember(notification_id, fresh[notification_id])
         events: dict[str, CaseEvent] = {}
         for notification in message.notifications:
-            known = self._notifications.get(notification.id)
-            if known is None:
-                known = await self._notification_events(notification.sobject_type, notification.fields)
-                self._remember(notification.id, known)
+            known = fresh.get(notification.id) or self._notifications.get(notification.id) or []
             for event in known:
                 events.setdefault(event.event_id, event.model_copy(deep=True))
         return WebhookReply(events=list(events.values()), body=ACK_BODY, media_type=ACK_MEDIA_TYPE)
@@ -244,6 +284,7 @@ class SalesforceConnector:
             if not sobject:
                 sobject = "Opportunity" if event_type == "opportunity.won" else "Case"
             events += await self._notification_events(sobject, record)
+        events = await self._primary_contacts(events)
         return WebhookReply(events=events, body=json.dumps({"accepted": len(events)}))
 
     # -- people -----------------------------------------------------------------------------------

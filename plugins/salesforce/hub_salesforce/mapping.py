@@ -6,11 +6,12 @@ Webhooks and polling both build events here, so a closure seen both ways has the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hub import CaseEvent, PersonRecord
 from hub_salesforce.config import SalesforceSettings
-from hub_salesforce.soql import parse_datetime
+from hub_salesforce.soql import parse_datetime, quote_list, select
 
 CASE_FIELDS = (
     "Id",
@@ -40,6 +41,8 @@ OPPORTUNITY_FIELDS = (
     "Owner.Name",
     "Owner.Email",
 )
+#: an opportunity's contact roles: the primary one names the person to survey
+PRIMARY_ROLE_FIELDS = ("OpportunityId", "ContactId")
 CONTACT_FIELDS = (
     "Id",
     "FirstName",
@@ -124,7 +127,11 @@ def case_event(
 def opportunity_event(
     record: dict[str, Any], settings: SalesforceSettings, instance_url: str | None = None
 ) -> CaseEvent | None:
-    """The ``opportunity.won`` event of an Opportunity (one per opportunity), or None when not won."""
+    """The ``opportunity.won`` event of an Opportunity (one per opportunity), or None when not won.
+
+    Its person is Opportunity.ContactId here; the connector replaces it with the primary contact role's
+    contact when the opportunity has one (``primary_role_query``).
+    """
     opp_id = str(record.get("Id") or "")
     if not opp_id or str(record.get("IsWon", "")).lower() != "true":
         return None
@@ -145,6 +152,15 @@ def opportunity_event(
         owner_name=owner_name,
         record_url=_record_url(settings, instance_url, opp_id),
         fields={k: record[k] for k in FILTER_FIELDS if record.get(k) is not None},
+    )
+
+
+def primary_role_query(opportunity_ids: Sequence[str]) -> str:
+    """The primary OpportunityContactRole of each opportunity (ids escaped; at most one per opportunity)."""
+    return select(
+        PRIMARY_ROLE_FIELDS,
+        "OpportunityContactRole",
+        f"IsPrimary = true AND OpportunityId IN {quote_list(opportunity_ids)}",
     )
 
 

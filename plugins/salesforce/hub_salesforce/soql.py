@@ -5,6 +5,7 @@ SOQL is never assembled from raw input: every value goes through ``quote`` (stri
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -18,6 +19,15 @@ _ESCAPES = {
     "\b": "\\b",
     "\f": "\\f",
 }
+
+
+#: a record id: 15 case-sensitive characters, or 18 with the case-insensitive checksum
+_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def is_record_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a Salesforce record id; anything else never reaches a query."""
+    return isinstance(value, str) and _RECORD_ID.match(value) is not None
 
 
 def quote(value: str) -> str:

@@ -1,20 +1,33 @@
-"""Writing answers back with as few API calls as Salesforce allows: sObject Collections, 200 records a call.
+"""Writing answers back with as few API calls as Salesforce allows: sObject Collections, 200 records a call,
+or one Bulk API 2.0 job for a large group.
 
 - person summaries: one Contact update per contact (ten answers in a batch become one write);
 - timeline entries: ``Survey_Response__c`` upserted by the external id ``Response_Id__c`` (the hub's response
   id), so a retried write updates the record it created instead of adding one;
-- case feedback: one Case update per case; the optional internal CaseComment / Chatter post is added only when
-  the case's ``CXHub_Response_Id__c`` does not yet hold this answer (read in one query for the batch).
+- case feedback: one Case update per case. The optional internal CaseComment and Chatter posts (FeedItem
+  records on the Case and/or the contact) are added only when the case's ``CXHub_Response_Id__c`` does not
+  yet hold this answer (read in one query per 200 cases), and then in one Composite request with allOrNone
+  together with the Case update that writes that marker: either both are saved or neither, so a retry after
+  a failure notes the answer once, and a retry after success finds the marker and notes nothing. 200 cases
+  with a comment and a post each cost that query and one Composite call, where a Chatter post through the
+  Connect API would cost one call per post.
 
-Per-record errors are classified: lock contention and limits are retried, anything else is this item's fault.
+A group of ``bulk_threshold`` records or more (a full re-sync hands the connector up to ``bulk_batch_size``
+items of one kind) goes as one Bulk API 2.0 ingest job (``bulk.py``): a handful of calls instead of one per
+200 records. Results stay per item either way: each item gets the outcome of its own record.
+
+Per-record errors are classified: lock contention and limits are retried, and so are records a Bulk job did
+not process; anything else is this item's fault.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+import structlog
 
 from hub import (
     CaseFeedback,
@@ -24,17 +37,40 @@ from hub import (
     WriteBackItem,
     WriteBackResult,
 )
-from hub_salesforce.client import COLLECTION_LIMIT, RecordError, SalesforceClient, SaveResult
+from hub_salesforce.bulk import UNPROCESSED, BulkIngest, has_null_marker
+from hub_salesforce.client import (
+    COLLECTION_LIMIT,
+    COMPOSITE_COLLECTION_LIMIT,
+    TRANSIENT_STATUSES,
+    RecordError,
+    SalesforceClient,
+    SaveResult,
+)
 from hub_salesforce.config import SalesforceSettings
-from hub_salesforce.soql import quote_list, select
+from hub_salesforce.soql import is_record_id, quote_list, select
+
+log = structlog.get_logger("hub_salesforce.writeback")
 
 #: per-record status codes worth retrying later
 TRANSIENT_CODES = frozenset(
-    {"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"}
+    {
+        "UNABLE_TO_LOCK_ROW",
+        "REQUEST_LIMIT_EXCEEDED",
+        "SERVER_UNAVAILABLE",
+        "REQUEST_RUNNING_TOO_LONG",
+        UNPROCESSED,
+    }
 )
+
+#: codes of records undone only because another record of the same transaction failed
+ROLLED_BACK_CODES = frozenset({"ALL_OR_NONE_OPERATION_ROLLED_BACK", "PROCESSING_HALTED"})
+#: CaseComment.CommentBody and FeedItem.Body hold at most this many characters
+COMMENT_BODY_LIMIT = 4000
+FEED_BODY_LIMIT = 10000
 
 T = TypeVar("T")
 Results = dict[int, WriteBackResult]
+Send = Callable[[list[dict[str, Any]]], Awaitable[list[SaveResult]]]
 
 
 def chunks(values: Sequence[T], size: int = COLLECTION_LIMIT) -> list[Sequence[T]]:
@@ -43,7 +79,9 @@ def chunks(values: Sequence[T], size: int = COLLECTION_LIMIT) -> list[Sequence[T
 
 def _value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        # UTC with milliseconds: the dateTime form both the REST API and Bulk API CSV accept
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if hasattr(value, "value"):  # enums
         return value.value
     return value
@@ -63,6 +101,11 @@ class Writer:
     def __init__(self, client: SalesforceClient, settings: SalesforceSettings) -> None:
         self.client = client
         self.settings = settings
+        self.bulk = BulkIngest(client)
+
+    def _use_bulk(self, count: int) -> bool:
+        """Salesforce recommends Bulk API 2.0 from about 2,000 records; below, Collections take fewer calls."""
+        return 0 < self.settings.bulk_threshold <= count
 
     def _text(self, value: str | None) -> str | None:
         return value[: self.settings.comment_max_length] if value else value
@@ -98,15 +141,31 @@ class Writer:
         self,
         groups: dict[str, list[WriteBackItem]],
         record: Callable[[str, WriteBackItem], dict[str, Any]],
-        send: Callable[[list[dict[str, Any]]], Any],
+        send: Send,
+        bulk: Send | None = None,
     ) -> Results:
-        """Send the newest item of each group as one record, 200 a call; every item shares its group's result."""
+        """Send the newest item of each group as one record; every item shares its group's result.
+
+        Records go 200 a call through ``send`` (sObject Collections), or all in one ``bulk`` job when there
+        are at least ``bulk_threshold`` of them. A record holding the literal text ``#N/A``, which Bulk CSV
+        would turn into null, still goes through Collections.
+        """
         results: Results = {}
-        keys = list(groups)
-        for part in chunks(keys):
-            records = [record(key, groups[key][-1]) for key in part]
+        records = {key: record(key, group[-1]) for key, group in groups.items()}
+        keys = list(records)
+        parts: list[tuple[Sequence[str], Send]]
+        if bulk is not None and self._use_bulk(len(keys)):
+            literal = [key for key in keys if has_null_marker(records[key])]
+            kept_back = set(literal)
+            bulk_keys = [key for key in keys if key not in kept_back]
+            parts = [(bulk_keys, bulk), *((part, send) for part in chunks(literal))]
+        else:
+            parts = [(part, send) for part in chunks(keys)]
+        for part, sender in parts:
+            if not part:
+                continue
             try:
-                saved: list[SaveResult] = await send(records)
+                saved = await sender([records[key] for key in part])
             except RecordError as exc:
                 for key in part:
                     results.update({i.id: WriteBackResult.failed(i, str(exc)) for i in groups[key]})
@@ -132,7 +191,10 @@ class Writer:
             fields = {mapped[name]: _value(value) for name, value in values.items()}
             return {"attributes": {"type": "Contact"}, "id": contact_id, **fields}
 
-        return await self._apply(groups, record, self.client.update_records)
+        async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
+            return await self.bulk.update("Contact", records)
+
+        return await self._apply(groups, record, self.client.update_records, bulk)
 
     # -- timeline ---------------------------------------------------------------------------------
 
@@ -164,22 +226,21 @@ class Writer:
         async def send(records: list[dict[str, Any]]) -> list[SaveResult]:
             return await self.client.upsert_records(target.object, target.external_id_field, records)
 
-        return await self._apply(groups, record, send)
+        async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
+            return await self.bulk.upsert(target.object, target.external_id_field, records)
+
+        return await self._apply(groups, record, send, bulk)
 
     # -- case feedback ----------------------------------------------------------------------------
 
     async def _case_feedback(self, items: list[WriteBackItem]) -> Results:
+        """One Case update per case; a case whose answer is still to be noted gets its update and its notes
+        in one Composite transaction, so the marker that says "noted" exists exactly when the notes do."""
         case = self.settings.case
         groups: dict[str, list[WriteBackItem]] = defaultdict(list)
         for item in sorted(items, key=_feedback_order):
             groups[item.record_id].append(item)
-        results = await self._notes({key: group[-1] for key, group in groups.items()})
-        for case_id in list(groups):
-            failed = results.get(groups[case_id][-1].id)
-            if failed is not None:  # the note could not be added: leave the case for the retry
-                results.update(
-                    {i.id: failed.model_copy(update={"item_id": i.id}) for i in groups.pop(case_id)}
-                )
+        notes = await self._due_notes({key: group[-1] for key, group in groups.items()})
         mapped = case.mapped()
 
         def record(case_id: str, item: WriteBackItem) -> dict[str, Any]:
@@ -196,8 +257,108 @@ class Writer:
                 fields["Status"] = status or case.status_after_feedback
             return {"attributes": {"type": "Case"}, "id": case_id, **fields}
 
-        results.update(await self._apply(groups, record, self.client.update_records))
+        async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
+            return await self.bulk.update("Case", records)
+
+        plain = {case_id: group for case_id, group in groups.items() if case_id not in notes}
+        results = await self._apply(plain, record, self.client.update_records, bulk)
+        noted = [case_id for case_id in groups if case_id in notes]
+        for part in chunks(noted):
+            results.update(await self._noted(list(part), groups, record, notes))
         return results
+
+    async def _noted(
+        self,
+        case_ids: list[str],
+        groups: dict[str, list[WriteBackItem]],
+        record: Callable[[str, WriteBackItem], dict[str, Any]],
+        notes: dict[str, list[dict[str, Any]]],
+    ) -> Results:
+        """Up to 200 cases with their notes, committed all together; at most two Composite calls.
+
+        allOrNone undoes everything when one record fails, so a bad case would hold back every other one.
+        The failed subrequest's body names the records at fault: their items fail with Salesforce's error
+        (or wait, for lock contention), and the rest are sent once more. If that second call fails too, its
+        culprits fail and the others wait for the hub's next attempt: no loop that could spend the budget.
+        """
+        results: Results = {}
+        pending = case_ids
+        for attempt in (1, 2):
+            try:
+                refused = await self._commit_noted(pending, groups, record, notes)
+            except RecordError as exc:  # the request itself was refused: every case of it shares the error
+                for case_id in pending:
+                    results.update({i.id: WriteBackResult.failed(i, str(exc)) for i in groups[case_id]})
+                return results
+            except TransientError as exc:
+                if attempt == 1:
+                    raise  # nothing of this step got through: the run stops and honours retry_after
+                for case_id in pending:
+                    results.update(
+                        {
+                            i.id: WriteBackResult.transient(i, str(exc), exc.retry_after)
+                            for i in groups[case_id]
+                        }
+                    )
+                return results
+            if refused is None:
+                for case_id in pending:
+                    results.update({i.id: WriteBackResult.ok(i, case_id) for i in groups[case_id]})
+                return results
+            for case_id, result in refused.items():
+                results.update({i.id: outcome(i, result) for i in groups[case_id]})
+            pending = [case_id for case_id in pending if case_id not in refused]
+            if not refused or not pending:
+                break  # no culprit named (resending would fail alike), or nothing left to send
+        for case_id in pending:
+            message = "rolled back with the other cases of a Composite request that failed; retried later"
+            results.update({i.id: WriteBackResult.transient(i, message) for i in groups[case_id]})
+        return results
+
+    async def _commit_noted(
+        self,
+        case_ids: list[str],
+        groups: dict[str, list[WriteBackItem]],
+        record: Callable[[str, WriteBackItem], dict[str, Any]],
+        notes: dict[str, list[dict[str, Any]]],
+    ) -> dict[str, SaveResult] | None:
+        """One Composite call (allOrNone): the Case updates, then the notes, 200 records a subrequest.
+
+        Returns None when everything was saved, else the cases at fault with their error (empty when
+        Salesforce named none). 200 cases with a comment and two posts each are 1 + 3 Collections
+        subrequests, within Composite's 5.
+        """
+        owners: list[list[str]] = [case_ids]
+        subrequests = [
+            self.client.collection_subrequest(
+                "PATCH", [record(case_id, groups[case_id][-1]) for case_id in case_ids], "cases"
+            )
+        ]
+        flat = [(case_id, note) for case_id in case_ids for note in notes[case_id]]
+        for n, part in enumerate(chunks(flat)):
+            owners.append([case_id for case_id, _ in part])
+            subrequests.append(
+                self.client.collection_subrequest("POST", [note for _, note in part], f"notes{n}")
+            )
+        if len(subrequests) > COMPOSITE_COLLECTION_LIMIT:
+            raise ValueError(f"{len(subrequests)} sObject Collections subrequests in one Composite request")
+        answers = await self.client.composite(subrequests)
+        if all(answer.succeeded for answer in answers):
+            return None
+        refused: dict[str, SaveResult] = {}
+        for answer, owner in zip(answers, owners, strict=True):
+            if answer.succeeded:
+                continue
+            if answer.status in TRANSIENT_STATUSES:
+                raise TransientError(f"composite request: {answer.reference_id}: {answer.error.message}")
+            records = answer.record_results()
+            if records is not None and len(records) == len(owner):
+                for case_id, result in zip(owner, records, strict=True):
+                    if not result.success and not _rolled_back(result.codes):
+                        refused.setdefault(case_id, result)
+            elif not _rolled_back(answer.error.codes):  # the subrequest failed as a whole
+                refused.update({case_id: answer.error for case_id in owner if case_id not in refused})
+        return refused
 
     def _note_text(self, feedback: CaseFeedback) -> str:
         return self.settings.case.note_template.format(
@@ -207,64 +368,79 @@ class Writer:
             comment=feedback.comment or "",
         ).strip()
 
-    async def _notes(self, newest: dict[str, WriteBackItem]) -> Results:
-        """Add the internal CaseComment / Chatter post of each case that has not had it for this answer.
+    async def _due_notes(self, newest: dict[str, WriteBackItem]) -> dict[str, list[dict[str, Any]]]:
+        """The CaseComment and FeedItem records of each case whose answer is not noted yet.
 
-        Returns results only for the items whose note failed.
+        One query per 200 cases reads the marker field (and, for posts on the contact, the Case's ContactId):
+        a case already holding this answer's response id was noted by an earlier attempt and gets none.
         """
         case = self.settings.case
+        feeds = case.chatter_feeds
 
-        def wants(item: WriteBackItem) -> bool:
-            feedback = item.payload
-            assert isinstance(feedback, CaseFeedback)
-            return case.chatter_post or (case.internal_comment and feedback.internal_comment)
+        def comment_wanted(item: WriteBackItem) -> bool:
+            return case.internal_comment and _feedback(item).internal_comment
 
-        due = {case_id: item for case_id, item in newest.items() if wants(item)}
+        due = {case_id: item for case_id, item in newest.items() if feeds or comment_wanted(item)}
         if not due:
             return {}
-        if case.response_id_field:
-            rows = await self.client.query_all(
-                select(["Id", case.response_id_field], "Case", f"Id IN {quote_list(list(due))}")
-            )
-            noted = {row["Id"]: row.get(case.response_id_field) for row in rows}
+        marker = case.response_id_field
+        contact_needed = "contact" in feeds and any(
+            not is_record_id(item.person_record_id) for item in due.values()
+        )
+        fields = ["Id", *([marker] if marker else []), *(["ContactId"] if contact_needed else [])]
+        rows: dict[str, dict[str, Any]] = {}
+        if len(fields) > 1:
+            for part in chunks(list(due)):  # a full re-sync's 10,000 ids would overflow one SOQL query
+                found = await self.client.query_all(select(fields, "Case", f"Id IN {quote_list(list(part))}"))
+                rows.update({row["Id"]: row for row in found})
+        if marker:
             due = {
                 case_id: item
                 for case_id, item in due.items()
-                if noted.get(case_id) != getattr(item.payload, "response_id", None)
+                if rows.get(case_id, {}).get(marker) != _feedback(item).response_id
             }
-        failures: Results = {}
-        comments = {
-            case_id: item
-            for case_id, item in due.items()
-            if case.internal_comment and getattr(item.payload, "internal_comment", False)
-        }
-        for part in chunks(list(comments)):
-            records = [
-                {
-                    "attributes": {"type": "CaseComment"},
-                    "ParentId": case_id,
-                    "IsPublished": False,
-                    "CommentBody": self._note_text(_feedback(comments[case_id])),
-                }
-                for case_id in part
-            ]
-            try:
-                saved = await self.client.create_records(records)
-            except RecordError as exc:
-                failures.update({comments[c].id: WriteBackResult.failed(comments[c], str(exc)) for c in part})
-                continue
-            for case_id, result in zip(part, saved, strict=True):
-                if not result.success:
-                    failures[comments[case_id].id] = outcome(comments[case_id], result)
-        if case.chatter_post:
-            for case_id, item in due.items():
-                if item.id in failures:
+        plan: dict[str, list[dict[str, Any]]] = {}
+        for case_id, item in due.items():
+            text = self._note_text(_feedback(item))
+            notes: list[dict[str, Any]] = []
+            if comment_wanted(item):
+                notes.append(
+                    {
+                        "attributes": {"type": "CaseComment"},
+                        "ParentId": case_id,
+                        "IsPublished": False,
+                        "CommentBody": text[:COMMENT_BODY_LIMIT],
+                    }
+                )
+            for feed in feeds:
+                parent = case_id if feed == "case" else _contact_of(item, rows.get(case_id, {}))
+                if parent is None:
+                    log.info("salesforce.no_contact_to_post_on", case_id=case_id, item_id=item.id)
                     continue
-                try:
-                    await self.client.post_chatter(case_id, self._note_text(_feedback(item)))
-                except RecordError as exc:
-                    failures[item.id] = WriteBackResult.failed(item, str(exc))
-        return failures
+                notes.append(
+                    {
+                        "attributes": {"type": "FeedItem"},
+                        "ParentId": parent,
+                        "Body": text[:FEED_BODY_LIMIT],
+                        "Type": "TextPost",
+                    }
+                )
+            if notes:
+                plan[case_id] = notes
+        return plan
+
+
+def _rolled_back(codes: list[str]) -> bool:
+    """Undone because another record or subrequest failed: not this record's fault."""
+    return bool(codes) and set(codes) <= ROLLED_BACK_CODES
+
+
+def _contact_of(item: WriteBackItem, case_row: dict[str, Any]) -> str | None:
+    """The contact whose feed gets the post: the person who answered, else the Case's contact."""
+    if is_record_id(item.person_record_id):
+        return item.person_record_id
+    contact = case_row.get("ContactId")
+    return str(contact) if is_record_id(contact) else None
 
 
 def _feedback(item: WriteBackItem) -> CaseFeedback:

@@ -96,6 +96,21 @@ def _schema() -> dict[str, dict[str, FieldSpec]]:
             "CommentBody": FieldSpec(type="textarea"),
             "IsPublished": FieldSpec(type="boolean"),
         },
+        # ParentId is polymorphic (a Case, a Contact, ...): the emulator checks it on create
+        "FeedItem": {
+            "Id": ID,
+            "ParentId": FieldSpec(type="reference", updateable=False),
+            "Body": FieldSpec(type="textarea"),
+            "Type": FieldSpec(type="picklist", updateable=False),
+            "CreatedDate": FieldSpec(type="datetime", createable=False, updateable=False),
+        },
+        "OpportunityContactRole": {
+            "Id": ID,
+            "OpportunityId": FieldSpec(type="reference", reference_to="Opportunity", updateable=False),
+            "ContactId": _ref("Contact"),
+            "IsPrimary": FieldSpec(type="boolean"),
+            "Role": FieldSpec(type="picklist"),
+        },
         "Survey_Response__c": {
             "Id": ID,
             "Name": RO,
@@ -122,6 +137,7 @@ PREFIXES = {
     "CaseComment": "00a",
     "Survey_Response__c": "a0X",
     "FeedItem": "0D5",
+    "OpportunityContactRole": "00K",
 }
 
 
@@ -185,7 +201,7 @@ class Org:
         if not system:
             self.check_fields(sobject, values, creating=True)
         record_id = self.new_id(sobject)
-        record = {name: None for name in self.schema.get(sobject, {})}
+        record: dict[str, Any] = dict.fromkeys(self.schema.get(sobject, {}))
         record.update(values, Id=record_id)
         if "LastModifiedDate" in record:
             record["LastModifiedDate"] = now_text()
