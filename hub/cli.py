@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import __version__ as hub_version
 from hub import logging as hub_logging
@@ -21,6 +22,7 @@ from hub.app import Hub
 from hub.config import HubConfig, load_config
 from hub.errors import ConfigError, HubError
 from hub.logging import scrub
+from hub.models import CheckResult
 from hub.people import normalise_email, normalise_phone
 from hub.plugins import PluginManager
 from hub.store import Store
@@ -104,6 +106,8 @@ def check(config: ConfigOption = Path("cxhub.toml")) -> None:
                 results = []
                 table.add_row(name, "connect", "[red]failed[/red]", scrub(f"{type(exc).__name__}: {exc}"))
                 all_ok = False
+            if name in hub.connectors:
+                results += await _sync_health(hub, name)
             for result in results:
                 all_ok &= result.ok
                 mark = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
@@ -113,6 +117,19 @@ def check(config: ConfigOption = Path("cxhub.toml")) -> None:
 
     if not run_with_hub(config, work):
         raise typer.Exit(1)
+
+
+async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
+    """Whether the last write-back run got through: a spent API budget or a CRM that refuses shows here,
+    from the store, even though this process has made no write itself."""
+    async with hub.store.session() as s:
+        run = (await _last_runs(s, connector))["sync"]
+    if run is None:
+        return [CheckResult(name="last sync", ok=True, detail="no write-back run yet")]
+    when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
+    if run.error:
+        return [CheckResult(name="last sync", ok=False, detail=f"{when} stopped: {run.error}")]
+    return [CheckResult(name="last sync", ok=True, detail=f"{when}: {run.written} written")]
 
 
 @app.command()
@@ -234,17 +251,7 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
         now = hub.now()
         async with hub.store.session() as s:
             for name, instance in hub.config.connectors.items():
-                last: dict[str, SyncRun | None] = {}
-                for kind in ("sync", "poll"):
-                    last[kind] = await s.scalar(
-                        select(SyncRun)
-                        .where(
-                            SyncRun.connector == name,
-                            SyncRun.kind.in_((kind, "full") if kind == "sync" else (kind,)),
-                        )
-                        .order_by(SyncRun.id.desc())
-                        .limit(1)
-                    )
+                last = await _last_runs(s, name)
                 cursor = await s.get(Cursor, (name, "events"))
                 counts = dict(
                     (
@@ -277,6 +284,22 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
             console.print(problem, style="red", markup=False, overflow="fold")
 
     run_with_hub(config, work)
+
+
+async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
+    """The newest write-back run (``sync``, a full re-sync counts) and the newest ``poll`` of a connector."""
+    last: dict[str, SyncRun | None] = {}
+    for kind in ("sync", "poll"):
+        last[kind] = await session.scalar(
+            select(SyncRun)
+            .where(
+                SyncRun.connector == connector,
+                SyncRun.kind.in_((kind, "full") if kind == "sync" else (kind,)),
+            )
+            .order_by(SyncRun.id.desc())
+            .limit(1)
+        )
+    return last
 
 
 def _run_text(run: SyncRun | None) -> str:

@@ -77,6 +77,23 @@ def test_plugins_lists_installed_builtins(tmp_path, monkeypatch) -> None:
     assert "email" in out and "yes" in out and "channel email" in out
 
 
+async def test_check_says_when_the_last_sync_stopped_and_clears_when_one_gets_through(
+    config_file, make_hub, crm_state
+) -> None:
+    await answered(make_hub, crm_state)
+    crm_state.write_failures = (1, 503, {"Retry-After": "1"})
+    code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
+    code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
+    assert code == 1, out
+    text = " ".join(out.split())
+    assert "last sync" in text and "stopped: TransientError" in text and "503" in text, out
+    await asyncio.sleep(1.1)  # the CRM's Retry-After
+    code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
+    assert code == 0 and "written 3" in out, out
+    code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
+    assert code == 0 and "3 written" in " ".join(out.split()), out
+
+
 async def test_sync_status_explain_and_replay(config_file, make_hub, crm_state) -> None:
     await answered(make_hub, crm_state)
     code, out = await asyncio.to_thread(cxhub, "status", "-c", str(config_file))

@@ -30,7 +30,10 @@ class BackgroundServer:
         self._socket.bind((host, 0))
         self.port: int = self._socket.getsockname()[1]
         tls: dict[str, Any] = {"ssl_certfile": certfile, "ssl_keyfile": certfile} if certfile else {}
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **tls)
+        # a request left hanging (a client that timed out) must not hold the shutdown for long
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1, **tls
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True, name=f"asgi-{self.port}"

@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 import requests
 import structlog
+from requests.adapters import HTTPAdapter
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 from simple_salesforce.util import exception_handler
@@ -124,12 +125,34 @@ def error_entries(content: Any) -> list[dict[str, Any]]:
     return []
 
 
+class _TimeoutAdapter(HTTPAdapter):
+    """Every request gets the configured timeout unless the call names its own.
+
+    simple-salesforce passes no timeout, and requests then waits forever: one hung connection would hold a
+    worker thread (and the write batch awaiting it) for good. With a timeout it becomes a TransientError
+    and the batch is retried later.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, **kwargs)
+
+
 def build_session(settings: SalesforceSettings) -> requests.Session:
-    """A session whose trust comes from settings only: environment CA variables and proxies are ignored."""
+    """A session whose trust comes from settings only (environment CA variables and proxies are ignored),
+    and whose every call gives up after ``timeout_seconds``."""
     session = requests.Session()
     session.trust_env = False
     session.verify = settings.ca_bundle or True
     session.headers["User-Agent"] = USER_AGENT
+    adapter = _TimeoutAdapter(settings.timeout_seconds)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session
 
 

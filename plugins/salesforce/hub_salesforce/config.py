@@ -247,7 +247,10 @@ class SalesforceSettings(_Section):
     response_object: ResponseObject = Field(default_factory=ResponseObject)
     case: CaseFields = Field(default_factory=CaseFields)
     comment_max_length: int = Field(
-        255, ge=1, description="longer comments are cut before they go to text fields"
+        32768,
+        ge=1,
+        description="longer comments are cut before they are written; the package's comment fields hold "
+        "32,768 characters (cxhub check names a mapped comment field that holds fewer)",
     )
     bulk_threshold: int = Field(
         2000,

@@ -41,6 +41,7 @@ from hub_salesforce.mapping import (
     person_record,
     primary_role_query,
 )
+from hub_salesforce.setup_check import Need, budget_line, judge_object, needs
 from hub_salesforce.soql import datetime_literal, is_record_id, parse_datetime, quote, select
 from hub_salesforce.webhooks import (
     ACK_BODY,
@@ -77,7 +78,10 @@ class SalesforceConnector:
     # -- check ------------------------------------------------------------------------------------
 
     async def check(self) -> list[CheckResult]:
-        """Credentials first (nothing else can pass without them), then every mapped field, then the budget."""
+        """Credentials first (nothing else can pass without them), then every field used, then the budget.
+
+        One describe call per object (``setup_check.py`` says what is needed and judges the answers).
+        """
         try:
             await self.client.connect()
         except AuthError as exc:
@@ -87,52 +91,20 @@ class SalesforceConnector:
         results = [
             CheckResult(name="credentials", ok=True, detail=f"{self.settings.auth.type} login accepted")
         ]
-        s = self.settings
-        wanted: dict[str, dict[str, str]] = {
-            "Contact": dict.fromkeys(s.contact.mapped().values(), "updateable"),
-            "Case": dict.fromkeys(s.case.mapped().values(), "updateable"),
-        }
-        if s.case.status_after_feedback or s.case.statuses:
-            wanted["Case"]["Status"] = "updateable"
-        if s.response_object.enabled:
-            target = s.response_object
-            created = [target.external_id_field, target.contact_field, *target.value_fields().values()]
-            if target.case_field:
-                created.append(target.case_field)
-            wanted[target.object] = dict.fromkeys(created, "createable")
-        for sobject, fields in wanted.items():
-            results.append(await self._check_object(sobject, fields))
-        budget = self.client.budget.state()
-        results.append(
-            CheckResult(
-                name="api budget",
-                ok=budget["paused_for_seconds"] == 0,
-                detail=f"org used {budget['org_used']}/{budget['org_max']} calls; the hub spent "
-                f"{budget['hub_spent_in_window']} of its {budget['hub_allowance']}",
-            )
-        )
+        by_object: dict[str, list[Need]] = {}
+        for need in needs(self.settings):
+            by_object.setdefault(need.sobject, []).append(need)
+        for sobject, wanted in by_object.items():
+            try:
+                describe: dict[str, Any] | None = await self.client.describe(sobject)
+            except RecordError:
+                describe = None
+            except HubError as exc:
+                results.append(CheckResult(name=sobject, ok=False, detail=str(exc)))
+                continue
+            results.append(judge_object(sobject, wanted, describe, self.settings.comment_max_length))
+        results.append(budget_line(self.client.budget.state()))
         return results
-
-    async def _check_object(self, sobject: str, fields: dict[str, str]) -> CheckResult:
-        try:
-            describe = await self.client.describe(sobject)
-        except RecordError:
-            return CheckResult(name=sobject, ok=False, detail=f"object {sobject} is missing or not visible")
-        except HubError as exc:
-            return CheckResult(name=sobject, ok=False, detail=str(exc))
-        known = {f["name"]: f for f in describe.get("fields", [])}
-        missing = [name for name in fields if name not in known]
-        locked = [name for name, need in fields.items() if name in known and not known[name].get(need)]
-        problems = []
-        if missing:
-            problems.append(f"missing fields: {', '.join(missing)}")
-        if locked:
-            problems.append(f"not writable by the integration user: {', '.join(locked)}")
-        return CheckResult(
-            name=sobject,
-            ok=not problems,
-            detail="; ".join(problems) or f"{len(fields)} mapped fields present and writable",
-        )
 
     # -- polling ----------------------------------------------------------------------------------
 

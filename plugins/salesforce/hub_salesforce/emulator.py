@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,15 @@ class SalesforceEmulator:
     def expire_sessions(self, after_calls: int = 0) -> None:
         """Every session issued so far stops working after ``after_calls`` more data calls."""
         self.expire_after_calls = after_calls
+
+    def drop_field(self, sobject: str, name: str) -> None:
+        """The org lacks this field, as when the package was not deployed or a field was deleted."""
+        del self.org.schema[sobject][name]
+
+    def lock_field(self, sobject: str, name: str) -> None:
+        """The integration user may read the field but not write it (field-level security)."""
+        spec = self.org.schema[sobject][name]
+        self.org.schema[sobject][name] = replace(spec, createable=False, updateable=False)
 
     def calls_to(self, method: str, fragment: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and fragment in c.path]

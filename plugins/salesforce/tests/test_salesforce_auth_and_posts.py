@@ -414,6 +414,8 @@ class SpentBudget:
     error: str | None
     run: SyncRun
     status_output: str
+    check_output: str
+    check_exit_code: int
 
 
 DATABASE = "suite.db"  # the file ``build_hub`` puts in its work folder
@@ -484,7 +486,8 @@ async def spent_budget(
     config = status_config(tmp_path, settings)
     result = await asyncio.to_thread(CliRunner().invoke, hub.cli.app, ["status", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    yield SpentBudget(stats.error, run, result.output)
+    checked = await asyncio.to_thread(CliRunner().invoke, hub.cli.app, ["check", "-c", str(config)])
+    yield SpentBudget(stats.error, run, result.output, checked.output, checked.exit_code)
 
 
 def connector_row(status_output: str) -> list[str]:
@@ -519,3 +522,11 @@ async def test_status_says_the_api_budget_is_spent(spent_budget: SpentBudget) ->
     text = " ".join(spent_budget.status_output.split())  # the message may be folded at the terminal width
     assert f"{CONNECTOR}: the last sync" in text and "stopped: TransientError: the hub's API budget" in text
     assert "(10 calls per 86400 s, 1% of the org's 1000) is spent" in text
+
+
+async def test_check_says_the_api_budget_is_spent(spent_budget: SpentBudget) -> None:
+    """``cxhub check`` runs in a process of its own: the spent budget shows through the last sync run."""
+    text = " ".join(spent_budget.check_output.split())
+    assert spent_budget.check_exit_code == 1, spent_budget.check_output
+    assert "last sync" in text and "stopped: TransientError: the hub's API budget" in text
+    assert "api budget" in text and "calls in 24 h" in text

@@ -20,10 +20,12 @@ from hub_salesforce.emulation.outbound import envelope
 from hub_salesforce.emulator import Call, SalesforceEmulator, TlsServer
 from pydantic import ValidationError
 from salesforce_support import SalesforceHarness, callout_request, make_connector, make_settings
+from sqlalchemy import select
 
 from hub import CaseFeedback, NpsCategory, TransientError, WebhookRequest, WriteBackItem, WriteBackResult
 from hub.app import Hub
 from hub.config import parse_config
+from hub.store.tables import Invitation
 from hub.testing.harness import CONNECTOR, suite_config
 from hub.testing.memory import MemoryChannel, memory_channel_plugin
 
@@ -335,16 +337,22 @@ async def test_a_polled_opportunity_surveys_its_primary_contact_role_or_else_its
     emulator.add_contact_role(renewal, champion, "Decision Maker", primary=True)
     lone = emulator.add_contact("Siri", "Dal", email="siri.dal@nordlys.example")
     emulator.win_opportunity("Upsell", lone)  # no contact role at all
+    emulator.win_opportunity("Walk-in", None)  # nobody to ask
     hub = await opportunity_hub(harness, tmp_path, monkeypatch)
     try:
         stats = await hub.sync.poll(CONNECTOR)
         assert stats.error is None
         await hub.engine.process_pending()
         await hub.engine.dispatch_due()
+        async with hub.store.session() as s:
+            reasons = list(
+                await s.scalars(select(Invitation.reason).where(Invitation.status == "suppressed"))
+            )
     finally:
         await hub.close()
     surveyed = sorted(m.recipient.email or "" for m in MemoryChannel.sent if m.kind == "survey")
     assert surveyed == ["ina.moe@nordlys.example", "siri.dal@nordlys.example"]
+    assert reasons == [f"no person on the Opportunity in {CONNECTOR}"]
     assert len(role_queries(emulator)) == 1, "one contact-role query for the page of opportunities"
 
 

@@ -205,3 +205,21 @@ async def test_summaries_are_coalesced_per_contact_in_one_call(
     assert [r.status for r in results] == ["ok", "ok"]
     assert len(emulator.calls) - before == 1
     assert emulator.org.records["Contact"][contact]["CXHub_Latest_Rating__c"] == 3
+
+
+async def test_a_call_that_hangs_times_out_as_a_transient_error_and_the_next_one_works(
+    server: TlsServer, app_keys: tuple[str, str], emulator: SalesforceEmulator
+) -> None:
+    """simple-salesforce sets no timeout; without ours a hung Salesforce would hold the write forever."""
+    contact = emulator.add_contact("Kari", "Dahl", email="kari@nordlys.example")
+    connector = make_connector(make_settings(server, app_keys[0], emulator, timeout_seconds=0.3))
+    try:
+        await connector.client.connect()
+        emulator.latency_seconds = 1.5
+        with pytest.raises(TransientError, match=r"Salesforce unreachable \(ReadTimeout\)"):
+            await connector.get_person(contact)
+        emulator.latency_seconds = 0.0
+        person = await connector.get_person(contact)
+    finally:
+        await connector.aclose()
+    assert person is not None and person.email == "kari@nordlys.example"

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hub_salesforce.package import custom_fields
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -19,6 +21,11 @@ class FieldSpec:
     updateable: bool = True
     external_id: bool = False
     reference_to: str | None = None
+    #: the most characters a text value may have (None: no limit enforced)
+    length: int | None = None
+    #: the values of a restricted picklist (empty: any value)
+    picklist: tuple[str, ...] = ()
+    label: str = ""
 
 
 RO = FieldSpec(createable=False, updateable=False)
@@ -29,21 +36,34 @@ def _ref(target: str) -> FieldSpec:
     return FieldSpec(type="reference", reference_to=target)
 
 
-def _schema() -> dict[str, dict[str, FieldSpec]]:
-    contact_summary = {
-        name: FieldSpec(type=kind)
-        for name, kind in {
-            "CXHub_Latest_Rating__c": "double",
-            "CXHub_Latest_Score__c": "double",
-            "CXHub_Latest_Category__c": "picklist",
-            "CXHub_Latest_Response_Date__c": "datetime",
-            "CXHub_Latest_Comment__c": "textarea",
-            "CXHub_Average_Rating__c": "double",
-            "CXHub_Average_Rating_30d__c": "double",
-            "CXHub_Average_Score__c": "double",
-            "CXHub_Response_Count__c": "double",
-        }.items()
+#: metadata field types -> the ``type`` describe reports
+_DESCRIBE_TYPES = {
+    "Number": "double",
+    "Text": "string",
+    "LongTextArea": "textarea",
+    "Picklist": "picklist",
+    "DateTime": "datetime",
+    "Lookup": "reference",
+    "Checkbox": "boolean",
+}
+
+
+def _package_fields(sobject: str) -> dict[str, FieldSpec]:
+    """The custom fields the CX Hub package defines on ``sobject``: an org where it was deployed."""
+    return {
+        name: FieldSpec(
+            type=_DESCRIBE_TYPES[spec.type],
+            external_id=spec.external_id,
+            reference_to=spec.reference_to,
+            length=spec.length,
+            picklist=spec.picklist,
+            label=spec.label,
+        )
+        for name, spec in custom_fields().get(sobject, {}).items()
     }
+
+
+def _schema() -> dict[str, dict[str, FieldSpec]]:
     return {
         "User": {"Id": ID, "Name": RO, "Email": RO, "Username": RO},
         "Contact": {
@@ -58,7 +78,7 @@ def _schema() -> dict[str, dict[str, FieldSpec]]:
             "Language__c": FieldSpec(type="picklist"),
             "OwnerId": _ref("User"),
             "LastModifiedDate": FieldSpec(type="datetime", createable=False, updateable=False),
-            **contact_summary,
+            **_package_fields("Contact"),
         },
         "Case": {
             "Id": ID,
@@ -73,11 +93,7 @@ def _schema() -> dict[str, dict[str, FieldSpec]]:
             "ContactId": _ref("Contact"),
             "OwnerId": _ref("User"),
             "LastModifiedDate": FieldSpec(type="datetime", createable=False, updateable=False),
-            "CXHub_Rating__c": FieldSpec(type="double"),
-            "CXHub_Category__c": FieldSpec(type="picklist"),
-            "CXHub_Comment__c": FieldSpec(type="textarea"),
-            "CXHub_Processed_At__c": FieldSpec(type="datetime"),
-            "CXHub_Response_Id__c": FieldSpec(),
+            **_package_fields("Case"),
         },
         "Opportunity": {
             "Id": ID,
@@ -93,14 +109,14 @@ def _schema() -> dict[str, dict[str, FieldSpec]]:
         "CaseComment": {
             "Id": ID,
             "ParentId": FieldSpec(type="reference", reference_to="Case", updateable=False),
-            "CommentBody": FieldSpec(type="textarea"),
+            "CommentBody": FieldSpec(type="textarea", length=4000, label="Body"),
             "IsPublished": FieldSpec(type="boolean"),
         },
         # ParentId is polymorphic (a Case, a Contact, ...): the emulator checks it on create
         "FeedItem": {
             "Id": ID,
             "ParentId": FieldSpec(type="reference", updateable=False),
-            "Body": FieldSpec(type="textarea"),
+            "Body": FieldSpec(type="textarea", length=10000, label="Body"),
             "Type": FieldSpec(type="picklist", updateable=False),
             "CreatedDate": FieldSpec(type="datetime", createable=False, updateable=False),
         },
@@ -114,17 +130,7 @@ def _schema() -> dict[str, dict[str, FieldSpec]]:
         "Survey_Response__c": {
             "Id": ID,
             "Name": RO,
-            "Response_Id__c": FieldSpec(external_id=True),
-            "Contact__c": _ref("Contact"),
-            "Case__c": _ref("Case"),
-            "Rating__c": FieldSpec(type="double"),
-            "Score__c": FieldSpec(type="double"),
-            "Category__c": FieldSpec(type="picklist"),
-            "Comment__c": FieldSpec(type="textarea"),
-            "Campaign__c": FieldSpec(),
-            "Survey_Kind__c": FieldSpec(type="picklist"),
-            "Channel__c": FieldSpec(),
-            "Answered_At__c": FieldSpec(type="datetime"),
+            **_package_fields("Survey_Response__c"),
         },
     }
 
@@ -191,11 +197,29 @@ class Org:
                 raise RecordError(
                     "INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {name}", [name]
                 )
+            self._check_value(spec[name], name, value)
             target = spec[name].reference_to
             if target and value is not None and str(value) not in self.records.get(target, {}):
                 raise RecordError(
                     "FIELD_INTEGRITY_EXCEPTION", f"{name}: id value of incorrect type: {value}", [name]
                 )
+
+    @staticmethod
+    def _check_value(spec: FieldSpec, name: str, value: Any) -> None:
+        """STRING_TOO_LONG past the field's length; a restricted picklist takes only its own values."""
+        label = spec.label or name
+        if isinstance(value, str) and spec.length is not None and len(value) > spec.length:
+            raise RecordError(
+                "STRING_TOO_LONG",
+                f"{label}: data value too large: {value[:40]} (max length={spec.length})",
+                [name],
+            )
+        if spec.picklist and value is not None and value not in spec.picklist:
+            raise RecordError(
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{label}: bad value for restricted picklist field: {value}",
+                [name],
+            )
 
     def create(self, sobject: str, values: dict[str, Any], system: bool = False) -> str:
         if not system:
@@ -253,6 +277,13 @@ class Org:
                     "updateable": spec.updateable,
                     "externalId": spec.external_id,
                     "referenceTo": [spec.reference_to] if spec.reference_to else [],
+                    "label": spec.label or name,
+                    "length": spec.length or 0,
+                    "restrictedPicklist": bool(spec.picklist),
+                    "picklistValues": [
+                        {"value": value, "label": value, "active": True, "defaultValue": False}
+                        for value in spec.picklist
+                    ],
                 }
                 for name, spec in self.schema[sobject].items()
             ],
