@@ -23,6 +23,7 @@ from hub.contracts import (
     RegisterChannel,
     RegisterConnector,
     RegisterEmulator,
+    UsageLedger,
     WebhookRegistrar,
 )
 from hub.errors import (
@@ -111,6 +112,7 @@ __all__ = [
     "SurveyMessage",
     "TimelineEntry",
     "TransientError",
+    "UsageLedger",
     "WebhookRegistrar",
     "WebhookReply",
     "WebhookRequest",

@@ -22,6 +22,7 @@ from hub.http import make_client
 from hub.logging import register_secrets
 from hub.plugins import PluginManager
 from hub.store import Store, utcnow
+from hub.store.usage import StoreUsageLedger
 from hub.sync import SyncService
 
 log = structlog.get_logger("hub")
@@ -102,7 +103,12 @@ class Hub:
         hub.secret_key = configured.get_secret_value() if configured else await store.generated_secret("csrf")
         for key, value in settings.items():
             section, name = key.split(".", 1)
-            ctx = PluginContext(instance=name, public_url=config.hub.public_url, http_client=make_client)
+            ctx = PluginContext(
+                instance=name,
+                public_url=config.hub.public_url,
+                http_client=make_client,
+                usage=StoreUsageLedger(store, name) if section == "connectors" else None,
+            )
             if section == "connectors":
                 plugin = plugins.connector_types[config.connectors[name].plugin]
                 hub.connectors[name] = plugin.factory(value, ctx)

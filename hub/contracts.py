@@ -7,7 +7,7 @@ and calls the factory once per instance, so one hub can talk to two Salesforce o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -31,18 +31,32 @@ from hub.models import (
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
+class UsageLedger(Protocol):
+    """Calls per minute, summed over every hub process on one database and kept across restarts.
+
+    For a connector whose CRM limits calls per window (Salesforce: per rolling 24 hours, shared by the
+    whole org): count calls in memory, and now and then hand the new counts over and get the totals back.
+    """
+
+    async def add_and_read(self, meter: str, counts: Mapping[int, int], since_minute: int) -> dict[int, int]:
+        """Add ``counts`` (minute since the epoch -> calls) to ``meter``; return its totals from ``since_minute``."""
+        ...
+
+
 @dataclass(frozen=True)
 class PluginContext:
     """What the hub lends a connector or channel instance when it is created.
 
     ``public_url`` is where the hub is reachable from outside (for webhook registration and survey links);
-    ``http_client`` builds an httpx client with the hub's shared timeouts, user agent and log redaction.
+    ``http_client`` builds an httpx client with the hub's shared timeouts, user agent and log redaction;
+    ``usage`` is this instance's usage ledger (None where no database is at hand, e.g. in unit tests).
     """
 
     instance: str
     public_url: str
     http_client: Callable[..., httpx.AsyncClient]
     state: dict[str, Any] = field(default_factory=dict)
+    usage: UsageLedger | None = None
 
 
 @runtime_checkable

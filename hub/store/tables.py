@@ -244,6 +244,21 @@ class JobLock(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
 
+class Usage(Base):
+    """Calls a connector instance made to its CRM, per minute, summed over every hub process.
+
+    A CRM's API allowance (Salesforce: per rolling 24 hours, org-wide) is spent by every worker on one
+    database, and must still be counted after a restart; see ``hub.store.usage``.
+    """
+
+    __tablename__ = "usage"
+
+    connector: Mapped[str] = mapped_column(String(100), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(100), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True, doc="minutes since the Unix epoch")
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Setting(Base):
     """Values the hub generates once and keeps (e.g. the CSRF signing key when none is configured)."""
 

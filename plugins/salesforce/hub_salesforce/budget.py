@@ -3,19 +3,32 @@
 Salesforce counts every REST call against one rolling-24-hour allowance shared by every integration of the
 org, and reports it on each reply as ``Sforce-Limit-Info: api-usage=used/max``. The hub must never be the
 integration that spends it, so it allows itself ``share`` of ``max`` over the window, counted from the calls
-it made itself, and stops completely for a while when Salesforce answers REQUEST_LIMIT_EXCEEDED.
+the hub made, and stops completely for a while when Salesforce answers REQUEST_LIMIT_EXCEEDED.
+
+Calls are counted per minute. With a usage ledger (``hub.UsageLedger``, the hub's database) the counts of
+every hub process are summed and survive a restart: ``share_usage`` adds this process's new calls and reads
+the total back; the connector does that around each batch. Between two visits a process counts its own new
+calls on top of the last total it read, so several workers overshoot by at most the calls of one batch each.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from hub import TransientError
+import structlog
+
+from hub import TransientError, UsageLedger
+
+log = structlog.get_logger("hub_salesforce.budget")
+
+#: the ledger's name for REST API calls
+METER = "rest_api_calls"
 
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
@@ -43,7 +56,10 @@ class ApiBudget:
         self.org_used: int | None = None
         self.org_max: int | None = None
         self.paused_until: float = 0.0
-        self._spent: deque[float] = deque()
+        #: calls per minute of this process not yet handed to the ledger
+        self._new: Counter[int] = Counter()
+        #: calls per minute of every process, as the ledger last said (this process's handed-over ones included)
+        self._shared: dict[int, int] = {}
         self._lock = threading.Lock()
         self._refused = False
 
@@ -52,9 +68,17 @@ class ApiBudget:
         """How many calls the hub may make per window; None until Salesforce has told the org's maximum."""
         return None if self.org_max is None else max(1, int(self.org_max * self.share))
 
-    def _forget_old(self, now: float) -> None:
-        while self._spent and self._spent[0] <= now - self.window_seconds:
-            self._spent.popleft()
+    def _first_minute(self, now: float) -> int:
+        """The oldest minute still inside the rolling window."""
+        return int(now // 60) - math.ceil(self.window_seconds / 60) + 1
+
+    def _spent(self, now: float) -> tuple[int, int | None]:
+        """(calls in the window, the oldest minute holding any); the caller holds the lock."""
+        first = self._first_minute(now)
+        minutes = Counter({m: c for m, c in self._shared.items() if m >= first})
+        minutes.update({m: c for m, c in self._new.items() if m >= first})
+        used = [m for m, c in minutes.items() if c > 0]
+        return sum(minutes.values()), min(used) if used else None
 
     def acquire(self) -> None:
         """Reserve one call, or raise ``TransientError`` saying when the window allows the next one."""
@@ -65,17 +89,38 @@ class ApiBudget:
                     "Salesforce refused further calls (REQUEST_LIMIT_EXCEEDED); pausing",
                     retry_after=self.paused_until - now,
                 )
-            self._forget_old(now)
             allowance = self.allowance
-            if allowance is not None and len(self._spent) >= allowance:
-                retry_after = self._spent[0] + self.window_seconds - now
+            spent, oldest = self._spent(now)
+            if allowance is not None and spent >= allowance:
+                frees_at = (oldest + math.ceil(self.window_seconds / 60)) * 60 if oldest is not None else now
                 self._refused = True
                 raise TransientError(
                     f"the hub's API budget ({allowance} calls per {self.window_seconds:.0f} s, "
                     f"{self.share:.0%} of the org's {self.org_max}) is spent",
-                    retry_after=max(1.0, retry_after),
+                    retry_after=max(1.0, frees_at - now),
                 )
-            self._spent.append(now)
+            self._new[int(now // 60)] += 1
+
+    async def share_usage(self, ledger: UsageLedger | None) -> None:
+        """Hand this process's new calls to the ledger and take every process's total back.
+
+        Without a ledger the count stays in this process. A ledger that fails keeps the calls for the next
+        visit: the budget must not stop Salesforce work because the database hiccupped.
+        """
+        if ledger is None:
+            return
+        with self._lock:
+            new, self._new = self._new, Counter()
+            since = self._first_minute(self.clock())
+        try:
+            totals = await ledger.add_and_read(METER, dict(new), since)
+        except Exception:
+            log.exception("salesforce.budget_ledger_failed")
+            with self._lock:
+                self._new.update(new)
+            return
+        with self._lock:
+            self._shared = totals
 
     def observe(self, header: str | None) -> None:
         """Read the org's usage from a reply's Sforce-Limit-Info header."""
@@ -94,11 +139,10 @@ class ApiBudget:
         """For ``check`` and diagnostics."""
         with self._lock:
             now = self.clock()
-            self._forget_old(now)
             return {
                 "org_used": self.org_used,
                 "org_max": self.org_max,
-                "hub_spent_in_window": len(self._spent),
+                "hub_spent_in_window": self._spent(now)[0],
                 "hub_allowance": self.allowance,
                 "paused_for_seconds": max(0.0, round(self.paused_until - now, 1)),
             }

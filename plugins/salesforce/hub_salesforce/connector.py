@@ -91,6 +91,7 @@ class SalesforceConnector:
         results = [
             CheckResult(name="credentials", ok=True, detail=f"{self.settings.auth.type} login accepted")
         ]
+        await self._share_usage()  # a budget other hub processes spent is not spent again by the check
         by_object: dict[str, list[Need]] = {}
         for need in needs(self.settings):
             by_object.setdefault(need.sobject, []).append(need)
@@ -99,10 +100,17 @@ class SalesforceConnector:
                 describe: dict[str, Any] | None = await self.client.describe(sobject)
             except RecordError:
                 describe = None
+            except TransientError as exc:
+                unchecked = ", ".join(name for name in by_object if name not in {r.name for r in results})
+                results.append(
+                    CheckResult(name="fields", ok=False, detail=f"not checked ({unchecked}): {exc}")
+                )
+                break
             except HubError as exc:
                 results.append(CheckResult(name=sobject, ok=False, detail=str(exc)))
                 continue
             results.append(judge_object(sobject, wanted, describe, self.settings.comment_max_length))
+        await self._share_usage()
         results.append(budget_line(self.client.budget.state()))
         return results
 
@@ -114,6 +122,13 @@ class SalesforceConnector:
         The cursor keeps, per stream, the watermark and the ``nextRecordsUrl`` of a query under way; the
         watermark moves only once a query is read to its end, and never past the poll's start.
         """
+        await self._share_usage()
+        try:
+            return await self._fetch_events(cursor)
+        finally:
+            await self._share_usage()
+
+    async def _fetch_events(self, cursor: str | None) -> FetchResult:
         now = datetime.now(UTC)
         state = _load_cursor(cursor, now - timedelta(hours=self.settings.initial_lookback_hours))
         events: list[CaseEvent] = []
@@ -282,7 +297,15 @@ class SalesforceConnector:
     # -- write-back -------------------------------------------------------------------------------
 
     async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
-        return await self._writer.write(batch)
+        await self._share_usage()  # what other hub processes spent counts before this batch spends more
+        try:
+            return await self._writer.write(batch)
+        finally:
+            await self._share_usage()
+
+    async def _share_usage(self) -> None:
+        """Sum the API calls of every hub process on this database (``budget.py``)."""
+        await self.client.budget.share_usage(self.ctx.usage)
 
     # -- support ----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from hub_salesforce.emulator import SalesforceEmulator, TlsServer
 from hub_salesforce.webhooks import sign
 from pydantic import SecretStr
 
-from hub import PluginContext, WebhookRequest
+from hub import PluginContext, UsageLedger, WebhookRequest
 from hub.http import make_client
 
 CONSUMER_KEY = "3MVG9-cxhub-tests"
@@ -71,10 +71,11 @@ def make_settings(
 
 
 def make_connector(
-    settings: SalesforceSettings, public_url: str = "http://127.0.0.1:9"
+    settings: SalesforceSettings, public_url: str = "http://127.0.0.1:9", usage: UsageLedger | None = None
 ) -> SalesforceConnector:
     return SalesforceConnector(
-        settings, PluginContext(instance=INSTANCE, public_url=public_url, http_client=make_client)
+        settings,
+        PluginContext(instance=INSTANCE, public_url=public_url, http_client=make_client, usage=usage),
     )
 
 

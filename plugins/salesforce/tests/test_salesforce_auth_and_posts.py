@@ -530,3 +530,5 @@ async def test_check_says_the_api_budget_is_spent(spent_budget: SpentBudget) -> 
     assert spent_budget.check_exit_code == 1, spent_budget.check_output
     assert "last sync" in text and "stopped: TransientError: the hub's API budget" in text
     assert "api budget" in text and "calls in 24 h" in text
+    # a new process, yet it knows what the hub spent: the calls are counted in the hub's database
+    assert "the hub's share is spent" in text

@@ -21,7 +21,9 @@ from hub import (
     TransientError,
     WriteBackItem,
 )
+from hub.store import Store
 from hub.store.tables import WriteBack
+from hub.store.usage import StoreUsageLedger
 from hub.testing import build_hub
 from hub.testing.harness import CONNECTOR
 from hub.testing.memory import MemoryChannel
@@ -223,3 +225,41 @@ async def test_a_call_that_hangs_times_out_as_a_transient_error_and_the_next_one
     finally:
         await connector.aclose()
     assert person is not None and person.email == "kari@nordlys.example"
+
+
+async def test_workers_and_a_restarted_hub_keep_to_one_budget_through_the_database(
+    server: TlsServer, app_keys: tuple[str, str], emulator: SalesforceEmulator, tmp_path: Path
+) -> None:
+    """Two worker processes on one database, then a third started later: 10 calls between them, not 10 each."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    await store.upgrade()
+    emulator.daily_limit = 1000
+    contact = emulator.add_contact("Kari", "Dahl", email="kari@nordlys.example")
+    settings = make_settings(server, app_keys[0], emulator, api_budget_share=0.01)  # 10 calls a day
+    workers = [make_connector(settings, usage=StoreUsageLedger(store, CONNECTOR)) for _ in range(3)]
+    first, second, restarted = workers
+    try:
+        for _ in range(6):
+            await first.get_person(contact)
+        await first.client.budget.share_usage(first.ctx.usage)  # as after each batch
+        await second.client.budget.share_usage(second.ctx.usage)  # as before each batch
+        for _ in range(4):
+            await second.get_person(contact)
+        calls = len(emulator.calls)
+        with pytest.raises(TransientError, match=r"the hub's API budget \(10 calls per 86400 s"):
+            await second.get_person(contact)
+        assert len(emulator.calls) == calls, "the refused call never reached Salesforce"
+        await second.client.budget.share_usage(second.ctx.usage)
+        checks = {c.name: c for c in await restarted.check()}  # a new process: `cxhub check`
+    finally:
+        for worker in workers:
+            await worker.aclose()
+        await store.dispose()
+    # the new process logs in and makes one call: the reply that tells it the org's allowance; then it stops
+    made = [(c.method, c.path) for c in emulator.calls[calls:]]
+    assert made == [("POST", "/services/oauth2/token"), ("GET", "/sobjects/Contact/describe")]
+    assert not checks["fields"].ok and "budget" in checks["fields"].detail
+    budget = checks["api budget"]
+    assert (
+        not budget.ok and "the hub spent 11 of its 10" in budget.detail and "share is spent" in budget.detail
+    )
