@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from hub import Secret
 
@@ -30,6 +30,10 @@ def _https_origin(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+#: the shortest HMAC key accepted for the JSON callout
+MIN_WEBHOOK_SECRET = 32
+
+
 # --- authentication -----------------------------------------------------------------------------
 
 
@@ -47,7 +51,9 @@ class JwtBearerAuth(_Section):
         description="PEM private key matching the app's certificate, e.g. file:/etc/..."
     )
     audience: str | None = Field(
-        None, description="JWT aud; default login_url (https://test.salesforce.com for sandboxes)"
+        None,
+        description="JWT aud; default https://login.salesforce.com, or https://test.salesforce.com when "
+        "login_url is a sandbox (test.salesforce.com or *.sandbox.my.salesforce.com)",
     )
 
 
@@ -225,7 +231,9 @@ class SalesforceSettings(_Section):
         None, description="18-char org id; Outbound Messages from another org are refused"
     )
     webhook_secret: Secret | None = Field(
-        None, description="HMAC-SHA256 key of the JSON callout webhook (Apex/Flow); unset = refused"
+        None,
+        description="HMAC-SHA256 key of the JSON callout webhook (Apex/Flow), at least 32 characters; "
+        "unset = callouts refused",
     )
     api_budget_share: float = Field(
         0.10, gt=0, le=1, description="share of the org's daily API allowance the hub may spend"
@@ -267,6 +275,29 @@ class SalesforceSettings(_Section):
     def _login_origin(cls, value: str) -> str:
         return _https_origin(value)
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty or short key would let anyone who guesses it sign a callout."""
+        if value is not None and len(value.get_secret_value()) < MIN_WEBHOOK_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_WEBHOOK_SECRET} characters, e.g. the output of `openssl rand -hex 32`"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _notes_need_their_marker(self) -> SalesforceSettings:
+        """Without the marker field a retried write would add a second comment or post."""
+        if (
+            self.case.internal_comment or self.case.chatter_post != "off"
+        ) and not self.case.response_id_field:
+            raise ValueError(
+                "case.response_id_field is empty, but case.internal_comment or case.chatter_post adds notes: "
+                "map it to a text field (default CXHub_Response_Id__c) so a retry never notes an answer "
+                'twice, or set case.internal_comment = false and case.chatter_post = "off"'
+            )
+        return self
+
     @field_validator("instance_url")
     @classmethod
     def _instance_origin(cls, value: str | None) -> str | None:
@@ -278,6 +309,14 @@ class SalesforceSettings(_Section):
 
     @property
     def jwt_audience(self) -> str:
+        """Salesforce's authorization server, never the My Domain the assertion is posted to.
+
+        Salesforce accepts only https://login.salesforce.com (production), https://test.salesforce.com
+        (sandboxes) or an Experience Cloud site URL as ``aud``; a My Domain URL is "audience is invalid".
+        """
         if isinstance(self.auth, JwtBearerAuth) and self.auth.audience:
             return self.auth.audience
-        return self.login_url
+        host = urlsplit(self.login_url).hostname or ""
+        if host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com"):
+            return "https://test.salesforce.com"
+        return "https://login.salesforce.com"

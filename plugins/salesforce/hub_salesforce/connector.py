@@ -42,7 +42,7 @@ from hub_salesforce.mapping import (
     primary_role_query,
 )
 from hub_salesforce.setup_check import Need, budget_line, judge_object, needs
-from hub_salesforce.soql import datetime_literal, is_record_id, parse_datetime, quote, select
+from hub_salesforce.soql import datetime_literal, is_record_id, parse_datetime, quote, quote_list, select
 from hub_salesforce.webhooks import (
     ACK_BODY,
     ACK_MEDIA_TYPE,
@@ -219,21 +219,15 @@ class SalesforceConnector:
             raise BadInput("Outbound Messages are refused: set organization_id for this connector", 401)
         if not same_org(org, message.organization_id):
             raise BadInput("Outbound Message from another Salesforce org", 401)
-        fresh: dict[str, list[CaseEvent]] = {}
-        for notification in message.notifications:
-            if notification.id not in self._notifications and notification.id not in fresh:
-                fresh[notification.id] = await self._notification_events(
-                    notification.sobject_type, notification.fields
-                )
-        # the message's opportunities share one contact-role query; a redelivery reuses what was found
-        found = await self._primary_contacts([e for known in fresh.values() for e in known])
-        for notification_id, known in fresh.items():
-            fresh[notification_id], found = found[: len(known)], found[len(known) :]
-            self._remember(notification_id, fresh[notification_id])
+        fresh = [n for n in message.notifications if n.id not in self._notifications]
+        fresh = list({n.id: n for n in fresh}.values())
+        # one read per object type for the whole message; a redelivery reuses what was found
+        found = await self._read_events([(n.sobject_type, str(n.fields.get("Id", ""))) for n in fresh])
+        for notification in fresh:
+            self._remember(notification.id, found.get(str(notification.fields.get("Id", "")), []))
         events: dict[str, CaseEvent] = {}
         for notification in message.notifications:
-            known = fresh.get(notification.id) or self._notifications.get(notification.id) or []
-            for event in known:
+            for event in self._notifications.get(notification.id) or []:
                 events.setdefault(event.event_id, event.model_copy(deep=True))
         return WebhookReply(events=list(events.values()), body=ACK_BODY, media_type=ACK_MEDIA_TYPE)
 
@@ -242,22 +236,35 @@ class SalesforceConnector:
         while len(self._notifications) > NOTIFICATION_MEMORY:
             self._notifications.popitem(last=False)
 
-    async def _notification_events(self, sobject: str, fields: dict[str, Any]) -> list[CaseEvent]:
-        """An event from the message's fields; the record is read when the message lacks what is needed."""
-        record_id = str(fields.get("Id", ""))
-        if sobject not in ("Case", "Opportunity") or not record_id:
-            return []
-        needed = (
-            ("ClosedDate", "ContactId") if sobject == "Case" else ("IsWon", "LastModifiedDate", "ContactId")
-        )
-        if not all(fields.get(name) for name in needed):
-            read = await self.client.get(sobject, record_id, [f for f in _fields_of(sobject) if "." not in f])
-            if read is None:
-                return []
-            fields = {**fields, **read}
-        build = case_event if sobject == "Case" else opportunity_event
-        event = build(fields, self.settings, self.client.instance_url)
-        return [event] if event is not None else []
+    async def _read_events(self, records: list[tuple[str, str]]) -> dict[str, list[CaseEvent]]:
+        """Record id -> its event, from the record as Salesforce holds it now.
+
+        A notification is only a hint: its fields may be few (the Outbound Message an admin set up sends
+        what they ticked), stale (a redelivery a day later) or forged (an org id is no secret). So every
+        record is read, with the fields polling reads, in one query per object type and 200 ids: the
+        event then carries the owner to alert and the fields campaigns filter on, and it is the very
+        event polling would build, under the same event id. A record that is not (or no longer) closed
+        or won gives no event.
+        """
+        ids: dict[str, list[str]] = {"Case": [], "Opportunity": []}
+        for sobject, record_id in records:
+            if sobject in ids and is_record_id(record_id) and record_id not in ids[sobject]:
+                ids[sobject].append(record_id)
+        found: dict[str, list[CaseEvent]] = {}
+        instance_url = self.client.instance_url
+        for sobject, wanted in ids.items():
+            build = case_event if sobject == "Case" else opportunity_event
+            for start in range(0, len(wanted), COLLECTION_LIMIT):
+                part = wanted[start : start + COLLECTION_LIMIT]
+                rows = await self.client.query_all(
+                    select(_fields_of(sobject), sobject, f"Id IN {quote_list(part)}")
+                )
+                built = [
+                    e for e in (build(row, self.settings, instance_url) for row in rows) if e is not None
+                ]
+                for event in await self._primary_contacts(built):
+                    found.setdefault(event.record_id, []).append(event)
+        return found
 
     async def _callout(self, request: WebhookRequest) -> WebhookReply:
         secret = self.settings.webhook_secret
@@ -265,13 +272,14 @@ class SalesforceConnector:
             raise BadInput("JSON callouts are refused: set webhook_secret for this connector", 401)
         verify_callout(secret.get_secret_value(), request.headers, request.body)
         event_type, records = read_callout(request.body)
-        events: list[CaseEvent] = []
+        wanted = []
         for record in records:
             sobject = str((record.get("attributes") or {}).get("type") or "")
             if not sobject:
                 sobject = "Opportunity" if event_type == "opportunity.won" else "Case"
-            events += await self._notification_events(sobject, record)
-        events = await self._primary_contacts(events)
+            wanted.append((sobject, str(record.get("Id", ""))))
+        found = await self._read_events(wanted)
+        events = list({e.event_id: e for known in found.values() for e in known}.values())
         return WebhookReply(events=events, body=json.dumps({"accepted": len(events)}))
 
     # -- people -----------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class SalesforceDemoEmulator:
         self.owner_id = ""
         self._key_file: Path | None = None
         self._ca_file: Path | None = None
-        self._webhook_secret = secrets.token_urlsafe(24)
+        self._webhook_secret = secrets.token_urlsafe(32)
         self._webhook_url = ""
 
     # -- hub.Emulator

@@ -231,7 +231,7 @@ class SalesforceEmulator:
         grant = form.get("grant_type", "")
         origin = f"https://{request.headers.get('host', 'localhost')}"
         if grant == JWT_GRANT:
-            problem = self._check_assertion(form.get("assertion", ""), origin)
+            problem = self._check_assertion(form.get("assertion", ""))
         elif grant == "client_credentials":
             ok = form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
             problem = None if ok else ("invalid_client", "invalid client credentials")
@@ -266,8 +266,9 @@ class SalesforceEmulator:
             }
         )
 
-    def _check_assertion(self, assertion: str, origin: str) -> tuple[str, str] | None:
-        audiences = [origin, "https://login.salesforce.com", "https://test.salesforce.com"]
+    def _check_assertion(self, assertion: str) -> tuple[str, str] | None:
+        # Salesforce's authorization servers only: a My Domain URL (``origin``) is "audience is invalid"
+        audiences = ["https://login.salesforce.com", "https://test.salesforce.com"]
         try:
             claims = jwt.decode(
                 assertion,
@@ -286,7 +287,7 @@ class SalesforceEmulator:
             return ("invalid_client_id", "client identifier invalid")
         if claims.get("sub") != self.username:
             return ("invalid_grant", "user hasn't approved this consumer")
-        if float(claims["exp"]) > time.time() + 300:
+        if float(claims["exp"]) > time.time() + 180:  # Salesforce: expires within three minutes
             return ("invalid_grant", "expiration too far in the future")
         return None
 

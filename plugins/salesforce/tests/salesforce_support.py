@@ -21,7 +21,7 @@ CONSUMER_KEY = "3MVG9-cxhub-tests"
 USERNAME = "integration@cxhub-tests.example"
 CLIENT_ID = "3MVG9-cxhub-client"
 CLIENT_SECRET = "client-secret-for-tests"
-WEBHOOK_SECRET = "webhook-secret-for-tests"
+WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789abcdef"
 INSTANCE = "sf"
 
 

@@ -20,6 +20,7 @@ import jwt
 import pytest
 import requests
 from hub_salesforce.auth import JWT_GRANT
+from hub_salesforce.config import SalesforceSettings
 from hub_salesforce.connector import SalesforceConnector
 from hub_salesforce.emulator import SalesforceEmulator, TlsServer
 from pydantic import SecretStr
@@ -48,6 +49,8 @@ SECURITY_TOKEN = "Sx7TokenForTests9"
 WRONG_SECRET = "not-the-secret-Qv83kz"
 AUTH_TYPES = ["jwt_bearer", "client_credentials", "password"]
 TOKEN_PATH = "/services/oauth2/token"
+PRODUCTION = "https://login.salesforce.com"
+SANDBOX = "https://test.salesforce.com"
 SECRET_KEYS = frozenset({"private_key", "client_secret", "password", "security_token"})
 
 
@@ -216,20 +219,45 @@ async def test_jwt_assertion_claims_as_salesforce_requires(
         await connector.aclose()
     assert [(form["url"], form["grant_type"]) for form in sent] == [(f"{server.url}{TOKEN_PATH}", JWT_GRANT)]
     assert jwt.get_unverified_header(sent[0]["assertion"])["alg"] == "RS256"
-    claims = jwt.decode(sent[0]["assertion"], app_keys[1], algorithms=["RS256"], audience=server.url)
+    claims = jwt.decode(sent[0]["assertion"], app_keys[1], algorithms=["RS256"], audience=PRODUCTION)
     assert claims["iss"] == CONSUMER_KEY
     assert claims["sub"] == USERNAME
-    assert claims["aud"] == server.url == connector.settings.login_url
+    # posted to the org's own host, yet the audience is Salesforce's authorization server
+    assert claims["aud"] == PRODUCTION != connector.settings.login_url
     assert 60 < claims["exp"] - time.time() <= 180, "Salesforce takes assertions that expire within 3 min"
     assert emulator.logins == 1
+
+
+@pytest.mark.parametrize(
+    ("login_url", "audience"),
+    [
+        ("https://login.salesforce.com", PRODUCTION),
+        ("https://acme.my.salesforce.com", PRODUCTION),
+        ("https://test.salesforce.com", SANDBOX),
+        ("https://acme--uat.sandbox.my.salesforce.com", SANDBOX),
+    ],
+)
+def test_the_jwt_audience_is_the_authorization_server_not_the_my_domain(
+    login_url: str, audience: str
+) -> None:
+    settings = SalesforceSettings.model_validate(
+        {
+            "login_url": login_url,
+            "auth": {
+                "type": "jwt_bearer",
+                "consumer_key": "k",
+                "username": "u",
+                "private_key": SecretStr("x"),
+            },
+        }
+    )
+    assert settings.jwt_audience == audience
 
 
 async def test_jwt_with_a_wrong_audience_is_refused(
     server: TlsServer, emulator: SalesforceEmulator, app_keys: tuple[str, str]
 ) -> None:
-    connector = connector_for(
-        "jwt_bearer", server, emulator, app_keys[0], audience="https://login.salesforce.example"
-    )
+    connector = connector_for("jwt_bearer", server, emulator, app_keys[0], audience=server.url)  # My Domain
     try:
         with pytest.raises(AuthError) as refused:
             await connector.client.connect()

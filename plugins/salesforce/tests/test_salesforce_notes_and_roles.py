@@ -394,7 +394,7 @@ async def test_webhook_opportunities_use_the_primary_role_with_one_query_per_mes
     assert [(e.record_id, e.person_id) for e in callout.events] == [(roled, champion)]
 
 
-async def test_an_opportunity_id_that_is_no_record_id_never_reaches_the_role_query(
+async def test_an_id_that_is_no_record_id_reaches_no_query_and_surveys_nobody(
     connector: SalesforceConnector, emulator: SalesforceEmulator
 ) -> None:
     contact = emulator.add_contact("Per", "Lien", email="per.lien@nordlys.example")
@@ -408,7 +408,7 @@ async def test_an_opportunity_id_that_is_no_record_id_never_reaches_the_role_que
     reply = await connector.parse_webhook(
         callout_request(json.dumps({"event": "opportunity.won", "records": [forged]}).encode())
     )
-    assert [e.person_id for e in reply.events] == [contact]
-    assert [c.path for c in emulator.calls if c.path == "/query"] == [], (
+    assert reply.events == []
+    assert [c.path for c in emulator.calls if c.path.startswith("/query")] == [], (
         "no query was built from the forged id"
     )

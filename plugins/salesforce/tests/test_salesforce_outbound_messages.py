@@ -100,3 +100,69 @@ async def test_outbound_message_from_another_org_is_refused(connector, emulator:
         assert exc.status_code == 401
     else:
         raise AssertionError("a message from another org was accepted")
+
+
+def _message(
+    emulator: SalesforceEmulator, *notifications: tuple[str, str, dict[str, object]]
+) -> WebhookRequest:
+    from hub_salesforce.emulation.outbound import envelope
+
+    return WebhookRequest(
+        method="POST",
+        url="https://hub.example/hooks/sf",
+        headers={"content-type": "text/xml"},
+        body=envelope(emulator.org.org_id, "04k5g0000000001AAA", list(notifications)),
+    )
+
+
+async def test_a_notification_with_few_fields_gives_the_event_polling_would_owner_and_filters_included(
+    connector, emulator: SalesforceEmulator
+) -> None:  # type: ignore[no-untyped-def]
+    owner = emulator.add_user("Ada Agent", "ada.agent@nordlys.example")
+    contact = emulator.add_contact("Ola", "Nord", email="ola@nordlys.example")
+    case = emulator.close_case(emulator.add_case("Invoice wrong", contact, owner))
+    # what a Flow's Outbound Message typically carries: the id and a couple of ticked fields
+    reply = await connector.parse_webhook(
+        _message(emulator, ("04l5g0000000001AAA", "Case", {"Id": case["Id"], "IsClosed": True}))
+    )
+    polled = await connector.fetch_events(None)
+    (pushed,) = reply.events
+    (same,) = [e for e in polled.events if e.record_id == case["Id"]]
+    assert pushed.event_id == same.event_id, "one closure, one event id, whichever way it came"
+    assert pushed.owner_email == "ada.agent@nordlys.example", "a detractor alert needs the case owner"
+    assert pushed.fields["Origin"] == "Email" and pushed.fields["Subject"] == "Invoice wrong"
+    assert pushed.person_id == contact
+
+
+async def test_a_notification_is_only_a_hint_forged_or_stale_fields_survey_nobody_else(
+    connector, emulator: SalesforceEmulator
+) -> None:  # type: ignore[no-untyped-def]
+    customer = emulator.add_contact("Ola", "Nord", email="ola@nordlys.example")
+    stranger = emulator.add_contact("Kim", "Vik", email="kim@nordlys.example")
+    closed = emulator.close_case(emulator.add_case("Invoice wrong", customer))
+    still_open = emulator.add_case("Still working on it", customer)
+    reply = await connector.parse_webhook(
+        _message(
+            emulator,
+            # whoever knows the org id could send this: the contact is not the case's
+            (
+                "04l5g0000000001AAA",
+                "Case",
+                {
+                    "Id": closed["Id"],
+                    "ContactId": stranger,
+                    "IsClosed": True,
+                    "ClosedDate": closed["ClosedDate"],
+                },
+            ),
+            # a case the message calls closed that is open in Salesforce
+            (
+                "04l5g0000000002AAA",
+                "Case",
+                {"Id": still_open, "IsClosed": True, "ClosedDate": closed["ClosedDate"]},
+            ),
+            # a record that does not exist
+            ("04l5g0000000003AAA", "Case", {"Id": "5005g0000009999AAA", "IsClosed": True}),
+        )
+    )
+    assert [(e.record_id, e.person_id) for e in reply.events] == [(closed["Id"], customer)]

@@ -7,6 +7,7 @@ it starts; the tests then take fields away or lock them, as an admin's org might
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hub_salesforce.connector import SalesforceConnector
 from hub_salesforce.emulation.org import RecordError
 from hub_salesforce.emulator import SalesforceEmulator, TlsServer
 from hub_salesforce.setup_check import budget_line, needs
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from salesforce_support import make_connector, make_settings
 
 DEFAULTS = SalesforceSettings.model_validate(
@@ -172,3 +173,25 @@ def test_the_budget_line_fails_when_the_share_is_spent_or_salesforce_refused() -
     assert not spent.ok and "share is spent" in spent.detail and "api_budget_share" in spent.detail
     refused = budget_line({**state, "paused_for_seconds": 600.0})
     assert not refused.ok and "REQUEST_LIMIT_EXCEEDED" in refused.detail and "600 s" in refused.detail
+
+
+def _settings(**extra: object) -> SalesforceSettings:
+    auth = {"type": "client_credentials", "client_id": "x", "client_secret": SecretStr("not-used")}
+    return SalesforceSettings.model_validate({"auth": auth, **extra})
+
+
+@pytest.mark.parametrize("secret", ["", "short-but-not-empty"])
+def test_a_webhook_secret_anyone_could_guess_is_refused_with_the_fix(secret: str) -> None:
+    with pytest.raises(
+        ValidationError, match=re.escape("at least 32 characters, e.g. the output of `openssl rand -hex 32`")
+    ):
+        _settings(webhook_secret=SecretStr(secret))
+
+
+def test_notes_without_their_marker_field_are_refused_because_a_retry_would_note_twice() -> None:
+    with pytest.raises(ValidationError, match=re.escape("case.response_id_field is empty")):
+        _settings(case={"response_id_field": ""})
+    with pytest.raises(ValidationError, match=re.escape("case.response_id_field is empty")):
+        _settings(case={"response_id_field": "", "internal_comment": False, "chatter_post": "case"})
+    quiet = _settings(case={"response_id_field": "", "internal_comment": False})
+    assert "response_id" not in quiet.case.mapped()
