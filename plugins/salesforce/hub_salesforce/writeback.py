@@ -22,6 +22,7 @@ not process; anything else is this item's fault.
 
 from __future__ import annotations
 
+import html
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -64,13 +65,44 @@ TRANSIENT_CODES = frozenset(
 
 #: codes of records undone only because another record of the same transaction failed
 ROLLED_BACK_CODES = frozenset({"ALL_OR_NONE_OPERATION_ROLLED_BACK", "PROCESSING_HALTED"})
-#: CaseComment.CommentBody and FeedItem.Body hold at most this many characters
+#: CaseComment.CommentBody holds 4,000 bytes, counted in UTF-8 after HTML encoding (an "&" is five);
+#: FeedItem.Body is cut the same cautious way
 COMMENT_BODY_LIMIT = 4000
 FEED_BODY_LIMIT = 10000
 
 T = TypeVar("T")
 Results = dict[int, WriteBackResult]
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[SaveResult]]]
+
+
+def cut_utf16(text: str, limit: int) -> str:
+    """At most ``limit`` characters as Salesforce counts them: UTF-16 code units (an emoji is two)."""
+    if len(text) * 2 <= limit:
+        return text
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return text[:index]
+    return text
+
+
+def cut_encoded(text: str, limit: int) -> str:
+    """The longest start of ``text`` whose HTML-encoded UTF-8 form fits ``limit`` bytes.
+
+    Salesforce measures CaseComment bodies in bytes after HTML encoding when they arrive through the API,
+    so 4,000 characters of Norwegian text, or a few ampersands, are STRING_TOO_LONG.
+    """
+    if len(html.escape(text).encode("utf-8")) <= limit:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # binary search on the prefix length: encoded size grows with it
+        middle = (low + high + 1) // 2
+        if len(html.escape(text[:middle]).encode("utf-8")) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 def chunks(values: Sequence[T], size: int = COLLECTION_LIMIT) -> list[Sequence[T]]:
@@ -108,7 +140,7 @@ class Writer:
         return 0 < self.settings.bulk_threshold <= count
 
     def _text(self, value: str | None) -> str | None:
-        return value[: self.settings.comment_max_length] if value else value
+        return cut_utf16(value, self.settings.comment_max_length) if value else value
 
     async def write(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
         results: Results = {}
@@ -249,6 +281,8 @@ class Writer:
             values = {name: getattr(feedback, name) for name in mapped}
             if "comment" in values:
                 values["comment"] = self._text(feedback.comment)
+            if "response_id" in values:
+                values["response_id"] = noted_marker(feedback)
             fields = {mapped[name]: _value(value) for name, value in values.items()}
             status = (
                 case.statuses.get(feedback.set_status, feedback.set_status) if feedback.set_status else None
@@ -397,7 +431,7 @@ class Writer:
             due = {
                 case_id: item
                 for case_id, item in due.items()
-                if rows.get(case_id, {}).get(marker) != _feedback(item).response_id
+                if rows.get(case_id, {}).get(marker) != noted_marker(_feedback(item))
             }
         plan: dict[str, list[dict[str, Any]]] = {}
         for case_id, item in due.items():
@@ -409,7 +443,7 @@ class Writer:
                         "attributes": {"type": "CaseComment"},
                         "ParentId": case_id,
                         "IsPublished": False,
-                        "CommentBody": text[:COMMENT_BODY_LIMIT],
+                        "CommentBody": cut_encoded(text, COMMENT_BODY_LIMIT),
                     }
                 )
             for feed in feeds:
@@ -421,13 +455,20 @@ class Writer:
                     {
                         "attributes": {"type": "FeedItem"},
                         "ParentId": parent,
-                        "Body": text[:FEED_BODY_LIMIT],
+                        "Body": cut_encoded(text, FEED_BODY_LIMIT),
                         "Type": "TextPost",
                     }
                 )
             if notes:
                 plan[case_id] = notes
         return plan
+
+
+def noted_marker(feedback: CaseFeedback) -> str:
+    """What the Case's marker field holds once this answer is noted: its response id, plus "+comment" once
+    the note carried the customer's comment. A comment given after the score (the survey's second page)
+    thus gets a note of its own, and a retry of either gets none."""
+    return f"{feedback.response_id}+comment" if feedback.comment else feedback.response_id
 
 
 def _rolled_back(codes: list[str]) -> bool:

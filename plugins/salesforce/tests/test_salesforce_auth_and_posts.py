@@ -384,7 +384,7 @@ async def test_chatter_option_posts_one_feed_item_on_the_case_with_rating_and_co
     # the post is a FeedItem record, saved with the Case update in one Composite call, not a Connect API call
     assert emulator.calls_to("POST", "/chatter") == []
     assert [c.status for c in emulator.calls if (c.method, c.path) == ("POST", "/composite")] == [200]
-    assert emulator.org.records["Case"][case]["CXHub_Response_Id__c"] == "resp-chatter"
+    assert emulator.org.records["Case"][case]["CXHub_Response_Id__c"] == "resp-chatter+comment"
 
 
 async def test_without_the_chatter_option_only_the_internal_comment_is_added_once(
@@ -429,7 +429,7 @@ async def test_a_batch_retried_after_a_failed_case_update_adds_no_second_comment
         assert [r.status for r in await connector.write_back([retry])] == ["ok"]
     finally:
         await connector.aclose()
-    assert emulator.org.records["Case"][case]["CXHub_Response_Id__c"] == "resp-retry"
+    assert emulator.org.records["Case"][case]["CXHub_Response_Id__c"] == "resp-retry+comment"
     assert len(emulator.records("CaseComment")) == 1
     assert len(emulator.records("FeedItem")) == 1
 

@@ -7,6 +7,7 @@ Salesforce does: one failed record rolls back every subrequest, and the others a
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,8 +17,10 @@ from typing import Any
 import pytest
 from hub_salesforce.config import CaseFields
 from hub_salesforce.connector import SalesforceConnector
+from hub_salesforce.emulation.org import RecordError
 from hub_salesforce.emulation.outbound import envelope
 from hub_salesforce.emulator import Call, SalesforceEmulator, TlsServer
+from hub_salesforce.writeback import cut_encoded, cut_utf16
 from pydantic import ValidationError
 from salesforce_support import SalesforceHarness, callout_request, make_connector, make_settings
 from sqlalchemy import select
@@ -123,7 +126,7 @@ async def test_one_bad_case_in_a_composite_does_not_block_the_others_and_is_neve
             NOTE.format(comment="Slow refund")
         ]
         assert len(posts_on(emulator, cases[n])) == 1
-        assert marker(emulator, cases[n]) == f"resp-{n}"
+        assert marker(emulator, cases[n]) == f"resp-{n}+comment"
     assert comments_on(emulator, cases[1]) == [] and posts_on(emulator, cases[1]) == []
     # the bad case rolled the first Composite back; the other two went in a second one
     assert [c.status for c in composites(emulator)] == [200, 200]
@@ -151,7 +154,7 @@ async def test_a_post_refused_on_one_contact_fails_that_answer_only_and_leaves_i
     for n in (0, 1):
         case, contact = pairs[n]
         assert len(posts_on(emulator, contact)) == 1 and posts_on(emulator, case) == []
-        assert marker(emulator, case) == f"resp-{n}"
+        assert marker(emulator, case) == f"resp-{n}+comment"
     # the update of the third case was rolled back with its post: no marker claims a note that does not exist
     assert marker(emulator, pairs[2][0]) is None
     assert len(emulator.records("FeedItem")) == 2
@@ -228,7 +231,7 @@ async def test_200_answers_with_comment_and_posts_cost_one_query_and_one_composi
     assert emulator.api_used - used == 2, "the 'already noted' query and one Composite call"
     assert len(emulator.records("CaseComment")) == 200
     assert len(emulator.records("FeedItem")) == 200 * posts_per_case
-    assert all(marker(emulator, case) == f"resp-{n}" for n, (case, _) in enumerate(pairs))
+    assert all(marker(emulator, case) == f"resp-{n}+comment" for n, (case, _) in enumerate(pairs))
 
 
 # --- where the Chatter post goes ----------------------------------------------------------------
@@ -260,7 +263,7 @@ async def test_each_chatter_target_gets_exactly_one_post_per_answer(
     assert len(emulator.records("FeedItem")) == on_case + on_contact
     assert all(p["Body"] == NOTE.format(comment="Nobody called back") for p in emulator.records("FeedItem"))
     assert emulator.calls_to("POST", "/chatter") == []
-    assert marker(emulator, case) == "resp-0"
+    assert marker(emulator, case) == "resp-0+comment"
 
 
 async def test_a_contact_post_goes_to_the_person_who_answered(
@@ -412,3 +415,55 @@ async def test_an_id_that_is_no_record_id_reaches_no_query_and_surveys_nobody(
     assert [c.path for c in emulator.calls if c.path.startswith("/query")] == [], (
         "no query was built from the forged id"
     )
+
+
+# --- a comment after the score, and long comments -----------------------------------------------
+
+
+async def test_a_comment_given_after_the_score_gets_a_note_of_its_own_and_retries_add_none(
+    noting: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    case, _ = closed_case(emulator, 0)
+    score_only = answer(case, 0, comment="")
+    with_comment = answer(case, 0, comment="Refund took two weeks")  # the survey's second page
+    for item in (score_only, score_only, with_comment, with_comment):  # each written twice, as on a retry
+        assert statuses(await noting.write_back([item])) == ["ok"]
+    notes = [c["CommentBody"] for c in comments_on(emulator, case)]
+    assert notes == [
+        "Customer feedback: 3 (detractor)",
+        "Customer feedback: 3 (detractor)\nRefund took two weeks",
+    ]
+    assert [p["Body"] for p in posts_on(emulator, case)] == notes
+    assert emulator.org.records["Case"][case]["CXHub_Comment__c"] == "Refund took two weeks"
+
+
+async def test_a_long_comment_with_ampersands_and_emoji_is_cut_to_what_salesforce_takes_and_lands(
+    noting: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    """CaseComment bodies are measured in UTF-8 bytes after HTML encoding: 4,000 characters do not fit."""
+    case, _ = closed_case(emulator, 0)
+    comment = "Kø & ventetid på 3 uker 🐢 " * 200  # 5,400 characters, over 9,000 bytes once encoded
+    results = await noting.write_back([answer(case, 0, comment=comment)])
+    assert statuses(results) == ["ok"], results
+    (note,) = comments_on(emulator, case)
+    encoded = len(html.escape(note["CommentBody"]).encode("utf-8"))
+    assert 3900 < encoded <= 4000, "as much of the comment as fits, and no more"
+    assert note["CommentBody"].startswith("Customer feedback: 3 (detractor)\nKø & ventetid")
+    assert emulator.org.records["Case"][case]["CXHub_Comment__c"] == comment, "the field holds it all"
+
+
+def test_the_emulator_refuses_a_case_comment_over_4000_encoded_bytes(emulator: SalesforceEmulator) -> None:
+    case, _ = closed_case(emulator, 0)
+    with pytest.raises(RecordError, match="max length=4000") as refused:
+        emulator.org.create(
+            "CaseComment", {"ParentId": case, "CommentBody": "&" * 801}
+        )  # 801 chars, 4,005 bytes
+    assert refused.value.code == "STRING_TOO_LONG"
+    emulator.org.create("CaseComment", {"ParentId": case, "CommentBody": "&" * 800})
+
+
+def test_text_is_cut_by_utf16_units_as_salesforce_counts_characters() -> None:
+    assert cut_utf16("ab🐢c", 3) == "ab"  # the turtle is two units: it does not fit after "ab" in 3
+    assert cut_utf16("ab🐢c", 4) == "ab🐢"
+    assert cut_utf16("short", 255) == "short"
+    assert cut_encoded("a&b", 6) == "a&"  # "a&amp;" is 6 bytes

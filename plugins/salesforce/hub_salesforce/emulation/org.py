@@ -6,6 +6,7 @@ lookups must point at existing records, external ids are matched exactly.
 
 from __future__ import annotations
 
+import html
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,8 +22,10 @@ class FieldSpec:
     updateable: bool = True
     external_id: bool = False
     reference_to: str | None = None
-    #: the most characters a text value may have (None: no limit enforced)
+    #: the most characters a text value may have, in UTF-16 code units as Salesforce counts (None: no limit)
     length: int | None = None
+    #: the length is in bytes of the HTML-encoded UTF-8 text (CaseComment.CommentBody through the API)
+    length_in_bytes: bool = False
     #: the values of a restricted picklist (empty: any value)
     picklist: tuple[str, ...] = ()
     label: str = ""
@@ -109,14 +112,14 @@ def _schema() -> dict[str, dict[str, FieldSpec]]:
         "CaseComment": {
             "Id": ID,
             "ParentId": FieldSpec(type="reference", reference_to="Case", updateable=False),
-            "CommentBody": FieldSpec(type="textarea", length=4000, label="Body"),
+            "CommentBody": FieldSpec(type="textarea", length=4000, length_in_bytes=True, label="Body"),
             "IsPublished": FieldSpec(type="boolean"),
         },
         # ParentId is polymorphic (a Case, a Contact, ...): the emulator checks it on create
         "FeedItem": {
             "Id": ID,
             "ParentId": FieldSpec(type="reference", updateable=False),
-            "Body": FieldSpec(type="textarea", length=10000, label="Body"),
+            "Body": FieldSpec(type="textarea", length=10000, length_in_bytes=True, label="Body"),
             "Type": FieldSpec(type="picklist", updateable=False),
             "CreatedDate": FieldSpec(type="datetime", createable=False, updateable=False),
         },
@@ -145,6 +148,13 @@ PREFIXES = {
     "FeedItem": "0D5",
     "OpportunityContactRole": "00K",
 }
+
+
+def _measure(value: str, spec: FieldSpec) -> int:
+    """A text's length as Salesforce checks it for this field."""
+    if spec.length_in_bytes:
+        return len(html.escape(value).encode("utf-8"))
+    return len(value.encode("utf-16-le")) // 2
 
 
 def now_text(moment: datetime | None = None) -> str:
@@ -208,7 +218,7 @@ class Org:
     def _check_value(spec: FieldSpec, name: str, value: Any) -> None:
         """STRING_TOO_LONG past the field's length; a restricted picklist takes only its own values."""
         label = spec.label or name
-        if isinstance(value, str) and spec.length is not None and len(value) > spec.length:
+        if isinstance(value, str) and spec.length is not None and _measure(value, spec) > spec.length:
             raise RecordError(
                 "STRING_TOO_LONG",
                 f"{label}: data value too large: {value[:40]} (max length={spec.length})",
