@@ -116,6 +116,10 @@ def build_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
     )
 
 
+#: ``errorMessage`` prefixes of a job that failed because of its data, not because of Salesforce
+PERMANENT_JOB_ERRORS = ("InvalidBatch", "ClientInputError", "InvalidJob")
+
+
 def parse_results(content: bytes) -> list[dict[str, str]]:
     """A results CSV (any quoting, values may hold line breaks) as one dict per row."""
     reader = csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""))
@@ -296,6 +300,11 @@ class BulkIngest:
             failed=sum(1 for r in found.values() if not r.success),
         )
         if state != "JobComplete" and not found:
+            message = str(info.get("errorMessage") or "")
+            if state == "Failed" and message.startswith(PERMANENT_JOB_ERRORS):
+                # the data itself is wrong (a field the org lacks, a bad CSV): sending it again fails alike
+                code = message.split(":", 1)[0].strip()
+                raise RecordError(f"{what}: {reason}", 400, [code])
             raise TransientError(f"{what}: {reason}")
         unprocessed = SaveResult(None, False, None, [UNPROCESSED], f"not processed: {reason}")
         return {key: found.get(key, unprocessed) for key in keys}

@@ -144,12 +144,14 @@ class _TimeoutAdapter(HTTPAdapter):
 
 
 def build_session(settings: SalesforceSettings) -> requests.Session:
-    """A session whose trust comes from settings only (environment CA variables and proxies are ignored),
-    and whose every call gives up after ``timeout_seconds``."""
+    """A session whose trust and proxy come from settings only (environment CA and proxy variables are
+    ignored), and whose every call gives up after ``timeout_seconds``."""
     session = requests.Session()
     session.trust_env = False
     session.verify = settings.ca_bundle or True
     session.headers["User-Agent"] = USER_AGENT
+    if settings.proxy:
+        session.proxies = {"https": settings.proxy, "http": settings.proxy}
     adapter = _TimeoutAdapter(settings.timeout_seconds)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -227,6 +227,11 @@ class SalesforceSettings(_Section):
     auth: Auth
     api_version: str = Field("59.0", pattern=r"^\d{2,3}\.0$")
     ca_bundle: str | None = Field(None, description="PEM file of CAs to trust; default: the system store")
+    proxy: str | None = Field(
+        None,
+        description="outbound proxy for every call to Salesforce, e.g. http://proxy.internal:3128; the "
+        "connector reads no proxy (or CA) variables from the environment, only its settings",
+    )
     organization_id: str | None = Field(
         None, description="18-char org id; Outbound Messages from another org are refused"
     )

@@ -273,6 +273,20 @@ async def test_a_job_that_fails_is_retried_as_transient_and_written_once(
     assert len(emulator.records("Survey_Response__c")) == 100
 
 
+async def test_a_job_failed_by_its_data_fails_its_items_at_once_instead_of_retrying_forever(
+    small: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    """A field the org lacks fails the job as InvalidBatch: sending the same data again would fail alike."""
+    people = contacts(emulator, 100)
+    items = [timeline_item(n + 1, people[n], f"r-{n}", "x") for n in range(100)]
+    emulator.drop_field("Survey_Response__c", "Channel__c")
+    results = await small.write_back(items)
+    assert [r.status for r in results] == ["failed"] * 100
+    assert all("InvalidBatch : Field name not found : Channel__c" in (r.error or "") for r in results)
+    assert len(emulator.calls_to("POST", "/jobs/ingest")) == 1, "one job, not one per retry"
+    assert emulator.records("Survey_Response__c") == []
+
+
 async def test_a_job_still_running_at_the_timeout_is_aborted_and_retried(
     small: SalesforceConnector, emulator: SalesforceEmulator
 ) -> None:

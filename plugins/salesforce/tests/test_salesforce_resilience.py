@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -263,3 +264,45 @@ async def test_workers_and_a_restarted_hub_keep_to_one_budget_through_the_databa
     assert (
         not budget.ok and "the hub spent 11 of its 10" in budget.detail and "share is spent" in budget.detail
     )
+
+
+async def test_calls_go_through_the_configured_proxy(
+    server: TlsServer, app_keys: tuple[str, str], emulator: SalesforceEmulator
+) -> None:
+    """A real CONNECT proxy on loopback: login and data calls tunnel through it, TLS still checked end to end."""
+    tunnels: list[str] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = request.split(b"\r\n", 1)[0].decode().split(" ")
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            writer.close()
+            return
+        tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    contact = emulator.add_contact("Kari", "Dahl", email="kari@nordlys.example")
+    connector = make_connector(make_settings(server, app_keys[0], emulator, proxy=f"http://127.0.0.1:{port}"))
+    try:
+        person = await connector.get_person(contact)
+    finally:
+        await connector.aclose()
+        proxy.close()
+    assert person is not None and person.email == "kari@nordlys.example"
+    target = server.url.removeprefix("https://")
+    assert tunnels and set(tunnels) == {target}, "every call, the login included, went through the proxy"

@@ -195,3 +195,33 @@ def test_notes_without_their_marker_field_are_refused_because_a_retry_would_note
         _settings(case={"response_id_field": "", "internal_comment": False, "chatter_post": "case"})
     quiet = _settings(case={"response_id_field": "", "internal_comment": False})
     assert "response_id" not in quiet.case.mapped()
+
+
+#: fields every user who can read the object sees: ids, names, system and required fields, which a
+#: permission set cannot grant or withhold
+ALWAYS_VISIBLE = {
+    "Contact": {"Id", "FirstName", "LastName", "OwnerId"},
+    "Case": {"Id", "CaseNumber", "Status", "IsClosed", "ClosedDate", "OwnerId"},
+    "Opportunity": {
+        "Id",
+        "Name",
+        "StageName",
+        "IsWon",
+        "CloseDate",
+        "LastModifiedDate",
+        "OwnerId",
+        "ContactId",
+    },
+    "OpportunityContactRole": {"OpportunityId", "ContactId"},
+}
+
+
+def test_the_integration_permission_set_lets_the_connector_read_every_standard_field_it_selects() -> None:
+    """An API-only integration user sees no optional field unless a permission set grants it."""
+    granted = package.permission_set("CXHub_Integration")
+    reads = [need for need in needs(DEFAULTS) if need.access == "read"]
+    assert {need.sobject for need in reads} == set(ALWAYS_VISIBLE)
+    for need in reads:
+        if need.field not in ALWAYS_VISIBLE[need.sobject]:
+            readable, _ = granted.get(f"{need.sobject}.{need.field}", (False, False))
+            assert readable, f"CXHub_Integration does not grant read on {need.sobject}.{need.field}"
