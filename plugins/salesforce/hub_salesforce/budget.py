@@ -7,7 +7,8 @@ the hub made, and stops completely for a while when Salesforce answers REQUEST_L
 
 Calls are counted per minute. With a usage ledger (``hub.UsageLedger``, the hub's database) the counts of
 every hub process are summed and survive a restart: ``share_usage`` adds this process's new calls and reads
-the total back; the connector does that around each batch. Between two visits a process counts its own new
+the total back; the connector does that around each batch. A REQUEST_LIMIT_EXCEEDED answer is shared the same
+way, so that every process pauses, not only the one that was refused. Between two visits a process counts its own new
 calls on top of the last total it read, so several workers overshoot by at most the calls of one batch each.
 """
 
@@ -29,6 +30,8 @@ log = structlog.get_logger("hub_salesforce.budget")
 
 #: the ledger's name for REST API calls
 METER = "rest_api_calls"
+#: the ledger's name for REQUEST_LIMIT_EXCEEDED answers: one process's refusal pauses every process
+REFUSALS = "request_limit_exceeded"
 
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
@@ -60,6 +63,8 @@ class ApiBudget:
         self._new: Counter[int] = Counter()
         #: calls per minute of every process, as the ledger last said (this process's handed-over ones included)
         self._shared: dict[int, int] = {}
+        #: minutes in which this process was refused with REQUEST_LIMIT_EXCEEDED, not yet in the ledger
+        self._new_refusals: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._refused = False
 
@@ -111,16 +116,25 @@ class ApiBudget:
             return
         with self._lock:
             new, self._new = self._new, Counter()
-            since = self._first_minute(self.clock())
+            refusals, self._new_refusals = self._new_refusals, Counter()
+            now = self.clock()
+            since = self._first_minute(now)
         try:
             totals = await ledger.add_and_read(METER, dict(new), since)
+            refused = await ledger.add_and_read(
+                REFUSALS, dict(refusals), int((now - self.pause_seconds) // 60) - 1
+            )
         except Exception:
             log.exception("salesforce.budget_ledger_failed")
             with self._lock:
                 self._new.update(new)
+                self._new_refusals.update(refusals)
             return
         with self._lock:
             self._shared = totals
+            if refused:  # another process (or this one before a restart) was told to stop: so are we
+                latest = max(refused)
+                self.paused_until = max(self.paused_until, (latest + 1) * 60 + self.pause_seconds)
 
     def observe(self, header: str | None) -> None:
         """Read the org's usage from a reply's Sforce-Limit-Info header."""
@@ -132,7 +146,9 @@ class ApiBudget:
     def limit_exceeded(self) -> float:
         """Salesforce said REQUEST_LIMIT_EXCEEDED: stop every call for ``pause_seconds``; return the pause."""
         with self._lock:
-            self.paused_until = self.clock() + self.pause_seconds
+            now = self.clock()
+            self.paused_until = now + self.pause_seconds
+            self._new_refusals[int(now // 60)] += 1
         return self.pause_seconds
 
     def state(self) -> dict[str, Any]:

@@ -306,3 +306,32 @@ async def test_calls_go_through_the_configured_proxy(
     assert person is not None and person.email == "kari@nordlys.example"
     target = server.url.removeprefix("https://")
     assert tunnels and set(tunnels) == {target}, "every call, the login included, went through the proxy"
+
+
+async def test_request_limit_exceeded_pauses_every_worker_on_the_database(
+    server: TlsServer, app_keys: tuple[str, str], emulator: SalesforceEmulator, tmp_path: Path
+) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    await store.upgrade()
+    contact = emulator.add_contact("Kari", "Dahl", email="kari@nordlys.example")
+    settings = make_settings(server, app_keys[0], emulator)
+    refused, other = (make_connector(settings, usage=StoreUsageLedger(store, CONNECTOR)) for _ in range(2))
+    try:
+        await other.get_person(contact)  # the other worker is up and has talked to Salesforce
+        emulator.api_used = emulator.daily_limit  # the org's allowance is gone, spent by someone else
+        with pytest.raises(TransientError, match="REQUEST_LIMIT_EXCEEDED"):
+            await refused.get_person(contact)
+        await refused.client.budget.share_usage(refused.ctx.usage)  # after its batch
+        await other.client.budget.share_usage(other.ctx.usage)  # before its next batch
+        calls = len(emulator.calls)
+        with pytest.raises(TransientError, match="pausing") as paused:
+            await other.get_person(contact)
+        assert len(emulator.calls) == calls, "the other worker did not hammer Salesforce"
+        assert paused.value.retry_after is not None
+        assert paused.value.retry_after >= settings.limit_pause_seconds - 60
+        state = other.client.budget.state()
+    finally:
+        await refused.aclose()
+        await other.aclose()
+        await store.dispose()
+    assert state["paused_for_seconds"] > 0

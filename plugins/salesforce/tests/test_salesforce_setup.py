@@ -225,3 +225,36 @@ def test_the_integration_permission_set_lets_the_connector_read_every_standard_f
         if need.field not in ALWAYS_VISIBLE[need.sobject]:
             readable, _ = granted.get(f"{need.sobject}.{need.field}", (False, False))
             assert readable, f"CXHub_Integration does not grant read on {need.sobject}.{need.field}"
+
+
+#: what the Metadata API requires of each field type (CustomField reference), beyond fullName, label, type
+REQUIRED_BY_TYPE = {
+    "Number": {"precision", "scale"},
+    "Text": {"length"},
+    "LongTextArea": {"length", "visibleLines"},
+    "Picklist": {"valueSet"},
+    "DateTime": set(),
+    "Lookup": {"referenceTo", "relationshipName", "deleteConstraint"},
+}
+#: CustomField elements this package may use; anything else is a typo the deploy would refuse
+CUSTOM_FIELD_ELEMENTS = {
+    "fullName", "caseSensitive", "deleteConstraint", "description", "externalId", "inlineHelpText", "label",
+    "length", "precision", "referenceTo", "relationshipLabel", "relationshipName", "required", "scale",
+    "trackHistory", "type", "unique", "valueSet", "visibleLines",
+}  # fmt: skip
+
+
+def test_every_field_file_has_what_its_type_needs_and_nothing_the_metadata_api_does_not_know() -> None:
+    import xml.etree.ElementTree as ET
+
+    files = sorted((package.SOURCE / "force-app").rglob("*.field-meta.xml"))
+    assert len(files) == sum(len(f) for f in package.custom_fields().values()) > 0
+    for path in files:
+        root = ET.parse(path).getroot()
+        assert root.tag == "{http://soap.sforce.com/2006/04/metadata}CustomField", path
+        elements = {child.tag.split("}")[1] for child in root}
+        assert elements <= CUSTOM_FIELD_ELEMENTS, f"{path.name}: unknown {elements - CUSTOM_FIELD_ELEMENTS}"
+        kind = root.findtext("{http://soap.sforce.com/2006/04/metadata}type")
+        assert kind in REQUIRED_BY_TYPE, f"{path.name}: type {kind}"
+        assert {"fullName", "label", "type"} | REQUIRED_BY_TYPE[kind] <= elements, path.name
+        assert root.findtext("{http://soap.sforce.com/2006/04/metadata}fullName") == path.name.split(".")[0]
