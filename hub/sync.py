@@ -18,11 +18,11 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay
@@ -31,6 +31,8 @@ from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summary
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
+
     from hub.app import Hub
 
 log = structlog.get_logger("hub.sync")
@@ -308,52 +310,77 @@ class SyncService:
         cfg = hub.config.sync
         now = hub.now()
         dead_rows: set[int] = set()
+        done: list[dict[str, Any]] = []
+        again: list[dict[str, Any]] = []
+        for row, result, _ in outcomes:
+            if result.status == "ok":
+                done.append({"row_id": row.id, "row_version": row.version, "remote": result.remote_id})
+                stats.written += 1
+                continue
+            attempts = row.attempts + 1
+            dead = result.status == "failed" or attempts >= cfg.max_attempts
+            delay = backoff_delay(
+                attempts,
+                base=cfg.backoff_base_seconds,
+                cap=cfg.backoff_max_seconds,
+                retry_after=result.retry_after,
+            )
+            again.append(
+                {
+                    "row_id": row.id,
+                    "new_state": "dead" if dead else "queued",
+                    "new_attempts": attempts,
+                    "next_at": now + timedelta(seconds=delay),
+                    "error": (result.error or "failed")[:2000],
+                }
+            )
+            if dead:
+                dead_rows.add(row.id)
+                stats.dead += 1
+            else:
+                stats.retried += 1
+        # one statement per outcome kind, each executed for every row at once (executemany): a batch of
+        # 200 is three round trips to the database, not 400
+        table = cast("Table", WriteBack.__table__)
+        mine = (table.c.id == bindparam("row_id"), table.c.lease_owner == self.owner)
         async with hub.store.session() as s:
-            for row, result, _ in outcomes:
-                mine = (WriteBack.id == row.id, WriteBack.lease_owner == self.owner)
-                if result.status == "ok":
-                    await s.execute(
-                        update(WriteBack)
-                        .where(*mine, WriteBack.version == row.version)
-                        .values(
-                            state="done",
-                            done_at=now,
-                            remote_id=result.remote_id,
-                            last_error=None,
-                            lease_owner=None,
-                            lease_until=None,
-                            updated_at=now,
-                        )
-                    )
-                    await s.execute(update(WriteBack).where(*mine).values(lease_owner=None, lease_until=None))
-                    stats.written += 1
-                    continue
-                attempts = row.attempts + 1
-                dead = result.status == "failed" or attempts >= cfg.max_attempts
-                delay = backoff_delay(
-                    attempts,
-                    base=cfg.backoff_base_seconds,
-                    cap=cfg.backoff_max_seconds,
-                    retry_after=result.retry_after,
-                )
-                await s.execute(
-                    update(WriteBack)
-                    .where(*mine)
+            conn = await s.connection()
+            if done:
+                await conn.execute(
+                    table.update()
+                    .where(*mine, table.c.version == bindparam("row_version"))
                     .values(
-                        state="dead" if dead else "queued",
-                        attempts=attempts,
-                        next_attempt_at=now + timedelta(seconds=delay),
-                        last_error=(result.error or "failed")[:2000],
+                        state="done",
+                        done_at=now,
+                        remote_id=bindparam("remote"),
+                        last_error=None,
                         lease_owner=None,
                         lease_until=None,
                         updated_at=now,
-                    )
+                    ),
+                    done,
                 )
-                if dead:
-                    dead_rows.add(row.id)
-                    stats.dead += 1
-                else:
-                    stats.retried += 1
+                # a row re-armed with a newer version while it was written stays queued: release it only
+                await conn.execute(
+                    table.update()
+                    .where(table.c.id.in_([d["row_id"] for d in done]), table.c.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_until=None)
+                )
+            if again:
+                await conn.execute(
+                    table.update()
+                    .where(*mine)
+                    .values(
+                        state=bindparam("new_state"),
+                        attempts=bindparam("new_attempts"),
+                        next_attempt_at=bindparam("next_at"),
+                        last_error=bindparam("error"),
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    ),
+                    again,
+                )
         for row, result, item in outcomes:
             dead = row.id in dead_rows
             WRITTEN.labels(
