@@ -50,12 +50,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hub_salesforce.auth import login
 from hub_salesforce.client import COLLECTION_LIMIT, build_session
 from hub_salesforce.config import SalesforceSettings
-from hub_salesforce.emulator import SalesforceEmulator, serve_tls
+from hub_salesforce.emulator import SalesforceEmulator, generate_key_pair, serve_tls
 from pydantic import SecretStr
 from simple_salesforce import Salesforce
 from sqlalchemy import func, select
@@ -181,20 +179,6 @@ def max_rss_mib() -> float:
                 return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def generate_key_pair() -> tuple[str, str]:
-    """(private PEM, public PEM): the connected app's certificate key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-    return private, public
 
 
 # --- this process: the emulator and the hub's queue --------------------------------------------------

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hub import DemoCase
 from hub_salesforce.emulation.outbound import OutboundSender
-from hub_salesforce.emulator import SalesforceEmulator, TlsServer
+from hub_salesforce.emulator import SalesforceEmulator, TlsServer, generate_key_pair
 
 log = structlog.get_logger("hub_salesforce.demo")
 
@@ -31,20 +29,6 @@ ENV_PREFIX = "CXHUB_DEMO_SALESFORCE_"
 CONSUMER_KEY = "3MVG9-cxhub-demo"
 USERNAME = "integration@cxhub-demo.example"
 CASE_SUBJECT = "Export to Excel fails on large sheets"
-
-
-def _key_pair() -> tuple[str, str]:
-    """(private PEM, public PEM) of the connected app's certificate key, new for every demo run."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-    return private, public
 
 
 class SalesforceDemoEmulator:
@@ -63,7 +47,7 @@ class SalesforceDemoEmulator:
     # -- hub.Emulator
 
     def start(self, workdir: Path, hub_url: str, instance: str) -> None:
-        private_key, public_key = _key_pair()
+        private_key, public_key = generate_key_pair()
         emulator = SalesforceEmulator(consumer_key=CONSUMER_KEY, username=USERNAME, public_key_pem=public_key)
         self.owner_id = emulator.add_user("James Whitfield", "james.whitfield@brightwater.example")
         self.contact_id = emulator.add_contact(

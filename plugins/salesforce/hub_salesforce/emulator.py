@@ -31,6 +31,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -867,6 +869,23 @@ def _resolve_body(body: Any, outcomes: dict[str, tuple[int, Any]]) -> Any:
 
 
 # --- serving over TLS ------------------------------------------------------------------------------
+
+
+def generate_key_pair() -> tuple[str, str]:
+    """(private PEM, public PEM) of a connected app's certificate key, made fresh for a demo, test or bench.
+
+    The emulator is given the public half (``public_key_pem``), the connector's ``private_key`` the other.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+    return private, public
 
 
 class TlsServer(BackgroundServer):

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hub_salesforce.connector import SalesforceConnector
-from hub_salesforce.emulator import SalesforceEmulator, TlsServer, serve_tls
-from salesforce_support import generate_key_pair, make_connector, make_emulator, make_settings
+from hub_salesforce.emulator import SalesforceEmulator, TlsServer, generate_key_pair, serve_tls
+from salesforce_support import make_connector, make_emulator, make_settings
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hub_salesforce.config import SalesforceSettings
 from hub_salesforce.connector import SalesforceConnector
 from hub_salesforce.emulator import SalesforceEmulator, TlsServer
@@ -23,20 +21,6 @@ CLIENT_ID = "3MVG9-cxhub-client"
 CLIENT_SECRET = "client-secret-for-tests"
 WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789abcdef"
 INSTANCE = "sf"
-
-
-def generate_key_pair() -> tuple[str, str]:
-    """(private PEM, public PEM): the connected app's certificate key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-    return private, public
 
 
 def make_emulator(public_key: str, **options: Any) -> SalesforceEmulator:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hub_salesforce.client import RecordError
 from hub_salesforce.connector import SalesforceConnector
-from hub_salesforce.emulator import SalesforceEmulator, TlsServer
-from salesforce_support import SalesforceHarness, generate_key_pair, make_connector, make_settings
+from hub_salesforce.emulator import SalesforceEmulator, TlsServer, generate_key_pair
+from salesforce_support import SalesforceHarness, make_connector, make_settings
 from sqlalchemy import select
 
 from hub import (
