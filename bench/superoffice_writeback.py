@@ -21,6 +21,9 @@ The emulator's listening socket gets TCP_NODELAY (``--keep-nagle`` leaves it as 
 makes it): without it every request on a kept-alive connection waits ~40 ms for a delayed ACK, and the
 calls would cost ~90 ms instead of the injected latency.
 
+What both write-back benchmarks do alike (the answers, the hub's queue, the children, the report's
+common lines) is in ``common.py`` next to this file.
+
 Peak memory is the peak resident set size of each child, the process that does the write-back (the
 emulator runs in this one): ``VmHWM`` from ``/proc/self/status`` on Linux, because a child's
 ``ru_maxrss`` starts at its parent's high-water mark. Results: docs/benchmarks.md.
@@ -31,104 +34,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import json
 import os
-import platform
-import random
-import resource
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import common
 from hub_superoffice.client import SuperOfficeClient
 from hub_superoffice.config import SuperOfficeSettings
 from hub_superoffice.emulator import SuperOfficeEmulator, serve_in_background
 from hub_superoffice.mapping import field_operations, render, truncate
 from pydantic import SecretStr
-from sqlalchemy import func, select
 
-from hub.app import Hub
-from hub.config import HubConfig, parse_config
+from hub.config import HubConfig
 from hub.http import make_client
 from hub.logging import configure
-from hub.models import CaseEvent, nps_category
-from hub.store.tables import Event, Identity, Invitation, Person, Response, WriteBack
-from hub.testing.memory import memory_channel_plugin
+from hub.models import nps_category
 
 CONNECTOR = "so"
-CAMPAIGN = "bench"
 TENANT = "Cust12345"
 APP_TOKEN_ENV = "SO_BENCH_APP_TOKEN"
 SYSTEM_USER_TOKEN_ENV = "SO_BENCH_SYSTEM_USER_TOKEN"
-COMMENTS = (
-    "Quick and friendly help",
-    "Took three days to get an answer",
-    "Solved on the first call, thank you!",
-    "The invoice is still wrong",
-    "Good, but I had to explain the problem twice",
-    "Excellent service from Mette",
-)
 
 
-# --- the data: the same answers in every process --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    index: int
-    response_id: str
-    person: int  # index into the emulator's persons
-    rating: int
-    comment: str | None
-    answered_at: datetime
-
-
-def make_answers(count: int, persons: int, seed: int, now: datetime) -> list[Answer]:
-    """``count`` NPS answers spread over the last 60 days; answer i comes from person ``i % persons``."""
-    rng = random.Random(seed)
-    start = now - timedelta(days=60)
-    step = timedelta(days=60) / max(count, 1)
-    answers = []
-    for i in range(count):
-        rating = rng.choices(range(11), weights=(2, 1, 1, 1, 2, 3, 4, 6, 9, 12, 10))[0]
-        comment = rng.choice(COMMENTS) if rng.random() < 0.4 else None
-        response_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        answers.append(Answer(i, response_id, i % persons, rating, comment, start + step * i))
-    return answers
+# --- the state the children get: where the emulator is, the ids in it ----------------------------------
 
 
 @dataclass
-class State:
-    """What the children need to know: where the emulator and the database are, and the ids in it."""
+class State(common.BenchState):
+    """What the children need to know besides the answers: where the emulator is, and the ids in it."""
 
     base_url: str
     key_file: str
-    database: str
-    responses: int
-    persons: int
-    seed: int
-    now: str
     max_in_flight: int
-    baseline_sample: int
     internal_message: bool
     person_ids: list[int]
     ticket_ids: list[int]
-
-    @property
-    def moment(self) -> datetime:
-        return datetime.fromisoformat(self.now)
-
-    def answers(self) -> list[Answer]:
-        return make_answers(self.responses, self.persons, self.seed, self.moment)
 
 
 def connector_settings(state: State) -> dict[str, Any]:
@@ -148,44 +95,12 @@ def connector_settings(state: State) -> dict[str, Any]:
 
 
 def hub_config(state: State) -> HubConfig:
-    data = {
-        "hub": {
-            "database_url": f"sqlite+aiosqlite:///{state.database}",
-            "public_url": "http://127.0.0.1:9",
-            "log_level": "warning",
-        },
-        "connectors": {CONNECTOR: connector_settings(state)},
-        "channels": {"memory": {"plugin": "memory"}},
-        "surveys": {"nps": {"kind": "nps"}},
-        "campaigns": {
-            CAMPAIGN: {
-                "trigger": {"connector": CONNECTOR, "event": "case.closed"},
-                "survey": "nps",
-                "channels": ["memory"],
-                "write_back": {"internal_comment": state.internal_message},
-            }
-        },
-    }
-    return parse_config(data, Path(state.database).with_suffix(".toml"))
+    return common.make_hub_config(
+        state, CONNECTOR, connector_settings(state), write_back={"internal_comment": state.internal_message}
+    )
 
 
-def max_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB.
-
-    Linux: ``VmHWM`` of ``/proc/self/status``. Not ``ru_maxrss``: the kernel carries the parent's
-    high-water mark over fork and exec, so a child started by a big process reports the parent's size.
-    Elsewhere: ``ru_maxrss`` (KiB on Linux, bytes on macOS).
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-# --- this process: the emulator and the hub's queue --------------------------------------------------
+# --- this process: the emulator ------------------------------------------------------------------------
 
 
 def seed_emulator(emulator: SuperOfficeEmulator, persons: int, responses: int) -> tuple[list[int], list[int]]:
@@ -206,162 +121,37 @@ def seed_emulator(emulator: SuperOfficeEmulator, persons: int, responses: int) -
     return person_ids, ticket_ids
 
 
-async def queue_write_backs(state: State) -> int:
-    """Store the answers as the engine would have, and queue their write-backs with the engine's own code."""
-    hub = await Hub.open(hub_config(state), plugin_objects=[memory_channel_plugin()])
-    try:
-        campaign = hub.config.campaigns[CAMPAIGN]
-        survey = hub.config.surveys[campaign.survey]
-        answers = state.answers()
-        async with hub.store.session() as s:
-            people = [
-                Person(email=f"person{j}@bench.example", name=f"Bench Person {j}", language="en")
-                for j in range(state.persons)
-            ]
-            s.add_all(people)
-            await s.flush()
-            s.add_all(
-                Identity(person_id=person.id, connector=CONNECTOR, crm_id=str(crm_id))
-                for person, crm_id in zip(people, state.person_ids, strict=True)
-            )
-            events = []
-            for answer in answers:
-                ticket_id = state.ticket_ids[answer.index]
-                closed = answer.answered_at - timedelta(hours=2)
-                case = CaseEvent(
-                    event_id=f"ticket:{ticket_id}:closed:{closed:%Y%m%dT%H%M%SZ}",
-                    event_type="case.closed",
-                    occurred_at=closed,
-                    record_type="ticket",
-                    record_id=str(ticket_id),
-                    person_id=str(state.person_ids[answer.person]),
-                )
-                events.append(
-                    Event(
-                        connector=CONNECTOR,
-                        event_id=case.event_id,
-                        event_type=case.event_type,
-                        record_id=case.record_id,
-                        source="poll",
-                        payload=case.model_dump(mode="json"),
-                        received_at=closed,
-                        processed_at=closed,
-                    )
-                )
-            s.add_all(events)
-            await s.flush()
-            invitations = [
-                Invitation(
-                    campaign=CAMPAIGN,
-                    event_pk=event.id,
-                    person_id=people[answer.person].id,
-                    status="answered",
-                    channel="memory",
-                    language="en",
-                    sent_at=answer.answered_at - timedelta(hours=1),
-                    created_at=answer.answered_at - timedelta(hours=2),
-                    updated_at=answer.answered_at,
-                )
-                for answer, event in zip(answers, events, strict=True)
-            ]
-            s.add_all(invitations)
-            await s.flush()
-            rows = [
-                Response(
-                    id=answer.response_id,
-                    invitation_id=invitation.id,
-                    person_id=people[answer.person].id,
-                    campaign=CAMPAIGN,
-                    survey_kind=survey.kind.value,
-                    rating=answer.rating,
-                    score=survey.score_of(answer.rating),
-                    category=nps_category(answer.rating).value,
-                    comment=answer.comment,
-                    language="en",
-                    channel="memory",
-                    answered_at=answer.answered_at,
-                    updated_at=answer.answered_at,
-                )
-                for answer, invitation in zip(answers, invitations, strict=True)
-            ]
-            s.add_all(rows)
-            await s.flush()
-            for row, invitation, event in zip(rows, invitations, events, strict=True):
-                await hub.engine._queue_write_backs(s, row, invitation, event, campaign)
-        async with hub.store.session() as s:
-            return int(await s.scalar(select(func.count()).select_from(WriteBack)) or 0)
-    finally:
-        await hub.close()
+def crm_records(state: State) -> common.CrmRecords:
+    """The seeded persons and tickets as the hub refers to them (``common.queue_write_backs``)."""
+    return common.CrmRecords(
+        connector=CONNECTOR,
+        person_noun="person",
+        person_ids=[str(person_id) for person_id in state.person_ids],
+        record_type="ticket",
+        event_prefix="ticket",
+        case_ids=[str(ticket_id) for ticket_id in state.ticket_ids],
+    )
 
 
 # --- child: the hub's path -----------------------------------------------------------------------------
 
 
+def client_counters(connector: Any) -> dict[str, Any]:
+    """The client's own call count and time, and the writer's batched timeline look-ups."""
+    writer = connector._writer
+    return {
+        "client_calls": connector.client.calls,
+        "client_call_seconds": connector.client.call_seconds,
+        "timeline_lookups": writer.timeline_lookups.lookups,
+        "timeline_keys_looked_up": writer.timeline_lookups.keys,
+    }
+
+
 async def run_hub(state: State) -> dict[str, Any]:
-    hub = await Hub.open(hub_config(state), plugin_objects=[memory_channel_plugin()])
-    try:
-        connector: Any = hub.connectors[CONNECTOR]
-        inside = 0.0
-        write_back = connector.write_back
-
-        async def timed_write_back(batch: Any) -> Any:  # measurement only: the same call, timed
-            nonlocal inside
-            started = time.perf_counter()
-            try:
-                return await write_back(batch)
-            finally:
-                inside += time.perf_counter() - started
-
-        connector.write_back = timed_write_back
-        rss_ready = max_rss_mib()
-        started = time.perf_counter()
-        stats = await hub.sync.run(CONNECTOR)
-        elapsed = time.perf_counter() - started
-        async with hub.store.session() as s:
-            states = dict(
-                (await s.execute(select(WriteBack.state, func.count()).group_by(WriteBack.state))).all()
-            )
-        writer = connector._writer
-        return {
-            "elapsed": elapsed,
-            "inside_write_back": inside,
-            "written": stats.written,
-            "retried": stats.retried,
-            "dead": stats.dead,
-            "batches": stats.batches,
-            "error": stats.error,
-            "states": {str(k): int(v) for k, v in states.items()},
-            "client_calls": connector.client.calls,
-            "client_call_seconds": connector.client.call_seconds,
-            "timeline_lookups": writer.timeline_lookups.lookups,
-            "timeline_keys_looked_up": writer.timeline_lookups.keys,
-            "rss_ready_mib": rss_ready,
-            "rss_peak_mib": max_rss_mib(),
-        }
-    finally:
-        await hub.close()
+    return await common.run_hub_sync(hub_config(state), CONNECTOR, counters=client_counters)
 
 
 # --- child: the naive baseline -------------------------------------------------------------------------
-
-
-def naive_summary(history: list[Answer], now: datetime) -> dict[str, Any]:
-    """The person summary after the latest answer, as a naive integration would compute it."""
-    latest = history[-1]
-    ratings = [a.rating for a in history]
-    recent = [a.rating for a in history if a.answered_at >= now - timedelta(days=30)]
-    comments = [a.comment for a in history if a.comment]
-    return {
-        "latest_rating": latest.rating,
-        "latest_score": latest.rating * 10.0,
-        "latest_category": nps_category(latest.rating),
-        "latest_date": latest.answered_at,
-        "latest_comment": comments[-1] if comments else None,
-        "average_rating": round(sum(ratings) / len(ratings), 2),
-        "average_rating_30_days": round(sum(recent) / len(recent), 2) if recent else None,
-        "average_score": round(10.0 * sum(ratings) / len(ratings), 2),
-        "count": len(history),
-    }
 
 
 async def run_baseline(state: State, private_key: str) -> dict[str, Any]:
@@ -377,15 +167,15 @@ async def run_baseline(state: State, private_key: str) -> dict[str, Any]:
     sample = state.answers()[: state.baseline_sample]
     person_fields = settings.person.mapped()
     ticket = settings.ticket
-    history: dict[int, list[Answer]] = defaultdict(list)
-    rss_ready = max_rss_mib()
+    history: dict[int, list[common.Answer]] = defaultdict(list)
+    rss_ready = common.max_rss_mib()
     started = time.perf_counter()
     try:
         for answer in sample:
             person_id = state.person_ids[answer.person]
             ticket_id = state.ticket_ids[answer.index]
             history[answer.person].append(answer)
-            summary = naive_summary(history[answer.person], state.moment)
+            summary = common.naive_summary(history[answer.person], state.moment)
             for name, field in person_fields.items():  # one request per summary field
                 await client.patch_entity("Person", person_id, field_operations({field: summary[name]}))
             when = answer.answered_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -393,7 +183,7 @@ async def run_baseline(state: State, private_key: str) -> dict[str, Any]:
                 "rating": answer.rating,
                 "category": nps_category(answer.rating),
                 "comment": truncate(answer.comment, settings.comment_max_length),
-                "campaign": CAMPAIGN,
+                "campaign": common.CAMPAIGN,
                 "channel": "memory",
                 "ticket": str(ticket_id),
             }
@@ -438,30 +228,29 @@ async def run_baseline(state: State, private_key: str) -> dict[str, Any]:
         "client_calls": client.calls,
         "client_call_seconds": client.call_seconds,
         "rss_ready_mib": rss_ready,
-        "rss_peak_mib": max_rss_mib(),
+        "rss_peak_mib": common.max_rss_mib(),
     }
 
 
 def child(phase: str, state_file: str) -> None:
-    configure("warning")
-    state = State(**json.loads(Path(state_file).read_text()))
-    if phase == "hub":
-        result = asyncio.run(run_hub(state))
-    else:
-        result = asyncio.run(run_baseline(state, Path(state.key_file).read_text()))
-    print("RESULT " + json.dumps(result), flush=True)
+    common.child_phase(
+        phase,
+        state_file,
+        State,
+        {
+            "hub": lambda state: asyncio.run(run_hub(state)),
+            "baseline": lambda state: asyncio.run(run_baseline(state, Path(state.key_file).read_text())),
+        },
+    )
 
 
-# --- this process: running the phases and reporting -------------------------------------------------
+# --- this process: running the phases and reporting ----------------------------------------------------
 
 
 @dataclass
-class Phase:
-    name: str
-    result: dict[str, Any]
-    calls: Counter[str]
-    api_calls: int
-    logins: int
+class SuperOfficePhase(common.Phase):
+    """A phase with the most calls the emulator had in flight at once: the connector's concurrency."""
+
     max_in_flight_seen: int
 
 
@@ -474,30 +263,14 @@ def call_kind(method: str, path: str) -> str:
     return f"{method} {name}"
 
 
-def run_phase(name: str, emulator: SuperOfficeEmulator, state_file: Path, env: dict[str, str]) -> Phase:
+def run_phase(
+    name: str, emulator: SuperOfficeEmulator, state_file: Path, env: dict[str, str]
+) -> SuperOfficePhase:
     emulator.clear_calls()
     emulator.max_in_flight_seen = 0
-    completed = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--state", str(state_file)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        sys.stdout.write(completed.stdout)
-        raise SystemExit(f"the {name} phase failed (exit code {completed.returncode})")
-    calls = list(emulator.calls)
-    kinds = Counter(call_kind(call.method, call.path) for call in calls)
-    logins = sum(count for kind, count in kinds.items() if "login" in kind)
-    return Phase(
-        name=name,
-        result=json.loads(lines[-1].removeprefix("RESULT ")),
-        calls=kinds,
-        api_calls=len(calls) - logins,
-        logins=logins,
-        max_in_flight_seen=emulator.max_in_flight_seen,
+    result = common.spawn_phase(__file__, name, state_file, env)
+    return SuperOfficePhase.from_calls(
+        name, result, emulator.calls, call_kind, max_in_flight_seen=emulator.max_in_flight_seen
     )
 
 
@@ -545,12 +318,8 @@ def verify_hub_writes(emulator: SuperOfficeEmulator, state: State) -> list[str]:
     return problems
 
 
-def fmt(value: float, digits: int = 0) -> str:
-    return f"{value:,.{digits}f}"
-
-
 def report(
-    args: argparse.Namespace, hub: Phase, baseline: Phase | None, problems: list[str]
+    args: argparse.Namespace, hub: SuperOfficePhase, baseline: common.Phase | None, problems: list[str]
 ) -> dict[str, Any]:
     n = args.responses
     h = hub.result
@@ -566,7 +335,7 @@ def report(
         "max_in_flight": args.max_in_flight,
         "internal_message": args.internal_message,
         "tcp_nodelay": not args.keep_nagle,
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": common.machine(),
         "hub": {
             "api_calls": hub.api_calls,
             "logins": hub.logins,
@@ -588,60 +357,27 @@ def report(
             "problems": problems,
         },
     }
-    rows = [
-        ("responses written", fmt(n), ""),
-        ("API calls", fmt(hub.api_calls), ""),
-        ("API calls per response", fmt(hub_per_response, 2), ""),
-        ("wall time, s", fmt(h["elapsed"], 1), ""),
-        ("responses per second", fmt(hub_rate, 1), ""),
-        ("peak memory (peak RSS), MiB", fmt(h["rss_peak_mib"], 0), ""),
-    ]
-    if baseline is not None:
-        b = baseline.result
-        sample = b["responses"]
-        per_response = baseline.api_calls / sample
-        rate = sample / b["elapsed"]
-        summary["baseline"] = {
-            "sampled_responses": sample,
-            "api_calls_in_sample": baseline.api_calls,
-            "logins": baseline.logins,
-            "seconds_in_sample": b["elapsed"],
-            "mean_call_round_trip_seconds": b["client_call_seconds"] / max(b["client_calls"], 1),
-            "api_calls_per_response": per_response,
-            "responses_per_second": rate,
-            "extrapolated_api_calls": per_response * n,
-            "extrapolated_seconds": n / rate,
-            "rss_peak_mib": b["rss_peak_mib"],
-            "rss_before_write_back_mib": b["rss_ready_mib"],
-            "calls_by_kind": dict(baseline.calls),
+    scale = common.BaselineScale.of(baseline) if baseline is not None else None
+    if scale is not None:
+        b = scale.phase.result
+        summary["baseline"] = scale.summary(
+            n, round_trip_seconds=b["client_call_seconds"] / max(b["client_calls"], 1)
+        )
+        summary["ratios"] = {
+            "fewer_calls": scale.per_response / hub_per_response,
+            "faster": hub_rate / scale.rate,
         }
-        summary["ratios"] = {"fewer_calls": per_response / hub_per_response, "faster": hub_rate / rate}
-        rows = [
-            ("responses written", fmt(n), f"{fmt(sample)} measured, {fmt(n)} extrapolated"),
-            ("API calls", fmt(hub.api_calls), f"{fmt(per_response * n)} (extrapolated)"),
-            ("API calls per response", fmt(hub_per_response, 2), fmt(per_response, 2)),
-            ("wall time, s", fmt(h["elapsed"], 1), f"{fmt(n / rate, 0)} (extrapolated)"),
-            ("responses per second", fmt(hub_rate, 1), fmt(rate, 2)),
-            ("peak memory (peak RSS), MiB", fmt(h["rss_peak_mib"], 0), fmt(b["rss_peak_mib"], 0)),
-        ]
+    rows = common.comparison_rows(n, hub, scale, per_response_digits=2)
 
     print()
     print(
-        f"SuperOffice write-back: {fmt(n)} responses of {fmt(args.persons)} persons, "
+        f"SuperOffice write-back: {common.fmt(n)} responses of {common.fmt(args.persons)} persons, "
         f"{args.latency * 1000:.0f} ms per API call, max_in_flight {args.max_in_flight}, "
         f"internal ticket message {'on' if args.internal_message else 'off (the default)'}"
     )
     print(f"machine: {summary['machine']}")
     print()
-    baseline_title = (
-        f"naive baseline (first {baseline.result['responses']} measured, rest extrapolated)"
-        if baseline
-        else ""
-    )
-    print(f"| | hub (real path, full size) | {baseline_title} |")
-    print("|---|---:|---:|")
-    for label, hub_value, baseline_value in rows:
-        print(f"| {label} | {hub_value} | {baseline_value} |")
+    common.print_table(rows, baseline)
     if baseline is not None:
         ratios = summary["ratios"]
         print()
@@ -649,15 +385,7 @@ def report(
             f"ratios: {ratios['fewer_calls']:.1f}x fewer API calls, {ratios['faster']:.1f}x more responses "
             "per second (target: 5x and 5x)"
         )
-    print()
-    print("API calls of the hub's path by kind (login not counted above):")
-    for kind, count in hub.calls.most_common():
-        print(f"  {count:>8,}  {kind}")
-    if baseline is not None:
-        print(f"API calls of the baseline sample ({baseline.result['responses']} responses) by kind:")
-        for kind, count in baseline.calls.most_common():
-            print(f"  {count:>8,}  {kind}")
-    print()
+    common.print_calls_by_kind(hub, baseline)
     print(
         f"hub sync: {h['written']:,} items written in {h['batches']} batches, {h['retried']} retried, "
         f"{h['dead']} dead; {h['timeline_keys_looked_up']:,} timeline keys looked up in "
@@ -679,17 +407,7 @@ def report(
         + f" ({args.latency * 1000:.0f} ms injected"
         + (", TCP_NODELAY on the emulator's socket)" if not args.keep_nagle else ", Nagle left on)")
     )
-    print(
-        f"memory: peak RSS (VmHWM) of the write-back process, emulator not included; hub {h['rss_ready_mib']:.0f} MiB before the "
-        f"sync started, {h['rss_peak_mib']:.0f} MiB peak"
-        + (
-            f"; baseline {baseline.result['rss_ready_mib']:.0f} MiB before, "
-            f"{baseline.result['rss_peak_mib']:.0f} MiB peak"
-            if baseline
-            else ""
-        )
-    )
-    print(f"written data verified in the emulator: {'yes' if not problems else '; '.join(problems)}")
+    common.print_memory_and_verdict(hub, baseline, problems)
     return summary
 
 
@@ -699,12 +417,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--persons", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per API call (emulator)")
     parser.add_argument("--max-in-flight", type=int, default=8, help="the connector's max_in_flight")
-    parser.add_argument(
-        "--baseline-sample",
-        type=int,
-        default=300,
-        help="answers the naive baseline really writes (the first N; 0 = no baseline)",
-    )
+    common.add_baseline_sample_argument(parser, default=300)
     parser.add_argument(
         "--internal-message",
         action="store_true",
@@ -719,14 +432,10 @@ def main(argv: Iterable[str] | None = None) -> None:
         help="serve the emulator exactly as serve_in_background does today: its listening socket has no "
         "TCP_NODELAY, so every request on a kept-alive connection waits ~40 ms for a delayed ACK",
     )
-    parser.add_argument("--phase", choices=["hub", "baseline"], help=argparse.SUPPRESS)
-    parser.add_argument("--state", help=argparse.SUPPRESS)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.phase:
-        child(args.phase, args.state)
+    args = common.parse_arguments(parser, argv, child)
+    if args is None:
         return
-    if args.persons < 1 or args.responses < args.persons:
-        parser.error("need at least one person and at least as many responses as persons")
+    common.check_sizes(parser, args.responses, args.persons, "person")
 
     configure("warning")
     with tempfile.TemporaryDirectory(prefix="cxhub-bench-") as temporary:
@@ -762,7 +471,7 @@ def main(argv: Iterable[str] | None = None) -> None:
                     key_file=str(key_file),
                     database=str(database),
                     responses=args.responses,
-                    persons=args.persons,
+                    people=args.persons,
                     seed=args.seed,
                     now=datetime.now(UTC).isoformat(),
                     max_in_flight=args.max_in_flight,
@@ -771,28 +480,17 @@ def main(argv: Iterable[str] | None = None) -> None:
                     person_ids=person_ids,
                     ticket_ids=ticket_ids,
                 )
-                state_file = workdir / "state.json"
-                state_file.write_text(json.dumps(asdict(state)))
-                print("storing the responses and queueing their write-backs in the hub ...", flush=True)
-                queued = asyncio.run(queue_write_backs(state))
-                print(f"  {queued:,} write-back items queued", flush=True)
+                state_file = common.save_state(state, workdir)
+                common.queue_write_backs(hub_config(state), state, crm_records(state))
                 emulator.set_latency(args.latency)
-                print("running the hub's path (hub.sync.run) ...", flush=True)
-                hub = run_phase("hub", emulator, state_file, env)
-                problems = verify_hub_writes(emulator, state)
-                baseline = None
-                if state.baseline_sample:
-                    print(
-                        f"running the naive baseline on {state.baseline_sample:,} responses ...", flush=True
-                    )
-                    baseline = run_phase("baseline", emulator, state_file, env)
+                hub, baseline, problems = common.run_hub_then_baseline(
+                    state.baseline_sample,
+                    lambda name: run_phase(name, emulator, state_file, env),
+                    lambda: verify_hub_writes(emulator, state),
+                )
         finally:
             emulator.close()
-        summary = report(args, hub, baseline, problems)
-        if args.json:
-            Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
-    if problems:
-        raise SystemExit(1)
+        common.finish(report(args, hub, baseline, problems), args.json, problems)
 
 
 if __name__ == "__main__":
