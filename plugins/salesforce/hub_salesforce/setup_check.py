@@ -104,7 +104,8 @@ def judge_object(
             f"{', '.join(keys)}). {PACKAGE_FIX} {PERMISSION_FIX}",
         )
     known = {field["name"]: field for field in describe.get("fields", [])}
-    missing = [need for need in wanted if need.field not in known]
+    missing = [need for need in wanted if need.field not in known and need.key]
+    hidden = [need for need in wanted if need.field not in known and not need.key]
     locked = [need for need in wanted if need.field in known and not _allowed(known[need.field], need.access)]
     short = [
         (need, int(known[need.field].get("length") or 0))
@@ -116,6 +117,11 @@ def judge_object(
     problems = []
     if missing:
         problems.append(f"missing: {', '.join(_named(n) for n in missing)}. {PACKAGE_FIX}")
+    if hidden:  # standard fields exist in every org: the user may not see them (field-level security)
+        problems.append(
+            f"not visible to the integration user: {', '.join(n.field for n in hidden)}. Assign it the "
+            "permission set CXHub_Integration, which grants read on them."
+        )
     if locked:
         problems.append(
             f"read-only for the integration user: {', '.join(_named(n) for n in locked)}. {PERMISSION_FIX}"

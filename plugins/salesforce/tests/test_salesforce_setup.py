@@ -258,3 +258,16 @@ def test_every_field_file_has_what_its_type_needs_and_nothing_the_metadata_api_d
         assert kind in REQUIRED_BY_TYPE, f"{path.name}: type {kind}"
         assert {"fullName", "label", "type"} | REQUIRED_BY_TYPE[kind] <= elements, path.name
         assert root.findtext("{http://soap.sforce.com/2006/04/metadata}fullName") == path.name.split(".")[0]
+
+
+async def test_check_says_a_hidden_standard_field_needs_the_permission_set_not_the_package(
+    connector: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    emulator.drop_field("Case", "Origin")  # what describe shows when field-level security hides it
+    case = by_name(await connector.check())["Case"]
+    assert not case.ok
+    assert (
+        "not visible to the integration user: Origin. Assign it the permission set CXHub_Integration"
+        in case.detail
+    )
+    assert "Deploy the CX Hub package" not in case.detail
