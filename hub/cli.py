@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import func, or_, select
@@ -104,14 +105,16 @@ def check(config: ConfigOption = Path("cxhub.toml")) -> None:
                 results = await instance.check()
             except HubError as exc:
                 results = []
-                table.add_row(name, "connect", "[red]failed[/red]", scrub(f"{type(exc).__name__}: {exc}"))
+                table.add_row(
+                    name, "connect", "[red]failed[/red]", escape(scrub(f"{type(exc).__name__}: {exc}"))
+                )
                 all_ok = False
             if name in hub.connectors:
                 results += await _sync_health(hub, name)
             for result in results:
                 all_ok &= result.ok
                 mark = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
-                table.add_row(name, result.name, mark, scrub(result.detail))
+                table.add_row(name, result.name, mark, escape(scrub(result.detail)))
         console.print(table)
         return all_ok
 
@@ -125,11 +128,12 @@ async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
     async with hub.store.session() as s:
         run = (await _last_runs(s, connector))["sync"]
     if run is None:
-        return [CheckResult(name="last sync", ok=True, detail="no write-back run yet")]
+        return [CheckResult(name="last sync", ok=True, detail="nothing written back yet")]
     when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
     if run.error:
         return [CheckResult(name="last sync", ok=False, detail=f"{when} stopped: {run.error}")]
-    return [CheckResult(name="last sync", ok=True, detail=f"{when}: {run.written} written")]
+    detail = f"{when}: {run.written} written, {run.retried} to retry, {run.dead} dead letters"
+    return [CheckResult(name="last sync", ok=not run.dead, detail=detail)]
 
 
 @app.command()
@@ -287,14 +291,23 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
 
 
 async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
-    """The newest write-back run (``sync``, a full re-sync counts) and the newest ``poll`` of a connector."""
+    """The newest write-back run (``sync``, a full re-sync counts) and the newest ``poll`` of a connector
+    that did something: the cron's runs with nothing due would otherwise hide the one that stopped."""
     last: dict[str, SyncRun | None] = {}
     for kind in ("sync", "poll"):
+        did_something = or_(
+            SyncRun.error.is_not(None),
+            SyncRun.written > 0,
+            SyncRun.retried > 0,
+            SyncRun.dead > 0,
+            SyncRun.events > 0,
+        )
         last[kind] = await session.scalar(
             select(SyncRun)
             .where(
                 SyncRun.connector == connector,
                 SyncRun.kind.in_((kind, "full") if kind == "sync" else (kind,)),
+                did_something,
             )
             .order_by(SyncRun.id.desc())
             .limit(1)

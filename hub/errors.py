@@ -33,11 +33,14 @@ class TransientError(HubError):
     """The remote side is busy or down; the same call may succeed later.
 
     ``retry_after`` is the delay in seconds the remote side asked for (Retry-After), if it said one.
+    ``sent=False`` says nothing reached the remote side (the hub's own API budget held the call back):
+    the sync then counts no attempt, so waiting for a budget never turns items into dead letters.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, sent: bool = True) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.sent = sent
 
 
 class SkippableError(HubError):

@@ -228,14 +228,18 @@ class WriteBackResult(Model):
     remote_id: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    #: False when the item never reached the CRM (held back by the hub's own budget): no attempt is counted
+    sent: bool = True
 
     @classmethod
     def ok(cls, item: WriteBackItem, remote_id: str | None = None) -> WriteBackResult:
         return cls(item_id=item.id, status="ok", remote_id=remote_id)
 
     @classmethod
-    def transient(cls, item: WriteBackItem, error: str, retry_after: float | None = None) -> WriteBackResult:
-        return cls(item_id=item.id, status="transient", error=error, retry_after=retry_after)
+    def transient(
+        cls, item: WriteBackItem, error: str, retry_after: float | None = None, *, sent: bool = True
+    ) -> WriteBackResult:
+        return cls(item_id=item.id, status="transient", error=error, retry_after=retry_after, sent=sent)
 
     @classmethod
     def failed(cls, item: WriteBackItem, error: str) -> WriteBackResult:

@@ -13,6 +13,7 @@ At-least-once and idempotent, like a Singer tap's state or an Airbyte cursor:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -202,7 +203,14 @@ class SyncService:
                 if not rows:
                     break
                 stats.batches += 1
-                await self._write_batch(connector_name, rows, stats)
+                # the lease is renewed from the claim on: building 10,000 summaries takes time too
+                renewal = asyncio.create_task(self._keep_leased([row.id for row in rows]))
+                try:
+                    await self._write_batch(connector_name, rows, stats)
+                finally:
+                    renewal.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewal
                 if progress is not None:
                     progress(stats.written + stats.dead + stats.retried, max(total, stats.written))
         stats.remaining = await self.pending(connector_name, due_only=False)
@@ -238,11 +246,12 @@ class SyncService:
         ]
         results: list[WriteBackResult] = []
         if items:
-            renewal = asyncio.create_task(self._keep_leased([row.id for row in rows]))
             try:
                 results = await connector.write_back(items)
             except TransientError as exc:
-                results = [WriteBackResult.transient(i, str(exc), exc.retry_after) for i in items]
+                results = [
+                    WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent) for i in items
+                ]
                 stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
                 if exc.retry_after:
                     await self._hold(connector_name, exc.retry_after)
@@ -254,8 +263,6 @@ class SyncService:
                 log.exception("sync.connector_failed", connector=connector_name)
                 results = [WriteBackResult.transient(i, f"{type(exc).__name__}: {exc}") for i in items]
                 stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
-            finally:
-                renewal.cancel()
         answered = {r.item_id: r for r in results if r.item_id in by_id}
         for item in items:
             result = answered.get(item.id) or WriteBackResult.transient(
@@ -273,12 +280,15 @@ class SyncService:
         seconds = self.hub.config.sync.lease_seconds
         while True:
             await asyncio.sleep(seconds / 3)
-            async with self.hub.store.session() as s:
-                await s.execute(
-                    update(WriteBack)
-                    .where(WriteBack.id.in_(ids), WriteBack.lease_owner == self.owner)
-                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
-                )
+            try:
+                async with self.hub.store.session() as s:
+                    await s.execute(
+                        update(WriteBack)
+                        .where(WriteBack.id.in_(ids), WriteBack.lease_owner == self.owner)
+                        .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                    )
+            except Exception:  # a database hiccup: the next renewal, a third of a lease later, tries again
+                log.warning("sync.lease_renewal_failed", items=len(ids), exc_info=True)
 
     async def _hold(self, connector: str, seconds: float) -> None:
         """The CRM said "wait" (Retry-After): no item of that connector is due before then.
@@ -317,7 +327,7 @@ class SyncService:
                 done.append({"row_id": row.id, "row_version": row.version, "remote": result.remote_id})
                 stats.written += 1
                 continue
-            attempts = row.attempts + 1
+            attempts = row.attempts + (1 if result.sent else 0)
             dead = result.status == "failed" or attempts >= cfg.max_attempts
             delay = backoff_delay(
                 attempts,
@@ -328,6 +338,7 @@ class SyncService:
             again.append(
                 {
                     "row_id": row.id,
+                    "row_version": row.version,
                     "new_state": "dead" if dead else "queued",
                     "new_attempts": attempts,
                     "next_at": now + timedelta(seconds=delay),
@@ -360,16 +371,11 @@ class SyncService:
                     ),
                     done,
                 )
-                # a row re-armed with a newer version while it was written stays queued: release it only
-                await conn.execute(
-                    table.update()
-                    .where(table.c.id.in_([d["row_id"] for d in done]), table.c.lease_owner == self.owner)
-                    .values(lease_owner=None, lease_until=None)
-                )
             if again:
+                # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued
                 await conn.execute(
                     table.update()
-                    .where(*mine)
+                    .where(*mine, table.c.version == bindparam("row_version"))
                     .values(
                         state=bindparam("new_state"),
                         attempts=bindparam("new_attempts"),
@@ -380,6 +386,13 @@ class SyncService:
                         updated_at=now,
                     ),
                     again,
+                )
+            released = [d["row_id"] for d in done + again]
+            if released:  # rows whose version moved on while they were written: their lease only
+                await conn.execute(
+                    table.update()
+                    .where(table.c.id.in_(released), table.c.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_until=None)
                 )
         for row, result, item in outcomes:
             dead = row.id in dead_rows

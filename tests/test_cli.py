@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hub.cli import app
+from hub.store.tables import SyncRun
 from tests.conftest import config_text
 from tests.helpers import survey_flow
 
@@ -87,11 +88,27 @@ async def test_check_says_when_the_last_sync_stopped_and_clears_when_one_gets_th
     assert code == 1, out
     text = " ".join(out.split())
     assert "last sync" in text and "stopped: TransientError" in text and "503" in text, out
+    # the hourly cron runs while everything is held back: a run with nothing to do hides nothing
+    code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
+    code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
+    assert code == 1 and "stopped: TransientError" in " ".join(out.split()), out
     await asyncio.sleep(1.1)  # the CRM's Retry-After
     code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
     assert code == 0 and "written 3" in out, out
     code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
-    assert code == 0 and "3 written" in " ".join(out.split()), out
+    assert code == 0 and "3 written, 0 to retry, 0 dead letters" in " ".join(out.split()), out
+
+
+async def test_check_prints_error_text_with_brackets_as_it_is(config_file, make_hub, crm_state) -> None:
+    """Stored errors often hold [brackets] (pydantic, URLs): they are text, not table markup."""
+    hub = await make_hub()
+    async with hub.store.session() as s:
+        s.add(
+            SyncRun(connector="crm", kind="sync", error="Field required [type=missing, input=[/services/x]]")
+        )
+    code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
+    assert code == 1, out
+    assert "[type=missing,input=[/services/x]]" in "".join(out.split()), out
 
 
 async def test_sync_status_explain_and_replay(config_file, make_hub, crm_state) -> None:

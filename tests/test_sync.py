@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from hub.errors import TransientError
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.sync import RunStats, SyncService
 from tests.helpers import case_event, survey_flow, token_of
@@ -197,3 +198,29 @@ async def test_full_resync_writes_everything_again_idempotently(make_hub, crm_st
     assert await hub.sync.requeue_all("crm") == 3
     assert (await hub.sync.run("crm", kind="full")).written == 3
     assert (crm_state.creates, crm_state.updates) == (3, 3)
+
+
+async def test_a_batch_held_back_before_it_was_sent_counts_no_attempt_and_never_dies(
+    make_hub, crm_state
+) -> None:
+    """The hub's own API budget (or a CRM-wide limit) held the batch back: waiting must not use up attempts."""
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 8)
+    connector = hub.connectors["crm"]
+    refusal = {"sent": False}
+
+    async def held_back(batch):
+        raise TransientError("the hub's API budget is spent", retry_after=30, sent=refusal["sent"])
+
+    connector.write_back = held_back
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    for _ in range(hub.config.sync.max_attempts + 2):
+        stats = await hub.sync.run("crm")
+        assert stats.stopped and stats.written == 0
+        clock[0] += timedelta(hours=1)  # past every hold and backoff
+    assert [(row.state, row.attempts) for row in await rows(hub)] == [("queued", 0)] * 3
+
+    refusal["sent"] = True  # the same refusal after the batch reached the CRM does count
+    await hub.sync.run("crm")
+    assert sorted(row.attempts for row in await rows(hub)) == [0, 0, 1]
