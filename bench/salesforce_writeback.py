@@ -271,7 +271,7 @@ def verify_hub_writes(emulator: SalesforceEmulator, state: State) -> list[str]:
         1
         for a in answers
         if cases[state.case_ids[a.index]].get("CXHub_Response_Id__c")
-        != f"{a.response_id}{'+comment' if a.comment else ''}"  # the marker of the answer noted
+        != f"{a.response_id}+{'comment' if a.comment else 'score'}"  # the marker of the answer noted
         or cases[state.case_ids[a.index]].get("CXHub_Rating__c") != a.rating
     )
     if wrong_cases:

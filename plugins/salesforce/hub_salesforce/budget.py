@@ -14,6 +14,7 @@ calls on top of the last total it read, so several workers overshoot by at most 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import threading
@@ -63,9 +64,13 @@ class ApiBudget:
         self._new: Counter[int] = Counter()
         #: calls per minute of every process, as the ledger last said (this process's handed-over ones included)
         self._shared: dict[int, int] = {}
+        #: calls taken from ``_new`` and on their way to the ledger: still counted until the totals are back
+        self._handing: Counter[int] = Counter()
         #: minutes in which this process was refused with REQUEST_LIMIT_EXCEEDED, not yet in the ledger
         self._new_refusals: Counter[int] = Counter()
         self._lock = threading.Lock()
+        #: one visit to the ledger at a time, so that older totals never overwrite newer ones
+        self._sharing = asyncio.Lock()
         self._refused = False
 
     @property
@@ -77,13 +82,22 @@ class ApiBudget:
         """The oldest minute still inside the rolling window."""
         return int(now // 60) - math.ceil(self.window_seconds / 60) + 1
 
-    def _spent(self, now: float) -> tuple[int, int | None]:
-        """(calls in the window, the oldest minute holding any); the caller holds the lock."""
+    def _minutes(self, now: float) -> Counter[int]:
+        """Calls per minute inside the window: every process's as last read, plus this one's since."""
         first = self._first_minute(now)
         minutes = Counter({m: c for m, c in self._shared.items() if m >= first})
-        minutes.update({m: c for m, c in self._new.items() if m >= first})
-        used = [m for m, c in minutes.items() if c > 0]
-        return sum(minutes.values()), min(used) if used else None
+        for mine in (self._handing, self._new):
+            minutes.update({m: c for m, c in mine.items() if m >= first})
+        return minutes
+
+    def _frees_at(self, minutes: Counter[int], allowance: int) -> float:
+        """When enough of the oldest minutes have left the window for the next call to be allowed."""
+        excess = sum(minutes.values()) - allowance + 1
+        for minute in sorted(minutes):
+            excess -= minutes[minute]
+            if excess <= 0:
+                return float((minute + math.ceil(self.window_seconds / 60)) * 60)
+        return self.clock()
 
     def acquire(self) -> None:
         """Reserve one call, or raise ``TransientError`` saying when the window allows the next one."""
@@ -93,16 +107,17 @@ class ApiBudget:
                 raise TransientError(
                     "Salesforce refused further calls (REQUEST_LIMIT_EXCEEDED); pausing",
                     retry_after=self.paused_until - now,
+                    sent=False,
                 )
             allowance = self.allowance
-            spent, oldest = self._spent(now)
-            if allowance is not None and spent >= allowance:
-                frees_at = (oldest + math.ceil(self.window_seconds / 60)) * 60 if oldest is not None else now
+            minutes = self._minutes(now)
+            if allowance is not None and sum(minutes.values()) >= allowance:
                 self._refused = True
                 raise TransientError(
                     f"the hub's API budget ({allowance} calls per {self.window_seconds:.0f} s, "
                     f"{self.share:.0%} of the org's {self.org_max}) is spent",
-                    retry_after=max(1.0, frees_at - now),
+                    retry_after=max(1.0, self._frees_at(minutes, allowance) - now),
+                    sent=False,
                 )
             self._new[int(now // 60)] += 1
 
@@ -114,25 +129,39 @@ class ApiBudget:
         """
         if ledger is None:
             return
+        async with self._sharing:
+            try:
+                await self._visit(ledger)
+            except Exception:
+                log.exception("salesforce.budget_ledger_failed")
+
+    async def _visit(self, ledger: UsageLedger) -> None:
+        """Each meter on its own: a count the ledger did not take is kept for the next visit, and one it
+        took is never handed over twice (even when the visit is cancelled half way)."""
         with self._lock:
             new, self._new = self._new, Counter()
-            refusals, self._new_refusals = self._new_refusals, Counter()
+            self._handing = Counter(new)
             now = self.clock()
-            since = self._first_minute(now)
         try:
-            totals = await ledger.add_and_read(METER, dict(new), since)
+            totals = await ledger.add_and_read(METER, dict(new), self._first_minute(now))
+        except BaseException:
+            with self._lock:
+                self._new.update(new)
+                self._handing = Counter()
+            raise
+        with self._lock:
+            self._shared, self._handing = totals, Counter()
+            refusals, self._new_refusals = self._new_refusals, Counter()
+        try:
             refused = await ledger.add_and_read(
                 REFUSALS, dict(refusals), int((now - self.pause_seconds) // 60) - 1
             )
-        except Exception:
-            log.exception("salesforce.budget_ledger_failed")
+        except BaseException:
             with self._lock:
-                self._new.update(new)
                 self._new_refusals.update(refusals)
-            return
-        with self._lock:
-            self._shared = totals
-            if refused:  # another process (or this one before a restart) was told to stop: so are we
+            raise
+        if refused:  # another process (or this one before a restart) was told to stop: so are we
+            with self._lock:
                 latest = max(refused)
                 self.paused_until = max(self.paused_until, (latest + 1) * 60 + self.pause_seconds)
 
@@ -158,7 +187,7 @@ class ApiBudget:
             return {
                 "org_used": self.org_used,
                 "org_max": self.org_max,
-                "hub_spent_in_window": self._spent(now)[0],
+                "hub_spent_in_window": sum(self._minutes(now).values()),
                 "hub_allowance": self.allowance,
                 "paused_for_seconds": max(0.0, round(self.paused_until - now, 1)),
             }

@@ -251,7 +251,8 @@ class SalesforceClient:
         if "REQUEST_LIMIT_EXCEEDED" in codes:
             pause = self.budget.limit_exceeded()
             log.warning("salesforce.request_limit_exceeded", call=what, pause_seconds=pause)
-            return TransientError(f"{what}: {messages}", retry_after=pause)
+            # the org's allowance, not this record: nothing was written, so no attempt is counted
+            return TransientError(f"{what}: {messages}", retry_after=pause, sent=False)
         if status in TRANSIENT_STATUSES:
             self._mark_unavailable(True, what)
             return TransientError(

@@ -208,9 +208,12 @@ class SalesforceConnector:
     # -- webhooks ---------------------------------------------------------------------------------
 
     async def parse_webhook(self, request: WebhookRequest) -> WebhookReply:
-        if is_soap(request.body, request.header("content-type")):
-            return await self._outbound_message(request)
-        return await self._callout(request)
+        try:
+            if is_soap(request.body, request.header("content-type")):
+                return await self._outbound_message(request)
+            return await self._callout(request)
+        finally:
+            await self._share_usage()  # a web process that never syncs still counts its reads
 
     async def _outbound_message(self, request: WebhookRequest) -> WebhookReply:
         message = read_outbound_message(request.body)
@@ -328,6 +331,7 @@ class SalesforceConnector:
         }
 
     async def aclose(self) -> None:
+        await self._share_usage()  # the calls since the last batch, before the process goes
         await self.client.aclose()
 
 

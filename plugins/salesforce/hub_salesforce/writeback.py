@@ -157,14 +157,22 @@ class Writer:
                 continue
             if stop is not None:
                 results.update(
-                    {i.id: WriteBackResult.transient(i, str(stop), stop.retry_after) for i in items}
+                    {
+                        i.id: WriteBackResult.transient(i, str(stop), stop.retry_after, sent=stop.sent)
+                        for i in items
+                    }
                 )
                 continue
             try:
                 results.update(await step(items))
             except TransientError as exc:
                 stop = exc
-                results.update({i.id: WriteBackResult.transient(i, str(exc), exc.retry_after) for i in items})
+                results.update(
+                    {
+                        i.id: WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent)
+                        for i in items
+                    }
+                )
         if stop is not None and not any(r.status == "ok" for r in results.values()):
             raise stop  # nothing got through: stop the run and honour retry_after
         return [results[i.id] for i in batch]
@@ -330,7 +338,7 @@ class Writer:
                 for case_id in pending:
                     results.update(
                         {
-                            i.id: WriteBackResult.transient(i, str(exc), exc.retry_after)
+                            i.id: WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent)
                             for i in groups[case_id]
                         }
                     )
@@ -431,7 +439,7 @@ class Writer:
             due = {
                 case_id: item
                 for case_id, item in due.items()
-                if rows.get(case_id, {}).get(marker) != noted_marker(_feedback(item))
+                if not already_noted(rows.get(case_id, {}).get(marker), _feedback(item))
             }
         plan: dict[str, list[dict[str, Any]]] = {}
         for case_id, item in due.items():
@@ -465,10 +473,20 @@ class Writer:
 
 
 def noted_marker(feedback: CaseFeedback) -> str:
-    """What the Case's marker field holds once this answer is noted: its response id, plus "+comment" once
-    the note carried the customer's comment. A comment given after the score (the survey's second page)
-    thus gets a note of its own, and a retry of either gets none."""
-    return f"{feedback.response_id}+comment" if feedback.comment else feedback.response_id
+    """What the Case's marker field holds once this answer is noted: "<response id>+score", and
+    "<response id>+comment" once the note carried the customer's comment. A comment given after the score
+    (the survey's second page) thus gets a note of its own, and a retry of either gets none."""
+    return f"{feedback.response_id}+{'comment' if feedback.comment else 'score'}"
+
+
+def already_noted(marker: object, feedback: CaseFeedback) -> bool:
+    """Whether the Case's marker says this answer needs no (further) note.
+
+    A bare response id was written by earlier versions for an answer noted with or without its comment:
+    it counts as fully noted, so an upgrade followed by a full re-sync posts nothing twice.
+    """
+    rid = feedback.response_id
+    return marker in (rid, f"{rid}+comment", noted_marker(feedback))
 
 
 def _rolled_back(codes: list[str]) -> bool:

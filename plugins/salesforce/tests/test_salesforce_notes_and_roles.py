@@ -467,3 +467,14 @@ def test_text_is_cut_by_utf16_units_as_salesforce_counts_characters() -> None:
     assert cut_utf16("ab🐢c", 4) == "ab🐢"
     assert cut_utf16("short", 255) == "short"
     assert cut_encoded("a&b", 6) == "a&"  # "a&amp;" is 6 bytes
+
+
+async def test_a_case_noted_by_an_earlier_version_is_not_noted_again_after_an_upgrade(
+    noting: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    """Earlier versions wrote the bare response id: a full re-sync after upgrading must post nothing twice."""
+    case, _ = closed_case(emulator, 0)
+    emulator.org.update("Case", case, {"CXHub_Response_Id__c": "resp-0"}, system=True)
+    assert statuses(await noting.write_back([answer(case, 0, comment="Slow refund")])) == ["ok"]
+    assert comments_on(emulator, case) == [] and posts_on(emulator, case) == []
+    assert marker(emulator, case) == "resp-0+comment"
