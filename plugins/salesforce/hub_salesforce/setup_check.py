@@ -24,6 +24,11 @@ PACKAGE_FIX = (
     'that exist, or set them to "" to leave the values out.'
 )
 PERMISSION_FIX = "Assign the integration user the permission set CXHub_Integration, or give it edit access to those fields."
+#: a response id (a UUID, 36 characters) and "+comment": what the case's noted-answer marker holds
+MARKER_LENGTH = 36 + len("+comment")
+OPTIONAL_NOTE = (
+    "optional: won opportunities then survey Opportunity.ContactId instead of the primary contact role"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,10 @@ class Need:
     access: Access
     key: str | None = None
     holds_comments: bool = False
+    #: the fewest characters the field must hold (0: any)
+    min_length: int = 0
+    #: the connector copes without it (it falls back), so its absence is a warning, not a failure
+    optional: bool = False
 
 
 def _mapped(section: str, model: BaseModel, sobject: str, access: Access, every: bool = False) -> list[Need]:
@@ -43,7 +52,8 @@ def _mapped(section: str, model: BaseModel, sobject: str, access: Access, every:
     for attr, value in model:
         if isinstance(value, str) and value and (every or attr.endswith("_field")):
             comments = attr in ("latest_comment", "comment_field")
-            needs.append(Need(sobject, value, access, f"{section}.{attr}", comments))
+            shortest = MARKER_LENGTH if (section, attr) == ("case", "response_id_field") else 0
+            needs.append(Need(sobject, value, access, f"{section}.{attr}", comments, shortest))
     return needs
 
 
@@ -57,7 +67,7 @@ def needs(settings: SalesforceSettings) -> list[Need]:
     found += [Need("Case", name, "read") for name in CASE_FIELDS if "." not in name]
     if settings.poll_opportunities:
         found += [Need("Opportunity", name, "read") for name in OPPORTUNITY_FIELDS if "." not in name]
-        found += [Need("OpportunityContactRole", name, "read") for name in PRIMARY_ROLE_FIELDS]
+        found += [Need("OpportunityContactRole", name, "read", optional=True) for name in PRIMARY_ROLE_FIELDS]
     found += _mapped("contact", settings.contact, "Contact", "update", every=True)
     case = settings.case
     found += _mapped("case", case, "Case", "update")
@@ -95,6 +105,8 @@ def judge_object(
     sobject: str, wanted: list[Need], describe: dict[str, Any] | None, comment_max_length: int
 ) -> CheckResult:
     """One line of ``cxhub check`` for one object, from its describe (None: the object is not visible)."""
+    if describe is None and all(need.optional for need in wanted):
+        return CheckResult(name=sobject, ok=True, detail=f"{OPTIONAL_NOTE}: {sobject} is not visible")
     if describe is None:
         keys = sorted({need.key for need in wanted if need.key})
         return CheckResult(
@@ -131,6 +143,15 @@ def judge_object(
             f"{_named(need)} holds {length} characters, fewer than comment_max_length = {comment_max_length}: "
             f"set comment_max_length = {length}, or lengthen the field."
         )
+    for need in wanted:
+        length = int((known.get(need.field) or {}).get("length") or 0)
+        if 0 < length < need.min_length:
+            problems.append(
+                f"{_named(need)} holds {length} characters; it needs {need.min_length} (an answer's id and "
+                "+comment): lengthen it (the package's holds 64)."
+            )
+    if problems and all(need.optional for need in wanted):
+        return CheckResult(name=sobject, ok=True, detail=f"{OPTIONAL_NOTE}. " + "\n".join(problems))
     fields = len({need.field for need in wanted})
     return CheckResult(
         name=sobject,

@@ -271,3 +271,21 @@ async def test_check_says_a_hidden_standard_field_needs_the_permission_set_not_t
         in case.detail
     )
     assert "Deploy the CX Hub package" not in case.detail
+
+
+async def test_check_names_a_marker_field_too_short_for_the_noted_answer(
+    connector: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    spec = emulator.org.schema["Case"]["CXHub_Response_Id__c"]
+    emulator.org.schema["Case"]["CXHub_Response_Id__c"] = type(spec)(type="string", length=36)
+    case = by_name(await connector.check())["Case"]
+    assert not case.ok
+    assert "CXHub_Response_Id__c (case.response_id_field) holds 36 characters; it needs 44" in case.detail
+
+
+async def test_an_unreadable_contact_role_is_a_warning_because_opportunities_fall_back(
+    connector: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    del emulator.org.schema["OpportunityContactRole"]
+    role = by_name(await connector.check())["OpportunityContactRole"]
+    assert role.ok and "optional: won opportunities then survey Opportunity.ContactId" in role.detail
