@@ -498,19 +498,25 @@ class _CallLog:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        status = 500
+        query = scope.get("query_string", b"").decode("latin-1")
+        logged = False
+
+        def log(status: int) -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                self._emulator.calls.append(Call(scope["method"], scope["path"], status, query))
 
         async def record(message: Message) -> None:
-            nonlocal status
+            # logged before the reply leaves: a client that has read it finds its call in the log
             if message["type"] == "http.response.start":
-                status = message["status"]
+                log(message["status"])
             await send(message)
 
         try:
             await self._app(scope, receive, record)
         finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            self._emulator.calls.append(Call(scope["method"], scope["path"], status, query))
+            log(500)  # the app failed before it answered
 
 
 Handler = Callable[[Request], Awaitable[Response]]
