@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hub_salesforce.connector import SalesforceConnector
 from hub_salesforce.emulator import SalesforceEmulator, TlsServer, generate_key_pair, serve_tls
-from salesforce_support import make_connector, make_emulator, make_settings
+from salesforce_support import SalesforceHarness, make_connector, make_emulator, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,14 @@ async def connector(
     connector = make_connector(make_settings(server, app_keys[0], emulator))
     yield connector
     await connector.aclose()
+
+
+@pytest.fixture
+def harness(
+    emulator: SalesforceEmulator, server: TlsServer, app_keys: tuple[str, str], tmp_path: Path
+) -> SalesforceHarness:
+    """The shared connector suite's view of the emulator, with the app's private key in a file as an admin
+    would keep it."""
+    key_file = tmp_path / "app-key.pem"
+    key_file.write_text(app_keys[0], encoding="ascii")
+    return SalesforceHarness(emulator, server, str(key_file))

@@ -477,16 +477,13 @@ def status_config(workdir: Path, settings: dict[str, Any]) -> Path:
 async def spent_budget(
     emulator: SalesforceEmulator,
     server: TlsServer,
-    app_keys: tuple[str, str],
+    harness: SalesforceHarness,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[SpentBudget]:
     """An answer waits for write-back while the hub's share of the org's API calls is spent."""
     import hub.cli
 
-    key_file = tmp_path / "app-key.pem"
-    key_file.write_text(app_keys[0], encoding="ascii")
-    harness = SalesforceHarness(emulator, server, str(key_file))
     for name, secret in harness.environment().items():
         monkeypatch.setenv(name, secret)
     monkeypatch.setattr(hub.cli.console, "width", 250)  # an admin's wide terminal: no wrapped cells

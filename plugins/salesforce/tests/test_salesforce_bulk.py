@@ -318,11 +318,8 @@ async def test_a_session_expiring_during_a_job_is_renewed_once(
 
 
 async def test_full_resync_through_the_hub_takes_one_bulk_job_per_kind(
-    emulator: SalesforceEmulator, server: TlsServer, app_keys: tuple[str, str], tmp_path: Path
+    emulator: SalesforceEmulator, server: TlsServer, harness: SalesforceHarness, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "app-key.pem"
-    key_file.write_text(app_keys[0], encoding="ascii")
-    harness = SalesforceHarness(emulator, server, str(key_file))
     people = contacts(emulator, 500)
     cases = [emulator.add_case(f"Case {n}", people[n % 500]) for n in range(2000)]
     hub = await build_hub(harness, tmp_path, settings=harness.settings())

@@ -325,13 +325,10 @@ async def opportunity_hub(harness: SalesforceHarness, workdir: Path, monkeypatch
 async def test_a_polled_opportunity_surveys_its_primary_contact_role_or_else_its_contact(
     emulator: SalesforceEmulator,
     server: TlsServer,
-    app_keys: tuple[str, str],
+    harness: SalesforceHarness,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    key_file = tmp_path / "app-key.pem"
-    key_file.write_text(app_keys[0], encoding="ascii")
-    harness = SalesforceHarness(emulator, server, str(key_file))
     buyer = emulator.add_contact("Per", "Lien", email="per.lien@nordlys.example")  # Opportunity.ContactId
     champion = emulator.add_contact("Ina", "Moe", email="ina.moe@nordlys.example")
     adviser = emulator.add_contact("Ask", "Bø", email="ask.bo@nordlys.example")

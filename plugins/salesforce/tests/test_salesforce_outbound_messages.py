@@ -48,11 +48,8 @@ def receiver(hub: Hub, loop: asyncio.AbstractEventLoop) -> Starlette:
 
 
 async def test_duplicated_out_of_order_notifications_survey_each_case_once(
-    emulator: SalesforceEmulator, server: TlsServer, app_keys: tuple[str, str], tmp_path: Path
+    emulator: SalesforceEmulator, server: TlsServer, harness: SalesforceHarness, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "app-key.pem"
-    key_file.write_text(app_keys[0], encoding="ascii")
-    harness = SalesforceHarness(emulator, server, str(key_file))
     MemoryChannel.sent.clear()
     hub = await build_hub(harness, tmp_path)
     try:

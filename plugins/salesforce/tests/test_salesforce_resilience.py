@@ -116,11 +116,8 @@ async def test_session_expiring_mid_sync_is_renewed_and_nothing_is_written_twice
 
 
 async def test_exhausted_budget_pauses_sync_and_resumes_later_with_nothing_lost(
-    emulator: SalesforceEmulator, server: TlsServer, app_keys: tuple[str, str], tmp_path: Path
+    emulator: SalesforceEmulator, server: TlsServer, harness: SalesforceHarness, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "app-key.pem"
-    key_file.write_text(app_keys[0], encoding="ascii")
-    harness = SalesforceHarness(emulator, server, str(key_file))
     emulator.daily_limit = 1000
     MemoryChannel.sent.clear()
     hub = await build_hub(harness, tmp_path, settings={**harness.settings(), "api_budget_share": 0.01})
