@@ -51,7 +51,10 @@ def parse_datetime(value: Any) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:30-01:00 is past the last datetime in UTC
+        return None
 
 
 def compact(moment: datetime) -> str:

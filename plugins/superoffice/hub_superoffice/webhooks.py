@@ -10,10 +10,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from hub import BadInput, WebhookRequest
 from hub_superoffice.mapping import parse_datetime
@@ -38,6 +49,45 @@ def verify_signature(secret: str, request: WebhookRequest) -> None:
         raise BadInput("X-SuperOffice-Signature does not match the body", 401)
 
 
+#: the hub's limit for an event id (``events.event_id``); the longest id this connector builds from a webhook
+#: is ``person:{PrimaryKey}:changed:{EventId}``
+MAX_EVENT_ID_LENGTH = 300
+#: SuperOffice's EventId is a GUID (36 characters); this leaves room for other formats and still fits the
+#: hub's event id with the longest prefix (``person:2147483647:changed:``, 26 characters)
+MAX_WEBHOOK_EVENT_ID_LENGTH = 200
+#: SuperOffice's primary keys are 32-bit integers
+MAX_PRIMARY_KEY = 2**31 - 1
+
+
+def _printable(value: str) -> str:
+    """Refuse control characters: they cannot be stored (PostgreSQL refuses NUL) or shown safely."""
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError("holds control characters")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_printable)]
+ShortText = Annotated[StrictStr, Field(max_length=200), AfterValidator(_printable)]
+EventIdText = Annotated[StrictStr, Field(max_length=MAX_WEBHOOK_EVENT_ID_LENGTH), AfterValidator(_printable)]
+
+
+_EVENT_ID: TypeAdapter[str] = TypeAdapter(EventIdText)
+
+
+class _Body(BaseModel):
+    """The members of a webhook body the connector reads, with the types SuperOffice sends; others ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    Event: ShortText
+    EventId: EventIdText | None = None
+    PrimaryKey: Annotated[StrictInt, Field(ge=0, le=MAX_PRIMARY_KEY)] = 0
+    Entity: ShortText | None = None
+    Timestamp: ShortText | None = None
+    Changes: list[Text] | None = None
+    FieldValues: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class WebhookPayload:
     """The parts of a SuperOffice webhook body the connector acts on."""
@@ -56,28 +106,52 @@ class WebhookPayload:
 
 
 def read_payload(request: WebhookRequest) -> WebhookPayload:
-    """Parse the JSON body; ``BadInput(400)`` for anything that is not a SuperOffice webhook."""
+    """Parse the body; ``BadInput(400)`` naming the member for anything that is not a SuperOffice webhook.
+
+    Every way a body can be wrong (not JSON, nested too deep, a number too large, a member of the wrong type,
+    an event id the hub could not store) must end here as a 400: anything else is a 500, which SuperOffice
+    retries and, after nine, answers by switching the webhook off.
+    """
     try:
-        body = json.loads(request.body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadInput("webhook body is not JSON") from exc
-    if not isinstance(body, dict) or not isinstance(body.get("Event"), str):
-        raise BadInput("webhook body has no Event")
-    try:
-        primary_key = int(body.get("PrimaryKey") or 0)
-    except (TypeError, ValueError) as exc:
-        raise BadInput("webhook PrimaryKey is not a number") from exc
-    changes = body.get("Changes") or []
-    field_values = body.get("FieldValues") or {}
+        body = _Body.model_validate_json(request.body)
+    except ValidationError as exc:
+        raise BadInput(f"not a SuperOffice webhook: {_describe(exc)}") from None
+    header_id = request.header("X-SuperOffice-EventId")
+    event_id = body.EventId or _header_event_id(header_id)
+    timestamp = parse_datetime(body.Timestamp) if body.Timestamp else datetime.now(UTC)
+    if timestamp is None:
+        raise BadInput("not a SuperOffice webhook: Timestamp: not an ISO 8601 date-time in range")
     return WebhookPayload(
-        event=body["Event"].strip().lower(),
-        entity=str(body.get("Entity") or "").lower(),
-        primary_key=primary_key,
-        event_id=str(body.get("EventId") or request.header("X-SuperOffice-EventId") or ""),
-        timestamp=parse_datetime(body.get("Timestamp")) or datetime.now(UTC),
-        changes=[str(change) for change in changes] if isinstance(changes, list) else [],
-        field_values=field_values if isinstance(field_values, dict) else {},
+        event=body.Event.strip().lower(),
+        entity=(body.Entity or "").lower(),
+        primary_key=body.PrimaryKey,
+        event_id=event_id,
+        timestamp=timestamp,
+        changes=list(body.Changes or []),
+        field_values=dict(body.FieldValues or {}),
     )
+
+
+def _header_event_id(value: str | None) -> str:
+    """The ``X-SuperOffice-EventId`` header, held to the same rules as the body's EventId."""
+    if not value:
+        return ""
+    try:
+        return _EVENT_ID.validate_python(value.strip())
+    except ValidationError as exc:
+        raise BadInput(f"X-SuperOffice-EventId: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Which member is wrong and how, without echoing the value (it may hold anything, NUL included)."""
+    parts: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False)[:3]:
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"])
+        if error["type"] == "json_invalid":
+            message = "the body is not valid JSON (" + message.removeprefix("Invalid JSON: ") + ")"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def is_test_request(request: WebhookRequest) -> bool:

@@ -4,8 +4,12 @@ receiver the emulator delivers to."""
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import asyncpg
 import pytest
 from hub_superoffice.connector import SuperOfficeConnector
 from hub_superoffice.emulator import (
@@ -15,7 +19,18 @@ from hub_superoffice.emulator import (
     generate_key_pair,
     serve_in_background,
 )
-from superoffice_support import WebhookReceiver, make_connector, make_emulator, make_settings
+from superoffice_support import (
+    SuperOfficeHarness,
+    WebhookReceiver,
+    make_connector,
+    make_emulator,
+    make_settings,
+)
+
+from hub.app import Hub
+from hub.config import parse_config
+from hub.testing.harness import suite_config
+from hub.testing.memory import MemoryChannel, memory_channel_plugin
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +89,64 @@ async def hooked(
     yield connector, hook_receiver
     await hook_receiver.detach(emulator)
     await connector.aclose()
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CXHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+async def _postgres(action: str, name: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        if action == "create":
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A test that goes through the hub's store runs on SQLite and on PostgreSQL (a fresh database)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+        return
+    name = f"cxhub_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_postgres("create", name))
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} ({exc}); CI is not set")
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    asyncio.run(_postgres("drop", name))
+
+
+@pytest.fixture
+async def so_hub(
+    emulator: SuperOfficeEmulator,
+    server: BackgroundServer,
+    seed: DemoSeed,
+    partner_keys: tuple[str, str],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Hub]:
+    """A hub on ``database_url`` whose connector ``crm`` is SuperOffice (the emulator) and whose channel
+    is in memory; one campaign surveys every closed request."""
+    key_file = tmp_path / "partner-key.pem"
+    key_file.write_text(partner_keys[0], encoding="ascii")
+    harness = SuperOfficeHarness(emulator, server, str(key_file))
+    for name, value in harness.environment().items():
+        monkeypatch.setenv(name, value)
+    data = suite_config(harness, tmp_path)
+    data["hub"]["database_url"] = database_url
+    MemoryChannel.sent.clear()
+    running = await Hub.open(
+        parse_config(data, tmp_path / "cxhub.toml"), plugin_objects=[memory_channel_plugin()]
+    )
+    yield running
+    await running.close()
