@@ -47,8 +47,27 @@ MAX_QUERY_STRING = 2048
 LOOKUP_PAGE_SIZE = 200
 
 
+#: transport failures before a request left this process (refused, DNS, connect timeout, no free pooled
+#: connection): SuperOffice received nothing. Any other transport failure (a read timeout, a dropped
+#: connection) may come after SuperOffice applied the request.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def transport_error(what: str, exc: httpx.TransportError) -> TransientError:
+    """A transient error for a request that failed in transport, saying whether it may have arrived."""
+    if isinstance(exc, NOT_SENT):
+        return TransientError(f"{what}: could not reach SuperOffice ({type(exc).__name__})", sent=False)
+    return TransientError(f"{what}: {type(exc).__name__}")
+
+
 class Throttled(TransientError):
-    """SuperOffice answered 429: the whole connection must slow down, not just this request."""
+    """SuperOffice answered 429: the whole connection must slow down, not just this request.
+
+    A 429 is refused before anything is applied, so like a request held back it counts no attempt.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after, sent=False)
 
 
 class ThrottleScope:
@@ -344,8 +363,12 @@ async def _post_auth(http: httpx.AsyncClient, url: str, what: str, **kwargs: Any
     try:
         response = await http.post(url, headers={"Accept": "application/json"}, **kwargs)
     except httpx.TransportError as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}") from exc
-    if response.status_code == 429 or response.status_code >= 500:
+        raise transport_error(what, exc) from exc
+    if response.status_code == 429:
+        raise Throttled(
+            f"{what}: HTTP 429 (rate limited)", retry_after_seconds(response.headers.get("Retry-After"))
+        )
+    if response.status_code >= 500:
         raise TransientError(
             f"{what}: HTTP {response.status_code}",
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
@@ -451,7 +474,7 @@ class SuperOfficeClient:
                 self.calls += 1
                 response = await self._http.request(method, path, params=params, json=body, headers=headers)
             except httpx.TransportError as exc:
-                raise TransientError(f"{what}: {type(exc).__name__}") from exc
+                raise transport_error(what, exc) from exc
             finally:
                 self.call_seconds += time.monotonic() - started
             if response.status_code != 401 or attempt == 2 or not self._credentials.renewable:

@@ -89,7 +89,8 @@ class SuperOfficeConnector:
         except (AuthError, RecordError) as exc:
             return [CheckResult(name="credentials", ok=False, detail=f"{exc}; check the auth settings")]
         except TransientError as exc:
-            return [CheckResult(name="connection", ok=False, detail=f"SuperOffice did not answer: {exc}")]
+            problem = "could not reach SuperOffice" if not exc.sent else "SuperOffice did not answer"
+            return [CheckResult(name="connection", ok=False, detail=f"{problem}: {exc}")]
         results = [
             CheckResult(
                 name="credentials",
@@ -365,8 +366,11 @@ class SuperOfficeConnector:
     async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
         """All items concurrently (``max_in_flight`` calls at a time), one result each.
 
-        A 429 stops the batch: the rest of it is not sent, and ``TransientError`` with SuperOffice's
-        Retry-After hands the whole batch back to the hub, which waits that long before trying again.
+        After a 429 nothing more of the batch is sent: items already written are ``ok``, the others are
+        ``transient`` with SuperOffice's Retry-After and ``sent=False`` (a 429 applies nothing), so waiting
+        for the rate limit never uses an attempt. Only when no item reached SuperOffice at all (refused,
+        unreachable, throttled from the first call) is the batch's error raised: the hub then stops this
+        run instead of sending the rest of the queue into the same wall, and honours Retry-After.
         """
         with throttle_scope() as scope:
             outcomes = await asyncio.gather(
@@ -384,6 +388,11 @@ class SuperOfficeConnector:
                 results.append(WriteBackResult.failed(item, f"{type(outcome).__name__}: {outcome}"))
             else:
                 results.append(outcome)
+        if results and all(r.status == "transient" and not r.sent for r in results):
+            waits = [r.retry_after for r in results if r.retry_after is not None]
+            raise TransientError(
+                results[0].error or "SuperOffice received nothing", max(waits, default=None), sent=False
+            )
         return results
 
     # -- support ----------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def _display_time(moment: datetime) -> str:
 class Writer:
     """Turns write-back items into SuperOffice calls; one result per item, never an exception per item.
 
-    ``TransientError`` becomes a transient result (with Retry-After), ``SkippableError`` (including a 4xx
+    ``TransientError`` becomes a transient result (with Retry-After and whether it was sent), ``SkippableError`` (including a 4xx
     from SuperOffice) a failed one; ``AuthError`` propagates, because no other item can succeed either.
     """
 
@@ -154,8 +154,8 @@ class Writer:
                 remote_id = await self._timeline_entry(item, payload)
             else:
                 remote_id = await self._case_feedback(item, payload)
-        except TransientError as exc:
-            return WriteBackResult.transient(item, str(exc), exc.retry_after)
+        except TransientError as exc:  # sent=False: nothing reached SuperOffice, so no attempt is used
+            return WriteBackResult.transient(item, str(exc), exc.retry_after, sent=exc.sent)
         except SkippableError as exc:
             return WriteBackResult.failed(item, str(exc))
         return WriteBackResult.ok(item, remote_id)

@@ -126,23 +126,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-async def so_hub(
+def so_harness(
     emulator: SuperOfficeEmulator,
     server: BackgroundServer,
     seed: DemoSeed,
     partner_keys: tuple[str, str],
-    database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Hub]:
-    """A hub on ``database_url`` whose connector ``crm`` is SuperOffice (the emulator) and whose channel
-    is in memory; one campaign surveys every closed request."""
+) -> SuperOfficeHarness:
+    """The emulator as the shared suite drives it (the partner key in a file, secrets in the environment)."""
     key_file = tmp_path / "partner-key.pem"
     key_file.write_text(partner_keys[0], encoding="ascii")
     harness = SuperOfficeHarness(emulator, server, str(key_file))
     for name, value in harness.environment().items():
         monkeypatch.setenv(name, value)
-    data = suite_config(harness, tmp_path)
+    return harness
+
+
+@pytest.fixture
+async def so_hub(so_harness: SuperOfficeHarness, database_url: str, tmp_path: Path) -> AsyncIterator[Hub]:
+    """A hub on ``database_url`` whose connector ``crm`` is SuperOffice (the emulator) and whose channel
+    is in memory; one campaign surveys every closed request."""
+    data = suite_config(so_harness, tmp_path)
     data["hub"]["database_url"] = database_url
     MemoryChannel.sent.clear()
     running = await Hub.open(

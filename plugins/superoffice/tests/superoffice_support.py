@@ -15,13 +15,17 @@ from hub_superoffice.config import SuperOfficeSettings
 from hub_superoffice.connector import SuperOfficeConnector
 from hub_superoffice.emulator import BackgroundServer, SuperOfficeEmulator
 from pydantic import SecretStr
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from hub import BadInput, CaseEvent, PluginContext, WebhookRequest
+from hub.app import Hub
 from hub.http import make_client
+from hub.store.tables import Invitation, WriteBack
+from hub.testing.harness import CONNECTOR
 
 APP_TOKEN = "app-token-for-tests"
 SYSTEM_USER_TOKEN = "CXHub-tests-41b2"
@@ -233,3 +237,29 @@ class SuperOfficeHarness:
             for appointment in self.emulator.appointments(person_id)
         ]
         return sum(1 for key in keys if key.endswith(f":{response_id}"))
+
+
+async def answer_closed_requests(hub: Hub, harness: SuperOfficeHarness, count: int, rating: int = 9) -> None:
+    """Close ``count`` requests of new people, survey each through the hub and answer every survey.
+
+    Each answer queues the connector's write-backs: the person's summary, a timeline entry and feedback
+    on the request.
+    """
+    connector = hub.connectors[CONNECTOR]
+    for _ in range(count):
+        reply = await connector.parse_webhook(harness.closed_case_webhook())
+        await hub.engine.receive(CONNECTOR, reply.events, source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    async with hub.store.session() as s:
+        invitations = list(await s.scalars(select(Invitation).where(Invitation.status == "sent")))
+    assert len(invitations) == count, [i.reason for i in invitations]
+    for invitation in invitations:
+        await hub.engine.record_answer(invitation.id, rating, comment="Hurtig hjælp")
+
+
+async def write_back_states(hub: Hub) -> list[tuple[str, str, int]]:
+    """(kind, state, attempts) of every write-back row, oldest first."""
+    async with hub.store.session() as s:
+        rows = await s.scalars(select(WriteBack).order_by(WriteBack.id))
+        return [(row.kind, row.state, row.attempts) for row in rows]
