@@ -372,15 +372,13 @@ class SuperOfficeConnector:
         unreachable, throttled from the first call) is the batch's error raised: the hub then stops this
         run instead of sending the rest of the queue into the same wall, and honours Retry-After.
         """
-        with throttle_scope() as scope:
+        with throttle_scope():
             outcomes = await asyncio.gather(
                 *(self._writer.write(item) for item in batch), return_exceptions=True
             )
         for outcome in outcomes:
             if isinstance(outcome, AuthError | ConfigError):
                 raise outcome
-        if scope.throttled is not None:
-            raise TransientError(str(scope.throttled), retry_after=scope.throttled.retry_after)
         results: list[WriteBackResult] = []
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):

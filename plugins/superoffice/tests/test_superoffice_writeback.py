@@ -22,7 +22,6 @@ from hub import (
     PersonSummary,
     SurveyKind,
     TimelineEntry,
-    TransientError,
     WriteBackItem,
 )
 
@@ -218,26 +217,6 @@ async def test_busy_superoffice_makes_items_transient_with_retry_after(
     assert (result.status, result.retry_after) == ("transient", 12)
     [retried] = await connector.write_back([summary_item(1, seed.persons["karen"])])
     assert retried.status == "ok"
-
-
-async def test_a_rate_limit_stops_the_batch_and_hands_it_back_with_retry_after(
-    server: BackgroundServer, partner_keys: tuple[str, str], emulator: SuperOfficeEmulator, seed: DemoSeed
-) -> None:
-    connector = make_connector(make_settings(server, partner_keys[0], max_in_flight=1))
-    batch = [summary_item(i, person) for i, person in enumerate(seed.persons.values(), start=1)]
-    try:
-        await connector.get_person(str(seed.persons["karen"]))
-        emulator.set_rate_limit(3)
-        with pytest.raises(TransientError) as caught:
-            await connector.write_back(batch)
-        emulator.set_rate_limit(None)
-        again = await connector.write_back(batch)
-    finally:
-        await connector.aclose()
-    assert caught.value.retry_after == 1
-    assert emulator.count_calls("PATCH", "/Person/", status=200) == 3 + len(batch)
-    assert emulator.count_calls(status=429) == 1  # the rest of the batch was not sent
-    assert {r.status for r in again} == {"ok"}
 
 
 async def test_requests_in_flight_never_exceed_max_in_flight(
