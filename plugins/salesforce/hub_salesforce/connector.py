@@ -49,6 +49,7 @@ from hub_salesforce.webhooks import (
     is_soap,
     read_callout,
     read_outbound_message,
+    records_of,
     same_org,
     verify_callout,
 )
@@ -222,12 +223,13 @@ class SalesforceConnector:
             raise BadInput("Outbound Messages are refused: set organization_id for this connector", 401)
         if not same_org(org, message.organization_id):
             raise BadInput("Outbound Message from another Salesforce org", 401)
-        fresh = [n for n in message.notifications if n.id not in self._notifications]
-        fresh = list({n.id: n for n in fresh}.values())
+        records = dict(zip((n.id for n in message.notifications), records_of(message), strict=True))
+        fresh = [n.id for n in message.notifications if n.id not in self._notifications]
+        fresh = list(dict.fromkeys(fresh))
         # one read per object type for the whole message; a redelivery reuses what was found
-        found = await self._read_events([(n.sobject_type, str(n.fields.get("Id", ""))) for n in fresh])
-        for notification in fresh:
-            self._remember(notification.id, found.get(str(notification.fields.get("Id", "")), []))
+        found = await self._read_events([records[n] for n in fresh])
+        for notification_id in fresh:
+            self._remember(notification_id, found.get(records[notification_id][1], []))
         events: dict[str, CaseEvent] = {}
         for notification in message.notifications:
             for event in self._notifications.get(notification.id) or []:
@@ -274,14 +276,7 @@ class SalesforceConnector:
         if secret is None:
             raise BadInput("JSON callouts are refused: set webhook_secret for this connector", 401)
         verify_callout(secret.get_secret_value(), request.headers, request.body)
-        event_type, records = read_callout(request.body)
-        wanted = []
-        for record in records:
-            sobject = str((record.get("attributes") or {}).get("type") or "")
-            if not sobject:
-                sobject = "Opportunity" if event_type == "opportunity.won" else "Case"
-            wanted.append((sobject, str(record.get("Id", ""))))
-        found = await self._read_events(wanted)
+        found = await self._read_events(read_callout(request.body))
         events = list({e.event_id: e for known in found.values() for e in known}.values())
         return WebhookReply(events=events, body=json.dumps({"accepted": len(events)}))
 

@@ -25,7 +25,15 @@ from pydantic import ValidationError
 from salesforce_support import SalesforceHarness, callout_request, make_connector, make_settings
 from sqlalchemy import select
 
-from hub import CaseFeedback, NpsCategory, TransientError, WebhookRequest, WriteBackItem, WriteBackResult
+from hub import (
+    BadInput,
+    CaseFeedback,
+    NpsCategory,
+    TransientError,
+    WebhookRequest,
+    WriteBackItem,
+    WriteBackResult,
+)
 from hub.app import Hub
 from hub.config import parse_config
 from hub.store.tables import Invitation
@@ -367,7 +375,7 @@ async def test_webhook_opportunities_use_the_primary_role_with_one_query_per_mes
     fields = ("Id", "IsWon", "LastModifiedDate", "ContactId")
     notifications = [
         (
-            f"04l5g00000000{n}AAA",
+            f"04l5g000000000{n}AAA",
             "Opportunity",
             {k: emulator.org.records["Opportunity"][opp][k] for k in fields},
         )
@@ -394,7 +402,7 @@ async def test_webhook_opportunities_use_the_primary_role_with_one_query_per_mes
     assert [(e.record_id, e.person_id) for e in callout.events] == [(roled, champion)]
 
 
-async def test_an_id_that_is_no_record_id_reaches_no_query_and_surveys_nobody(
+async def test_an_id_that_is_no_record_id_reaches_no_query_and_is_refused(
     connector: SalesforceConnector, emulator: SalesforceEmulator
 ) -> None:
     contact = emulator.add_contact("Per", "Lien", email="per.lien@nordlys.example")
@@ -405,10 +413,11 @@ async def test_an_id_that_is_no_record_id_reaches_no_query_and_surveys_nobody(
         "LastModifiedDate": "2026-05-01T10:00:00.000+0000",
         "ContactId": contact,
     }
-    reply = await connector.parse_webhook(
-        callout_request(json.dumps({"event": "opportunity.won", "records": [forged]}).encode())
-    )
-    assert reply.events == []
+    with pytest.raises(BadInput) as refused:  # refused (and kept for inspection), not quietly dropped
+        await connector.parse_webhook(
+            callout_request(json.dumps({"event": "opportunity.won", "records": [forged]}).encode())
+        )
+    assert refused.value.status_code == 400
     assert [c.path for c in emulator.calls if c.path.startswith("/query")] == [], (
         "no query was built from the forged id"
     )

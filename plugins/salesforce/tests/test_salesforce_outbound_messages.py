@@ -59,7 +59,7 @@ async def test_duplicated_out_of_order_notifications_survey_each_case_once(
             cases.append(emulator.close_case(emulator.add_case("Invoice wrong", contact, harness.owner)))
         notifications = [
             (
-                f"04l5g00000000{n}AAA",
+                f"04l5g000000000{n}AAA",
                 "Case",
                 {k: case[k] for k in ("Id", "ClosedDate", "ContactId", "IsClosed")},
             )
