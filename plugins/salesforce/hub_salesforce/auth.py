@@ -2,7 +2,8 @@
 
 The flows run on the connector's own ``requests`` session (explicit CA trust) and return the access token
 and the instance URL the API is then called on. Refusals become ``AuthError`` (an admin must act); a token
-endpoint that is down becomes ``TransientError``.
+endpoint that is down becomes ``TransientError(sent=False)``: a login writes nothing, so the call that needed
+it never reached Salesforce and a write-back waiting on it uses no attempt.
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ def login(settings: SalesforceSettings, session: requests.Session) -> Token:
     try:
         status, body = _post_token_request(settings, session)
     except requests.RequestException as exc:
-        raise TransientError(f"Salesforce token endpoint unreachable: {type(exc).__name__}") from None
+        raise TransientError(
+            f"Salesforce token endpoint unreachable: {type(exc).__name__}", sent=False
+        ) from None
     if status >= 500 or status == 429:
-        raise TransientError(f"Salesforce token endpoint answered HTTP {status}")
+        raise TransientError(f"Salesforce token endpoint answered HTTP {status}", sent=False)
     if status != 200 or not isinstance(body, dict) or "access_token" not in body:
         error = body.get("error", "") if isinstance(body, dict) else ""
         description = body.get("error_description", "") if isinstance(body, dict) else ""

@@ -34,6 +34,10 @@ METER = "rest_api_calls"
 #: the ledger's name for REQUEST_LIMIT_EXCEEDED answers: one process's refusal pauses every process
 REFUSALS = "request_limit_exceeded"
 
+#: how long a REQUEST_LIMIT_EXCEEDED that is not the daily allowance (the concurrent long-running request
+#: limit) and names no Retry-After stops the calls: such requests last 20 s and more, so some end by then
+SHORT_PAUSE_SECONDS = 30.0
+
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
 
@@ -172,13 +176,26 @@ class ApiBudget:
             with self._lock:
                 self.org_used, self.org_max = usage
 
-    def limit_exceeded(self) -> float:
-        """Salesforce said REQUEST_LIMIT_EXCEEDED: stop every call for ``pause_seconds``; return the pause."""
+    def limit_exceeded(self, retry_after: float | None = None, *, spent: bool = True) -> float:
+        """Salesforce said REQUEST_LIMIT_EXCEEDED: stop every call for a while; return how long.
+
+        REQUEST_LIMIT_EXCEEDED names several limits. A reply that says when to come back (Retry-After) is
+        taken at its word. Without one, only a spent daily allowance (``spent``: the reply's usage at its
+        maximum) stops the hub for ``pause_seconds``, in every process through the ledger; any other
+        refusal (too many concurrent long-running requests) is over as soon as some of them end, so the
+        hub waits ``SHORT_PAUSE_SECONDS`` here only.
+        """
         with self._lock:
             now = self.clock()
-            self.paused_until = now + self.pause_seconds
-            self._new_refusals[int(now // 60)] += 1
-        return self.pause_seconds
+            if retry_after is not None:
+                pause = max(0.0, retry_after)
+            elif spent:
+                pause = self.pause_seconds
+                self._new_refusals[int(now // 60)] += 1
+            else:
+                pause = min(SHORT_PAUSE_SECONDS, self.pause_seconds)
+            self.paused_until = max(self.paused_until, now + pause)
+        return pause
 
     def state(self) -> dict[str, Any]:
         """For ``check`` and diagnostics."""

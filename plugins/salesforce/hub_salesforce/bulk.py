@@ -180,26 +180,26 @@ class BulkIngest:
             raise ValueError(f"every record of a Bulk job needs its own {key_column}")
         columns = columns_of(rows)
         header = build_csv(columns, [])
-        found: dict[str, SaveResult] = {}
+        uploads: list[tuple[bytes, list[str]]] = []
         start, part = 0, [header]
         size = len(header)
         for index, row in enumerate(rows):
             line = encode_row(columns, row)
             if size + len(line) > MAX_UPLOAD_BYTES and index > start:
-                found.update(
-                    await self._job(
-                        sobject, operation, b"".join(part), keys[start:index], key_column, external_id_field
-                    )
-                )
+                uploads.append((b"".join(part), keys[start:index]))
                 start, part, size = index, [header], len(header)
             part.append(line)
             size += len(line)
         if rows:
-            found.update(
-                await self._job(
-                    sobject, operation, b"".join(part), keys[start:], key_column, external_id_field
+            uploads.append((b"".join(part), keys[start:]))
+        found: dict[str, SaveResult] = {}
+        for data, part_keys in uploads:
+            try:
+                found.update(
+                    await self._job(sobject, operation, data, part_keys, key_column, external_id_field)
                 )
-            )
+            except TransientError as exc:  # after an earlier job, records did reach Salesforce
+                raise (handed_over(exc) if found else exc) from None
         return [found[key] for key in keys]
 
     async def _job(
@@ -236,8 +236,11 @@ class BulkIngest:
         except Exception:
             await self._abort(job_id, what)
             raise
-        info = await self._wait(job_id, what)
-        return await self._outcomes(job_id, info, keys, key_column, what)
+        try:
+            info = await self._wait(job_id, what)
+            return await self._outcomes(job_id, info, keys, key_column, what)
+        except TransientError as exc:
+            raise handed_over(exc) from None
 
     async def _wait(self, job_id: str, what: str) -> dict[str, Any]:
         """Poll until the job is final; abort it and raise ``TransientError`` once the timeout is spent."""
@@ -323,6 +326,17 @@ class BulkIngest:
             )
         except Exception as exc:
             log.warning("salesforce.bulk_abort_failed", job=job_id, error=str(exc))
+
+
+def handed_over(exc: TransientError) -> TransientError:
+    """``exc`` as a failure after records reached Salesforce (a job closed, an earlier job done).
+
+    A refused connection while polling a closed job says nothing about the job, which runs on: its
+    records may be written, so the failure uses an attempt like any other that may have been applied.
+    """
+    if exc.sent:
+        return exc
+    return TransientError(str(exc), exc.retry_after, sent=True)
 
 
 def _key(row: dict[str, str], key_column: str, wanted: set[str]) -> str | None:

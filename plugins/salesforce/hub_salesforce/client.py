@@ -37,11 +37,12 @@ from requests.adapters import HTTPAdapter
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 from simple_salesforce.util import exception_handler
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from hub import AuthError, SkippableError, TransientError
 from hub.http import USER_AGENT, retry_after_seconds
 from hub_salesforce.auth import Token, login
-from hub_salesforce.budget import ApiBudget
+from hub_salesforce.budget import ApiBudget, parse_limit_info
 from hub_salesforce.config import SalesforceSettings
 
 log = structlog.get_logger("hub_salesforce.client")
@@ -181,9 +182,11 @@ class SalesforceClient:
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """Every reply of the REST API updates the budget; Retry-After is kept for this thread's call."""
+        limit_info = response.headers.get("Sforce-Limit-Info")
         if "/services/data/" in response.url:
-            self.budget.observe(response.headers.get("Sforce-Limit-Info"))
+            self.budget.observe(limit_info)
         self._local.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        self._local.usage = parse_limit_info(limit_info)
 
     def _connect(self, token: Token) -> Salesforce:
         self.instance_url = token.instance_url
@@ -225,7 +228,9 @@ class SalesforceClient:
                 error = self._classify(exc, codes, what)
             except requests.RequestException as exc:
                 self._mark_unavailable(True, what)
-                error = TransientError(f"{what}: Salesforce unreachable ({type(exc).__name__})")
+                error = TransientError(
+                    f"{what}: Salesforce unreachable ({type(exc).__name__})", sent=not never_sent(exc)
+                )
             else:
                 self._mark_unavailable(False, what)
                 return result
@@ -248,19 +253,32 @@ class SalesforceClient:
             or str(exc.content)[:200]
         )
         status = exc.status
+        retry_after: float | None = getattr(self._local, "retry_after", None)
         if "REQUEST_LIMIT_EXCEEDED" in codes:
-            pause = self.budget.limit_exceeded()
+            pause = self.budget.limit_exceeded(retry_after, spent=self._allowance_spent(messages))
             log.warning("salesforce.request_limit_exceeded", call=what, pause_seconds=pause)
-            # the org's allowance, not this record: nothing was written, so no attempt is counted
+            # the org's limits, not this record: nothing was written, so no attempt is counted
             return TransientError(f"{what}: {messages}", retry_after=pause, sent=False)
         if status in TRANSIENT_STATUSES:
             self._mark_unavailable(True, what)
+            # 429: Salesforce turned the request away unread, so it used no attempt either
             return TransientError(
-                f"{what}: HTTP {status} {messages}", retry_after=getattr(self._local, "retry_after", None)
+                f"{what}: HTTP {status} {messages}", retry_after=retry_after, sent=status != 429
             )
         if status in (401, 403):
             return AuthError(f"{what}: HTTP {status} {messages}")
         return RecordError(f"{what}: HTTP {status} {messages}", status, codes)
+
+    def _allowance_spent(self, messages: str) -> bool:
+        """Whether a REQUEST_LIMIT_EXCEEDED reply is the org's daily allowance, not another limit.
+
+        The reply's own Sforce-Limit-Info says it (usage at its maximum); without the header, its message
+        does ("TotalRequests Limit exceeded." where the concurrent request limit says "ConcurrentPer...").
+        """
+        usage: tuple[int, int] | None = getattr(self._local, "usage", None)
+        if usage is not None:
+            return usage[0] >= usage[1]
+        return "TotalRequests" in messages
 
     async def call(self, call: Callable[[Salesforce], T], what: str) -> T:
         """Run one API call on the pool, with budget, renewal and classification."""
@@ -421,6 +439,21 @@ class SalesforceClient:
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.session.close()
+
+
+def never_sent(exc: requests.RequestException) -> bool:
+    """Whether a failed call certainly never reached Salesforce, so it cannot have been applied.
+
+    True for a connection that was never made: refused, a name that does not resolve, a connect timeout,
+    a proxy that would not tunnel. False for anything that may have happened after the request left (a
+    read timeout, a connection reset while waiting for the reply): Salesforce may have applied it.
+    """
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.ProxyError):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, NewConnectionError | NameResolutionError | ConnectTimeoutError
+    )
 
 
 def save_result(entry: dict[str, Any]) -> SaveResult:

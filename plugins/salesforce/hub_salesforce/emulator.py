@@ -70,12 +70,20 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
 
 
+#: the message of Salesforce's REQUEST_LIMIT_EXCEEDED for the org's rolling-24-hour allowance
+DAILY_LIMIT_MESSAGE = "TotalRequests Limit exceeded."
+#: ... and for too many concurrent long-running (20 s and more) requests
+CONCURRENT_LIMIT_MESSAGE = "ConcurrentPerOrgLongTxn Limit exceeded."
+
+
 @dataclass
 class Fault:
     remaining: int
     status: int
     retry_after: float | None
     methods: frozenset[str]
+    code: str = "SERVER_UNAVAILABLE"
+    message: str = "emulated fault"
 
 
 def _errors(status: int, code: str, message: str, fields: list[str] | None = None) -> JSONResponse:
@@ -125,12 +133,22 @@ class SalesforceEmulator:
     # -- switches -------------------------------------------------------------------------------
 
     def fail_next(
-        self, count: int, status: int, retry_after: float | None = None, methods: set[str] | None = None
+        self,
+        count: int,
+        status: int,
+        retry_after: float | None = None,
+        methods: set[str] | None = None,
+        code: str = "SERVER_UNAVAILABLE",
+        message: str = "emulated fault",
     ) -> None:
-        """Answer the next ``count`` data calls (of ``methods``) with ``status``."""
-        self.faults.append(
-            Fault(count, status, retry_after, frozenset(methods or {"GET", "POST", "PATCH", "PUT", "DELETE"}))
-        )
+        """Answer the next ``count`` data calls (of ``methods``) with ``status`` and that error."""
+        every = frozenset(methods or {"GET", "POST", "PATCH", "PUT", "DELETE"})
+        self.faults.append(Fault(count, status, retry_after, every, code, message))
+
+    def refuse_concurrent(self, count: int = 1) -> None:
+        """The next ``count`` data calls meet the org's limit of concurrent long-running requests, as
+        Salesforce answers it: 403 REQUEST_LIMIT_EXCEEDED, no Retry-After, the daily usage as it is."""
+        self.fail_next(count, 403, code="REQUEST_LIMIT_EXCEEDED", message=CONCURRENT_LIMIT_MESSAGE)
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -345,12 +363,12 @@ class SalesforceEmulator:
             return self._finish(request, path, response, body, count=False)
         with self._lock:
             if self.api_used >= self.daily_limit:
-                response = _errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+                response = _errors(403, "REQUEST_LIMIT_EXCEEDED", DAILY_LIMIT_MESSAGE)
                 return self._finish(request, path, response, body, count=False)
             self.api_used += 1
         fault = self._fault(request.method)
         if fault is not None:
-            response = _errors(fault.status, "SERVER_UNAVAILABLE", "emulated fault")
+            response = _errors(fault.status, fault.code, fault.message)
             if fault.retry_after is not None:
                 response.headers["Retry-After"] = str(int(fault.retry_after))
             return self._finish(request, path, response, body)
