@@ -38,6 +38,16 @@ def _lost(exc: BaseException) -> bool:
     return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421
 
 
+def not_sent(error: HubError) -> HubError:
+    """``error`` as a failure before the server took the message (``TransientError(sent=False)``).
+
+    The hub then knows that a refused connection or a deferral used no attempt: nothing was delivered.
+    """
+    if isinstance(error, TransientError) and error.sent:
+        return TransientError(str(error), error.retry_after, sent=False)
+    return error
+
+
 async def _quit(smtp: aiosmtplib.SMTP) -> None:
     """End a session politely if it is still up; never fails."""
     try:
@@ -97,8 +107,8 @@ class SmtpClient:
         error = classify(exc, server=self.server, recipient=recipient, sender=self.settings.from_address)
         if error is not None:
             text = self._redact(str(error))
-            if text != str(error):  # a server that echoed the password
-                error = type(error)(text)
+            if text != str(error):  # a server that echoed the password: the same error, without it
+                error.args = (text,)
         return error
 
     def _failure(self, exc: BaseException, recipient: str | None = None) -> HubError | None:
@@ -146,7 +156,7 @@ class SmtpClient:
             error = self._failure(exc)
             if error is None:
                 raise
-            raise error from exc
+            raise not_sent(error) from exc  # no session, so no message went anywhere
         self._smtp = smtp
         self._sent_on_connection = 0
         self.connections_opened += 1
@@ -185,6 +195,10 @@ class SmtpClient:
                     error = self._failure(exc, recipient)
                     if error is None:
                         raise
+                    if isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
+                        # the server answered "no" (a 4xx deferral included): it did not take the message.
+                        # A session lost mid-send may have delivered it, and stays an attempt.
+                        error = not_sent(error)
                     raise error from exc
                 self._sent_on_connection += 1
                 self._last_used = self._clock()

@@ -94,3 +94,34 @@ async def test_server_that_never_answers_times_out_as_transient(make_channel, su
             await asyncio.wait_for(channel.send(survey()), 5)
     finally:
         silent.close()
+
+
+async def test_a_server_that_refuses_connections_took_nothing_so_no_attempt_is_used(
+    make_channel, survey
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransientError) as refused:
+        await make_channel(MailCatcher(port=port)).send(survey())
+    assert refused.value.sent is False
+
+
+async def test_a_server_that_never_greets_took_nothing_so_no_attempt_is_used(make_channel, survey) -> None:
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TransientError) as timed_out:
+            await asyncio.wait_for(make_channel(MailCatcher(port=port), timeout=0.3).send(survey()), 5)
+    finally:
+        silent.close()
+    assert timed_out.value.sent is False
+
+
+async def test_a_deferred_recipient_was_not_taken_so_no_attempt_is_used(
+    catcher, make_channel, survey
+) -> None:
+    catcher.rejections["ann@example.com"] = "451 4.7.1 Greylisted, try again in 5 minutes"
+    with pytest.raises(TransientError) as deferred:
+        await make_channel(catcher).send(survey())
+    assert deferred.value.sent is False and catcher.messages == []

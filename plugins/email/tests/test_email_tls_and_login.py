@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hub_email.catcher import MailCatcher
 
-from hub import AuthError, ConfigError
+from hub import AddressRejected, AuthError, ConfigError, TransientError
 
 
 @pytest.fixture
@@ -81,3 +81,27 @@ async def test_starttls_is_never_skipped_when_the_server_lacks_it(catcher, make_
     with pytest.raises(ConfigError, match="STARTTLS"):
         await channel.send(survey())
     assert catcher.messages == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ("550 5.1.1 no such user (auth was s3cret-pass)", AddressRejected),
+        ("451 4.3.0 busy, s3cret-pass", TransientError),
+    ],
+)
+async def test_a_server_that_echoes_the_password_in_a_refusal_gets_the_same_error_without_it(
+    secure_catcher, make_channel, survey, test_ca, monkeypatch, reply, kind
+) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "s3cret-pass")
+    secure_catcher.rejections["ann@example.com"] = reply
+    channel = make_channel(
+        secure_catcher, username="hub", password="env:SMTP_PASSWORD", ca_bundle=str(test_ca.ca_file)
+    )
+    with pytest.raises(kind) as refused:
+        await channel.send(survey())
+    assert "s3cret-pass" not in str(refused.value) and "**********" in str(refused.value)
+    if isinstance(refused.value, AddressRejected):
+        assert refused.value.address == "ann@example.com"
+    else:
+        assert refused.value.sent is False, "a deferral took nothing"
