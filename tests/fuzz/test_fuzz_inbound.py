@@ -7,7 +7,8 @@ rejected_webhooks with its reason.
 
 from __future__ import annotations
 
-import httpx
+from urllib.parse import quote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,7 +49,7 @@ def test_inbound_replies_with_hostile_bodies(fuzz_hub: FuzzHub, channel: str, bo
     probe = fuzz_hub.probe
     if channel == "mail":  # the fake mail channel trusts its input; only well-formed replies go to it
         body = b'{"from": "ada@example.com", "text": "9 fine"}'
-    path = "/inbound/" + httpx.URL(path=channel).raw_path.decode("ascii")
+    path = "/inbound/" + quote(channel, safe="")
     reply = probe.send("POST", path, content=body, headers={"content-type": "application/json"})
     assert reply.status_code < 500
     if channel == "text" and reply.status_code >= 400:

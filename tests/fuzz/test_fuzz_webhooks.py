@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 import httpx
@@ -165,7 +166,7 @@ def test_salesforce_callouts_with_hostile_bodies(fuzz_hub: FuzzHub, data: st.Dat
         st.one_of(
             st.just(now),
             st.just(now),
-            st.sampled_from(["nan", "inf", "-inf", "1e400", "", " 0x10"]),
+            st.sampled_from(["nan", "inf", "-inf", "1e400", "", "0x10"]),
             header_text,
         ),
         label="timestamp",
@@ -242,6 +243,6 @@ def test_unsigned_webhooks_to_any_name(
     fuzz_hub: FuzzHub, connector: str, body: bytes, content_type: str
 ) -> None:
     probe = fuzz_hub.probe
-    path = "/hooks/" + httpx.URL(path=connector).raw_path.decode("ascii")
+    path = "/hooks/" + quote(connector, safe="")
     reply = probe.send("POST", path, content=body, headers={"content-type": content_type})
     assert reply.status_code < 500
