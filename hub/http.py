@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,6 +24,16 @@ log = structlog.get_logger("hub.http")
 USER_AGENT = "cxhub/0.1 (+https://github.com/cxhub/cxhub)"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "so-apptoken", "x-api-key"}
+#: failures that happen before a request leaves: no connection (refused, timed out, no such host) or none free
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    ConnectionRefusedError,
+    socket.gaierror,
+)
+#: the same for urllib3 (under requests, which some connectors use); named, as the core does not depend on it
+_NOT_SENT_NAMES = frozenset({"NewConnectionError", "ConnectTimeoutError", "NameResolutionError"})
 
 T = TypeVar("T")
 
@@ -95,6 +106,27 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
         )
     if status in (401, 403):
         raise AuthError(f"{what}: HTTP {status} {response.text[:200]}")
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when ``exc``, or an error it was raised from, shows the request never reached the remote side.
+
+    A refused or timed-out connection sends nothing, so it must not count as a try of what was to be sent.
+    Follows the chain the way a traceback does (``raise ... from``, or the error being handled), so a raw
+    ``httpx.ConnectError``, a ``requests.ConnectionError`` around urllib3's ``NewConnectionError`` and a
+    ``TransientError`` raised while handling either are all recognised. A read timeout or a dropped
+    connection is not: the request may have arrived.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _NOT_SENT):
+            return True
+        if any(cls.__name__ in _NOT_SENT_NAMES for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None) -> float:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -24,9 +25,11 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.errors import AuthError, ConfigError, HubError, TransientError
-from hub.http import backoff_delay
+from hub.http import backoff_delay, never_sent
 from hub.models import WriteBackItem, WriteBackResult
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summary
@@ -38,10 +41,20 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hub.sync")
 
+#: how often a transaction that lost a lock race (deadlock, serialization failure) is run again
+TRANSACTION_ATTEMPTS = 5
+#: PostgreSQL's SQLSTATEs for "this transaction was chosen to fail; run it again"
+_LOCK_RACE_STATES = frozenset({"40P01", "40001"})
+
 WRITTEN = Counter("cxhub_writebacks_total", "Write-back items by outcome", ["connector", "outcome"])
 RUN_SECONDS = Histogram("cxhub_sync_run_seconds", "Duration of sync runs", ["connector", "kind"])
 
 EVENTS_STREAM = "events"
+
+
+def _lost_a_lock_race(exc: DBAPIError) -> bool:
+    """True for a deadlock victim or a serialization failure, which succeed when run again."""
+    return getattr(exc.orig, "sqlstate", None) in _LOCK_RACE_STATES
 
 
 def worker_id() -> str:
@@ -65,6 +78,8 @@ class SyncService:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.owner = worker_id()
+        #: connectors whose CRM could not be reached, with the number of batches refused in a row
+        self._outages: dict[str, int] = {}
 
     # --- queue inspection ---------------------------------------------------------------------------------------
 
@@ -203,14 +218,7 @@ class SyncService:
                 if not rows:
                     break
                 stats.batches += 1
-                # the lease is renewed from the claim on: building 10,000 summaries takes time too
-                renewal = asyncio.create_task(self._keep_leased([row.id for row in rows]))
-                try:
-                    await self._write_batch(connector_name, rows, stats)
-                finally:
-                    renewal.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewal
+                await self._write_batch(connector_name, rows, stats)
                 if progress is not None:
                     progress(stats.written + stats.dead + stats.retried, max(total, stats.written))
         stats.remaining = await self.pending(connector_name, due_only=False)
@@ -238,6 +246,29 @@ class SyncService:
         return stats
 
     async def _write_batch(self, connector_name: str, rows: list[WriteBack], stats: RunStats) -> None:
+        """Send one claimed batch, then record what became of it.
+
+        The lease is renewed from the claim on (building 10,000 summaries takes time too) until the CRM has
+        answered, and the renewal has finished its last statement before the recording starts: both update
+        the same rows, and run side by side they deadlocked on PostgreSQL, which could cost the recording and
+        send the batch to the CRM a second time.
+        """
+        stop = asyncio.Event()
+        renewal = asyncio.create_task(self._keep_leased(sorted(row.id for row in rows), stop))
+        try:
+            outcomes = await self._send(connector_name, rows, stats)
+        finally:
+            stop.set()
+            await renewal
+        await self._record(outcomes, stats)
+        results = [result for _, result, item in outcomes if item is not None]
+        if results:  # after the recording, so a hold covers the batch's own rows too
+            await self._pace(connector_name, results, stats)
+
+    async def _send(
+        self, connector_name: str, rows: list[WriteBack], stats: RunStats
+    ) -> list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]]:
+        """Hand the batch to the connector and pair every row with its result (a failure is a result too)."""
         connector = self.hub.connectors[connector_name]
         items, orphans = await self._items(rows)
         by_id = {row.id: row for row in rows}
@@ -248,38 +279,94 @@ class SyncService:
         if items:
             try:
                 results = await connector.write_back(items)
-            except TransientError as exc:
-                results = [
-                    WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent) for i in items
-                ]
-                stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
-                if exc.retry_after:
-                    await self._hold(connector_name, exc.retry_after)
-            except (AuthError, ConfigError) as exc:
-                results = [WriteBackResult.transient(i, str(exc)) for i in items]
-                stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
-                log.error("sync.stopped", connector=connector_name, error=str(exc))
             except Exception as exc:
-                log.exception("sync.connector_failed", connector=connector_name)
-                results = [WriteBackResult.transient(i, f"{type(exc).__name__}: {exc}") for i in items]
-                stats.stopped, stats.error = True, f"{type(exc).__name__}: {exc}"
+                results = self._failed(connector_name, items, exc, stats)
         answered = {r.item_id: r for r in results if r.item_id in by_id}
         for item in items:
             result = answered.get(item.id) or WriteBackResult.transient(
                 item, "the connector returned no result"
             )
             outcomes.append((by_id[item.id], result, item))
-        await self._record(outcomes, stats)
+        return outcomes
 
-    async def _keep_leased(self, ids: list[int]) -> None:
-        """Renew this worker's lease on a batch while the connector writes it.
+    async def _pace(self, connector_name: str, results: list[WriteBackResult], stats: RunStats) -> None:
+        """Hold the connector's queue when the CRM said "wait", or when nothing of the batch reached it.
+
+        A batch none of whose items was sent means the CRM (or the way to it) is down, however the connector
+        reported it: the run stops and every queued item of the connector waits for a backoff that doubles
+        with every such batch in a row, so a long outage is no hot loop against a closed port. Items not
+        sent count no attempt (see ``_record``), so an outage never turns the queue into dead letters.
+        """
+        unsent = [r for r in results if r.status == "transient" and not r.sent]
+        hold = max((r.retry_after or 0.0 for r in results if r.status == "transient"), default=0.0)
+        if len(unsent) < len(results):
+            self._reached(connector_name)
+        elif not hold:  # a budget's hold says when; an outage does not
+            hold = self._unreachable(connector_name, unsent[0].error or "not sent")
+        if len(unsent) == len(results):
+            stats.stopped = True
+            stats.error = stats.error or f"not sent: {unsent[0].error}"
+        if hold:
+            await self._hold(connector_name, hold)
+
+    def _failed(
+        self, connector_name: str, items: list[WriteBackItem], exc: Exception, stats: RunStats
+    ) -> list[WriteBackResult]:
+        """Turn a write that raised into one result per item, and stop the run.
+
+        Whatever never reached the CRM (a refused or timed-out connection, the hub's own budget) is not sent,
+        whichever way the connector reports it: a raw ``httpx.ConnectError`` or ``requests``
+        ``ConnectionError`` is the same as ``TransientError(sent=False)``.
+        """
+        error = f"{type(exc).__name__}: {exc}"
+        stats.stopped, stats.error = True, error
+        retry_after: float | None = None
+        sent = True
+        if isinstance(exc, TransientError):
+            retry_after, sent = exc.retry_after, exc.sent and not never_sent(exc)
+            error = str(exc)
+        elif isinstance(exc, AuthError | ConfigError):
+            log.error("sync.stopped", connector=connector_name, error=str(exc))
+            error = str(exc)
+        elif never_sent(exc):
+            sent = False
+        else:
+            log.exception("sync.connector_failed", connector=connector_name)
+        return [WriteBackResult.transient(i, error, retry_after, sent=sent) for i in items]
+
+    def _unreachable(self, connector: str, error: str) -> float:
+        """Count one more batch the CRM never got; the delay before the connector's next try.
+
+        The first one of an outage is logged, the rest are not: a CRM down for an hour is one warning, not
+        one per prompt sync. The delay doubles with every refused batch (with jitter, up to
+        ``backoff_max_seconds``), so a long outage is no hot loop against a closed port.
+        """
+        streak = self._outages.get(connector, 0) + 1
+        self._outages[connector] = streak
+        if streak == 1:
+            log.warning("sync.crm_not_reached", connector=connector, error=error)
+        cfg = self.hub.config.sync
+        return backoff_delay(streak, base=cfg.backoff_base_seconds, cap=cfg.backoff_max_seconds)
+
+    def _reached(self, connector: str) -> None:
+        """Some of a batch reached the CRM: an outage, if there was one, is over (logged once)."""
+        refused = self._outages.pop(connector, 0)
+        if refused:
+            log.info("sync.crm_reached_again", connector=connector, refused_batches=refused)
+
+    async def _keep_leased(self, ids: list[int], stop: asyncio.Event) -> None:
+        """Renew this worker's lease on a batch while the connector writes it, until ``stop`` is set.
 
         A bulk job can run for minutes; without renewal another worker would take the items over when the
-        lease ran out and start a second job for the same records.
+        lease ran out and start a second job for the same records. A renewal statement in flight is never
+        cancelled: the caller waits for it, so no renewal holds row locks once the batch is recorded.
         """
         seconds = self.hub.config.sync.lease_seconds
         while True:
-            await asyncio.sleep(seconds / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds / 3)
+            if stop.is_set():
+                return
             try:
                 async with self.hub.store.session() as s:
                     await s.execute(
@@ -297,8 +384,9 @@ class SyncService:
         counted for items that were not sent.
         """
         until = self.hub.now() + timedelta(seconds=seconds)
-        async with self.hub.store.session() as s:
-            await s.execute(
+
+        async def hold(conn: AsyncConnection) -> None:
+            await conn.execute(
                 update(WriteBack)
                 .where(
                     WriteBack.connector == connector,
@@ -307,6 +395,26 @@ class SyncService:
                 )
                 .values(next_attempt_at=until)
             )
+
+        await self._transaction(hold)
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[None]]) -> None:
+        """Run ``work`` in one transaction, again from the start if the database chose it as a lock victim.
+
+        Several workers update the queue's rows at once; PostgreSQL resolves a deadlock or a serialization
+        conflict by failing one transaction, which then succeeds when run again. Losing it instead would
+        lose the outcome of a batch the CRM already has, and the batch would be written a second time.
+        """
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self.hub.store.session() as s:
+                    await work(await s.connection())
+                return
+            except DBAPIError as exc:
+                if attempt == TRANSACTION_ATTEMPTS or not _lost_a_lock_race(exc):
+                    raise
+                log.warning("sync.transaction_retried", attempt=attempt, error=str(exc.orig))
+                await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
 
     async def _record(
         self, outcomes: list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]], stats: RunStats
@@ -354,8 +462,15 @@ class SyncService:
         # 200 is three round trips to the database, not 400
         table = cast("Table", WriteBack.__table__)
         mine = (table.c.id == bindparam("row_id"), table.c.lease_owner == self.owner)
-        async with hub.store.session() as s:
-            conn = await s.connection()
+
+        ids = sorted(row.id for row, _, _ in outcomes)
+
+        async def record(conn: AsyncConnection) -> None:
+            # the batch's rows are locked first, all at once and in id order: whoever else updates some of
+            # them (another worker's hold, a newer answer re-arming a key) waits instead of deadlocking
+            await conn.execute(
+                select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update()
+            )
             if done:
                 await conn.execute(
                     table.update()
@@ -387,13 +502,14 @@ class SyncService:
                     ),
                     again,
                 )
-            released = [d["row_id"] for d in done + again]
-            if released:  # rows whose version moved on while they were written: their lease only
+            if ids:  # rows whose version moved on while they were written: their lease only
                 await conn.execute(
                     table.update()
-                    .where(table.c.id.in_(released), table.c.lease_owner == self.owner)
+                    .where(table.c.id.in_(ids), table.c.lease_owner == self.owner)
                     .values(lease_owner=None, lease_until=None)
                 )
+
+        await self._transaction(record)
         for row, result, item in outcomes:
             dead = row.id in dead_rows
             WRITTEN.labels(

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
+from structlog.testing import capture_logs
 
 from hub.errors import TransientError
+from hub.models import WriteBackResult
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.sync import RunStats, SyncService
+from tests.fakes.crm import free_port
 from tests.helpers import case_event, survey_flow, token_of
 
 
@@ -224,3 +229,148 @@ async def test_a_batch_held_back_before_it_was_sent_counts_no_attempt_and_never_
     refusal["sent"] = True  # the same refusal after the batch reached the CRM does count
     await hub.sync.run("crm")
     assert sorted(row.attempts for row in await rows(hub)) == [0, 0, 1]
+
+
+# --- a lease renewal never races the recording of its own batch --------------------------------------------------
+
+
+async def test_the_lease_renewal_has_stopped_before_the_batch_is_recorded(make_hub, crm_state) -> None:
+    """Renewing and recording the same rows at once deadlocked on PostgreSQL, and the batch was written again.
+
+    The order is checked by the code paths themselves, not by the clock: the renewal must have returned (its
+    last statement committed) before the recording of that batch begins.
+    """
+    hub = await make_hub()
+    hub.config.sync.lease_seconds = 0.06  # renewals every 20 ms while the CRM takes its time
+    crm_state.latency = 0.2
+    await answer(hub, crm_state, "C1", "P1", 8)
+    events: list[str] = []
+    keep_leased, record = hub.sync._keep_leased, hub.sync._record
+
+    async def watched_renewal(*args, **kwargs):
+        events.append("renewal started")
+        try:
+            await keep_leased(*args, **kwargs)
+        finally:
+            events.append("renewal ended")
+
+    async def watched_record(*args, **kwargs):
+        events.append("recording")
+        await record(*args, **kwargs)
+
+    hub.sync._keep_leased = watched_renewal
+    hub.sync._record = watched_record
+    assert (await hub.sync.run("crm")).written == 3
+    assert events == ["renewal started", "renewal ended", "recording"] * 3
+
+
+# PostgreSQL only: it picks deadlock victims (40P01); SQLite serialises writers and makes them wait instead
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_recording_that_meets_a_deadlock_is_retried_and_nothing_is_written_twice(
+    make_hub, crm_state
+) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 8)
+    # the database itself refuses the first recording with a real deadlock error, as it does for the victim
+    async with hub.store.session() as s:
+        for statement in (
+            "CREATE SEQUENCE chaos_once",
+            """CREATE FUNCTION chaos_deadlock() RETURNS trigger AS $$
+               BEGIN
+                 IF nextval('chaos_once') = 1 THEN
+                   RAISE EXCEPTION 'deadlock detected (injected)' USING ERRCODE = 'deadlock_detected';
+                 END IF;
+                 RETURN NEW;
+               END $$ LANGUAGE plpgsql""",
+            """CREATE TRIGGER chaos_deadlock BEFORE UPDATE ON writebacks FOR EACH ROW
+               WHEN (NEW.state = 'done') EXECUTE FUNCTION chaos_deadlock()""",
+        ):
+            await s.execute(text(statement))
+    stats = await hub.sync.run("crm")
+    assert stats.written == 3
+    assert {row.state for row in await rows(hub)} == {"done"}
+    async with hub.store.session() as s:
+        assert await s.scalar(text("SELECT last_value FROM chaos_once")) > 1  # the injected deadlock happened
+    assert len(crm_state.batches) == 3 and crm_state.creates == 3 and crm_state.updates == 0
+    assert (await hub.sync.run("crm")).written == 0  # nothing is left to be written again
+
+
+# --- a CRM that refuses connections: no attempt is charged, the queue backs off, nothing dies -------------------
+
+
+def _refused_by_requests(url: str) -> Exception:
+    """The exception a requests-based connector lets through when the CRM's port is closed."""
+    import requests
+
+    try:
+        requests.post(url, timeout=5)
+    except requests.ConnectionError as exc:
+        return exc
+    raise AssertionError("the closed port answered")
+
+
+@pytest.mark.parametrize("client", ["httpx", "requests", "per-item results"])
+async def test_a_refused_connection_counts_no_attempt_and_the_outage_makes_no_dead_letter(
+    make_hub, crm_state, client
+) -> None:
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 8)
+    connector = hub.connectors["crm"]
+    reachable = connector.client.base_url
+    closed = f"http://127.0.0.1:{free_port()}"
+    if client == "httpx":  # the real connector, pointed at a port nobody listens on
+        connector.client.base_url = closed
+    elif client == "requests":
+        refused = _refused_by_requests(closed)
+
+        async def raw_requests_error(batch):
+            raise refused
+
+        connector.write_back = raw_requests_error
+    else:  # a connector that writes item by item and reports each as not sent
+
+        async def each_not_sent(batch):
+            return [WriteBackResult.transient(item, "connection refused", sent=False) for item in batch]
+
+        connector.write_back = each_not_sent
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    with capture_logs() as logs:
+        for _ in range(hub.config.sync.max_attempts * 3):
+            stats = await hub.sync.run("crm")
+            assert stats.stopped and stats.written == 0
+            clock[0] += timedelta(days=1)  # past every backoff
+        assert [(row.state, row.attempts) for row in await rows(hub)] == [("queued", 0)] * 3
+        if client == "httpx":
+            connector.client.base_url = reachable
+        else:
+            del connector.write_back  # the connector's own method again
+        assert (await hub.sync.run("crm")).written == 3
+        assert (await hub.sync.run("crm")).written == 0
+    events = [entry["event"] for entry in logs]
+    assert events.count("sync.crm_not_reached") == 1 and events.count("sync.crm_reached_again") == 1
+    assert events.index("sync.crm_not_reached") < events.index("sync.crm_reached_again")
+    assert "sync.connector_failed" not in events  # an outage is not a crash with a traceback per run
+    assert {row.state for row in await rows(hub)} == {"done"}
+
+
+async def test_an_outage_backs_off_longer_and_longer_so_it_is_no_hot_loop(
+    make_hub, crm_state, monkeypatch
+) -> None:
+    hub = await make_hub(sync="")
+    hub.config.sync.backoff_base_seconds = 10
+    hub.config.sync.backoff_max_seconds = 80
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the jitter at its ceiling
+    await answer(hub, crm_state, "C1", "P1", 8)
+    hub.connectors["crm"].client.base_url = f"http://127.0.0.1:{free_port()}"
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    waits: list[float] = []
+    for _ in range(5):
+        await hub.sync.run("crm")
+        assert await hub.sync.pending("crm") == 0  # nothing is due right after a refused connection
+        due = min(row.next_attempt_at for row in await rows(hub))
+        waits.append((due - clock[0]).total_seconds())
+        clock[0] = due
+    assert waits == [10, 20, 40, 80, 80]
+    assert {(row.state, row.attempts) for row in await rows(hub)} == {("queued", 0)}
