@@ -590,7 +590,10 @@ class SyncService:
                         found.value = cursor
                 if not result.has_more:
                     break
-        except HubError as exc:
+        except Exception as exc:
+            # a CRM that refuses connections is a failed poll, retried at the next interval, like a 503
+            if not isinstance(exc, HubError) and not never_sent(exc):
+                raise
             stats.error = f"{type(exc).__name__}: {exc}"
             log.warning("poll.failed", connector=connector_name, error=str(exc))
         async with hub.store.session() as s:

@@ -374,3 +374,21 @@ async def test_an_outage_backs_off_longer_and_longer_so_it_is_no_hot_loop(
         clock[0] = due
     assert waits == [10, 20, 40, 80, 80]
     assert {(row.state, row.attempts) for row in await rows(hub)} == {("queued", 0)}
+
+
+async def test_polling_a_crm_that_refuses_connections_is_a_recorded_failure_not_a_crash(
+    make_hub, crm_state
+) -> None:
+    crm_state.cases = [{"id": "C7", "seq": 1, "person_id": "P1"}]
+    hub = await make_hub()
+    connector = hub.connectors["crm"]
+    reachable = connector.client.base_url
+    connector.client.base_url = f"http://127.0.0.1:{free_port()}"
+    stats = await hub.sync.poll("crm")
+    assert stats.events == 0 and stats.error and "ConnectError" in stats.error
+    async with hub.store.session() as s:
+        run = await s.scalar(select(SyncRun).where(SyncRun.kind == "poll"))
+        assert await s.get(Cursor, ("crm", "events")) is None  # the cursor did not move
+    assert run.finished_at is not None and run.error == stats.error
+    connector.client.base_url = reachable
+    assert (await hub.sync.poll("crm")).events == 1
