@@ -67,7 +67,7 @@ if TYPE_CHECKING:
         net_promoter_score,
         nps_category,
     )
-    from hub.secrets import Secret
+    from hub.secrets import EnvStr, Secret
 
 __version__ = "0.1.0"
 
@@ -95,6 +95,7 @@ __all__ = [
     "DemoCase",
     "Emulator",
     "EmulatorType",
+    "EnvStr",
     "FetchResult",
     "HubError",
     "InboundAnswer",
@@ -181,6 +182,7 @@ _EXPORTS: dict[str, str] = {
     "WriteBackResult": "hub.models",
     "net_promoter_score": "hub.models",
     "nps_category": "hub.models",
+    "EnvStr": "hub.secrets",
     "Secret": "hub.secrets",
 }
 

@@ -10,31 +10,85 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Iterable
 from datetime import time
+from ipaddress import ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    field_validator,
+)
 
 from hub.errors import ConfigError
 from hub.models import SCALES, Branding, SurveyKind
-from hub.secrets import Secret
+from hub.secrets import EnvStr, Secret
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: ``port = "8080"`` or ``enabled = "yes"`` is a type error, not silently converted. Only the types
+    TOML cannot write natively (a time as "21:00", a choice by name, an integer as a table key) are parsed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def check_cron(value: str) -> str:
+    """A crontab expression APScheduler accepts (five fields), checked at load time, not when a job starts."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f'"{value}" is not a crontab expression ({exc}); write five fields: minute hour day month '
+            'weekday, e.g. "0 * * * *" for every hour'
+        ) from None
+    return value
+
+
+def _check_proxy(value: str) -> str:
+    try:
+        ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f'"{value}" is not an IP address or network; write e.g. "10.0.0.5" or "10.0.0.0/8"'
+        ) from None
+    return value
+
+
+#: a crontab expression (``sync.cron``, a connector's ``sync_cron``); may be written ``env:NAME``
+Cron = Annotated[EnvStr, AfterValidator(check_cron)]
+#: a time of day; TOML writes it natively (21:00:00) or as a string ("21:00")
+TimeOfDay = Annotated[time, Strict(False)]
 
 
 class HubSettings(Section):
-    public_url: str = Field("http://127.0.0.1:8000", description="where customers and CRMs reach the hub")
-    host: str = Field("127.0.0.1", description="address `cxhub serve` listens on")
-    port: int = 8000
-    database_url: str = Field(
+    public_url: EnvStr = Field("http://127.0.0.1:8000", description="where customers and CRMs reach the hub")
+    host: EnvStr = Field("127.0.0.1", description="address `cxhub serve` listens on")
+    port: int = Field(8000, ge=0, le=65535)
+    trusted_proxies: list[Annotated[EnvStr, AfterValidator(_check_proxy)]] = Field(
+        default_factory=list,
+        description="addresses or networks of the reverse proxies in front of the hub; only from these are "
+        "X-Forwarded-For / X-Forwarded-Proto believed (client address for rate limits); empty = none",
+    )
+    database_url: EnvStr = Field(
         "sqlite+aiosqlite:///cxhub.db",
         description="SQLAlchemy async URL; a relative SQLite path is relative to this config file",
     )
     secret_key: Secret | None = Field(None, description="signs CSRF tokens; generated and stored if unset")
-    api_token: Secret | None = Field(None, description="bearer token of the JSON admin API; unset = API off")
+    api_token: Secret | None = Field(
+        None, description="bearer token of the JSON admin API and its OpenAPI document; unset = API off"
+    )
+    metrics_token: Secret | None = Field(
+        None, description="bearer token Prometheus sends to /metrics; unset = /metrics off (404)"
+    )
     admin_password: Secret | None = Field(None, description="password of the admin pages (user `admin`)")
     plugins: list[str] | None = Field(None, description="plugins to enable; unset = every installed plugin")
     plugin_modules: list[str] = Field(
@@ -46,7 +100,7 @@ class HubSettings(Section):
     amend_window_hours: float = Field(24, ge=0, description="how long an answer can be amended")
     retention_days: int = Field(730, gt=0, description="raw event payloads older than this are deleted")
     demo: bool = Field(False, description="demo mode: shows the local mail catcher at /admin/mailbox")
-    mailbox_dir: str | None = Field(
+    mailbox_dir: EnvStr | None = Field(
         None,
         description="demo mode: the mail catcher's Maildir folder shown at /admin/mailbox; "
         "a relative path is relative to this config file",
@@ -55,8 +109,8 @@ class HubSettings(Section):
 
 
 class QuietHours(Section):
-    start: time = Field(description='e.g. "21:00"')
-    end: time = Field(description='e.g. "08:00"')
+    start: TimeOfDay = Field(description='e.g. "21:00"')
+    end: TimeOfDay = Field(description='e.g. "08:00"')
 
     def contains(self, moment: time) -> bool:
         if self.start <= self.end:
@@ -69,7 +123,7 @@ class PolicySettings(Section):
 
     min_days_between_surveys: float = Field(30, ge=0)
     quiet_hours: QuietHours | None = None
-    default_timezone: str = "UTC"
+    default_timezone: EnvStr = "UTC"
     honour_crm_opt_out: bool = True
 
     @field_validator("default_timezone")
@@ -83,7 +137,7 @@ class SyncSettings(Section):
     backoff_base_seconds: float = Field(30, ge=0)
     backoff_max_seconds: float = Field(3600, ge=0)
     prompt_seconds: float = Field(5, gt=0, description="how soon after a new answer the CRM gets it")
-    cron: str = Field("0 * * * *", description="safety-net sync of every connector (crontab syntax)")
+    cron: Cron = Field("0 * * * *", description="safety-net sync of every connector (crontab syntax)")
     lease_seconds: float = Field(
         60, gt=0, description="how long a claimed item or a running job is reserved for a worker (renewed)"
     )
@@ -96,19 +150,19 @@ RESERVED_INSTANCE_KEYS = {"plugin", "enabled", "poll_interval_seconds", "sync_cr
 class ConnectorInstance(BaseModel):
     """``[connectors.<name>]``: the hub's keys; every other key belongs to the plugin's settings model."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     plugin: str
     enabled: bool = True
     poll_interval_seconds: float = Field(300, ge=0, description="0 turns polling off")
-    sync_cron: str | None = None
+    sync_cron: Cron | None = Field(None, description="this connector's safety-net sync; unset = sync.cron")
 
     def plugin_settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
 class ChannelInstance(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     plugin: str
     enabled: bool = True
@@ -118,14 +172,16 @@ class ChannelInstance(BaseModel):
 
 
 class SurveySettings(Section):
-    kind: SurveyKind = SurveyKind.NPS
+    kind: Annotated[SurveyKind, Strict(False)] = SurveyKind.NPS
     question: dict[str, str] = Field(default_factory=dict, description="per language; built-in text if unset")
     comment: bool = True
     topics: dict[str, list[str]] = Field(
         default_factory=dict, description='per language: the choices of "What was it mostly about?"'
     )
-    score_map: dict[int, float] | None = Field(None, description="rating -> 0-100 score (CSAT/CES/smiley)")
-    thank_you_link: str | None = None
+    score_map: dict[Annotated[int, Strict(False)], float] | None = Field(
+        None, description="rating -> 0-100 score (CSAT/CES/smiley)"
+    )
+    thank_you_link: EnvStr | None = None
 
     def score_of(self, rating: int) -> float:
         if self.score_map is not None and rating in self.score_map:
@@ -143,14 +199,14 @@ class Trigger(Section):
 class AlertRule(Section):
     when: Literal["detractor", "passive", "promoter", "any"] = "detractor"
     channel: str
-    to: str = Field("owner", description='"owner" (the case owner) or an email address')
+    to: EnvStr = Field("owner", description='"owner" (the case owner) or an email address')
 
 
 class WriteBackSettings(Section):
     person_summary: bool = True
     timeline: bool = True
     case_feedback: bool = True
-    case_status_after_feedback: str | None = None
+    case_status_after_feedback: EnvStr | None = None
     internal_comment: bool = False
 
 
@@ -209,20 +265,39 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _fix_for(error: dict[str, Any], model: type[BaseModel] | None) -> str:
+def _fix_for(error: dict[str, Any], model: type[BaseModel] | None, also_known: Iterable[str] = ()) -> str:
     kind = error["type"]
     if kind == "missing":
         return "required: add it"
     if kind == "extra_forbidden" and model is not None:
         name = str(error["loc"][-1])
-        known = _known_keys(model, error["loc"][:-1])
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f'; did you mean "{close[0]}"?' if close else f" (known: {', '.join(sorted(known))})"
-        return f"unknown key{hint}"
+        known = sorted({*_known_keys(model, error["loc"][:-1]), *also_known})
+        return f"unknown key{_nearest(name, known)}"
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    given = error.get("input")
+    if kind in ("int_type", "float_type", "bool_type") and isinstance(given, str):
+        # strict types: a quoted number or flag is a string in TOML
+        example = "true or false" if kind == "bool_type" else "a number"
+        if kind != "bool_type" and _is_number(given):
+            example = given.strip()
+        return f"{message}; write {example} without quotes"
     return message
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    """The hint of an unknown key: the nearest known key by similarity, or the whole list when none is near."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f'; did you mean "{close[0]}"?' if close else f" (known: {', '.join(known)})"
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -250,11 +325,21 @@ def _inner_model(annotation: Any) -> Any:
 def problems_from(
     error: ValidationError, source: Path, prefix: tuple[Any, ...] = (), model: type[BaseModel] | None = None
 ) -> list[str]:
-    """One line per pydantic error: ``file: key.path: what to do``."""
+    """One line per pydantic error: ``file: key.path: what to do``.
+
+    A plugin's settings share their table with the hub's own keys of an instance (``plugin``,
+    ``poll_interval_seconds``, ...), so a misspelt hub key there is matched against both.
+    """
+    instance_keys: set[str] = set()
+    if len(prefix) == 2 and prefix[0] == "connectors":
+        instance_keys = set(ConnectorInstance.model_fields)
+    elif len(prefix) == 2 and prefix[0] == "channels":
+        instance_keys = set(ChannelInstance.model_fields)
     lines = []
     for item in error.errors():
         loc = tuple(prefix) + tuple(item["loc"])
-        lines.append(f"{source}: {key_path(loc)}: {_fix_for(dict(item), model)}")
+        also = instance_keys if len(item["loc"]) == 1 else set()
+        lines.append(f"{source}: {key_path(loc)}: {_fix_for(dict(item), model, also)}")
     return lines
 
 

@@ -3,6 +3,10 @@
 ``Secret`` is the pydantic type plugin settings use for credentials. It resolves the reference when the config
 is validated and holds the value as ``SecretStr``, which prints as ``**********`` in reprs, logs and
 diagnostics. A literal value is refused, so a password never sits in a file that gets copied around.
+
+``EnvStr`` is the type of every other string setting (user names, org ids, URLs): it takes a literal or an
+``env:NAME`` reference, so a deployment that keeps its settings in the environment can do so for all of them.
+A variable that is set but empty is refused for both: an empty user name or password is always a mistake.
 """
 
 from __future__ import annotations
@@ -16,6 +20,27 @@ from pydantic import BeforeValidator, SecretStr
 REDACTED = "**********"
 
 
+def from_environment(name: str, alternative: str = "") -> str:
+    """The value of the variable ``name``; unset or empty is a config error that names the variable."""
+    if not name:
+        raise ValueError('"env:" needs a variable name, e.g. env:CXHUB_API_TOKEN')
+    value = os.environ.get(name)
+    if value is None:
+        raise ValueError(f"environment variable {name} is not set; export it {alternative}".rstrip())
+    if not value.strip():
+        raise ValueError(
+            f"environment variable {name} is set but empty; export its value {alternative}".rstrip()
+        )
+    return value
+
+
+def resolve_env(value: Any) -> Any:
+    """``env:NAME`` -> the variable's value; any other value is left for the field's own type to check."""
+    if isinstance(value, str) and value.startswith("env:"):
+        return from_environment(value[4:])
+    return value
+
+
 def resolve_secret(value: Any) -> Any:
     """Turn ``env:NAME`` / ``file:/path`` into the secret's value; refuse anything else."""
     if isinstance(value, SecretStr):
@@ -23,12 +48,7 @@ def resolve_secret(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("a secret is written as env:NAME or file:/path")
     if value.startswith("env:"):
-        name = value[4:]
-        if not name:
-            raise ValueError('"env:" needs a variable name, e.g. env:CXHUB_API_TOKEN')
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set; export it or use file:/path")
-        return SecretStr(os.environ[name])
+        return SecretStr(from_environment(value[4:], "or use file:/path"))
     if value.startswith("file:"):
         path = Path(value[5:]).expanduser()
         try:
@@ -39,6 +59,8 @@ def resolve_secret(value: Any) -> Any:
 
 
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+#: a string setting that may also be written ``env:NAME`` (user names, org ids, hosts, URLs)
+EnvStr = Annotated[str, BeforeValidator(resolve_env)]
 
 
 def redact(text: str, secrets: list[str]) -> str:

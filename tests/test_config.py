@@ -52,7 +52,7 @@ def test_wrong_types_and_missing_keys_name_the_path() -> None:
     text = BASE.replace("max_attempts = 3", 'max_attempts = "three"').replace('survey = "nps"\n', "")
     lines = problems_of(text)
     assert (
-        "config/cxhub.toml: sync.max_attempts: Input should be a valid integer, unable to parse string as an integer"
+        "config/cxhub.toml: sync.max_attempts: Input should be a valid integer; write a number without quotes"
         in lines
     )
     assert "config/cxhub.toml: campaigns.case_closed.survey: required: add it" in lines
@@ -123,4 +123,91 @@ def test_score_maps_stay_on_the_scale() -> None:
     text = BASE + '\n[surveys.smile]\nkind = "smiley"\nscore_map = { 1 = 0, 2 = 50, 4 = 100 }\n'
     assert problems_of(text) == [
         "config/cxhub.toml: surveys.smile.score_map: rating 4 is outside the smiley scale 1-3"
+    ]
+
+
+# --- strict types, typo hints, cron, environment references -----------------------------------------------------
+
+
+def test_a_number_written_as_a_string_is_a_type_error() -> None:
+    text = BASE.replace("[hub]", '[hub]\nport = "8080"').replace("max_attempts = 3", 'max_attempts = "3"')
+    assert problems_of(text) == [
+        "config/cxhub.toml: hub.port: Input should be a valid integer; write 8080 without quotes",
+        "config/cxhub.toml: sync.max_attempts: Input should be a valid integer; write 3 without quotes",
+    ]
+
+
+def test_a_flag_written_as_a_string_is_a_type_error() -> None:
+    text = BASE.replace('plugin = "fakechannel"', 'plugin = "fakechannel"\nenabled = "yes"')
+    assert problems_of(text) == [
+        "config/cxhub.toml: channels.mail.enabled: Input should be a valid boolean; write true or false without quotes"
+    ]
+
+
+def test_quiet_hours_and_score_maps_still_read_as_toml_writes_them() -> None:
+    text = BASE.replace("[policy]", '[policy]\nquiet_hours = { start = "21:00", end = 08:00:00 }') + (
+        '\n[surveys.smile]\nkind = "smiley"\nscore_map = { 1 = 0, 2 = 50, 3 = 100 }\n'
+    )
+    config = parse_config(tomllib.loads(text), Path("c.toml"))
+    assert config.policy.quiet_hours is not None and str(config.policy.quiet_hours.start) == "21:00:00"
+    assert config.surveys["smile"].score_map == {1: 0.0, 2: 50.0, 3: 100.0}
+
+
+async def test_a_misspelt_hub_key_of_a_connector_suggests_the_nearest_key(tmp_path: Path) -> None:
+    text = BASE.replace("poll_interval_seconds = 0", "poll_intervall_seconds = 0")
+    config = parse_config(tomllib.loads(text), tmp_path / "cxhub.toml")
+    with pytest.raises(ConfigError) as caught:
+        await Hub.open(config, migrate=False)
+    assert caught.value.problems == [
+        f"{tmp_path / 'cxhub.toml'}: connectors.crm.poll_intervall_seconds: unknown key; "
+        'did you mean "poll_interval_seconds"?'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        ('[sync]\ncron = "61 * * * *"', "sync.cron"),
+        ('[sync]\ncron = "every hour"', "sync.cron"),
+        ('poll_interval_seconds = 0\nsync_cron = "0 25 * * *"', "connectors.crm.sync_cron"),
+    ],
+)
+def test_an_invalid_cron_is_a_config_error_naming_the_key(setting: str, where: str) -> None:
+    before = "[sync]" if setting.startswith("[sync]") else "poll_interval_seconds = 0"
+    [line] = problems_of(BASE.replace(before, setting))
+    assert line.startswith(f"config/cxhub.toml: {where}: ")
+    assert "is not a crontab expression" in line and 'e.g. "0 * * * *"' in line
+
+
+def test_an_empty_environment_variable_is_not_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXHUB_TEST_API_TOKEN", "")
+    assert problems_of(BASE) == [
+        "config/cxhub.toml: hub.api_token: environment variable CXHUB_TEST_API_TOKEN is set but empty; "
+        "export its value or use file:/path"
+    ]
+
+
+def test_plain_settings_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXHUB_TEST_HOST", "0.0.0.0")
+    monkeypatch.setenv("CXHUB_TEST_CRON", "*/5 * * * *")
+    text = BASE.replace("[hub]", '[hub]\nhost = "env:CXHUB_TEST_HOST"').replace(
+        "[sync]", '[sync]\ncron = "env:CXHUB_TEST_CRON"'
+    )
+    config = parse_config(tomllib.loads(text), Path("c.toml"))
+    assert (config.hub.host, config.sync.cron) == ("0.0.0.0", "*/5 * * * *")
+    monkeypatch.setenv("CXHUB_TEST_HOST", "")
+    assert problems_of(text) == [
+        "config/cxhub.toml: hub.host: environment variable CXHUB_TEST_HOST is set but empty; export its value"
+    ]
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    ok = parse_config(
+        tomllib.loads(BASE.replace("[hub]", '[hub]\ntrusted_proxies = ["10.0.0.5", "10.1.0.0/16"]')),
+        Path("c.toml"),
+    )
+    assert ok.hub.trusted_proxies == ["10.0.0.5", "10.1.0.0/16"]
+    assert problems_of(BASE.replace("[hub]", '[hub]\ntrusted_proxies = ["proxy.local"]')) == [
+        'config/cxhub.toml: hub.trusted_proxies[0]: "proxy.local" is not an IP address or network; '
+        'write e.g. "10.0.0.5" or "10.0.0.0/8"'
     ]

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
-from hub import Secret
+from hub import EnvStr, Secret
 
 Security = Literal["starttls", "tls", "none"]
 
@@ -43,7 +43,7 @@ class EmailSettings(BaseModel):
     security: Security = Field(
         "starttls", description='"starttls" (upgrade a plain connection), "tls" (implicit TLS) or "none"'
     )
-    username: str | None = Field(None, description="SMTP login; unset = send without logging in")
+    username: EnvStr | None = Field(None, description="SMTP login; unset = send without logging in")
     password: Secret | None = Field(None, description="env:NAME or file:/path")
     from_address: str = Field(description="the sender address, e.g. feedback@example.com")
     from_name: str | None = Field(

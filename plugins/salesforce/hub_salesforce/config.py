@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from hub import Secret
+from hub import EnvStr, Secret
 
 
 class _Section(BaseModel):
@@ -45,8 +45,8 @@ class JwtBearerAuth(_Section):
     """
 
     type: Literal["jwt_bearer"] = "jwt_bearer"
-    consumer_key: str = Field(description="the connected app's consumer key (client id)")
-    username: str = Field(description="the integration user the hub acts as")
+    consumer_key: EnvStr = Field(description="the connected app's consumer key (client id)")
+    username: EnvStr = Field(description="the integration user the hub acts as")
     private_key: Secret = Field(
         description="PEM private key matching the app's certificate, e.g. file:/etc/..."
     )
@@ -61,7 +61,7 @@ class ClientCredentialsAuth(_Section):
     """OAuth 2.0 client credentials flow: needs the org's My Domain as ``login_url`` and a run-as user."""
 
     type: Literal["client_credentials"] = "client_credentials"
-    client_id: str
+    client_id: EnvStr
     client_secret: Secret
 
 
@@ -72,9 +72,9 @@ class PasswordAuth(_Section):
     """
 
     type: Literal["password"] = "password"
-    client_id: str
+    client_id: EnvStr
     client_secret: Secret
-    username: str
+    username: EnvStr
     password: Secret
     security_token: Secret | None = None
 
@@ -232,7 +232,7 @@ class SalesforceSettings(_Section):
         description="outbound proxy for every call to Salesforce, e.g. http://proxy.internal:3128; the "
         "connector reads no proxy (or CA) variables from the environment, only its settings",
     )
-    organization_id: str | None = Field(
+    organization_id: EnvStr | None = Field(
         None, description="18-char org id; Outbound Messages from another org are refused"
     )
     webhook_secret: Secret | None = Field(

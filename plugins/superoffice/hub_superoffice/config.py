@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub import Secret
+from hub import EnvStr, Secret
 
 
 class _Section(BaseModel):
@@ -35,7 +35,7 @@ class SystemUserAuth(_Section):
     application_token: Secret = Field(description="the application's client secret (sent as SO-AppToken)")
     system_user_token: Secret = Field(description="the tenant's system user token, from the app's approval")
     private_key: Secret = Field(description="the application's RSA private key, PEM (PKCS#1 or PKCS#8)")
-    context_identifier: str = Field(description="the tenant, e.g. Cust12345")
+    context_identifier: EnvStr = Field(description="the tenant, e.g. Cust12345")
     login_url: str | None = Field(
         None,
         description="PartnerSystemUser/Authenticate endpoint; default {scheme}://{host}/Login/api/"
@@ -50,7 +50,7 @@ class RefreshTokenAuth(_Section):
     """An OpenID Connect app that holds a refresh token (interactive consent done once by an admin)."""
 
     type: Literal["refresh_token"] = "refresh_token"
-    client_id: str
+    client_id: EnvStr
     client_secret: Secret
     refresh_token: Secret
     token_url: str | None = Field(
@@ -63,7 +63,7 @@ class BasicAuth(_Section):
     """Onsite installations only: a user name and password (SuperOffice Online refuses Basic)."""
 
     type: Literal["basic"] = "basic"
-    username: str
+    username: EnvStr
     password: Secret
 
 
