@@ -150,8 +150,23 @@ def serve(
 
     cfg = load(config)
     web = create_app(config_path=config, scheduler=scheduler)
-    uvicorn.run(
-        web, host=host or cfg.hub.host, port=port or cfg.hub.port, log_config=None, proxy_headers=True
+    uvicorn.Server(server_config(cfg, web, host=host, port=port)).run()
+
+
+def server_config(cfg: HubConfig, web: Any, *, host: str | None = None, port: int | None = None) -> Any:
+    """uvicorn's settings for the hub: the hub's logging (scrubbed of secrets and survey tokens) and
+    forwarded headers believed only from ``hub.trusted_proxies`` (uvicorn would trust loopback by default,
+    and then any local process or a proxy that passes the header on could pick its client address)."""
+    import uvicorn
+
+    trusted = list(cfg.hub.trusted_proxies)
+    return uvicorn.Config(
+        web,
+        host=host or cfg.hub.host,
+        port=port if port is not None else cfg.hub.port,
+        log_config=None,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
     )
 
 

@@ -2,11 +2,16 @@
 
 Secrets are ``SecretStr`` in settings, so a repr never shows them; this filter is the second line of defence
 for values that slip into an exception message or a URL.
+
+Survey and unsubscribe links are secrets too: whoever holds ``/s/<token>`` can answer or change a customer's
+answer, and ``/u/<token>`` unsubscribes them. The same filter replaces the token of every such path, in
+uvicorn's access and error logs, in structlog lines and in tracebacks alike.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -14,9 +19,11 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, SecretStr
 
-from hub.secrets import redact
+from hub.secrets import REDACTED, redact
 
 _SECRETS: set[str] = set()
+#: a survey (``/s/``) or unsubscribe (``/u/``) link's token, wherever the path appears in a line
+_TOKEN_PATH = re.compile(r"(/[su]/)[A-Za-z0-9_%~.-]+")
 
 
 def _collect(value: Any, into: set[str]) -> None:
@@ -46,6 +53,8 @@ def register_secrets(config: BaseModel, plugin_settings: Iterable[BaseModel]) ->
 
 
 def scrub(text: str) -> str:
+    """The text without any configured secret value and without the token of any survey link."""
+    text = _TOKEN_PATH.sub(lambda match: match.group(1) + REDACTED, text)
     return redact(text, sorted(_SECRETS, key=len, reverse=True))
 
 
@@ -55,6 +64,11 @@ def _scrub_processor(
     for key, value in list(event_dict.items()):
         if isinstance(value, str):
             event_dict[key] = scrub(value)
+        elif not isinstance(value, int | float | bool | None):
+            # a URL object, an exception, a dict: scrubbed as the text it would be shown as
+            shown = str(value)
+            if scrub(shown) != shown:
+                event_dict[key] = scrub(shown)
     return event_dict
 
 
@@ -62,6 +76,12 @@ class _ScrubFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = scrub(record.getMessage())
         record.args = ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
         return True
 
 
@@ -83,6 +103,15 @@ def configure(level: str = "info", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # uvicorn's loggers write through the hub's handler, and scrub even a record a handler of their own gets
+    # (an embedding app or a second server may have configured uvicorn's logging after us)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_log = logging.getLogger(name)
+        server_log.handlers[:] = []
+        server_log.propagate = True
+        server_log.setLevel(logging.NOTSET)
+        if not any(isinstance(f, _ScrubFilter) for f in server_log.filters):
+            server_log.addFilter(_ScrubFilter())
     for noisy in ("httpx", "httpcore", "aiosqlite", "alembic", "mail.log"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     # a tick skipped because the previous one still runs is normal; job errors are logged by the hub itself

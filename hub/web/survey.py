@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -137,19 +137,35 @@ def theme_for(colour: str) -> Theme:
 
 @dataclass
 class Limits:
-    """Answers per survey link and per client address, per minute. One set per app, so tests stay apart."""
+    """Requests per minute: answers per survey link and per client address, and page views (survey, thank-you
+    and unsubscribe pages) per client address, so nobody can try tokens by the thousand. One set per app, so
+    tests stay apart. The client address is the connecting one, or what a trusted proxy (``hub.trusted_proxies``)
+    forwarded; a forwarded header from anyone else is ignored by the server."""
 
     per_token: RateLimiter
     per_client: RateLimiter
+    views_per_client: RateLimiter = field(default_factory=lambda: RateLimiter(limit=120, window_seconds=60))
 
 
 def limits(request: Request) -> Limits:
     state = request.app.state
     found = getattr(state, "survey_limits", None)
     if not isinstance(found, Limits):
-        found = Limits(RateLimiter(limit=30, window_seconds=60), RateLimiter(limit=120, window_seconds=60))
+        found = Limits(
+            RateLimiter(limit=30, window_seconds=60),
+            RateLimiter(limit=120, window_seconds=60),
+        )
         state.survey_limits = found
     return found
+
+
+def too_many_views(request: Request, hub: Hub) -> Response | None:
+    """A 429 page when this client looked up too many links in the last minute, else None."""
+    if limits(request).views_per_client.allow(client_address(request)):
+        return None
+    response = message(request, hub, "too_many", 429)
+    response.headers["Retry-After"] = "60"
+    return response
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -316,6 +332,8 @@ def _followup(
 async def show_survey(
     token: str, request: Request, hub: HubDep, score: str | None = None, change: str | None = None
 ) -> Response:
+    if (refused := too_many_views(request, hub)) is not None:
+        return refused
     state, page = await hub.engine.page_for_token(token)
     if page is None:
         return message(request, hub, "unknown", 404)
@@ -410,6 +428,8 @@ async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
 
 @router.api_route("/s/{token}/thanks", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def thank_you(token: str, request: Request, hub: HubDep) -> Response:
+    if (refused := too_many_views(request, hub)) is not None:
+        return refused
     state, page = await hub.engine.page_for_token(token)
     if page is None:
         return message(request, hub, "unknown", 404)
@@ -430,6 +450,8 @@ async def _unsubscribe_language(hub: Hub, token: str) -> str | None:
 
 @router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def confirm_unsubscribe(token: str, request: Request, hub: HubDep) -> Response:
+    if (refused := too_many_views(request, hub)) is not None:
+        return refused
     lang = await _unsubscribe_language(hub, token)
     if lang is None:
         return message(request, hub, "unknown", 404)
