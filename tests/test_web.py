@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from hub.store.tables import Event, RejectedWebhook, Response, Token
+from hub.store.tables import Event, RejectedWebhook, Response, Token, WriteBack
 from hub.web import create_app
 from tests.helpers import asgi_client, csrf_of, survey_flow, webhook
 
@@ -194,11 +195,88 @@ async def test_the_admin_api_needs_the_token(web, crm_state) -> None:
     assert replay.json() == {"requeued": 0}
 
 
+AUTH = {"Authorization": "Bearer api-token-for-tests-42"}
+
+
 async def test_openapi_health_readiness_and_metrics(web) -> None:
-    _, client = web
-    spec = (await client.get("/api/v1/openapi.json")).json()
+    hub, client = web
+    spec = (await client.get("/api/v1/openapi.json", headers=AUTH)).json()
     assert "/api/v1/responses" in spec["paths"] and "/hooks/{connector}" in spec["paths"]
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json() == {"status": "ready"}
-    metrics = await client.get("/metrics")
+    hub.config.hub.metrics_token = SecretStr("metrics-token-for-tests")
+    metrics = await client.get("/metrics", headers={"Authorization": "Bearer metrics-token-for-tests"})
     assert "cxhub_webhooks_total" in metrics.text
+
+
+async def test_metrics_need_their_own_token_and_are_off_without_one(web) -> None:
+    hub, client = web
+    assert (await client.get("/metrics")).status_code == 404  # no hub.metrics_token: off
+    hub.config.hub.metrics_token = SecretStr("metrics-token-for-tests")
+    for headers in ({}, AUTH, {"Authorization": "Bearer metrics-token-for-test"}):
+        refused = await client.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert "cxhub_" not in refused.text
+
+
+async def test_the_openapi_document_needs_the_api_token_and_the_docs_page_the_api(web) -> None:
+    hub, client = web
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        refused = await client.get("/api/v1/openapi.json", headers=headers)
+        assert refused.status_code == 401 and "paths" not in refused.text
+    page = await client.get("/api/docs")
+    assert page.status_code == 200 and "/api/v1/openapi.json" in page.text and "Bearer" in page.text
+    hub.config.hub.api_token = None
+    assert (await client.get("/api/docs")).status_code == 404
+    assert (await client.get("/api/v1/openapi.json", headers=AUTH)).status_code == 404
+
+
+LISTS = ["responses", "people", "invitations", "sync-runs", "dead-letters", "rejected-webhooks"]
+
+
+async def test_list_parameters_out_of_range_are_422(web) -> None:
+    _, client = web
+    bad = (
+        f"offset={2**64}",
+        f"offset={2**63}",
+        "offset=-1",
+        "offset=1.5",
+        "limit=0",
+        "limit=1001",
+        "limit=true",
+    )
+    for path in LISTS:
+        for query in bad:
+            reply = await client.get(f"/api/v1/{path}?{query}", headers=AUTH)
+            assert reply.status_code == 422, (path, query, reply.text)
+        assert (await client.get(f"/api/v1/{path}?offset=1000000000", headers=AUTH)).json() == []
+    assert (await client.get("/api/v1/invitations?status=" + "x" * 500, headers=AUTH)).status_code == 422
+
+
+BAD_REPLAYS = [
+    {"ids": [False]},
+    {"ids": [True, 2]},
+    {"ids": ["1"]},
+    {"ids": [1.0]},
+    {"ids": [2**63]},
+    {"ids": [0]},
+    {"ids": []},  # would have meant "all"
+    {"ids": list(range(1, 10_002))},
+    {"connector": 5},
+    {"connector": ""},
+    {"conector": "crm"},
+    [1, 2],
+]
+
+
+async def test_a_replay_with_bad_ids_is_422_and_replays_nothing(web) -> None:
+    hub, client = web
+    async with hub.store.session() as s:
+        s.add(WriteBack(connector="crm", kind="person_summary", key="P1", record_id="P1", state="dead"))
+    for body in BAD_REPLAYS:
+        reply = await client.post("/api/v1/dead-letters/replay", headers=AUTH, json=body)
+        assert reply.status_code == 422, (body, reply.text)
+    async with hub.store.session() as s:
+        assert (await s.scalar(select(WriteBack.state))) == "dead"
+    replayed = await client.post("/api/v1/dead-letters/replay", headers=AUTH, json={"ids": [1]})
+    assert replayed.json() == {"requeued": 1}

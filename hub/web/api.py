@@ -1,39 +1,41 @@
 """The JSON admin API under ``/api/v1``, behind a bearer token (``hub.api_token``).
 
 Read-only views of responses, people, invitations, sync runs and dead letters, and a replay of dead letters.
+Every parameter has a type and a range (a page offset fits the database's integers, an id list is short and
+holds integers only, not ``true``), so bad input is a 422 that says which parameter, never a 500.
 """
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import select
 
 from hub.engine import response_record
 from hub.models import ResponseRecord
 from hub.store.tables import Event, Invitation, Person, RejectedWebhook, Response, SyncRun, WriteBack
 from hub.web.deps import HubDep
+from hub.web.protection import require_bearer
+
+#: the largest page offset: far beyond any table, and inside every database's integer range
+MAX_OFFSET = 1_000_000_000
+#: the largest database id (a signed 64-bit integer)
+MAX_ID = 2**63 - 1
+#: ids one replay may name
+MAX_REPLAY_IDS = 10_000
 
 
 def require_token(hub: HubDep, request: Request) -> None:
-    configured = hub.config.hub.api_token
-    if configured is None:
-        raise HTTPException(404, "the admin API is off: set hub.api_token to turn it on")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.encode(), configured.get_secret_value().encode()
-    ):
-        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    """The API's bearer token (``hub.api_token``); 404 while the API is off."""
+    require_bearer(request, hub.config.hub.api_token, "the admin API is off: set hub.api_token to turn it on")
 
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(require_token)])
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 class PersonOut(BaseModel):
@@ -97,8 +99,17 @@ class RejectedOut(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    connector: str | None = None
-    ids: list[int] | None = None
+    """Which dead letters to re-queue: all (nothing given), one connector's, and/or the given ids."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    connector: str | None = Field(None, min_length=1, max_length=100)
+    ids: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_REPLAY_IDS,
+        description="omit to replay every dead letter (of the connector); an empty list is refused",
+    )
 
 
 class ReplayResult(BaseModel):
@@ -128,7 +139,10 @@ async def list_people(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> li
 
 @router.get("/invitations", response_model=list[InvitationOut])
 async def list_invitations(
-    hub: HubDep, limit: Limit = 100, offset: Offset = 0, status: str | None = None
+    hub: HubDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    status: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
 ) -> list[InvitationOut]:
     q = select(Invitation, Event).join(Event, Event.id == Invitation.event_pk)
     if status:

@@ -1,4 +1,9 @@
-"""The FastAPI application: routers, health, metrics, and (for `cxhub serve`) the hub's lifespan."""
+"""The FastAPI application: routers, health, metrics, and (for `cxhub serve`) the hub's lifespan.
+
+Nothing that describes or measures the hub is public: ``/metrics`` needs ``hub.metrics_token`` (off while
+unset), and the OpenAPI document needs the admin API's token, like the API it describes. The docs page is a
+shell (Swagger UI) that exists while the API is on; it asks for the token and sends it with every request.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -16,6 +21,31 @@ import hub as hub_package
 from hub.app import Hub
 from hub.web import admin, api, inbound, survey
 from hub.web.deps import HubDep
+from hub.web.protection import require_bearer
+
+OPENAPI_URL = "/api/v1/openapi.json"
+#: Swagger UI from the same CDN FastAPI uses; the token typed once is kept for the browser tab only
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>CX Hub API</title>
+<meta name="referrer" content="no-referrer">
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>
+const key = "cxhub_api_token";
+const token = sessionStorage.getItem(key) || window.prompt("The admin API token (hub.api_token)") || "";
+sessionStorage.setItem(key, token);
+SwaggerUIBundle({
+  url: "/api/v1/openapi.json",
+  dom_id: "#swagger-ui",
+  requestInterceptor: (request) => { request.headers.Authorization = "Bearer " + token; return request; },
+});
+</script></body></html>
+"""
+
+
+def require_metrics_token(running: HubDep, request: Request) -> None:
+    require_bearer(request, running.config.hub.metrics_token, "metrics are off: set hub.metrics_token")
 
 
 def create_app(
@@ -46,8 +76,8 @@ def create_app(
         title="CX Hub",
         version=hub_package.__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
-        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        openapi_url=None,
         redoc_url=None,
     )
     if hub is not None:
@@ -76,8 +106,23 @@ def create_app(
             return JSONResponse({"status": "migrations pending: run `cxhub db upgrade`"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
     async def metrics() -> Response:
+        """Prometheus metrics, for a scraper that sends ``Authorization: Bearer <hub.metrics_token>``."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=[Depends(api.require_token)])
+    async def openapi() -> JSONResponse:
+        """The OpenAPI document, for holders of the API token."""
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs(running: HubDep) -> HTMLResponse:
+        """The API's docs page while the API is on; it holds no data, the document it loads needs the token."""
+        if running.config.hub.api_token is None:
+            raise HTTPException(404, "the admin API is off: set hub.api_token")
+        page = HTMLResponse(DOCS_PAGE)
+        page.headers["Cache-Control"] = "no-store"
+        return page
 
     return app

@@ -1,4 +1,4 @@
-"""CSRF tokens and rate limits for the survey pages.
+"""Bearer tokens of the API and metrics, CSRF tokens and rate limits for the survey pages.
 
 CSRF: a random cookie plus a form field that is the HMAC of that cookie and the survey token, keyed with the
 hub's secret. A forged cross-site POST has neither the cookie value nor the key, and a token for one survey
@@ -13,7 +13,25 @@ import secrets
 import time
 from collections import defaultdict, deque
 
+from fastapi import HTTPException, Request
+from pydantic import SecretStr
+
 CSRF_COOKIE = "cxhub_csrf"
+
+
+def require_bearer(request: Request, configured: SecretStr | None, off: str) -> None:
+    """Let the request through only with ``Authorization: Bearer <configured>`` (compared in constant time).
+
+    Unset ``configured`` means the feature is off: 404 with ``off`` as the detail. A missing or wrong token is
+    a 401 that names the scheme.
+    """
+    if configured is None:
+        raise HTTPException(404, off)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), configured.get_secret_value().encode()
+    ):
+        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
 
 def new_csrf_cookie() -> str:
