@@ -61,10 +61,40 @@ def load(path: Path) -> HubConfig:
     return config
 
 
+async def reach_database(config: HubConfig) -> None:
+    """Connect once before anything else, so a wrong password, a database that does not exist or a server that
+    is down is one line naming ``hub.database_url`` and what to check, not a traceback from deep inside."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = config.database_url()
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = "(not a URL)"
+    try:
+        store = Store(url)
+        if store.is_sqlite and ":memory:" not in url:
+            Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with store.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        finally:
+            await store.dispose()
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] or type(exc).__name__
+        fail(
+            f"{config.source}: hub.database_url: cannot open the database {shown}: {reason}; check the user, "
+            "password, host, port and database name in hub.database_url (and that the database server runs)"
+        )
+
+
 def run_with_hub(path: Path, work: Callable[[Hub], Awaitable[T]]) -> T:
     config = load(path)
 
     async def main() -> T:
+        await reach_database(config)
         try:
             hub = await Hub.open(config)
         except ConfigError as exc:
@@ -149,6 +179,7 @@ def serve(
     from hub.web import create_app
 
     cfg = load(config)
+    asyncio.run(reach_database(cfg))
     web = create_app(config_path=config, scheduler=scheduler)
     uvicorn.Server(server_config(cfg, web, host=host, port=port)).run()
 
@@ -306,24 +337,29 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
 
 
 async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
-    """The newest write-back run (``sync``, a full re-sync counts) and the newest ``poll`` of a connector
-    that did something: the cron's runs with nothing due would otherwise hide the one that stopped."""
+    """The newest write-back run (``sync``, a full re-sync counts) that did something, and the newest finished
+    ``poll``.
+
+    A sync run of the cron with nothing due would hide the one that stopped, so those are skipped. A poll is
+    different: one that found no new event still ran, advanced the watermark and proves the CRM answers, so
+    the newest finished poll counts, whatever it found (a poll still running has no finish time yet).
+    """
+    did_something = or_(
+        SyncRun.error.is_not(None),
+        SyncRun.written > 0,
+        SyncRun.retried > 0,
+        SyncRun.dead > 0,
+        SyncRun.events > 0,
+    )
+    wanted = {
+        "sync": (SyncRun.kind.in_(("sync", "full")), did_something),
+        "poll": (SyncRun.kind == "poll", SyncRun.finished_at.is_not(None)),
+    }
     last: dict[str, SyncRun | None] = {}
-    for kind in ("sync", "poll"):
-        did_something = or_(
-            SyncRun.error.is_not(None),
-            SyncRun.written > 0,
-            SyncRun.retried > 0,
-            SyncRun.dead > 0,
-            SyncRun.events > 0,
-        )
+    for kind, conditions in wanted.items():
         last[kind] = await session.scalar(
             select(SyncRun)
-            .where(
-                SyncRun.connector == connector,
-                SyncRun.kind.in_((kind, "full") if kind == "sync" else (kind,)),
-                did_something,
-            )
+            .where(SyncRun.connector == connector, *conditions)
             .order_by(SyncRun.id.desc())
             .limit(1)
         )
@@ -336,7 +372,9 @@ def _run_text(run: SyncRun | None) -> str:
     when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
     if run.error:
         return f"{when} [red]stopped (see below)[/red]"
-    return f"{when} ({run.written or run.events} ok)"
+    if run.kind == "poll":
+        return f"{when} ({run.events} new event(s))"
+    return f"{when} ({run.written} ok)"
 
 
 @app.command()
@@ -494,6 +532,7 @@ def db_upgrade(config: ConfigOption = Path("cxhub.toml")) -> None:
     cfg = load(config)
 
     async def work() -> None:
+        await reach_database(cfg)
         store = Store(cfg.database_url())
         try:
             await store.upgrade()

@@ -53,6 +53,33 @@ def check_cron(value: str) -> str:
     return value
 
 
+_DATABASE_EXAMPLES = 'write "sqlite+aiosqlite:///cxhub.db" or "postgresql+asyncpg://user@host/database"'
+
+
+def check_database_url(value: str) -> str:
+    """A URL of a database the hub can use: parsable, an asyncio driver, and that driver installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(f"not a database URL; {_DATABASE_EXAMPLES}") from None
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f'unsupported database "{url.drivername}"; {_DATABASE_EXAMPLES}') from None
+    if not getattr(dialect, "is_async", False):
+        raise ValueError(f'"{url.drivername}" is not an asyncio driver; {_DATABASE_EXAMPLES}')
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(
+            f'the driver of "{url.drivername}" is not installed ({exc}); {_DATABASE_EXAMPLES}'
+        ) from None
+    return value
+
+
 def _check_proxy(value: str) -> str:
     try:
         ip_network(value, strict=False)
@@ -78,7 +105,7 @@ class HubSettings(Section):
         description="addresses or networks of the reverse proxies in front of the hub; only from these are "
         "X-Forwarded-For / X-Forwarded-Proto believed (client address for rate limits); empty = none",
     )
-    database_url: EnvStr = Field(
+    database_url: Annotated[EnvStr, AfterValidator(check_database_url)] = Field(
         "sqlite+aiosqlite:///cxhub.db",
         description="SQLAlchemy async URL; a relative SQLite path is relative to this config file",
     )

@@ -177,3 +177,65 @@ async def _leaky_check(self):
     return [
         CheckResult(name="credentials", ok=False, detail=f"refused: {self.settings.token.get_secret_value()}")
     ]
+
+
+# --- database, cron and poll: what an admin sees ------------------------------------------------------------
+
+
+def _config_with(tmp_path: Path, fake_crm, database_url: str, sync: str = "") -> Path:
+    path = tmp_path / "cxhub.toml"
+    path.write_text(config_text(database_url, fake_crm.url, sync=sync))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+asyncpg://cxhub:hunter2-db-pw@127.0.0.1:1/cxhub", "Connect call failed"),
+        (
+            "postgresql+asyncpg://no_such_role_x:hunter2-db-pw@127.0.0.1:5432/postgres",
+            'role "no_such_role_x"',
+        ),
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_one_line_naming_the_key(tmp_path, fake_crm, url, reason) -> None:
+    config = _config_with(tmp_path, fake_crm, url)
+    for command in (["check"], ["status"], ["worker"], ["serve"], ["db", "upgrade"], ["sync"]):
+        code, out = cxhub(*command, "-c", str(config))
+        assert code == 2, (command, out)
+        [line] = out.strip().splitlines()
+        assert line.startswith(f"error: {config}: hub.database_url: cannot open the database ")
+        assert reason in line and "check the user, password, host, port and database name" in line
+        assert "hunter2-db-pw" not in out and "Traceback" not in out
+
+
+def test_an_unsupported_database_url_is_one_config_line(tmp_path, fake_crm) -> None:
+    config = _config_with(tmp_path, fake_crm, "mysql://cxhub:pw@db.internal/cxhub")
+    for command in (["check"], ["serve"], ["db", "upgrade"]):
+        code, out = cxhub(*command, "-c", str(config))
+        assert code == 2 and out.strip().splitlines() == [
+            f'{config}: hub.database_url: "mysql" is not an asyncio driver; write "sqlite+aiosqlite:///cxhub.db" '
+            'or "postgresql+asyncpg://user@host/database"'
+        ]
+
+
+def test_an_invalid_cron_fails_check_before_serve_or_worker_could_die_of_it(tmp_path, fake_crm) -> None:
+    config = _config_with(
+        tmp_path, fake_crm, f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", sync='cron = "0 */0 * * *"'
+    )
+    for command in ("check", "worker", "serve", "status"):
+        code, out = cxhub(command, "-c", str(config))
+        assert code == 2 and "Traceback" not in out
+        [line] = out.strip().splitlines()
+        assert line.startswith(f'{config}: sync.cron: "0 */0 * * *" is not a crontab expression')
+
+
+async def test_status_shows_a_poll_that_found_nothing_new(config_file, make_hub, crm_state) -> None:
+    hub = await make_hub()
+    await hub.sync.poll("crm")  # the fake CRM has no closed case: nothing new, the watermark is stored
+    await hub.close()
+    code, out = await asyncio.to_thread(cxhub, "status", "-c", str(config_file))
+    assert code == 0, out
+    [row] = [line for line in out.splitlines() if "crm" in line]
+    assert "(0 new event(s))" in row
+    assert row.count("never") == 1  # the last sync: nothing written yet
