@@ -1,4 +1,5 @@
-"""The admin pages: a login, and in demo mode ``/admin/mailbox``, the local mail catcher's messages.
+"""The admin pages: a login, a home page (``/admin``) that says what the hub offers an admin, and in demo mode
+``/admin/mailbox``, the local mail catcher's messages.
 
 Access. With ``hub.admin_password`` set, every admin page needs a login as user ``admin``; the login form is
 CSRF-protected and rate-limited, and a successful login sets a signed, HttpOnly, SameSite=Strict session
@@ -122,11 +123,13 @@ def require_admin(request: Request, hub: Hub) -> Response | None:
     return RedirectResponse(f"/admin/login?next={request.url.path}", status_code=303)
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path inside the admin pages: a login must not redirect anywhere else."""
-    if target and target.startswith("/admin/") and "//" not in target and "\\" not in target:
+def _safe_next(target: str | None, hub: Hub) -> str:
+    """Only a path inside the admin pages: a login must not redirect anywhere else. Without one: the
+    mailbox in the demo, else the home page (both exist)."""
+    inside = target is not None and (target == "/admin" or target.startswith("/admin/"))
+    if target and inside and "//" not in target and "\\" not in target:
         return target
-    return "/admin/mailbox"
+    return "/admin/mailbox" if hub.config.hub.demo else "/admin"
 
 
 def _limiter(request: Request) -> RateLimiter:
@@ -173,16 +176,26 @@ async def _csrf_ok(request: Request, hub: Hub) -> bool:
 
 @router.get("", response_class=HTMLResponse)
 async def admin_home(request: Request, hub: HubDep) -> Response:
-    return RedirectResponse("/admin/mailbox", status_code=303)
+    """What the admin offers, behind the login: a page that exists whatever the mode (the mailbox is demo only)."""
+    denied = require_admin(request, hub)
+    if denied is not None:
+        return denied
+    return _render(
+        request,
+        hub,
+        "admin/home.html",
+        api_on=hub.config.hub.api_token is not None,
+        metrics_on=hub.config.hub.metrics_token is not None,
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, hub: HubDep, next: str | None = None) -> Response:
     if _password(hub) is None:
         if open_without_login(request, hub):
-            return RedirectResponse(_safe_next(next), status_code=303)
+            return RedirectResponse(_safe_next(next, hub), status_code=303)
         raise HTTPException(404)
-    return _render(request, hub, "admin/login.html", next=_safe_next(next))
+    return _render(request, hub, "admin/login.html", next=_safe_next(next, hub))
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -191,7 +204,7 @@ async def login(request: Request, hub: HubDep) -> Response:
     if password is None:
         raise HTTPException(404)
     form = await request.form()
-    target = _safe_next(str(form.get("next") or ""))
+    target = _safe_next(str(form.get("next") or ""), hub)
     if not _limiter(request).allow(client_address(request)):
         error = "Too many attempts. Wait a minute and try again."
         return _render(request, hub, "admin/login.html", status=429, next=target, error=error)
