@@ -52,9 +52,12 @@ def resolve_secret(value: Any) -> Any:
     if value.startswith("file:"):
         path = Path(value[5:]).expanduser()
         try:
-            return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+            content = path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+        if not content.strip():
+            raise ValueError(f"secret file {path} is empty; write the secret into it")
+        return SecretStr(content)
     raise ValueError("write secrets as env:NAME or file:/path, never the value itself")
 
 

@@ -211,3 +211,11 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
         'config/cxhub.toml: hub.trusted_proxies[0]: "proxy.local" is not an IP address or network; '
         'write e.g. "10.0.0.5" or "10.0.0.0/8"'
     ]
+
+
+def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("\n")
+    assert problems_of(BASE.replace("env:CXHUB_TEST_API_TOKEN", f"file:{secret}")) == [
+        f"config/cxhub.toml: hub.api_token: secret file {secret} is empty; write the secret into it"
+    ]
