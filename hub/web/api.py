@@ -142,7 +142,7 @@ async def list_invitations(
     hub: HubDep,
     limit: Limit = 100,
     offset: Offset = 0,
-    status: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> list[InvitationOut]:
     q = select(Invitation, Event).join(Event, Event.id == Invitation.event_pk)
     if status:
