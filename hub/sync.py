@@ -314,7 +314,8 @@ class SyncService:
     ) -> list[WriteBackResult]:
         """Turn a write that raised into one result per item, and stop the run.
 
-        Whatever never reached the CRM (a refused or timed-out connection, the hub's own budget) is not sent,
+        Whatever never reached the CRM (a refused or timed-out connection, the hub's own budget, credentials
+        the CRM refused) is not sent,
         whichever way the connector reports it: a raw ``httpx.ConnectError`` or ``requests``
         ``ConnectionError`` is the same as ``TransientError(sent=False)``.
         """
@@ -326,8 +327,9 @@ class SyncService:
             retry_after, sent = exc.retry_after, exc.sent and not never_sent(exc)
             error = str(exc)
         elif isinstance(exc, AuthError | ConfigError):
-            log.error("sync.stopped", connector=connector_name, error=str(exc))
-            error = str(exc)
+            # refused credentials or a setting the CRM rejects: nothing was applied, and the queue must wait
+            # for the admin (logged once per outage by ``_pace``, shown by status, check and /metrics)
+            sent = False
         elif never_sent(exc):
             sent = False
         else:

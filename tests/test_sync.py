@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
-from hub.errors import TransientError
+from hub.errors import AuthError, TransientError
 from hub.models import WriteBackResult
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.sync import RunStats, SyncService
@@ -229,6 +229,35 @@ async def test_a_batch_held_back_before_it_was_sent_counts_no_attempt_and_never_
     refusal["sent"] = True  # the same refusal after the batch reached the CRM does count
     await hub.sync.run("crm")
     assert sorted(row.attempts for row in await rows(hub)) == [0, 0, 1]
+
+
+async def test_refused_credentials_use_no_attempt_so_the_queue_waits_for_the_admin(
+    make_hub, crm_state
+) -> None:
+    """A 401 means the CRM applied nothing: the queue must outlive the days it takes an admin to fix the
+    credentials, not turn into dead letters after ``max_attempts`` runs."""
+    hub = await make_hub()
+    await answer(hub, crm_state, "C1", "P1", 8)
+    connector = hub.connectors["crm"]
+    write = connector.write_back
+
+    async def refused(batch):
+        raise AuthError("the CRM refused the credentials (401)")
+
+    connector.write_back = refused
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    for _ in range(hub.config.sync.max_attempts + 2):
+        stats = await hub.sync.run("crm")
+        assert stats.stopped and stats.error.startswith("AuthError")
+        clock[0] += timedelta(hours=1)  # past every hold and backoff
+    assert [(row.state, row.attempts) for row in await rows(hub)] == [("queued", 0)] * 3
+
+    connector.write_back = write  # the admin fixed the credentials
+    clock[0] += timedelta(hours=1)
+    while (await hub.sync.run("crm")).written:
+        pass
+    assert {row.state for row in await rows(hub)} == {"done"}
 
 
 # --- a lease renewal never races the recording of its own batch --------------------------------------------------
