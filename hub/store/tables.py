@@ -9,6 +9,12 @@ Design notes:
   write, and a sync that finishes an older version never marks a newer one done.
 * Claiming uses a lease (``lease_owner`` / ``lease_until``): a worker killed mid-sync leaves rows that another
   worker claims once the lease runs out, so nothing queued is ever lost.
+* Every text column is a ``CleanString`` / ``CleanText`` and every JSON column a ``CleanJSON``: text from
+  outside (a comment, a name from a CRM, a webhook's fields) is stored the same way on SQLite and PostgreSQL.
+  PostgreSQL refuses a NUL character in text and a value longer than its column, SQLite takes both; so NUL is
+  removed and an over-long value is cut to its column, on both, when a value is assigned and again when it is
+  bound. Keys that identify something (an event id) are checked where they arrive (``hub.engine``) and
+  refused there rather than cut.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import event as orm_event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -54,12 +61,73 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+NUL = "\x00"
+
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    """``value`` as every database stores it: without NUL characters, at most ``limit`` characters long."""
+    if NUL in value:
+        value = value.replace(NUL, "")
+    return value[:limit] if limit is not None and len(value) > limit else value
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value with NUL removed from every string in it, keys too (PostgreSQL ``jsonb`` refuses them)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k) if isinstance(k, str) else k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    return value
+
+
+class CleanString(TypeDecorator[str]):
+    """``VARCHAR(length)`` that stores what it is given the same way on every backend (see the module doc)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def clean(self, value: str | None) -> str | None:
+        return None if value is None else clean_text(value, self.length)
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return self.clean(value)
+
+
+class CleanText(CleanString):
+    """``TEXT`` without NUL characters."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+class CleanJSON(TypeDecorator[Any]):
+    """JSON whose strings hold no NUL character."""
+
+    impl = JSON
+    cache_ok = True
+
+    def clean(self, value: Any) -> Any:
+        return clean_json(value)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return clean_json(value)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: CleanJSON}
 
 
 class Event(Base):
@@ -67,26 +135,26 @@ class Event(Base):
     __table_args__ = (UniqueConstraint("connector", "event_id", name="uq_events_connector_event"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    connector: Mapped[str] = mapped_column(String(100))
-    event_id: Mapped[str] = mapped_column(String(300))
-    event_type: Mapped[str] = mapped_column(String(100))
-    record_id: Mapped[str] = mapped_column(String(200))
-    source: Mapped[str] = mapped_column(String(20), doc="webhook | poll")
+    connector: Mapped[str] = mapped_column(CleanString(100))
+    event_id: Mapped[str] = mapped_column(CleanString(300))
+    event_type: Mapped[str] = mapped_column(CleanString(100))
+    record_id: Mapped[str] = mapped_column(CleanString(200))
+    source: Mapped[str] = mapped_column(CleanString(20), doc="webhook | poll")
     payload: Mapped[dict[str, Any]] = mapped_column(doc="the normalised CaseEvent")
     raw: Mapped[bytes | None] = mapped_column(LargeBinary, doc="the webhook body as received")
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
-    process_error: Mapped[str | None] = mapped_column(Text)
+    process_error: Mapped[str | None] = mapped_column(CleanText())
 
 
 class RejectedWebhook(Base):
     __tablename__ = "rejected_webhooks"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    target: Mapped[str] = mapped_column(String(100), doc="connector or channel instance")
+    target: Mapped[str] = mapped_column(CleanString(100), doc="connector or channel instance")
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_code: Mapped[int] = mapped_column(Integer)
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(CleanText())
     headers: Mapped[dict[str, Any]] = mapped_column()
     body: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -95,14 +163,18 @@ class Person(Base):
     __tablename__ = "people"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str | None] = mapped_column(String(320), index=True, doc="lower-cased, trimmed")
-    phone: Mapped[str | None] = mapped_column(String(32), index=True, doc="E.164")
-    name: Mapped[str | None] = mapped_column(String(300))
-    language: Mapped[str | None] = mapped_column(String(20))
-    timezone: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(CleanString(320), index=True, doc="lower-cased, trimmed")
+    phone: Mapped[str | None] = mapped_column(CleanString(32), index=True, doc="E.164")
+    name: Mapped[str | None] = mapped_column(CleanString(300))
+    language: Mapped[str | None] = mapped_column(CleanString(20))
+    timezone: Mapped[str | None] = mapped_column(CleanString(64))
     opted_out_at: Mapped[datetime | None] = mapped_column(doc="the hub's own opt-out, set by unsubscribe")
-    email_rejected: Mapped[str | None] = mapped_column(Text, doc="why the email address bounced for good")
-    phone_rejected: Mapped[str | None] = mapped_column(Text, doc="why the phone number was refused for good")
+    email_rejected: Mapped[str | None] = mapped_column(
+        CleanText(), doc="why the email address bounced for good"
+    )
+    phone_rejected: Mapped[str | None] = mapped_column(
+        CleanText(), doc="why the phone number was refused for good"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -115,10 +187,10 @@ class Identity(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
-    connector: Mapped[str] = mapped_column(String(100))
-    crm_id: Mapped[str] = mapped_column(String(200))
+    connector: Mapped[str] = mapped_column(CleanString(100))
+    crm_id: Mapped[str] = mapped_column(CleanString(200))
     crm_opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
-    crm_opt_out_reason: Mapped[str | None] = mapped_column(String(300))
+    crm_opt_out_reason: Mapped[str | None] = mapped_column(CleanString(300))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -130,17 +202,19 @@ class Invitation(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign: Mapped[str] = mapped_column(String(100))
+    campaign: Mapped[str] = mapped_column(CleanString(100))
     event_pk: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"), index=True)
-    status: Mapped[str] = mapped_column(String(20), doc="scheduled|sent|suppressed|failed|answered|expired")
-    reason: Mapped[str | None] = mapped_column(Text, doc="why suppressed or failed")
-    channel: Mapped[str | None] = mapped_column(String(100))
-    language: Mapped[str] = mapped_column(String(20), default="en")
+    status: Mapped[str] = mapped_column(
+        CleanString(20), doc="scheduled|sent|suppressed|failed|answered|expired"
+    )
+    reason: Mapped[str | None] = mapped_column(CleanText(), doc="why suppressed or failed")
+    channel: Mapped[str | None] = mapped_column(CleanString(100))
+    language: Mapped[str] = mapped_column(CleanString(20), default="en")
     send_after: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column()
-    message_id: Mapped[str | None] = mapped_column(String(300))
+    message_id: Mapped[str | None] = mapped_column(CleanString(300))
     remind_after: Mapped[datetime | None] = mapped_column(index=True)
     reminded_at: Mapped[datetime | None] = mapped_column()
     expires_at: Mapped[datetime | None] = mapped_column()
@@ -154,9 +228,9 @@ class Token(Base):
 
     __tablename__ = "tokens"
 
-    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
     invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"), index=True)
-    purpose: Mapped[str] = mapped_column(String(20), doc="survey | unsubscribe")
+    purpose: Mapped[str] = mapped_column(CleanString(20), doc="survey | unsubscribe")
     expires_at: Mapped[datetime] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -164,18 +238,18 @@ class Token(Base):
 class Response(Base):
     __tablename__ = "responses"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, doc="a UUID: the key CRMs store")
+    id: Mapped[str] = mapped_column(CleanString(36), primary_key=True, doc="a UUID: the key CRMs store")
     invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"), unique=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
-    campaign: Mapped[str] = mapped_column(String(100))
-    survey_kind: Mapped[str] = mapped_column(String(20))
+    campaign: Mapped[str] = mapped_column(CleanString(100))
+    survey_kind: Mapped[str] = mapped_column(CleanString(20))
     rating: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
-    category: Mapped[str | None] = mapped_column(String(20))
-    comment: Mapped[str | None] = mapped_column(Text)
-    topic: Mapped[str | None] = mapped_column(String(200))
-    language: Mapped[str] = mapped_column(String(20))
-    channel: Mapped[str | None] = mapped_column(String(100))
+    category: Mapped[str | None] = mapped_column(CleanString(20))
+    comment: Mapped[str | None] = mapped_column(CleanText())
+    topic: Mapped[str | None] = mapped_column(CleanString(200))
+    language: Mapped[str] = mapped_column(CleanString(20))
+    channel: Mapped[str | None] = mapped_column(CleanString(100))
     answered_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -188,22 +262,24 @@ class WriteBack(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    connector: Mapped[str] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(30), doc="person_summary | timeline_entry | case_feedback")
-    key: Mapped[str] = mapped_column(String(200), doc="idempotency key, usable as an external id")
-    record_id: Mapped[str] = mapped_column(String(200))
-    person_record_id: Mapped[str | None] = mapped_column(String(200))
+    connector: Mapped[str] = mapped_column(CleanString(100))
+    kind: Mapped[str] = mapped_column(CleanString(30), doc="person_summary | timeline_entry | case_feedback")
+    key: Mapped[str] = mapped_column(CleanString(200), doc="idempotency key, usable as an external id")
+    record_id: Mapped[str] = mapped_column(CleanString(200))
+    person_record_id: Mapped[str | None] = mapped_column(CleanString(200))
     person_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    response_id: Mapped[str | None] = mapped_column(String(36))
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="empty for summaries: built at sync")
-    state: Mapped[str] = mapped_column(String(10), default="queued", doc="queued | done | dead")
+    response_id: Mapped[str | None] = mapped_column(CleanString(36))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(
+        CleanJSON, doc="empty for summaries: built at sync"
+    )
+    state: Mapped[str] = mapped_column(CleanString(10), default="queued", doc="queued | done | dead")
     version: Mapped[int] = mapped_column(Integer, default=1)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_owner: Mapped[str | None] = mapped_column(CleanString(100))
     lease_until: Mapped[datetime | None] = mapped_column()
-    last_error: Mapped[str | None] = mapped_column(Text)
-    remote_id: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(CleanText())
+    remote_id: Mapped[str | None] = mapped_column(CleanString(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column()
@@ -213,24 +289,24 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    connector: Mapped[str] = mapped_column(String(100), index=True)
-    kind: Mapped[str] = mapped_column(String(10), doc="sync | poll | full")
+    connector: Mapped[str] = mapped_column(CleanString(100), index=True)
+    kind: Mapped[str] = mapped_column(CleanString(10), doc="sync | poll | full")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
-    watermark: Mapped[str | None] = mapped_column(Text)
+    watermark: Mapped[str | None] = mapped_column(CleanText())
     events: Mapped[int] = mapped_column(Integer, default=0)
     written: Mapped[int] = mapped_column(Integer, default=0)
     retried: Mapped[int] = mapped_column(Integer, default=0)
     dead: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(CleanText())
 
 
 class Cursor(Base):
     __tablename__ = "cursors"
 
-    connector: Mapped[str] = mapped_column(String(100), primary_key=True)
-    stream: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str | None] = mapped_column(Text)
+    connector: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
+    stream: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
+    value: Mapped[str | None] = mapped_column(CleanText())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -239,8 +315,8 @@ class JobLock(Base):
 
     __tablename__ = "job_locks"
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(CleanString(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(CleanString(100))
     expires_at: Mapped[datetime] = mapped_column()
 
 
@@ -253,8 +329,8 @@ class Usage(Base):
 
     __tablename__ = "usage"
 
-    connector: Mapped[str] = mapped_column(String(100), primary_key=True)
-    meter: Mapped[str] = mapped_column(String(100), primary_key=True)
+    connector: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
+    meter: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
     minute: Mapped[int] = mapped_column(Integer, primary_key=True, doc="minutes since the Unix epoch")
     count: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -264,5 +340,27 @@ class Setting(Base):
 
     __tablename__ = "settings"
 
-    key: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
+    value: Mapped[str] = mapped_column(CleanText())
+
+
+def _clean_on_assignment() -> None:
+    """Clean text as it is assigned to a mapped object, so what the code goes on using is what was stored.
+
+    Binding cleans it again for statements that bypass the objects (``insert().values(...)``, ``where``).
+    """
+
+    def listen(column_type: CleanString | CleanJSON) -> Any:
+        def cleaned(_target: Any, value: Any, _old: Any, _initiator: Any) -> Any:
+            return column_type.clean(value)
+
+        return cleaned
+
+    for mapper in Base.registry.mappers:
+        for prop in mapper.column_attrs:
+            column_type = prop.columns[0].type
+            if isinstance(column_type, CleanString | CleanJSON):
+                orm_event.listen(getattr(mapper.class_, prop.key), "set", listen(column_type), retval=True)
+
+
+_clean_on_assignment()
