@@ -7,6 +7,7 @@ with a lease, and write-backs wait in their queue.
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign, SurveySettings
@@ -50,7 +52,17 @@ from hub.models import (
 from hub.people import normalise_email, normalise_phone, upsert_person
 from hub.policy import PersonFacts, RecentSurvey, decide
 from hub.store.queries import insert_for
-from hub.store.tables import Event, Identity, Invitation, Person, Response, Token, WriteBack, utcnow
+from hub.store.tables import (
+    NUL,
+    Event,
+    Identity,
+    Invitation,
+    Person,
+    Response,
+    Token,
+    WriteBack,
+    utcnow,
+)
 from hub.texts import choose_language, text
 
 if TYPE_CHECKING:
@@ -101,6 +113,47 @@ def response_record(row: Response) -> ResponseRecord:
     )
 
 
+#: an event's values that name a record: a NUL in one is refused, since removing it would name another record
+EVENT_KEYS = ("event_id", "event_type", "record_type", "record_id", "person_id")
+
+
+def unstorable(event: CaseEvent) -> str | None:
+    """Why an event cannot be stored as it came (an id longer than its column, a NUL in an id), else None.
+
+    Such an event is refused rather than cut down: a shortened or cleaned id could name another record, or
+    make two events one. Free text in it (names, ``fields``) is stored with NUL removed (``hub.store.tables``).
+    """
+    for name in EVENT_KEYS:
+        value = getattr(event, name)
+        if value is not None and NUL in value:
+            return f"{name} holds a NUL character"
+    if not event.event_id:
+        return "event_id is empty"
+    for name in ("event_id", "event_type", "record_id"):
+        limit = getattr(Event.__table__.c[name].type, "length", None)
+        if limit is not None and len(getattr(event, name)) > limit:
+            return f"{name} is longer than {limit} characters"
+    try:
+        json.dumps(event.model_dump(mode="json"))
+    except (ValueError, TypeError, RecursionError) as exc:
+        return f"the event cannot be stored as JSON ({type(exc).__name__})"
+    return None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one answer brings: a rating and/or the follow-up's comment and topic, and the channel it came by."""
+
+    rating: int | None
+    comment: str | None
+    topic: str | None
+    channel: str | None
+
+
+def _category(kind: SurveyKind, rating: int) -> NpsCategory | None:
+    return nps_category(rating) if kind is SurveyKind.NPS else None
+
+
 def matches(campaign: Campaign, connector: str, event: CaseEvent) -> bool:
     """A campaign fires for an event of its trigger's connector and type whose fields pass every filter."""
     trigger = campaign.trigger
@@ -141,10 +194,25 @@ class Engine:
     async def receive(
         self, connector: str, events: list[CaseEvent], source: str, raw: bytes | None = None
     ) -> list[bool]:
-        """Store events (duplicates dropped by (connector, event id)); True for each one that was new."""
+        """Store events (duplicates dropped by (connector, event id)); True for each one that was new.
+
+        An event that cannot be stored (see ``unstorable``) is skipped with a logged error and counts as not
+        new, so one bad record never stops the others of a poll or a webhook.
+        """
         fresh: list[bool] = []
         async with self.hub.store.session() as s:
             for event in events:
+                problem = unstorable(event)
+                if problem is not None:
+                    log.error(
+                        "event.unstorable",
+                        connector=connector,
+                        source=source,
+                        event_id=event.event_id[:100].replace(NUL, "\\0"),
+                        problem=problem,
+                    )
+                    fresh.append(False)
+                    continue
                 stmt = (
                     insert_for(s, Event)
                     .values(
@@ -184,13 +252,18 @@ class Engine:
             try:
                 await self._process(row)
                 done += 1
-            except (TransientError, AuthError) as exc:
+            except (TransientError, AuthError, OperationalError, InterfaceError) as exc:
                 log.warning(
                     "event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc)
                 )
                 await self._set_event_error(row.id, str(exc), processed=False)
             except (SkippableError, ConfigError) as exc:
                 await self._set_event_error(row.id, str(exc), processed=True)
+            except Exception as exc:
+                # a record this hub cannot handle (or a plugin's bug): set it aside, visible in its
+                # process_error, rather than retry it on every tick ahead of the events behind it
+                log.exception("event.failed", connector=row.connector, event_id=row.event_id)
+                await self._set_event_error(row.id, f"{type(exc).__name__}: {exc}", processed=True)
         return done
 
     async def _set_event_error(self, event_pk: int, error: str, processed: bool) -> None:
@@ -592,53 +665,76 @@ class Engine:
             if not low <= rating <= high:
                 raise BadInput(text(inv.language, "out_of_range", low=low, high=high))
         await self._resolve_targets(inv.person_id, campaign, event.connector)
+        answer = _Answer(rating, comment, topic, channel)
+        for attempt in range(2):
+            try:
+                stored = await self._store_answer(inv, event, campaign, survey, answer)
+                break
+            except IntegrityError:
+                # a concurrent request (a double-click) stored the first answer a moment before this one:
+                # the second pass finds it and amends it like any later answer
+                if attempt:
+                    raise
+        record, inv_record, before = stored
+        if before is not None and before == (record.rating, record.comment, record.topic):
+            return record  # the same answer again: nothing to write back, nobody to tell twice
+        first = before is None
+        log.info("response.recorded", response=record.id, campaign=record.campaign, amended=not first)
+        await hub.plugins.notify("hub_on_response_received", response=record, invitation=inv_record)
+        previous = (None, None) if before is None else (_category(survey.kind, before[0]), before[1])
+        if first or previous[0] != record.category:
+            await self._alert(record, inv_record, event, campaign, comment_added=False)
+        elif record.comment and previous[1] != record.comment:
+            await self._alert(record, inv_record, event, campaign, comment_added=True)
+        hub.wake("sync")
+        return record
+
+    async def _store_answer(
+        self, inv: Invitation, event: Event, campaign: Campaign, survey: SurveySettings, answer: _Answer
+    ) -> tuple[ResponseRecord, InvitationRecord, tuple[int, str | None, str | None] | None]:
+        """Insert or amend the response in one transaction; also returns what it held before (None: new).
+
+        The insert of a first answer raises IntegrityError when a concurrent request inserted it first.
+        """
+        hub = self.hub
         now = hub.now()
         async with hub.store.session() as s:
-            resp = await s.scalar(select(Response).where(Response.invitation_id == invitation_id))
-            first = resp is None
-            before = (resp.category, resp.comment) if resp is not None else (None, None)
+            resp = await s.scalar(select(Response).where(Response.invitation_id == inv.id))
+            before = (resp.rating, resp.comment, resp.topic) if resp is not None else None
             if resp is None:
-                assert rating is not None
+                assert answer.rating is not None
                 resp = Response(
                     id=str(uuid.uuid4()),
-                    invitation_id=invitation_id,
+                    invitation_id=inv.id,
                     person_id=inv.person_id,
                     campaign=inv.campaign,
                     survey_kind=survey.kind.value,
                     language=inv.language,
-                    channel=channel or inv.channel,
+                    channel=answer.channel or inv.channel,
                     answered_at=now,
-                    rating=rating,
+                    rating=answer.rating,
                     score=0.0,
                 )
                 s.add(resp)
             elif now - resp.answered_at > timedelta(hours=hub.config.hub.amend_window_hours):
                 raise BadInput("this answer can no longer be changed", 409)
-            if rating is not None:
-                resp.rating = rating
+            if answer.rating is not None:
+                resp.rating = answer.rating
+            if answer.comment is not None:
+                resp.comment = answer.comment.strip() or resp.comment
+            if answer.topic is not None:
+                resp.topic = answer.topic or resp.topic
+            if before is not None and before == (resp.rating, resp.comment, resp.topic):
+                return response_record(resp), invitation_record(inv, event), before
             resp.score = survey.score_of(resp.rating)
-            resp.category = nps_category(resp.rating).value if survey.kind is SurveyKind.NPS else None
-            if comment is not None:
-                resp.comment = comment.strip() or resp.comment
-            if topic is not None:
-                resp.topic = topic or resp.topic
+            category = _category(survey.kind, resp.rating)
+            resp.category = category.value if category is not None else None
             resp.updated_at = now
-            await s.execute(
-                update(Invitation).where(Invitation.id == invitation_id).values(status="answered")
-            )
+            await s.execute(update(Invitation).where(Invitation.id == inv.id).values(status="answered"))
             inv.status = "answered"
             await s.flush()
             await self._queue_write_backs(s, resp, inv, event, campaign)
-            record = response_record(resp)
-            inv_record = invitation_record(inv, event)
-        log.info("response.recorded", response=record.id, campaign=record.campaign, amended=not first)
-        await hub.plugins.notify("hub_on_response_received", response=record, invitation=inv_record)
-        if first or before[0] != record.category:
-            await self._alert(record, inv_record, event, campaign, comment_added=False)
-        elif record.comment and before[1] != record.comment:
-            await self._alert(record, inv_record, event, campaign, comment_added=True)
-        hub.wake("sync")
-        return record
+            return response_record(resp), invitation_record(inv, event), before
 
     async def _resolve_targets(self, person_id: int, campaign: Campaign, source: str) -> None:
         """Find the person in write-back targets other than the triggering CRM (by email/phone)."""
@@ -653,6 +749,9 @@ class Engine:
                 record = await connector.find_person(person.email, person.phone)
             except HubError as exc:
                 log.warning("person.lookup_failed", connector=target, error=str(exc))
+                continue
+            except Exception:  # a plugin's bug must not cost the customer's answer, which is stored next
+                log.exception("person.lookup_failed", connector=target)
                 continue
             if record is not None:
                 async with self.hub.store.session() as s:
