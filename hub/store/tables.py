@@ -148,6 +148,8 @@ class Event(Base):
 
 
 class RejectedWebhook(Base):
+    """A refused inbound request, kept for inspection: a sample (``hub.web.inbound``), deleted by retention."""
+
     __tablename__ = "rejected_webhooks"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -156,7 +158,8 @@ class RejectedWebhook(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(CleanText())
     headers: Mapped[dict[str, Any]] = mapped_column()
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body: Mapped[bytes] = mapped_column(LargeBinary, doc="the body as received, or its beginning")
+    body_size: Mapped[int | None] = mapped_column(Integer, doc="the size of the whole body in bytes")
 
 
 class Person(Base):
