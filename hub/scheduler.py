@@ -18,7 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, update
 
 from hub.app import Hub
-from hub.store.tables import Event, Invitation, Token
+from hub.store.tables import Event, Invitation, RejectedWebhook, Token
 
 log = structlog.get_logger("hub.scheduler")
 
@@ -106,12 +106,14 @@ class Scheduler:
         return sync
 
     async def _retention(self) -> None:
-        """Drop raw webhook bodies past the retention period, expire old invitations, delete dead tokens."""
+        """Past the retention period drop raw webhook bodies and kept rejected requests; expire old
+        invitations; delete dead tokens."""
         hub = self.hub
         now = hub.now()
         async with hub.store.session() as s:
             cutoff = now - timedelta(days=hub.config.hub.retention_days)
             await s.execute(update(Event).where(Event.received_at < cutoff).values(raw=None))
+            await s.execute(delete(RejectedWebhook).where(RejectedWebhook.received_at < cutoff))
             await s.execute(
                 update(Invitation)
                 .where(Invitation.status.in_(("scheduled", "sent")), Invitation.expires_at < now)

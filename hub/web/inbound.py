@@ -11,6 +11,7 @@ still counted in ``cxhub_webhooks_total``. Retention deletes kept requests like 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -42,6 +43,8 @@ KEPT_BODY_BYTES = 16 * 1024
 KEPT_HEADER_CHARS = 1024
 #: rejected requests kept per target and client address per minute; the others are only counted
 KEPT_PER_MINUTE = 10
+#: rejected requests kept per target per minute from all addresses together
+KEPT_PER_TARGET_MINUTE = 60
 #: the longest reason kept and answered
 REASON_CHARS = 2000
 
@@ -52,21 +55,31 @@ UNREADABLE = (ValueError, TypeError, LookupError, AttributeError, RecursionError
 T = TypeVar("T")
 
 
-def _sample(request: Request) -> RateLimiter:
-    """One sample limiter per app (so tests stay apart), in memory: a restart keeps nothing it needs."""
+@dataclass
+class Sample:
+    """Which rejected requests are kept: per target and client address, and per target from all addresses."""
+
+    per_client: RateLimiter = field(default_factory=lambda: RateLimiter(KEPT_PER_MINUTE, 60))
+    per_target: RateLimiter = field(default_factory=lambda: RateLimiter(KEPT_PER_TARGET_MINUTE, 60))
+
+    def keep(self, target: str, client: str) -> bool:
+        return self.per_client.allow(f"{target}\n{client}") and self.per_target.allow(target)
+
+
+def _keep(request: Request, target: str) -> bool:
+    """Whether this rejected request is in the kept sample (one per app, in memory, so tests stay apart)."""
     state = request.app.state
-    found = getattr(state, "rejected_sample", None)
-    if not isinstance(found, RateLimiter):
-        found = RateLimiter(limit=KEPT_PER_MINUTE, window_seconds=60)
-        state.rejected_sample = found
-    return found
+    sample = getattr(state, "rejected_sample", None)
+    if not isinstance(sample, Sample):
+        sample = state.rejected_sample = Sample()
+    return sample.keep(target, client_address(request))
 
 
 async def _reject(hub: Hub, target: str, request: Request, body: bytes, status: int, reason: str) -> Response:
     """Answer ``status`` with the reason; keep the request (a bounded sample of it) for inspection."""
     reason = reason[:REASON_CHARS]
     WEBHOOKS.labels(target, "rejected").inc()
-    if not _sample(request).allow(f"{target}\n{client_address(request)}"):
+    if not _keep(request, target):
         UNKEPT.labels(target).inc()
         return JSONResponse({"error": reason}, status_code=status)
     headers = {
