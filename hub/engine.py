@@ -129,9 +129,15 @@ def unstorable(event: CaseEvent) -> str | None:
             return f"{name} holds a NUL character"
     if not event.event_id:
         return "event_id is empty"
-    for name in ("event_id", "event_type", "record_id"):
-        limit = getattr(Event.__table__.c[name].type, "length", None)
-        if limit is not None and len(getattr(event, name)) > limit:
+    limits = {
+        "event_id": Event.__table__.c.event_id,
+        "event_type": Event.__table__.c.event_type,
+        "record_id": Event.__table__.c.record_id,
+        "person_id": Identity.__table__.c.crm_id,
+    }
+    for name, column in limits.items():
+        value, limit = getattr(event, name), getattr(column.type, "length", None)
+        if value is not None and limit is not None and len(value) > limit:
             return f"{name} is longer than {limit} characters"
     try:
         json.dumps(event.model_dump(mode="json"))

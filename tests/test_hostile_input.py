@@ -150,9 +150,10 @@ async def test_receive_stores_the_good_events_beside_a_bad_one(make_hub) -> None
         ({"id": "C" * 290, "person_id": "P1"}, "event_id"),
         ({"id": "C\x001", "person_id": "P1"}, "event_id"),
         ({"id": "C1", "person_id": "P\x001"}, "person_id"),
+        ({"id": "C1", "person_id": "P" * 201}, "person_id"),
         (b"[" * 5000 + b"]" * 5000, "crm"),
     ],
-    ids=["long-id", "nul-id", "nul-person", "deep-json"],
+    ids=["long-id", "nul-id", "nul-person", "long-person", "deep-json"],
 )
 async def test_a_signed_webhook_that_cannot_be_stored_is_a_kept_400(web, case, reason) -> None:
     hub, client = web

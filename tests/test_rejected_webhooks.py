@@ -46,6 +46,11 @@ async def test_a_large_forged_body_is_kept_cut_with_its_size(web) -> None:
     [row] = await kept(hub)
     assert (row.body, row.body_size) == (body[:KEPT_BODY_BYTES], len(body))
     assert len(row.body) < len(body)
+    listed = await client.get(
+        "/api/v1/rejected-webhooks", headers={"Authorization": "Bearer api-token-for-tests-42"}
+    )
+    [shown] = listed.json()
+    assert (shown["body_size"], len(shown["body"])) == (len(body), KEPT_BODY_BYTES)
 
 
 async def test_a_small_rejected_body_is_kept_whole(web) -> None:

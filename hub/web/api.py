@@ -96,6 +96,8 @@ class RejectedOut(BaseModel):
     reason: str
     headers: dict[str, Any]
     body: str
+    #: the size of the whole body in bytes; ``body`` holds its beginning when it was larger
+    body_size: int | None = None
 
 
 class ReplayRequest(BaseModel):
@@ -202,6 +204,7 @@ async def list_rejected_webhooks(hub: HubDep, limit: Limit = 100, offset: Offset
                 reason=r.reason,
                 headers=r.headers,
                 body=r.body.decode("utf-8", errors="replace"),
+                body_size=r.body_size,
             )
             for r in rows
         ]
