@@ -30,7 +30,7 @@ from hub.errors import (
     SkippableError,
     TransientError,
 )
-from hub.http import backoff_delay, with_retries
+from hub.http import backoff_delay, never_sent, with_retries
 from hub.models import (
     SCALES,
     AlertMessage,
@@ -483,6 +483,9 @@ class Engine:
                 await self._retry_send(inv_id, channel_name, exc, reminder)
                 return
             except Exception as exc:
+                if never_sent(exc):  # the provider could not be reached: an outage, not a bad address
+                    await self._retry_send(inv_id, channel_name, exc, reminder)
+                    return
                 log.exception("channel.failed", channel=channel_name, invitation=inv_id)
                 errors.append(f"{channel_name}: {type(exc).__name__}: {exc}")
                 continue
@@ -533,7 +536,7 @@ class Engine:
         log.info("survey.sent", invitation=inv_id, channel=channel, reminder=reminder)
         await hub.plugins.notify("hub_on_survey_sent", invitation=record, channel=channel, delivery=delivery)
 
-    async def _retry_send(self, inv_id: int, channel: str, exc: HubError, reminder: bool) -> None:
+    async def _retry_send(self, inv_id: int, channel: str, exc: Exception, reminder: bool) -> None:
         sync = self.hub.config.sync
         async with self.hub.store.session() as s:
             inv = await s.get(Invitation, inv_id)
@@ -918,6 +921,8 @@ class Engine:
                 await with_retries(send, attempts=3)
             except HubError as exc:
                 log.error("alert.failed", campaign=invitation.campaign, error=str(exc))
+            except Exception:  # a channel's bug must not turn the customer's stored answer into an error page
+                log.exception("alert.failed", campaign=invitation.campaign)
 
     # --- unsubscribe ------------------------------------------------------------------------------------------
 

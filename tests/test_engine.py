@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.errors import BadInput
-from hub.store.tables import Event, Invitation, Person, Response, WriteBack
+from hub.store.tables import Event, Invitation, Person, Response, WriteBack, utcnow
 from tests.helpers import case_event, survey_flow, token_of
 
 
@@ -158,6 +158,49 @@ async def test_a_transient_channel_error_retries_later(make_hub, crm_state) -> N
     assert inv.attempts == 1
     assert inv.send_after >= hub.now() + timedelta(seconds=590)
     assert await hub.engine.dispatch_due() == 0
+
+
+async def test_a_channel_that_cannot_be_reached_retries_later_instead_of_failing(make_hub, crm_state) -> None:
+    """A provider's refused connection (raised raw by a partner's channel) is an outage, not a bad address:
+    the invitation waits and is sent once the provider is back, instead of failing for good."""
+    import httpx
+
+    hub = await make_hub()
+    mail = hub.channels["mail"]
+
+    class Refused:
+        async def send(self, message):
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    hub.channels["mail"] = Refused()
+    await hub.engine.receive("crm", [case_event("C1")], source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    [inv] = await invitations(hub)
+    assert (inv.status, inv.sent_at) == ("scheduled", None)
+    assert "Connection refused" in inv.reason
+
+    hub.channels["mail"] = mail
+    hub.now = lambda: utcnow() + timedelta(days=1)  # past the backoff
+    await hub.engine.dispatch_due()
+    [inv] = await invitations(hub)
+    assert inv.status == "sent"
+
+
+async def test_an_alert_channel_that_crashes_does_not_fail_the_answer(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    token = await survey_flow(hub, crm_state, "C1", "P1")
+    _, page = await hub.engine.page_for_token(token)
+
+    class Broken:
+        async def send(self, message):
+            raise RuntimeError("a bug in the alert channel")
+
+    hub.channels["mail"] = Broken()
+    record = await hub.engine.record_answer(page.invitation_id, 2, comment="slow")  # a detractor: alerted
+    assert record.rating == 2
+    async with hub.store.session() as s:
+        assert await s.scalar(select(func.count()).select_from(Response)) == 1
 
 
 async def test_language_comes_from_the_crm_else_the_campaign(make_hub, crm_state) -> None:
