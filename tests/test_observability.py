@@ -118,3 +118,25 @@ async def test_diagnostics_state_counts_what_other_processes_did(make_hub) -> No
         "person_summary/queued": 1,
     }
     assert state["channels"]["mail"]["sent_last_24h"] == 3
+
+
+async def test_the_metrics_endpoint_serves_the_store_state_and_readyz_names_a_failing_login(make_hub) -> None:
+    from pydantic import SecretStr
+
+    from hub.web import create_app
+    from tests.helpers import asgi_client
+
+    hub = await make_hub()
+    hub.config.hub.metrics_token = SecretStr("metrics-token-for-tests")
+    async with asgi_client(create_app(hub, scheduler=False)) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and "degraded" not in ready.json()
+        assert ready.json()["connectors"]["crm"]["login_failing"] is False
+        await seed(hub)
+        ready = await client.get("/readyz")
+        # still ready (webhooks and answers are taken), but the connector that needs an admin is named
+        assert ready.status_code == 200 and ready.json()["degraded"] == ["crm"]
+        scraped = await client.get("/metrics", headers={"Authorization": "Bearer metrics-token-for-tests"})
+    found = samples(scraped.content)
+    assert found[("cxhub_connector_login_failing", (("connector", "crm"),))] == 1
+    assert found[("cxhub_api_calls_last_hour", (("connector", "crm"), ("meter", "api")))] == 7

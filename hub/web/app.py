@@ -14,11 +14,13 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 import hub as hub_package
 from hub.app import Hub
+from hub.metrics import connector_health
+from hub.metrics import render as render_metrics
 from hub.web import admin, api, inbound, survey
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
@@ -104,12 +106,25 @@ def create_app(
             return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
         if not current:
             return JSONResponse({"status": "migrations pending: run `cxhub db upgrade`"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        # a CRM whose login keeps failing needs an admin, but this process still takes webhooks and answers:
+        # it is named here (and in /metrics) without taking the process out of its load balancer
+        health = await connector_health(running.store, running.connectors)
+        failing = sorted(name for name, found in health.items() if found.login_failing)
+        body: dict[str, object] = {
+            "status": "ready",
+            "connectors": {n: h.as_dict() for n, h in health.items()},
+        }
+        if failing:
+            body["degraded"] = failing
+        return JSONResponse(body)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
-    async def metrics() -> Response:
-        """Prometheus metrics, for a scraper that sends ``Authorization: Bearer <hub.metrics_token>``."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(running: HubDep) -> Response:
+        """Prometheus metrics, for a scraper that sends ``Authorization: Bearer <hub.metrics_token>``: this
+        process's counters and the whole hub's state read from the database (see ``hub.metrics``)."""
+        return Response(
+            await render_metrics(running.store, running.connectors), media_type=CONTENT_TYPE_LATEST
+        )
 
     @app.get(OPENAPI_URL, include_in_schema=False, dependencies=[Depends(api.require_token)])
     async def openapi() -> JSONResponse:
