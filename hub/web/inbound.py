@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
+from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from hub.app import Hub
@@ -143,7 +144,24 @@ async def _store_failed(hub: Hub, target: str, request: Request, body: bytes, ex
     return await _reject(hub, target, request, body, 500, f"the hub could not store it: {type(exc).__name__}")
 
 
-@router.post("/hooks/{connector}", tags=["inbound"], summary="Receive a CRM webhook")
+class Refusal(BaseModel):
+    """Why a request was refused; the request is kept for inspection (a bounded sample)."""
+
+    error: str
+
+
+#: what a sender may get besides the plugin's own 2xx reply
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Refusal, "description": "the body cannot be read or its events cannot be stored"},
+    401: {"model": Refusal, "description": "the signature or credentials are wrong"},
+    403: {"model": Refusal, "description": "the sender is not allowed"},
+    404: {"model": Refusal, "description": "no connector or channel of that name"},
+    413: {"model": Refusal, "description": "the body is larger than hub.webhook_max_bytes"},
+    503: {"model": Refusal, "description": "the hub cannot store it now: retry after Retry-After seconds"},
+}
+
+
+@router.post("/hooks/{connector}", tags=["inbound"], summary="Receive a CRM webhook", responses=REFUSALS)
 async def receive_webhook(connector: str, request: Request, hub: HubDep) -> Response:
     instance = hub.connectors.get(connector)
     if instance is None:
@@ -169,7 +187,9 @@ async def receive_webhook(connector: str, request: Request, hub: HubDep) -> Resp
     return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)
 
 
-@router.post("/inbound/{channel}", tags=["inbound"], summary="Receive a reply through a channel")
+@router.post(
+    "/inbound/{channel}", tags=["inbound"], summary="Receive a reply through a channel", responses=REFUSALS
+)
 async def receive_inbound(channel: str, request: Request, hub: HubDep) -> Response:
     instance = hub.channels.get(channel)
     if instance is None:

@@ -40,6 +40,7 @@ from hub.app import Hub
 from hub.store.tables import Token
 from hub.testing.server import BackgroundServer
 from hub.web import create_app
+from hub.web.inbound import KEPT_BODY_BYTES, Sample
 from hub.web.protection import RateLimiter
 from hub.web.survey import Limits
 from tests.conftest import POSTGRES_ADMIN_URL, WEBHOOK_SECRET, _postgres
@@ -206,7 +207,9 @@ class Probe:
         assert (row["target"], row["status_code"]) == (target, reply.status_code)
         assert row["reason"] == reply.json()["error"]
         if with_body and reply.status_code != 413:  # refused unread, by design
-            assert row["body"] == body.decode("utf-8", errors="replace")
+            # the first KEPT_BODY_BYTES are kept, with the whole size
+            assert row["body"] == body[:KEPT_BODY_BYTES].decode("utf-8", errors="replace")
+            assert row["body_size"] == len(body)
 
 
 @dataclass
@@ -430,7 +433,11 @@ def fuzz_hub(fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
         seeded = asyncio.run(seed(config_path, crm))
         app = create_app(config_path=config_path, scheduler=False)
         # the survey pages' rate limits would answer most fuzz requests with 429; they have tests of their own
-        app.state.survey_limits = Limits(RateLimiter(10**9, 60), RateLimiter(10**9, 60))
+        app.state.survey_limits = Limits(
+            RateLimiter(10**9, 60), RateLimiter(10**9, 60), RateLimiter(10**9, 60)
+        )
+        # likewise the sample of rejected requests kept for inspection: here every one must be kept
+        app.state.rejected_sample = Sample(RateLimiter(10**9, 60), RateLimiter(10**9, 60))
         errors = ServerErrors(app)
         with LiveHub(errors) as live, httpx.Client(base_url=live.url, timeout=60) as client:
             probe = Probe(live.url, errors, client)

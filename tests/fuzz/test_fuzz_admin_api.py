@@ -25,7 +25,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
 def test_the_fuzzed_document_is_the_served_one(fuzz_hub: FuzzHub) -> None:
-    assert fuzz_hub.probe.send("GET", "/api/v1/openapi.json").json() == DOCUMENT
+    assert fuzz_hub.probe.send("GET", "/api/v1/openapi.json", headers=AUTH).json() == DOCUMENT
 
 
 def test_the_seeded_hub_has_data_to_show(fuzz_hub: FuzzHub) -> None:
