@@ -2,55 +2,136 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from collections.abc import Awaitable, Callable
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
-from sqlalchemy import func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub import __version__ as hub_version
-from hub import logging as hub_logging
-from hub.app import Hub
-from hub.config import HubConfig, load_config
-from hub.errors import ConfigError, HubError
-from hub.logging import scrub
-from hub.models import CheckResult
-from hub.people import normalise_email, normalise_phone
-from hub.plugins import PluginManager
-from hub.store import Store
-from hub.store.tables import Cursor, Event, Invitation, Person, SyncRun, WriteBack
+if TYPE_CHECKING:
+    from rich.console import Console
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from hub.app import Hub
+    from hub.config import HubConfig
+    from hub.models import CheckResult
+    from hub.store.tables import SyncRun
 
 app = typer.Typer(
     help="CX Hub: closed-loop customer feedback between your CRM and your customers.",
     no_args_is_help=True,
     add_completion=False,
+    # plain help text: rich's help formatter costs more start-up time than the whole command may take
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
-err = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich is not free, and ``cxhub --help`` never needs it.
+
+    When the output is not a terminal (piped into grep, a file, a script) the console is as wide as a line
+    needs, so tables never cut or fold a value in two.
+    """
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            width = None if stream.isatty() else 100_000
+            self._console = Console(stderr=self._stderr, width=width)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+console: Any = _LazyConsole()
+err: Any = _LazyConsole(stderr=True)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", envvar="CXHUB_CONFIG", help="the config file", show_default=True)
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table")]
 T = TypeVar("T")
+
+#: a table cell: its text, or its text and a rich style
+Cell = str | tuple[str, str]
+
+
+class Report:
+    """A command's table: drawn for people, or a JSON list of objects for scripts (``--json``).
+
+    Cells are plain text (shown as :class:`rich.text.Text`, so a bracket in an error message is never read as
+    markup); colour is a style beside the text, which JSON leaves out.
+    """
+
+    def __init__(self, title: str | None, columns: Sequence[str]) -> None:
+        self.title = title
+        self.columns = list(columns)
+        self.rows: list[tuple[Cell, ...]] = []
+
+    def add(self, *cells: Cell) -> None:
+        self.rows.append(cells)
+
+    def records(self) -> list[dict[str, str]]:
+        return [
+            {
+                column: cell if isinstance(cell, str) else cell[0]
+                for column, cell in zip(self.columns, row, strict=True)
+            }
+            for row in self.rows
+        ]
+
+    def show(self, as_json: bool = False) -> None:
+        if as_json:
+            print_json(self.records())
+            return
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=self.title)
+        for column in self.columns:
+            table.add_column(column)
+        for row in self.rows:
+            table.add_row(
+                *(Text(cell) if isinstance(cell, str) else Text(cell[0], style=cell[1]) for cell in row)
+            )
+        console.print(table)
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, whole (no rich wrapping), secrets and survey tokens scrubbed."""
+    from hub.logging import scrub
+
+    sys.stdout.write(scrub(json.dumps(value, indent=2, default=str, ensure_ascii=False)) + "\n")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {scrub(message)}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    from hub.logging import scrub
+
+    err.print(Text("error: ", style="red") + Text(scrub(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def load(path: Path) -> HubConfig:
+    from hub import logging as hub_logging
+    from hub.config import load_config
+    from hub.errors import ConfigError
+    from hub.logging import scrub
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -67,6 +148,8 @@ async def reach_database(config: HubConfig) -> None:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
+
+    from hub.store import Store
 
     url = config.database_url()
     try:
@@ -91,6 +174,12 @@ async def reach_database(config: HubConfig) -> None:
 
 
 def run_with_hub(path: Path, work: Callable[[Hub], Awaitable[T]]) -> T:
+    import asyncio
+
+    from hub.app import Hub
+    from hub.errors import ConfigError
+    from hub.logging import scrub
+
     config = load(path)
 
     async def main() -> T:
@@ -120,14 +209,14 @@ def init(path: Annotated[Path, typer.Argument()] = Path("cxhub.toml"), force: bo
 
 
 @app.command()
-def check(config: ConfigOption = Path("cxhub.toml")) -> None:
+def check(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
     """Validate the config and test every connector and channel (credentials, permissions, mapped fields)."""
+    from hub.errors import HubError
+    from hub.logging import scrub
 
     async def work(hub: Hub) -> bool:
-        table = Table(title="cxhub check")
-        for column in ("instance", "check", "result", "detail"):
-            table.add_column(column)
-        table.add_row("config", str(config), "[green]ok[/green]", f"{len(hub.config.campaigns)} campaign(s)")
+        report = Report("cxhub check", ("instance", "check", "result", "detail"))
+        report.add("config", str(config), ("ok", "green"), f"{len(hub.config.campaigns)} campaign(s)")
         all_ok = True
         instances: list[tuple[str, Any]] = [*hub.connectors.items(), *hub.channels.items()]
         for name, instance in instances:
@@ -135,17 +224,15 @@ def check(config: ConfigOption = Path("cxhub.toml")) -> None:
                 results = await instance.check()
             except HubError as exc:
                 results = []
-                table.add_row(
-                    name, "connect", "[red]failed[/red]", escape(scrub(f"{type(exc).__name__}: {exc}"))
-                )
+                report.add(name, "connect", ("failed", "red"), scrub(f"{type(exc).__name__}: {exc}"))
                 all_ok = False
             if name in hub.connectors:
                 results += await _sync_health(hub, name)
             for result in results:
                 all_ok &= result.ok
-                mark = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
-                table.add_row(name, result.name, mark, escape(scrub(result.detail)))
-        console.print(table)
+                mark = ("ok", "green") if result.ok else ("failed", "red")
+                report.add(name, result.name, mark, scrub(result.detail))
+        report.show(as_json)
         return all_ok
 
     if not run_with_hub(config, work):
@@ -155,6 +242,8 @@ def check(config: ConfigOption = Path("cxhub.toml")) -> None:
 async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
     """Whether the last write-back run got through: a spent API budget or a CRM that refuses shows here,
     from the store, even though this process has made no write itself."""
+    from hub.models import CheckResult
+
     async with hub.store.session() as s:
         run = (await _last_runs(s, connector))["sync"]
     if run is None:
@@ -174,6 +263,8 @@ def serve(
     scheduler: Annotated[bool, typer.Option(help="run the scheduled jobs in this process")] = True,
 ) -> None:
     """Run the web server (webhooks, survey pages, admin API) and, by default, the scheduler."""
+    import asyncio
+
     import uvicorn
 
     from hub.web import create_app
@@ -204,6 +295,9 @@ def server_config(cfg: HubConfig, web: Any, *, host: str | None = None, port: in
 @app.command()
 def worker(config: ConfigOption = Path("cxhub.toml")) -> None:
     """Run the scheduled jobs alone (dispatch, polling, sync, reminders, retention), without the web server."""
+    import asyncio
+    import signal
+
     from hub.scheduler import Scheduler
 
     async def work(hub: Hub) -> None:
@@ -227,6 +321,9 @@ def sync(
     config: ConfigOption = Path("cxhub.toml"),
 ) -> None:
     """Write queued answers back to the CRMs now."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hub.logging import scrub
 
     async def work(hub: Hub) -> int:
         names = [connector] if connector else list(hub.connectors)
@@ -235,7 +332,7 @@ def sync(
                 fail(f'no connector named "{name}" (defined: {", ".join(hub.connectors) or "none"})')
         failures = 0
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console._get()
         ) as bar:
             for name in names:
                 if full:
@@ -271,6 +368,7 @@ def register_webhook(
 ) -> None:
     """Register the hub's webhook in the CRM (run it while `cxhub serve` is reachable at hub.public_url)."""
     from hub.contracts import WebhookRegistrar
+    from hub.errors import HubError
 
     async def work(hub: Hub) -> str:
         instance = hub.connectors.get(connector)
@@ -289,15 +387,20 @@ def register_webhook(
 
 
 @app.command()
-def status(config: ConfigOption = Path("cxhub.toml")) -> None:
+def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
     """Per connector: last runs, watermark, queued items, dead letters, next scheduled sync."""
     from apscheduler.triggers.cron import CronTrigger
+    from sqlalchemy import func, select
+
+    from hub.logging import scrub
+    from hub.store.tables import Cursor, WriteBack
 
     async def work(hub: Hub) -> None:
-        table = Table(title="cxhub status")
+        report = Report(
+            "cxhub status",
+            ("connector", "last sync", "last poll", "watermark", "queued", "dead", "next sync"),
+        )
         problems: list[str] = []
-        for column in ("connector", "last sync", "last poll", "watermark", "queued", "dead", "next sync"):
-            table.add_column(column)
         now = hub.now()
         async with hub.store.session() as s:
             for name, instance in hub.config.connectors.items():
@@ -320,16 +423,19 @@ def status(config: ConfigOption = Path("cxhub.toml")) -> None:
                         )
                 cron = CronTrigger.from_crontab(instance.sync_cron or hub.config.sync.cron, timezone="UTC")
                 next_run = cron.get_next_fire_time(None, now)
-                table.add_row(
+                report.add(
                     name,
                     _run_text(last["sync"]),
                     _run_text(last["poll"]),
-                    (cursor.value or "-")[:40] if cursor else "-",
+                    (cursor.value or "-") if cursor else "-",
                     str(counts.get("queued", 0)),
                     str(counts.get("dead", 0)),
                     f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-",
                 )
-        console.print(table)
+        if as_json:
+            print_json({"connectors": report.records(), "problems": problems})
+            return
+        report.show()
         for problem in problems:
             console.print(problem, style="red", markup=False, overflow="fold")
 
@@ -344,6 +450,10 @@ async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun
     different: one that found no new event still ran, advanced the watermark and proves the CRM answers, so
     the newest finished poll counts, whatever it found (a poll still running has no finish time yet).
     """
+    from sqlalchemy import or_, select
+
+    from hub.store.tables import SyncRun
+
     did_something = or_(
         SyncRun.error.is_not(None),
         SyncRun.written > 0,
@@ -366,41 +476,42 @@ async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun
     return last
 
 
-def _run_text(run: SyncRun | None) -> str:
+def _run_text(run: SyncRun | None) -> Cell:
     if run is None:
         return "never"
     when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
     if run.error:
-        return f"{when} [red]stopped (see below)[/red]"
+        return (f"{when} stopped (see below)", "red")
     if run.kind == "poll":
         return f"{when} ({run.events} new event(s))"
     return f"{when} ({run.written} ok)"
 
 
 @app.command()
-def plugins(config: ConfigOption = Path("cxhub.toml")) -> None:
+def plugins(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
     """List the plugins: name, version, built in or not, and the hooks each implements."""
+    from hub.errors import ConfigError
+    from hub.plugins import PluginManager
+
     manager = PluginManager()
     cfg = load(config) if config.exists() else None
     try:
         manager.load(cfg.hub.plugins if cfg else None, cfg.hub.plugin_modules if cfg else [])
     except ConfigError as exc:
         fail(str(exc))
-    table = Table(title="cxhub plugins")
-    for column in ("plugin", "version", "built in", "provides", "hooks"):
-        table.add_column(column)
+    report = Report("cxhub plugins", ("plugin", "version", "built in", "provides", "hooks"))
     for info in manager.infos.values():
         module = manager.pm.get_plugin(info.name)
         provides = [f"connector {n}" for n, t in manager.connector_types.items() if _owned(t.factory, module)]
         provides += [f"channel {n}" for n, t in manager.channel_types.items() if _owned(t.factory, module)]
-        table.add_row(
+        report.add(
             info.name,
             info.version,
             "yes" if info.builtin else "no",
             ", ".join(provides),
             ", ".join(info.hooks),
         )
-    console.print(table)
+    report.show(as_json)
 
 
 def _owned(factory: Any, module: Any) -> bool:
@@ -413,6 +524,7 @@ def replay(
     connector: Annotated[str | None, typer.Option(help="only this connector's dead letters")] = None,
     item: Annotated[list[int] | None, typer.Option("--id", help="only these items")] = None,
     config: ConfigOption = Path("cxhub.toml"),
+    as_json: JsonOption = False,
 ) -> None:
     """Re-queue dead letters, after the cause is fixed."""
 
@@ -420,18 +532,27 @@ def replay(
         return await hub.sync.replay(connector, item)
 
     count = run_with_hub(config, work)
-    console.print(f"re-queued {count} dead letter(s); they are written at the next sync")
+    if as_json:
+        print_json({"requeued": count})
+    else:
+        console.print(f"re-queued {count} dead letter(s); they are written at the next sync")
 
 
 @app.command()
 def explain(
     who: Annotated[str, typer.Argument(help="an email address or phone number")],
     config: ConfigOption = Path("cxhub.toml"),
+    as_json: JsonOption = False,
 ) -> None:
     """Every invitation for one person, sent or suppressed, and why."""
+    from sqlalchemy import or_, select
+
+    from hub.people import normalise_email, normalise_phone
+    from hub.store.tables import Event, Invitation, Person
 
     async def work(hub: Hub) -> None:
         email, phone = normalise_email(who), normalise_phone(who)
+        found: list[dict[str, Any]] = []
         async with hub.store.session() as s:
             clauses = [
                 c
@@ -441,20 +562,15 @@ def explain(
             if not clauses:
                 fail(f'"{who}" is neither an email address nor a phone number with a country code')
             people = list(await s.scalars(select(Person).where(or_(*clauses))))
-            if not people:
-                console.print(f"nobody with {who} is known to the hub")
+            if not people and not as_json:
+                console.print(f"nobody with {who} is known to the hub", markup=False)
                 return
             for person in people:
-                opted = f", unsubscribed {person.opted_out_at:%Y-%m-%d}" if person.opted_out_at else ""
+                notes = [f"unsubscribed {person.opted_out_at:%Y-%m-%d}"] if person.opted_out_at else []
                 for kind, flag in (("email", person.email_rejected), ("phone", person.phone_rejected)):
-                    opted += f", {kind} not used since it was refused ({flag})" if flag else ""
-                console.print(
-                    f"[bold]{person.name or '(no name)'}[/bold] {person.email or ''} {person.phone or ''}"
-                    f"{opted}"
-                )
-                table = Table()
-                for column in ("created", "campaign", "event", "status", "channel", "why"):
-                    table.add_column(column)
+                    if flag:
+                        notes.append(f"{kind} not used since it was refused ({flag})")
+                report = Report(None, ("created", "campaign", "event", "status", "channel", "why"))
                 rows = (
                     await s.execute(
                         select(Invitation, Event)
@@ -464,7 +580,7 @@ def explain(
                     )
                 ).all()
                 for inv, event in rows:
-                    table.add_row(
+                    report.add(
                         f"{inv.created_at:%Y-%m-%d %H:%M}",
                         inv.campaign,
                         f"{event.connector} {event.event_type} {event.record_id}",
@@ -472,7 +588,25 @@ def explain(
                         inv.channel or "-",
                         inv.reason or _why(inv.status, inv.sent_at),
                     )
-                console.print(table)
+                found.append(
+                    {
+                        "name": person.name,
+                        "email": person.email,
+                        "phone": person.phone,
+                        "notes": notes,
+                        "invitations": report.records(),
+                    }
+                )
+                if not as_json:
+                    from rich.text import Text
+
+                    line = Text(person.name or "(no name)", style="bold")
+                    line.append(f" {person.email or ''} {person.phone or ''}")
+                    line.append("".join(f", {note}" for note in notes))
+                    console.print(line)
+                    report.show()
+        if as_json:
+            print_json(found)
 
     run_with_hub(config, work)
 
@@ -497,11 +631,15 @@ def demo(
     ),
 ) -> None:
     """Run a whole hub on SQLite against a CRM emulator and a local mail catcher, all on 127.0.0.1."""
+    import asyncio
+
+    from hub import logging as hub_logging
     from hub.demo import run_demo
+    from hub.errors import ConfigError
 
     hub_logging.configure("warning")
     try:
-        asyncio.run(run_demo(config, crm, auto, console))
+        asyncio.run(run_demo(config, crm, auto, console._get()))
     except ConfigError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -510,25 +648,35 @@ def demo(
 
 @app.command()
 def diagnostics(config: ConfigOption = Path("cxhub.toml")) -> None:
-    """Print settings and each connector's and channel's state as JSON for a support ticket, secrets redacted."""
-    import json
+    """Print settings and each connector's and channel's state as JSON for a support ticket, secrets redacted.
 
-    async def work(hub: Hub) -> str:
-        report: dict[str, Any] = {
+    ``recorded`` is what the running processes wrote to the database (last good poll and sync, a login that
+    keeps failing, the queue, API calls, messages sent); ``connectors`` and ``channels`` are what the plugins
+    report from this process.
+    """
+    from hub import __version__ as hub_version
+    from hub.metrics import recorded_state
+
+    async def work(hub: Hub) -> dict[str, Any]:
+        return {
             "version": hub_version,
             "config": hub.config.model_dump(mode="json"),
             "plugins": {name: info.version for name, info in hub.plugins.infos.items()},
+            "recorded": await recorded_state(hub.store, hub.connectors, hub.channels),
             "connectors": {name: c.diagnostics() for name, c in hub.connectors.items()},
             "channels": {name: c.diagnostics() for name, c in hub.channels.items()},
         }
-        return json.dumps(report, indent=2, default=str, ensure_ascii=False)
 
-    console.print_json(scrub(run_with_hub(config, work)))
+    print_json(run_with_hub(config, work))
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = Path("cxhub.toml")) -> None:
     """Apply pending database migrations."""
+    import asyncio
+
+    from hub.store import Store
+
     cfg = load(config)
 
     async def work() -> None:

@@ -9,20 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hub.cli import app
-from hub.store.tables import SyncRun
+from hub.store.tables import Cursor, SyncRun
 from tests.conftest import config_text
 from tests.helpers import survey_flow
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _wide_terminal(monkeypatch) -> None:
-    """Tables as an admin's wide terminal shows them, so assertions need not follow line wraps."""
-    import hub.cli
-
-    monkeypatch.setattr(hub.cli.console, "width", 250)
-    monkeypatch.setattr(hub.cli.err, "width", 250)
 
 
 @pytest.fixture
@@ -35,6 +26,14 @@ def config_file(database_url, fake_crm, tmp_path) -> Path:
 def cxhub(*args: str):
     result = runner.invoke(app, list(args))
     return result.exit_code, result.output
+
+
+def cxhub_json(*args: str):
+    """The command's exit code and its standard output read as JSON (logs go to standard error)."""
+    import json
+
+    result = runner.invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout) if result.exit_code in (0, 1) else result.output
 
 
 async def answered(make_hub, crm_state, rating: int = 4) -> None:
@@ -239,3 +238,52 @@ async def test_status_shows_a_poll_that_found_nothing_new(config_file, make_hub,
     [row] = [line for line in out.splitlines() if "crm" in line]
     assert "(0 new event(s))" in row
     assert row.count("never") == 1  # the last sync: nothing written yet
+
+
+async def test_every_table_command_speaks_json_for_scripts(config_file, make_hub, crm_state) -> None:
+    await answered(make_hub, crm_state)
+    config = str(config_file)
+    code, out = await asyncio.to_thread(cxhub_json, "status", "-c", config)
+    [crm] = out["connectors"]
+    assert (code, crm["connector"], crm["queued"], crm["dead"]) == (0, "crm", "3", "0")
+    code, out = await asyncio.to_thread(cxhub_json, "check", "-c", config)
+    assert code == 0, out
+    assert {
+        "instance": "crm",
+        "check": "last sync",
+        "result": "ok",
+        "detail": "nothing written back yet",
+    } in out
+    code, out = await asyncio.to_thread(cxhub_json, "explain", "ada@example.com", "-c", config)
+    [person] = out
+    assert person["email"] == "ada@example.com" and person["invitations"][0]["status"] == "answered"
+    code, out = await asyncio.to_thread(cxhub_json, "plugins", "-c", config)
+    assert any(row["plugin"] == "tests.fakes.plugin" for row in out), out
+    code, out = await asyncio.to_thread(cxhub_json, "replay", "-c", config)
+    assert out == {"requeued": 0}
+
+
+async def test_a_piped_table_never_cuts_a_value(config_file, make_hub) -> None:
+    """Piped into grep or a file (not a terminal), a long watermark or error is printed whole on its line."""
+    hub = await make_hub()
+    watermark = "2026-12-05T10:00:00Z|" + "page-token-" * 12
+    async with hub.store.session() as s:
+        s.add(Cursor(connector="crm", stream="events", value=watermark))
+    await hub.close()
+    code, out = await asyncio.to_thread(cxhub, "status", "-c", str(config_file))
+    assert code == 0, out
+    [row] = [line for line in out.splitlines() if line.lstrip("│ ").startswith("crm")]
+    assert watermark in row
+
+
+async def test_diagnostics_show_what_the_running_processes_recorded(config_file, make_hub, crm_state) -> None:
+    import json
+
+    hub = await make_hub()
+    await survey_flow(hub, crm_state, "C1", "P1")
+    await hub.close()
+    result = await asyncio.to_thread(runner.invoke, app, ["diagnostics", "-c", str(config_file)])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(result.stdout)["recorded"]
+    assert recorded["channels"]["mail"]["sent_last_24h"] == 1
+    assert recorded["connectors"]["crm"]["login_failing"] is False
