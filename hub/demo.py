@@ -27,7 +27,7 @@ from rich.pretty import Pretty
 
 from hub.app import Hub
 from hub.config import HubConfig, parse_config
-from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator
+from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator, EmulatorType
 from hub.plugins import PluginManager
 from hub.scheduler import Scheduler
 from hub.web import create_app
@@ -62,9 +62,26 @@ def pick_emulators(crm: str) -> tuple[ConnectorEmulator, ChannelEmulator]:
         )
     if channel_type is None:
         raise SystemExit("the email channel plugin (cxhub-email) is needed for the demo's mailbox")
-    connector, channel = connector_type.factory(), channel_type.factory()
+    connector, channel = _create(connector_type), _create(channel_type)
     assert isinstance(connector, ConnectorEmulator) and isinstance(channel, ChannelEmulator)
     return connector, channel
+
+
+def _create(emulator_type: EmulatorType) -> Emulator:
+    """Build an emulator; one whose run-time needs are not installed names the extra that brings them.
+
+    Emulators are not part of a production install: their factories import them (and what they need, such
+    as aiosmtpd for the mail catcher or trustme for a test CA) only now.
+    """
+    try:
+        return emulator_type.factory()
+    except ModuleNotFoundError as exc:
+        missing = exc.name or str(exc)
+        raise SystemExit(
+            f'the {emulator_type.plugin} emulator needs the Python package "{missing}", which is not installed.\n'
+            "The built-in plugins' emulators come with the demo extra: pip install 'cxhub[demo]' "
+            "(another plugin's README names its own)"
+        ) from exc
 
 
 def demo_config(path: Path, crm: str, connector: Emulator, channel: Emulator, port: int) -> HubConfig:

@@ -6,10 +6,9 @@ demos and tests is ``hub_email.catcher.MailCatcher``.
 
 from __future__ import annotations
 
-from hub import ChannelType, EmulatorType, RegisterChannel, RegisterEmulator, hookimpl
+from hub import ChannelEmulator, ChannelType, EmulatorType, RegisterChannel, RegisterEmulator, hookimpl
 from hub_email.channel import EmailChannel
 from hub_email.config import EmailSettings
-from hub_email.emulator import MailCatcherEmulator
 
 
 @hookimpl
@@ -25,11 +24,16 @@ def hub_register_channels(register: RegisterChannel) -> None:
     )
 
 
+def _emulator() -> ChannelEmulator:
+    """Imported only when a demo asks: the mail catcher needs aiosmtpd, which is not a production dependency."""
+    from hub_email.emulator import MailCatcherEmulator
+
+    return MailCatcherEmulator()
+
+
 @hookimpl
 def hub_register_emulators(register: RegisterEmulator) -> None:
     """Offer the local mail catcher as the email channel's emulator (``cxhub demo``)."""
     register(
-        EmulatorType(
-            plugin="email", kind="channel", factory=MailCatcherEmulator, description="local SMTP mail catcher"
-        )
+        EmulatorType(plugin="email", kind="channel", factory=_emulator, description="local SMTP mail catcher")
     )

@@ -6,14 +6,28 @@ stand-in of the Salesforce REST API served over TLS.
 
 from __future__ import annotations
 
-from hub import ConnectorType, EmulatorType, PluginContext, RegisterConnector, RegisterEmulator, hookimpl
+from hub import (
+    ConnectorEmulator,
+    ConnectorType,
+    EmulatorType,
+    PluginContext,
+    RegisterConnector,
+    RegisterEmulator,
+    hookimpl,
+)
 from hub_salesforce.config import SalesforceSettings
 from hub_salesforce.connector import SalesforceConnector
-from hub_salesforce.demo import SalesforceDemoEmulator
 
 
 def _create(settings: SalesforceSettings, ctx: PluginContext) -> SalesforceConnector:
     return SalesforceConnector(settings, ctx)
+
+
+def _emulator() -> ConnectorEmulator:
+    """Imported only when a demo asks: the emulator (and its test CA, from trustme) is not production code."""
+    from hub_salesforce.demo import SalesforceDemoEmulator
+
+    return SalesforceDemoEmulator()
 
 
 @hookimpl
@@ -35,7 +49,7 @@ def hub_register_emulators(register: RegisterEmulator) -> None:
         EmulatorType(
             plugin="salesforce",
             kind="connector",
-            factory=SalesforceDemoEmulator,
+            factory=_emulator,
             description="local Salesforce REST API over TLS (test CA) with a seeded org",
         )
     )

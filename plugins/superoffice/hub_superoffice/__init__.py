@@ -7,6 +7,7 @@ stand-in of the SuperOffice WebAPI, offered to ``cxhub demo`` as ``hub_superoffi
 from __future__ import annotations
 
 from hub import (
+    ConnectorEmulator,
     ConnectorType,
     EmulatorType,
     PluginContext,
@@ -16,11 +17,17 @@ from hub import (
 )
 from hub_superoffice.config import SuperOfficeSettings
 from hub_superoffice.connector import SuperOfficeConnector
-from hub_superoffice.demo import SuperOfficeDemoEmulator
 
 
 def _create(settings: SuperOfficeSettings, ctx: PluginContext) -> SuperOfficeConnector:
     return SuperOfficeConnector(settings, ctx)
+
+
+def _emulator() -> ConnectorEmulator:
+    """Imported only when a demo or benchmark asks: the emulator is not part of a production install."""
+    from hub_superoffice.demo import SuperOfficeDemoEmulator
+
+    return SuperOfficeDemoEmulator()
 
 
 @hookimpl
@@ -42,7 +49,7 @@ def hub_register_emulators(register: RegisterEmulator) -> None:
         EmulatorType(
             plugin="superoffice",
             kind="connector",
-            factory=SuperOfficeDemoEmulator,
+            factory=_emulator,
             description="local SuperOffice WebAPI with a seeded tenant",
         )
     )
