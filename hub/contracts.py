@@ -239,7 +239,12 @@ class ChannelEmulator(Emulator, Protocol):
 
 @dataclass(frozen=True)
 class EmulatorType:
-    """An emulator a plugin offers for its connector or channel type ``plugin``."""
+    """An emulator a plugin offers for its connector or channel type ``plugin``.
+
+    ``factory()`` is called only when a demo, a benchmark or a test asks for the emulator. It imports the
+    emulator itself, so that loading the plugin in production never imports the emulator or what it needs
+    (pytest, aiosmtpd, trustme), which a production install does not have.
+    """
 
     plugin: str
     kind: Literal["connector", "channel"]
