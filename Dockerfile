@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # CX Hub with the built-in plugins (SuperOffice, Salesforce, email). See docs/operations.md.
 #
-#   docker build -t cxhub .
+#   docker build -t cxhub .            (podman: podman build --format docker -t cxhub . keeps the HEALTHCHECK)
 #   docker run --rm -p 8000:8000 -v ./cxhub.toml:/etc/cxhub/cxhub.toml:ro --env-file cxhub.env cxhub
 #
 # The config is a mounted file (/etc/cxhub/cxhub.toml, or CXHUB_CONFIG); secrets come from the environment
@@ -26,7 +26,8 @@ ENV PYTHONUNBUFFERED=1 \
     CXHUB_CONFIG=/etc/cxhub/cxhub.toml
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels "cxhub[superoffice,salesforce,email]" \
-    && useradd --system --uid 10001 --user-group --home-dir /var/lib/cxhub --create-home \
+    && groupadd --system --gid 10001 cxhub \
+    && useradd --system --uid 10001 --gid cxhub --home-dir /var/lib/cxhub --create-home \
         --shell /usr/sbin/nologin cxhub \
     && mkdir -p /etc/cxhub
 USER cxhub
