@@ -1,0 +1,207 @@
+"""Write-back items -> ``$batch`` operations, and the batch's replies -> one ``WriteBackResult`` per item.
+
+- person summary: one PATCH of the contact's summary columns (``If-Match: *``: update only, a deleted contact
+  is a failed item, never a new empty contact); several summaries of one contact in a batch coalesce into one
+  PATCH carrying the newest;
+- timeline entry: an upsert (PATCH by id) of a ``cxhub_surveyresponse`` activity whose id is a uuid5 of the
+  hub's key, regarding the case (or the contact without a case): a retry updates the same row;
+- case feedback: the incident's feedback columns (and status reason), plus an internal note upserted with a
+  uuid5 id, as one changeset: the note never exists without the columns.
+
+Groups go in batches of at most ``batch_requests`` requests with continue-on-error, so one bad record
+fails alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from hub import CaseFeedback, PersonSummary, TimelineEntry, TransientError, WriteBackItem, WriteBackResult
+from hub_dynamics.batch import Operation, PartReply
+from hub_dynamics.client import DataverseClient
+from hub_dynamics.config import DynamicsSettings
+from hub_dynamics.mapping import hub_id, is_guid, odata_datetime
+
+log = structlog.get_logger("hub_dynamics.writeback")
+
+
+@dataclass
+class Group:
+    """The operations of one or more items that succeed or fail together."""
+
+    items: list[WriteBackItem]
+    operations: list[Operation]
+    remote_id: str | None = None
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text[:limit] if text else text
+
+
+class WriteBack:
+    def __init__(self, client: DataverseClient, settings: DynamicsSettings) -> None:
+        self.client = client
+        self.settings = settings
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def _category(self, category: object) -> int | None:
+        return self.settings.category_options.get(str(category)) if category else None
+
+    def summary(self, record_id: str, summary: PersonSummary) -> Operation:
+        values: dict[str, Any] = {
+            "latest_score": summary.latest_rating,
+            "latest_category": self._category(summary.latest_category),
+            "latest_date": odata_datetime(summary.latest_date),
+            "latest_comment": _cut(summary.latest_comment, self.settings.comment_max_length),
+            "average_rating": round(summary.average_rating, 2),
+            "average_rating_30_days": round(summary.average_rating_30_days, 2)
+            if summary.average_rating_30_days is not None
+            else None,
+            "count": summary.count,
+        }
+        body = {column: values[name] for name, column in self.settings.contact.mapped().items()}
+        return Operation("PATCH", f"contacts({record_id})", body, {"If-Match": "*"})
+
+    def timeline(self, item: WriteBackItem, entry: TimelineEntry) -> tuple[str, Operation]:
+        timeline = self.settings.timeline
+        row_id = hub_id(item.key)
+        comment = _cut(entry.comment, self.settings.comment_max_length)
+        body: dict[str, Any] = {
+            "subject": f"Customer feedback ({entry.campaign}): {entry.rating}"
+            + (f" ({entry.category})" if entry.category else ""),
+            "description": comment,
+            "actualend": odata_datetime(entry.answered_at),
+        }
+        optional = {
+            timeline.score_column: entry.rating,
+            timeline.category_column: self._category(entry.category),
+            timeline.comment_column: comment,
+            timeline.response_id_column: entry.response_id,
+        }
+        body.update({column: value for column, value in optional.items() if column})
+        if entry.case_id and is_guid(entry.case_id):
+            body[f"regardingobjectid_incident_{timeline.table}@odata.bind"] = f"/incidents({entry.case_id})"
+        else:
+            body[f"regardingobjectid_contact_{timeline.table}@odata.bind"] = f"/contacts({item.record_id})"
+        return row_id, Operation("PATCH", f"{timeline.entity_set}({row_id})", body)
+
+    def feedback(self, item: WriteBackItem, feedback: CaseFeedback) -> list[Operation]:
+        case = self.settings.case
+        comment = _cut(feedback.comment, self.settings.comment_max_length)
+        body: dict[str, Any] = {
+            column: value
+            for column, value in (
+                (case.score_column, feedback.rating),
+                (case.comment_column, comment),
+                (case.date_column, odata_datetime(feedback.processed_at)),
+            )
+            if column
+        }
+        if feedback.set_status and feedback.set_status in case.status_reasons:
+            body["statuscode"] = case.status_reasons[feedback.set_status]
+        operations = [Operation("PATCH", f"incidents({item.record_id})", body, {"If-Match": "*"})]
+        if feedback.internal_comment and case.internal_note:
+            note = {
+                "subject": case.note_subject,
+                "notetext": f"Rating {feedback.rating}"
+                + (f" ({feedback.category})" if feedback.category else "")
+                + (f"\n{comment}" if comment else ""),
+                "objectid_incident@odata.bind": f"/incidents({item.record_id})",
+            }
+            operations.append(Operation("PATCH", f"annotations({hub_id(item.key + ':note')})", note))
+        return operations
+
+    def groups(self, batch: Sequence[WriteBackItem]) -> tuple[list[Group], list[WriteBackResult]]:
+        """The batch's groups, and the results of items refused before anything is sent."""
+        groups: list[Group] = []
+        refused: list[WriteBackResult] = []
+        summaries: dict[str, list[WriteBackItem]] = {}
+        for item in batch:
+            if not is_guid(item.record_id):
+                refused.append(WriteBackResult.failed(item, f"{item.record_id!r} is not a Dataverse id"))
+                continue
+            payload = item.payload
+            if isinstance(payload, PersonSummary):
+                summaries.setdefault(item.record_id.lower(), []).append(item)
+            elif isinstance(payload, TimelineEntry):
+                if not self.settings.timeline.enabled:
+                    refused.append(WriteBackResult.ok(item))
+                    continue
+                row_id, operation = self.timeline(item, payload)
+                groups.append(Group([item], [operation], row_id))
+            else:
+                groups.append(Group([item], self.feedback(item, payload), item.record_id))
+        for record_id, items in summaries.items():
+            newest = max(
+                items, key=lambda i: i.payload.latest_date if isinstance(i.payload, PersonSummary) else 0
+            )
+            assert isinstance(newest.payload, PersonSummary)
+            groups.append(Group(items, [self.summary(record_id, newest.payload)], record_id))
+        return groups, refused
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _chunks(self, groups: list[Group]) -> list[list[Group]]:
+        chunks: list[list[Group]] = [[]]
+        size = 0
+        for group in groups:
+            if chunks[-1] and size + len(group.operations) > self.client.batch_requests:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(group)
+            size += len(group.operations)
+        return [chunk for chunk in chunks if chunk]
+
+    async def write(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
+        groups, results = self.groups(batch)
+        pending = list(groups)
+        while pending:
+            chunk = self._chunks(pending)[0]
+            try:
+                replies = await self.client.execute_batch([g.operations for g in chunk])
+            except TransientError as exc:
+                if not results and len(pending) == len(groups):
+                    raise  # nothing reached Dataverse: the hub holds the whole connector
+                results += [
+                    WriteBackResult.transient(item, str(exc), exc.retry_after, sent=exc.sent)
+                    for group in pending
+                    for item in group.items
+                ]
+                return results
+            finally:
+                await self.client.share_usage()
+            results += self._results(chunk, replies)
+            pending = pending[len(chunk) :]
+        return results
+
+    def _results(self, chunk: list[Group], replies: list[PartReply]) -> list[WriteBackResult]:
+        results: list[WriteBackResult] = []
+        position = 0
+        for group in chunk:
+            # a failed changeset answers with one error part; a successful one with one part per request
+            first = replies[position] if position < len(replies) else None
+            width = 1 if first is not None and not first.ok else len(group.operations)
+            answer = replies[position : position + width]
+            position += width
+            failed = next((r for r in answer if not r.ok), None)
+            if len(answer) < width or not answer:
+                failure = "missing from the $batch reply"
+                results += [WriteBackResult.transient(item, failure) for item in group.items]
+            elif failed is None:
+                results += [WriteBackResult.ok(item, group.remote_id) for item in group.items]
+            else:
+                results += [self._failure(item, failed) for item in group.items]
+        return results
+
+    def _failure(self, item: WriteBackItem, reply: PartReply) -> WriteBackResult:
+        code, message = reply.error()
+        error = f"HTTP {reply.status} {code}: {message}".strip()
+        log.warning("dynamics.write_failed", item_id=item.id, status=reply.status, code=code)
+        if reply.status == 429 or reply.status >= 500:
+            return WriteBackResult.transient(item, error, sent=reply.status != 429)
+        return WriteBackResult.failed(item, error)
