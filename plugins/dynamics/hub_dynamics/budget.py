@@ -3,8 +3,9 @@
 The hub allows itself ``share`` of that (the application user may be shared with other integrations),
 counted per minute. With the hub's usage ledger (``hub.UsageLedger``) the counts of every hub process are
 summed, so several workers keep to one allowance; ``share_usage`` hands over this process's new calls and
-reads the totals back (the connector does it around each batch and poll). A 429 is not kept here: the
-hub's sync holds every worker of the connector for the Retry-After Dataverse named. A refused call raises ``TransientError(sent=False)``: it never
+reads the totals back (the connector does it around each batch and poll). A 429 that stops a whole write is
+left to the hub's sync, which holds every worker of the connector for the Retry-After; one that comes half-way
+through a write (some items already written) is held here (``hold``). A refused call raises ``TransientError(sent=False)``: it never
 reached Dataverse, so the sync spends no attempt on it.
 """
 
@@ -33,6 +34,7 @@ class WindowBudget:
     def __init__(self, share: float, clock: Callable[[], float] = time.time) -> None:
         self.allowance = max(1, int(WINDOW_REQUESTS * share))
         self.clock = clock
+        self.held_until = 0.0
         self._new: Counter[int] = Counter()
         self._shared: dict[int, int] = {}
         self._sharing = asyncio.Lock()
@@ -49,6 +51,12 @@ class WindowBudget:
     def acquire(self) -> None:
         """Reserve one request, or say (as ``TransientError(sent=False)``) when the window allows one."""
         now = self.clock()
+        if now < self.held_until:
+            raise TransientError(
+                "Dataverse asked the hub to wait (service protection limit)",
+                retry_after=self.held_until - now,
+                sent=False,
+            )
         if self.spent(now) >= self.allowance:
             wait = 60.0 - now % 60
             raise TransientError(
@@ -58,6 +66,12 @@ class WindowBudget:
                 sent=False,
             )
         self._new[int(now // 60)] += 1
+
+    def hold(self, seconds: float) -> None:
+        """A 429 came half-way through a write: no call of this process before Retry-After has passed,
+        so the next batch of the same run does not knock again (it is refused here, sent=False, and the
+        hub then holds the connector)."""
+        self.held_until = max(self.held_until, self.clock() + seconds)
 
     async def share_usage(self, ledger: UsageLedger | None) -> None:
         """Hand this process's new counts to the ledger and read every process's totals back."""

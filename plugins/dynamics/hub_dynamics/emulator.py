@@ -257,6 +257,7 @@ class Throttle:
     retry_after: float | None
     code: str
     writes_only: bool
+    after: int = 0
 
 
 @dataclass
@@ -377,10 +378,12 @@ class DataverseEmulator:
         *,
         code: str = ERR_REQUESTS,
         writes_only: bool = False,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``count`` Web API requests (or writes only) with ``status``; 0 clears."""
+        """Answer ``count`` Web API requests (or writes only) with ``status``, from the one after the next
+        ``after`` on (a storm in the middle of a sync); 0 clears."""
         with self._lock:
-            self.throttles = [Throttle(count, status, retry_after, code, writes_only)] if count else []
+            self.throttles = [Throttle(count, status, retry_after, code, writes_only, after)] if count else []
 
     def fail_row(
         self, row_id: str, status: int = 400, code: str = ERR_VALIDATION, message: str = "refused"
@@ -550,7 +553,9 @@ class DataverseEmulator:
         with self._lock:
             if self.throttles:
                 rule = self.throttles[0]
-                if not rule.writes_only or method != "GET":
+                if rule.after and (not rule.writes_only or method != "GET"):
+                    rule.after -= 1
+                elif not rule.writes_only or method != "GET":
                     rule.count -= 1
                     if rule.count <= 0:
                         self.throttles.clear()

@@ -167,6 +167,8 @@ class WriteBack:
             except TransientError as exc:
                 if not results and len(pending) == len(groups):
                     raise  # nothing reached Dataverse: the hub holds the whole connector
+                if exc.retry_after and not exc.sent:
+                    self.client.budget.hold(exc.retry_after)
                 results += [
                     WriteBackResult.transient(item, str(exc), exc.retry_after, sent=exc.sent)
                     for group in pending
