@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import httpx
+import jwt
 import msal  # type: ignore[import-untyped]  # msal ships no type information
 
 from hub import AuthError, ConfigError, TransientError
@@ -41,13 +42,22 @@ class MsalHttp:
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+    @staticmethod
+    def _args(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """httpx's arguments from msal's; form values msal hands over as bytes (the client assertion)
+        become text, as requests would send them (httpx would send their repr)."""
         args = {k: v for k, v in kwargs.items() if k in _REQUEST_ARGS}
-        return self._run(self._client.get(url, **args))
+        if isinstance(args.get("data"), dict):
+            args["data"] = {
+                k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in args["data"].items()
+            }
+        return args
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._run(self._client.get(url, **self._args(kwargs)))
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        args = {k: v for k, v in kwargs.items() if k in _REQUEST_ARGS}
-        return self._run(self._client.post(url, **args))
+        return self._run(self._client.post(url, **self._args(kwargs)))
 
     def close(self) -> None:
         """msal may call this; the httpx client belongs to the connector and is closed there."""
@@ -103,6 +113,8 @@ class TokenSource:
             if fresh:
                 app.remove_tokens_for_client()
             return dict(app.acquire_token_for_client(scopes=[self.settings.scope]))
+        except jwt.PyJWTError as exc:  # the certificate's key cannot sign the client assertion
+            raise AuthError(f"auth.certificate holds a key msal cannot sign with: {exc}") from None
         except ValueError as exc:  # msal: the authority's discovery document was refused (unknown tenant)
             raise AuthError(
                 f"Entra ID refused the authority {self.settings.authority}: {str(exc)[:200]}; "

@@ -738,7 +738,8 @@ class DataverseEmulator:
             skip, snapshot = int(parts[0]), int(parts[1])
         if tracking:
             return self._changes(table, params, names, annotate, size, skip, snapshot)
-        rows = [r for r in table.rows.values() if self._matches(table, r, params.get("$filter"))]
+        conditions = self._conditions(table, params.get("$filter"))
+        rows = [r for r in table.rows.values() if self._matches(r, conditions)]
         rows.sort(key=lambda r: str(r[table.key]))
         if "$top" in params:
             if not params["$top"].isdigit():
@@ -817,42 +818,46 @@ class DataverseEmulator:
             out["@odata.deltaLink"] = self._link(table, params, deltatoken=f"{snapshot}!{self.clock():.6f}")
         return out
 
-    def _matches(self, table: Table, row: dict[str, Any], expression: str | None) -> bool:
-        if not expression:
-            return True
-        for condition in expression.split(" and "):
+    def _conditions(self, table: Table, expression: str | None) -> list[tuple[str, str, Any]]:
+        """A ``$filter`` as (column, operator, value) triples, checked before any row is looked at."""
+        conditions: list[tuple[str, str, Any]] = []
+        for condition in (expression or "").split(" and ") if expression else []:
             match = CONDITION.match(condition.strip())
             if match is None:
                 raise Fault(400, ERR_SYNTAX, f"Syntax error at position 0 in '{condition.strip()[:80]}'.")
             name, op, literal = match.groups()
             column = table.columns.get(name)
-            if (
-                column is None
-                and name != table.key
-                and not (name.startswith("_") and name.endswith("_value"))
-            ):
+            lookup = name.startswith("_") and name.endswith("_value")
+            if column is None and name != table.key and not lookup:
                 raise Fault(
                     400,
                     ERR_SYNTAX,
-                    f"Could not find a property named '{name}' on type "
-                    f"'Microsoft.Dynamics.CRM.{table.logical}'.",
+                    f"Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{table.logical}'.",
                 )
-            value = self._literal(literal, column)
+            conditions.append((name, op, self._literal(literal, column)))
+        return conditions
+
+    @staticmethod
+    def _matches(row: dict[str, Any], conditions: list[tuple[str, str, Any]]) -> bool:
+        for name, op, value in conditions:
             actual = row.get(name)
             if op in ("eq", "ne"):
-                equal = (
-                    (actual.lower() == value.lower())
-                    if isinstance(actual, str) and isinstance(value, str)
-                    else actual == value
-                )
+                if isinstance(actual, str) and isinstance(value, str):
+                    equal = actual.lower() == value.lower()  # Dataverse compares text case-insensitively
+                else:
+                    equal = actual == value
                 if equal != (op == "eq"):
                     return False
                 continue
             if actual is None or value is None:
                 return False
-            if not {"ge": actual >= value, "gt": actual > value, "le": actual <= value, "lt": actual < value}[
-                op
-            ]:
+            compare = {
+                "ge": actual >= value,
+                "gt": actual > value,
+                "le": actual <= value,
+                "lt": actual < value,
+            }
+            if not compare[op]:
                 return False
         return True
 
@@ -1299,7 +1304,7 @@ def certificate_pair(client_id: str) -> tuple[str, str]:
     """(PEM of the private key and the certificate, PEM of the certificate) for certificate auth."""
     import trustme
 
-    ca = trustme.CA()
-    cert = ca.issue_cert(f"{client_id}.cxhub.invalid")
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    cert = ca.issue_cert(f"{client_id}.cxhub.invalid", key_type=trustme.KeyType.RSA)
     both = cert.private_key_pem.bytes().decode() + cert.cert_chain_pems[0].bytes().decode()
     return both, cert.cert_chain_pems[0].bytes().decode()

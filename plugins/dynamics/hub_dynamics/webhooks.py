@@ -17,6 +17,7 @@ from hub_dynamics.config import WebhookSettings
 from hub_dynamics.mapping import RESOLVED, WON, is_guid
 
 MAX_BODY = 512 * 1024
+EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 MAX_DEPTH = 32
 MAX_TEXT = 200
 CASE_MESSAGES = frozenset({"CloseIncident", "Update", "Create"})
@@ -116,6 +117,8 @@ def read(request: WebhookRequest) -> Notification:
     record_id = _text(data, "PrimaryEntityId", required=False)
     if record_id and not is_guid(record_id):
         raise BadInput("PrimaryEntityId must be a GUID")
+    if record_id == EMPTY_GUID:  # some messages name no primary record: look in the parameters
+        record_id = ""
     inputs = _pairs(data.get("InputParameters"), "InputParameters")
     target = inputs.get("Target")
     attributes: dict[str, Any] = {}

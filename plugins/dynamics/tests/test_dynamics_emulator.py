@@ -1,0 +1,131 @@
+"""The emulator is as strict as Dataverse: what the real service refuses, it refuses, in Dataverse's error
+shape. (A connector that passes against a lenient emulator proves nothing.)"""
+
+from __future__ import annotations
+
+import pytest
+from dynamics_support import seed_case
+from hub_dynamics import batch
+from hub_dynamics.client import DataverseError
+from hub_dynamics.connector import DynamicsConnector
+from hub_dynamics.emulator import DataverseEmulator
+
+from hub import TransientError
+
+
+async def _refused(connector: DynamicsConnector, method: str, path: str, **kwargs: object) -> DataverseError:
+    with pytest.raises(DataverseError) as refused:
+        await connector.client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    return refused.value
+
+
+@pytest.mark.asyncio
+async def test_filter_operators_beyond_the_connectors_are_400(connector: DynamicsConnector) -> None:
+    error = await _refused(connector, "GET", "contacts", params={"$filter": "contains(fullname,'a')"})
+    assert (error.status, error.code) == (400, "0x80060888")
+    error = await _refused(connector, "GET", "contacts", params={"$filter": "nosuchcolumn eq 1"})
+    assert error.status == 400
+
+
+@pytest.mark.asyncio
+async def test_change_tracking_refuses_filter(connector: DynamicsConnector) -> None:
+    error = await _refused(
+        connector,
+        "GET",
+        "incidents",
+        params={"$select": "incidentid", "$filter": "statecode eq 1"},
+        headers={"Prefer": "odata.track-changes"},
+    )
+    assert error.status == 400
+
+
+@pytest.mark.asyncio
+async def test_columns_are_typed_and_lengths_enforced(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    contact = seed_case(emulator)[1]
+    too_long = await _refused(connector, "PATCH", f"contacts({contact})", json={"firstname": "x" * 51})
+    assert (too_long.status, too_long.code) == (400, "0x80044331")
+    wrong_type = await _refused(connector, "PATCH", f"contacts({contact})", json={"cxhub_lastscore": "nine"})
+    assert wrong_type.status == 400
+    not_an_option = await _refused(connector, "PATCH", f"contacts({contact})", json={"cxhub_lastcategory": 7})
+    assert not_an_option.status == 400
+    unknown = await _refused(connector, "PATCH", f"contacts({contact})", json={"cxhub_nosuch": 1})
+    assert unknown.status == 400
+
+
+@pytest.mark.asyncio
+async def test_if_match_and_if_none_match(connector: DynamicsConnector, emulator: DataverseEmulator) -> None:
+    contact = seed_case(emulator)[1]
+    missing = "5b0c2f5e-8a73-4f0e-9d7e-0c1d2e3f4a5b"
+    reply = await connector.client.request(
+        "PATCH", f"contacts({missing})", json={"firstname": "A"}, headers={"If-Match": "*"}
+    )
+    assert reply.status_code == 404 and emulator.row("contact", missing) is None
+    exists = await _refused(
+        connector, "PATCH", f"contacts({contact})", json={"firstname": "A"}, headers={"If-None-Match": "*"}
+    )
+    assert exists.status == 412
+
+
+def _raw_batch(parts: str) -> tuple[dict[str, str], bytes]:
+    return {
+        "Content-Type": "multipart/mixed; boundary=batch_x"
+    }, f"--batch_x\r\n{parts}--batch_x--\r\n".encode()
+
+
+@pytest.mark.asyncio
+async def test_batch_is_parsed_strictly(connector: DynamicsConnector, emulator: DataverseEmulator) -> None:
+    contact = seed_case(emulator)[1]
+    no_encoding = f"Content-Type: application/http\r\n\r\nPATCH contacts({contact}) HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{{}}\r\n"
+    headers, body = _raw_batch(no_encoding)
+    assert (await _refused(connector, "POST", "$batch", content=body, headers=headers)).status == 400
+    no_content_id = (
+        "Content-Type: multipart/mixed; boundary=changeset_y\r\n\r\n--changeset_y\r\n"
+        "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        f"PATCH contacts({contact}) HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--changeset_y--\r\n"
+    )
+    headers, body = _raw_batch(no_content_id)
+    assert (await _refused(connector, "POST", "$batch", content=body, headers=headers)).status == 400
+    headers = {"Content-Type": "multipart/mixed; boundary=whatever"}
+    assert (
+        await _refused(connector, "POST", "$batch", content=b"--whatever--", headers=headers)
+    ).status == 400
+
+
+@pytest.mark.asyncio
+async def test_batch_of_more_than_1000_requests_is_refused(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    contact = seed_case(emulator)[1]
+    groups = [[batch.Operation("PATCH", f"contacts({contact})", {"firstname": "A"})]] * 1001
+    content_type, body = batch.encode(groups, connector.settings.api_url)
+    error = await _refused(connector, "POST", "$batch", content=body, headers={"Content-Type": content_type})
+    assert error.status == 400
+    assert emulator.row("contact", contact)["firstname"] == "Emma"
+
+
+@pytest.mark.asyncio
+async def test_without_continue_on_error_the_first_failure_stops_the_batch(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    first, second = seed_case(emulator, "a@example.com")[1], seed_case(emulator, "b@example.com")[1]
+    groups = [
+        [batch.Operation("PATCH", f"contacts({first})", {"firstname": "x" * 60})],
+        [batch.Operation("PATCH", f"contacts({second})", {"firstname": "Changed"})],
+    ]
+    content_type, body = batch.encode(groups, connector.settings.api_url)
+    await _refused(connector, "POST", "$batch", content=body, headers={"Content-Type": content_type})
+    assert emulator.row("contact", second)["firstname"] == "Emma"
+
+
+@pytest.mark.asyncio
+async def test_service_protection_window(emulator: DataverseEmulator, connector: DynamicsConnector) -> None:
+    emulator.window_requests = 2
+    contact = seed_case(emulator)[1]
+    await connector.get_person(contact)
+    await connector.get_person(contact)
+    with pytest.raises(TransientError) as throttled:
+        await connector.get_person(contact)
+    assert throttled.value.sent is False and (throttled.value.retry_after or 0) > 0
+    assert [c.status for c in emulator.calls_of("api")][-1] == 429
