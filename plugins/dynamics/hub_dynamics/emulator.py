@@ -205,7 +205,7 @@ def _schema(solution: bool) -> dict[str, Table]:
             {
                 "subject": Column("string", 500),
                 "notetext": Column("memo", 100000),
-                "objectid": Column("lookup", targets=("incident", "contact")),
+                "objectid": Column("lookup", targets=("incident", "opportunity", "contact")),
                 "modifiedon": modified,
             },
             track_changes=False,
@@ -225,7 +225,7 @@ def _schema(solution: bool) -> dict[str, Table]:
                     "cxhub_category": Column("choice", options=CATEGORY),
                     "cxhub_comment": Column("memo", 2000),
                     "cxhub_responseid": Column("string", 100),
-                    "regardingobjectid": Column("lookup", targets=("incident", "contact")),
+                    "regardingobjectid": Column("lookup", targets=("incident", "opportunity", "contact")),
                     "modifiedon": modified,
                 },
                 track_changes=False,

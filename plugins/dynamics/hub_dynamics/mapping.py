@@ -49,6 +49,8 @@ CONTACT_COLUMNS = [
     "donotsms",
 ]
 LOOKUP_TABLE = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+OPPORTUNITY_PREFIX = "opportunity:"
+ENTITY_SETS = {"incident": "incidents", "opportunity": "opportunities", "contact": "contacts"}
 
 
 def is_guid(value: object) -> bool:
@@ -123,7 +125,7 @@ def opportunity_event(
         event_type="opportunity.won",
         occurred_at=occurred or datetime.now(UTC),
         record_type="opportunity",
-        record_id=opportunity_id,
+        record_id=f"{OPPORTUNITY_PREFIX}{opportunity_id}",
         person_id=str(contact).lower() if is_guid(contact) else None,
         owner_email=owner_email,
         record_url=f"{settings.url}/main.aspx?etn=opportunity&pagetype=entityrecord&id={opportunity_id}",
@@ -154,6 +156,17 @@ def person_record(row: dict[str, Any], settings: DynamicsSettings) -> PersonReco
         opted_out=bool(flags),
         opt_out_reason=f"Dynamics: {', '.join(flags)}" if flags else None,
     )
+
+
+def record_ref(record_id: str) -> tuple[str, str] | None:
+    """(table, id) of a case record id: a bare GUID is an incident, ``opportunity:<GUID>`` an opportunity.
+
+    Dataverse ids carry no table, and a write-back item carries only the id the event named: so an
+    opportunity's id says what it is, and its feedback never lands on ``incidents(<opportunity id>)``.
+    """
+    if record_id.startswith(OPPORTUNITY_PREFIX) and is_guid(record_id[len(OPPORTUNITY_PREFIX) :]):
+        return "opportunity", record_id[len(OPPORTUNITY_PREFIX) :].lower()
+    return ("incident", record_id.lower()) if is_guid(record_id) else None
 
 
 def odata_string(value: str) -> str:

@@ -24,7 +24,7 @@ from hub import CaseFeedback, PersonSummary, TimelineEntry, TransientError, Writ
 from hub_dynamics.batch import Operation, PartReply
 from hub_dynamics.client import DataverseClient
 from hub_dynamics.config import DynamicsSettings
-from hub_dynamics.mapping import hub_id, is_guid, odata_datetime
+from hub_dynamics.mapping import ENTITY_SETS, hub_id, odata_datetime, record_ref
 
 log = structlog.get_logger("hub_dynamics.writeback")
 
@@ -84,14 +84,14 @@ class WriteBack:
             timeline.response_id_column: entry.response_id,
         }
         body.update({column: value for column, value in optional.items() if column})
-        if entry.case_id and is_guid(entry.case_id):
-            body[f"regardingobjectid_incident_{timeline.table}@odata.bind"] = f"/incidents({entry.case_id})"
-        else:
-            body[f"regardingobjectid_contact_{timeline.table}@odata.bind"] = f"/contacts({item.record_id})"
+        table, record = record_ref(entry.case_id or "") or ("contact", item.record_id)
+        body[f"regardingobjectid_{table}_{timeline.table}@odata.bind"] = f"/{ENTITY_SETS[table]}({record})"
         return row_id, Operation("PATCH", f"{timeline.entity_set}({row_id})", body)
 
     def feedback(self, item: WriteBackItem, feedback: CaseFeedback) -> list[Operation]:
+        """An incident's columns and note; an opportunity has no feedback columns, only the note."""
         case = self.settings.case
+        table, record = record_ref(item.record_id) or ("incident", item.record_id)
         comment = _cut(feedback.comment, self.settings.comment_max_length)
         body: dict[str, Any] = {
             column: value
@@ -104,45 +104,51 @@ class WriteBack:
         }
         if feedback.set_status and feedback.set_status in case.status_reasons:
             body["statuscode"] = case.status_reasons[feedback.set_status]
-        operations = [Operation("PATCH", f"incidents({item.record_id})", body, {"If-Match": "*"})]
+        operations: list[Operation] = []
+        if table == "incident":
+            operations.append(Operation("PATCH", f"incidents({record})", body, {"If-Match": "*"}))
         if feedback.internal_comment and case.internal_note:
             note = {
                 "subject": case.note_subject,
                 "notetext": f"Rating {feedback.rating}"
                 + (f" ({feedback.category})" if feedback.category else "")
                 + (f"\n{comment}" if comment else ""),
-                "objectid_incident@odata.bind": f"/incidents({item.record_id})",
+                f"objectid_{table}@odata.bind": f"/{ENTITY_SETS[table]}({record})",
             }
             operations.append(Operation("PATCH", f"annotations({hub_id(item.key + ':note')})", note))
         return operations
 
     def groups(self, batch: Sequence[WriteBackItem]) -> tuple[list[Group], list[WriteBackResult]]:
-        """The batch's groups, and the results of items refused before anything is sent."""
+        """The batch's groups, and the results of items settled without a request (bad ids, nothing to write)."""
         groups: list[Group] = []
-        refused: list[WriteBackResult] = []
+        settled: list[WriteBackResult] = []
         summaries: dict[str, list[WriteBackItem]] = {}
         for item in batch:
-            if not is_guid(item.record_id):
-                refused.append(WriteBackResult.failed(item, f"{item.record_id!r} is not a Dataverse id"))
+            if record_ref(item.record_id) is None:
+                settled.append(WriteBackResult.failed(item, f"{item.record_id!r} is not a Dataverse id"))
                 continue
             payload = item.payload
             if isinstance(payload, PersonSummary):
                 summaries.setdefault(item.record_id.lower(), []).append(item)
             elif isinstance(payload, TimelineEntry):
                 if not self.settings.timeline.enabled:
-                    refused.append(WriteBackResult.ok(item))
+                    settled.append(WriteBackResult.ok(item))
                     continue
                 row_id, operation = self.timeline(item, payload)
                 groups.append(Group([item], [operation], row_id))
             else:
-                groups.append(Group([item], self.feedback(item, payload), item.record_id))
+                operations = self.feedback(item, payload)
+                if operations:
+                    groups.append(Group([item], operations, item.record_id))
+                else:  # an opportunity without a note: nothing of it is kept in Dataverse
+                    settled.append(WriteBackResult.ok(item))
         for record_id, items in summaries.items():
             newest = max(
                 items, key=lambda i: i.payload.latest_date if isinstance(i.payload, PersonSummary) else 0
             )
             assert isinstance(newest.payload, PersonSummary)
             groups.append(Group(items, [self.summary(record_id, newest.payload)], record_id))
-        return groups, refused
+        return groups, settled
 
     # -- sending --------------------------------------------------------------------------------
 

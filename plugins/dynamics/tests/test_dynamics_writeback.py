@@ -218,3 +218,30 @@ async def test_webhook_then_write_back_through_the_hub(
         assert [r["_regardingobjectid_value"] for r in emulator.rows("cxhub_surveyresponse")] == [incident]
     finally:
         await hub.close()
+
+
+@pytest.mark.asyncio
+async def test_won_opportunity_feedback_goes_to_the_opportunity(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    owner, contact, _ = seed_case(emulator)
+    opportunity = emulator.add("opportunity", name="Renewal", parentcontactid=contact, ownerid=owner)
+    emulator.update("opportunity", opportunity, statecode=1)
+    [event] = (
+        await connector.parse_webhook(webhook(emulator, "WinOpportunity", "opportunity", opportunity))
+    ).events
+    batch = [
+        timeline_item(1, contact, event.record_id, "r-9"),
+        feedback_item(2, event.record_id, "r-9", note=True),
+        feedback_item(3, event.record_id, "r-10", note=False),
+    ]
+    results = await connector.write_back(batch)
+    assert [r.status for r in sorted(results, key=lambda r: r.item_id)] == ["ok", "ok", "ok"]
+    [entry] = emulator.rows("cxhub_surveyresponse")
+    assert (entry["_regardingobjectid_value"], entry["_regardingobjectid_table"]) == (
+        opportunity,
+        "opportunity",
+    )
+    [note] = emulator.rows("annotation")
+    assert (note["_objectid_value"], note["_objectid_table"]) == (opportunity, "opportunity")
+    assert not any(c.path.startswith("/incidents") for c in emulator.calls_of("batch-part"))
