@@ -14,7 +14,6 @@ classified once, here:
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -176,17 +175,6 @@ class DataverseClient:
         if data is None:
             raise DataverseError(404, "", f"{link.split('?')[0]} not found")
         return data
-
-    async def pages(
-        self, entity_set: str, params: dict[str, str], page_size: int
-    ) -> AsyncIterator[dict[str, Any]]:
-        link: str | None = entity_set
-        while link is not None:
-            data = await self.page(
-                link, params if link == entity_set else None, [f"odata.maxpagesize={page_size}"]
-            )
-            yield data
-            link = data.get("@odata.nextLink")
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -9,13 +9,11 @@ polling stays on as the safety net, as in production.
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 
 from hub import DemoCase
@@ -103,20 +101,14 @@ class DynamicsDemoEmulator:
             ownerid=self.owner_id,
         )
         emulator.update("incident", incident, statecode=1, statuscode=5)
-        context = emulator.execution_context("CloseIncident", "incident", incident)
+        status = emulator.deliver(
+            self._webhook_url, "CloseIncident", "incident", incident, key=self._webhook_key
+        )
         how = "its service endpoint posted to the hub"
-        try:
-            reply = httpx.post(
-                self._webhook_url,
-                params={"code": self._webhook_key},
-                content=json.dumps(context),
-                headers=emulator.webhook_headers("CloseIncident", "incident"),
-                timeout=60,
-            )
-            if reply.status_code >= 300:
-                how = f"the hub answered its webhook with {reply.status_code}, so polling will find it"
-        except httpx.HTTPError:
+        if status == 0:
             how = "its webhook did not reach the hub, so polling will find it"
+        elif status >= 300:
+            how = f"the hub answered its webhook with {status}, so polling will find it"
         return DemoCase(
             record_id=incident,
             person_id=self.contact_id,

@@ -1154,6 +1154,42 @@ class DataverseEmulator:
             "UserId": self.user_id,
         }
 
+    def deliver(
+        self,
+        url: str,
+        message: str,
+        entity: str,
+        record_id: str,
+        *,
+        key: str | None = None,
+        header: tuple[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> int:
+        """POST the context to a webhook as a service endpoint does: WebhookKey as ``?code=`` or an
+        HttpHeader, 60 s timeout, one retry only on 502/503/504, and a context over 256 KB cut (its
+        parameters dropped) with ``x-ms-dynamics-msg-size-exceeded``. Returns the last status."""
+        import httpx  # the emulator's own dependency
+
+        context = self.execution_context(message, entity, record_id, attributes)
+        body = json.dumps(context).encode()
+        headers = self.webhook_headers(message, entity)
+        if len(body) > 256 * 1024:
+            context["InputParameters"], context["PostEntityImages"] = [], []
+            body = json.dumps(context).encode()
+            headers["x-ms-dynamics-msg-size-exceeded"] = "true"
+        if header is not None:
+            headers[header[0]] = header[1]
+        params = {"code": key} if key is not None else None
+        status = 0
+        for _ in range(2):
+            try:
+                status = httpx.post(url, params=params, content=body, headers=headers, timeout=60).status_code
+            except httpx.HTTPError:
+                status = 0
+            if status not in (502, 503, 504):
+                break
+        return status
+
     def webhook_headers(self, message: str, entity: str) -> dict[str, str]:
         return {
             "content-type": "application/json",

@@ -166,3 +166,10 @@ def test_settings_refuse_plain_http_and_unknown_keys() -> None:
     )
     assert sovereign.authority == f"https://login.microsoftonline.us/{TENANT}"
     assert sovereign.scope == "https://contoso.crm.microsoftdynamics.us/.default"
+
+
+@pytest.mark.asyncio
+async def test_diagnostics_redact_every_secret(connector: DynamicsConnector) -> None:
+    text = repr(connector.diagnostics())
+    assert "client-secret-for-tests" not in text and "webhook-key-for-tests" not in text
+    assert "**********" in text
