@@ -893,11 +893,21 @@ class DataverseEmulator:
         if table is None:
             raise Fault(404, "0x80040217", f"Could not find entity with name '{match.group(1)}'.")
         if not match.group(2):
-            return {
+            entity = {
                 "LogicalName": table.logical,
                 "EntitySetName": table.entity_set,
                 "ChangeTrackingEnabled": table.track_changes,
+                "IsActivity": table.logical == "cxhub_surveyresponse",
             }
+            select = [n for n in params.get("$select", ",".join(entity)).split(",") if n]
+            unknown = [n for n in select if n not in entity]
+            if unknown:
+                raise Fault(
+                    400,
+                    ERR_SYNTAX,
+                    f"Could not find a property named '{unknown[0]}' on type 'Microsoft.Dynamics.CRM.EntityMetadata'.",
+                )
+            return {name: entity[name] for name in select}
         cast = match.group(3)
         allowed = {"LogicalName", "AttributeType", "SchemaName"} | ({"MaxLength"} if cast else set())
         select = [s for s in params.get("$select", "LogicalName").split(",") if s]

@@ -52,8 +52,34 @@ async def table_columns(client: DataverseClient, table: str) -> set[str] | None:
     return {str(a.get("LogicalName")) for a in data.get("value", []) if isinstance(a, dict)}
 
 
-async def check_columns(client: DataverseClient, settings: DynamicsSettings) -> list[CheckResult]:
+async def check_tracking(client: DataverseClient, settings: DynamicsSettings) -> list[CheckResult]:
+    """Polling reads changes with change tracking: the polled tables must have it on."""
+    tables = [
+        t for t, on in (("incident", settings.poll_cases), ("opportunity", settings.poll_opportunities)) if on
+    ]
     results: list[CheckResult] = []
+    for table in tables:
+        data = await client.get_json(
+            f"EntityDefinitions(LogicalName='{table}')", {"$select": "ChangeTrackingEnabled"}
+        )
+        ok = bool(data and data.get("ChangeTrackingEnabled") is True)
+        results.append(
+            CheckResult(
+                name=f"{table} change tracking",
+                ok=ok,
+                detail=""
+                if ok
+                else f"turn on Track changes for the {table} table (Power Apps: table settings > Advanced "
+                "options), or set "
+                + ("poll_cases" if table == "incident" else "poll_opportunities")
+                + " = false",
+            )
+        )
+    return results
+
+
+async def check_columns(client: DataverseClient, settings: DynamicsSettings) -> list[CheckResult]:
+    results: list[CheckResult] = await check_tracking(client, settings)
     for table, columns in wanted_columns(settings).items():
         existing = await table_columns(client, table)
         if existing is None:
