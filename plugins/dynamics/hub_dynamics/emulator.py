@@ -22,6 +22,7 @@ used is marked *unconfirmed*; the connector does not depend on it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -55,6 +56,7 @@ ERR_VALIDATION = "0x80044331"
 ERR_DUPLICATE = "0x80040237"
 ERR_REQUESTS = "0x80072322"
 ERR_EXECUTION_TIME = "0x80072321"
+ERR_CONCURRENCY = "0x80072326"
 ERR_DELTA_EXPIRED = "0x80044352"  # unconfirmed
 ERR_BATCH_TOO_LARGE = "0x8005f103"  # unconfirmed
 ERR_AUTH = "0x80072243"
@@ -302,6 +304,8 @@ class DataverseEmulator:
         self.organization_id = str(uuid.uuid4())
         self.user_id = str(uuid.uuid4())
         self.latency = 0.0
+        self.concurrency_limit = 52
+        self._in_flight = 0
         self.throttles: list[Throttle] = []
         self.row_faults: dict[str, tuple[int, str, str]] = {}
         self.delta_tokens_valid_after = 0.0
@@ -505,17 +509,34 @@ class DataverseEmulator:
         query = request.url.query
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
-        if self.latency:
-            import asyncio
+        with self._lock:
+            self._in_flight += 1
+            crowded = self._in_flight > self.concurrency_limit
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return self._answer(request.method, path, query, headers, body, crowded)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
-            await asyncio.sleep(self.latency)
+    def _answer(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, crowded: bool
+    ) -> Response:
         try:
             client = self._bearer(headers)
-            self._protect(client, request.method, path)
-            if path == "$batch" and request.method == "POST":
+            if crowded:
+                raise Fault(
+                    429,
+                    ERR_CONCURRENCY,
+                    f"Number of concurrent requests exceeded the limit of {self.concurrency_limit}.",
+                    {"Retry-After": "1"},
+                )
+            self._protect(client, method, path)
+            if path == "$batch" and method == "POST":
                 status, out_headers, content = self._batch(client, headers, body)
             else:
-                status, out_headers, payload = self._execute(request.method, path, query, headers, body)
+                status, out_headers, payload = self._execute(method, path, query, headers, body)
                 self._spend(client, 1)
                 content = json.dumps(payload).encode() if payload is not None else b""
                 if payload is not None:
@@ -527,7 +548,7 @@ class DataverseEmulator:
                 json.dumps(fault.body()).encode(),
             )
             out_headers["Content-Type"] = "application/json"
-        self._record(request.method, "/" + path, unquote(query), status, "api")
+        self._record(method, "/" + path, unquote(query), status, "api")
         out_headers["OData-Version"] = "4.0"
         return Response(content, status, headers=out_headers)
 

@@ -3,6 +3,8 @@ shape. (A connector that passes against a lenient emulator proves nothing.)"""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from dynamics_support import seed_case
 from hub_dynamics import batch
@@ -129,3 +131,19 @@ async def test_service_protection_window(emulator: DataverseEmulator, connector:
         await connector.get_person(contact)
     assert throttled.value.sent is False and (throttled.value.retry_after or 0) > 0
     assert [c.status for c in emulator.calls_of("api")][-1] == 429
+
+
+@pytest.mark.asyncio
+async def test_concurrent_requests_beyond_the_limit_are_429(
+    emulator: DataverseEmulator, connector: DynamicsConnector
+) -> None:
+    contact = seed_case(emulator)[1]
+    await connector.get_person(contact)  # the token first
+    emulator.concurrency_limit, emulator.latency = 1, 0.3
+    outcomes = await asyncio.gather(
+        *(connector.get_person(contact) for _ in range(3)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, TransientError)]
+    assert refused and all(o.sent is False for o in refused)
+    assert "0x80072326" in str(refused[0])
+    assert any(o is not None and not isinstance(o, BaseException) for o in outcomes)
