@@ -70,7 +70,13 @@ class DataverseClient:
         self.calls = 0
 
     def url(self, path: str) -> str:
-        return path if path.startswith("https://") else f"{self.settings.api_url}/{path}"
+        """A path under the API root; an absolute link (nextLink, deltaLink) only if it is under it too,
+        so a stored or returned link can never send the bearer token to another host."""
+        if "://" not in path:
+            return f"{self.settings.api_url}/{path}"
+        if not path.startswith(f"{self.settings.api_url}/"):
+            raise DataverseError(400, "", f"refusing a link outside {self.settings.api_url}")
+        return path
 
     async def request(
         self,

@@ -174,3 +174,15 @@ async def test_do_not_flags_opt_the_person_out(
     assert person.opted_out and "donotbulkemail" in (person.opt_out_reason or "")
     assert await connector.find_person("nobody@example.com", None) is None
     assert await connector.get_person("not-a-guid") is None
+
+
+@pytest.mark.asyncio
+async def test_a_cursor_pointing_elsewhere_is_never_followed(connector: DynamicsConnector) -> None:
+    """The bearer token goes to the environment only, whatever a stored link says."""
+    cursor = (
+        '{"v": 1, "incidents": {"mode": "delta", "link": "https://attacker.example/api/data/v9.2/incidents",'
+        ' "floor": "2026-12-01T00:00:00Z", "since": "2026-12-01T00:00:00Z"},'
+        ' "opportunities": {"mode": "seed", "link": null, "floor": "2026-12-01T00:00:00Z", "since": ""}}'
+    )
+    result = await connector.fetch_events(cursor)
+    assert '"window"' in (result.next_cursor or "")  # treated like a refused token: resync by modifiedon
