@@ -46,7 +46,8 @@ class MsalHttp:
     def _args(kwargs: dict[str, Any]) -> dict[str, Any]:
         """httpx's arguments from msal's; form values msal hands over as bytes (the client assertion)
         become text, as requests would send them (httpx would send their repr)."""
-        args = {k: v for k, v in kwargs.items() if k in _REQUEST_ARGS}
+        # timeout=None would switch httpx's timeouts off: the connector's own timeouts apply instead
+        args = {k: v for k, v in kwargs.items() if k in _REQUEST_ARGS and v is not None}
         if isinstance(args.get("data"), dict):
             args["data"] = {
                 k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in args["data"].items()

@@ -130,6 +130,18 @@ async def test_check_names_every_missing_column_with_its_key() -> None:
         not results["cxhub_surveyresponse"].ok
         and "timeline.enabled" in results["cxhub_surveyresponse"].detail
     )
+    assert results["incident change tracking"].ok
+
+
+@pytest.mark.asyncio
+async def test_check_asks_for_change_tracking(
+    emulator: DataverseEmulator, connector: DynamicsConnector
+) -> None:
+    emulator.tables["opportunity"].track_changes = False
+    results = {r.name: r for r in await connector.check()}
+    assert results["incident change tracking"].ok
+    tracking = results["opportunity change tracking"]
+    assert not tracking.ok and "Track changes" in tracking.detail and "poll_opportunities" in tracking.detail
 
 
 def test_importing_the_plugin_loads_no_emulator() -> None:
@@ -173,3 +185,30 @@ async def test_diagnostics_redact_every_secret(connector: DynamicsConnector) -> 
     text = repr(connector.diagnostics())
     assert "client-secret-for-tests" not in text and "webhook-key-for-tests" not in text
     assert "**********" in text
+
+
+@pytest.mark.asyncio
+async def test_msal_http_keeps_the_hubs_timeouts_and_sends_form_text() -> None:
+    import asyncio
+
+    import httpx
+    from hub_dynamics.auth import MsalHttp
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=7.0)
+    http = MsalHttp(client, asyncio.get_running_loop())
+    reply = await asyncio.to_thread(
+        http.post,
+        "https://login.example/t/oauth2/v2.0/token",
+        data={"client_assertion": b"eyJ.x.y"},
+        timeout=None,
+    )
+    await client.aclose()
+    assert reply.status_code == 200
+    assert seen[0].content == b"client_assertion=eyJ.x.y"
+    assert seen[0].extensions["timeout"]["read"] == 7.0
