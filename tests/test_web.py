@@ -258,7 +258,7 @@ BAD_REPLAYS = [
     {"ids": [False]},
     {"ids": [True, 2]},
     {"ids": ["1"]},
-    {"ids": [1.0]},
+    {"ids": [1.5]},
     {"ids": [2**63]},
     {"ids": [0]},
     {"ids": []},  # would have meant "all"

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select
 
 from hub.engine import response_record
@@ -22,8 +22,9 @@ from hub.web.protection import require_bearer
 
 #: the largest page offset: far beyond any table, and inside every database's integer range
 MAX_OFFSET = 1_000_000_000
-#: the largest database id (a signed 64-bit integer)
-MAX_ID = 2**63 - 1
+#: the largest row id: the id columns are INTEGER, a signed 32-bit integer on PostgreSQL (a bound a JSON
+#: client can also hold exactly, unlike 2**63 - 1, which a double rounds up)
+MAX_ID = 2**31 - 1
 #: ids one replay may name
 MAX_REPLAY_IDS = 10_000
 
@@ -100,13 +101,26 @@ class RejectedOut(BaseModel):
     body_size: int | None = None
 
 
+def _json_integer(value: Any) -> Any:
+    """An integer as JSON Schema means it: 7 and 7.0 are integers, ``true`` and ``"7"`` are not (a bool is an
+    int to Python, and would replay the dead letter with id 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be an integer")
+    return int(value)
+
+
+RowId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_json_integer)]
+
+
 class ReplayRequest(BaseModel):
     """Which dead letters to re-queue: all (nothing given), one connector's, and/or the given ids."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     connector: str | None = Field(None, min_length=1, max_length=100)
-    ids: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] | None = Field(
+    ids: list[RowId] | None = Field(
         None,
         min_length=1,
         max_length=MAX_REPLAY_IDS,
@@ -210,6 +224,10 @@ async def list_rejected_webhooks(hub: HubDep, limit: Limit = 100, offset: Offset
         ]
 
 
-@router.post("/dead-letters/replay", response_model=ReplayResult)
+@router.post(
+    "/dead-letters/replay",
+    response_model=ReplayResult,
+    responses={400: {"description": "the body cannot be parsed (not UTF-8 JSON)"}},
+)
 async def replay_dead_letters(hub: HubDep, body: ReplayRequest) -> ReplayResult:
     return ReplayResult(requeued=await hub.sync.replay(body.connector, body.ids))
