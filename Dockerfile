@@ -25,7 +25,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CXHUB_CONFIG=/etc/cxhub/cxhub.toml
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels "cxhub[superoffice,salesforce,email]" \
+    pip install --no-cache-dir --no-index --find-links /wheels "cxhub[salesforce,dynamics,superoffice,email]" \
     && groupadd --system --gid 10001 cxhub \
     && useradd --system --uid 10001 --gid cxhub --home-dir /var/lib/cxhub --create-home \
         --shell /usr/sbin/nologin cxhub \
