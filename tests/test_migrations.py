@@ -45,3 +45,32 @@ async def test_upgrading_a_database_with_data_keeps_it(database_url) -> None:
         row = (await conn.execute(text("SELECT email, email_rejected FROM people"))).one()
     assert tuple(row) == ("a@example.com", None)
     await store.dispose()
+
+
+async def test_processes_starting_together_migrate_once_and_the_others_wait(database_url, tmp_path) -> None:
+    """Two web servers and two workers started at once on an empty database: every one comes up."""
+    import sys
+
+    config = tmp_path / "cxhub.toml"
+    config.write_text(f'[hub]\ndatabase_url = "{database_url}"\nplugins = []\n')
+
+    async def upgrade() -> tuple[int, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub",
+            "db",
+            "upgrade",
+            "-c",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        return process.returncode or 0, output
+
+    results = await asyncio.gather(*(upgrade() for _ in range(4)))
+    assert [code for code, _ in results] == [0, 0, 0, 0], [output.decode()[-2000:] for _, output in results]
+    store = Store(database_url)
+    assert await store.is_current()
+    await store.dispose()

@@ -7,6 +7,7 @@ claimed with ``FOR UPDATE SKIP LOCKED`` where the database has it (SQLite, a sin
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,11 +66,27 @@ class Store:
             yield session
 
     async def upgrade(self) -> None:
-        """Apply every pending migration (run at start and by `cxhub db upgrade`)."""
-        if self.is_sqlite and ":memory:" not in self.url:
-            path = self.url.split(":///", 1)[1]
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(command.upgrade, alembic_config(self.url), "head")
+        """Apply every pending migration (run at start and by `cxhub db upgrade`).
+
+        Processes that start together migrate once: on PostgreSQL the migration takes an advisory lock in its
+        transaction (see ``migrations/env.py``); on SQLite, where every process shares one file on one machine,
+        a lock file beside the database does the same. The others wait, then find the schema current.
+        """
+        if not self.is_sqlite or ":memory:" in self.url:
+            await asyncio.to_thread(command.upgrade, alembic_config(self.url), "head")
+            return
+        path = Path(self.url.split(":///", 1)[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def upgrade_alone() -> None:
+            with open(f"{path}.migrate.lock", "a+b") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    command.upgrade(alembic_config(self.url), "head")
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+        await asyncio.to_thread(upgrade_alone)
 
     async def is_current(self) -> bool:
         """True when the schema is at the newest migration (for /readyz)."""

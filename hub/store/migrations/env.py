@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.store.tables import Base
 
 target_metadata = Base.metadata
+
+#: the PostgreSQL advisory lock that lets one process migrate while the others wait ("cxhub" in ASCII)
+MIGRATION_LOCK = 0x6378687562
 
 
 def _run(connection: Connection) -> None:
@@ -21,6 +25,10 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # many processes start at once (two web servers, two workers): the first to get the lock migrates
+            # in this transaction; the others wait here, then find the schema current and do nothing
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
