@@ -293,7 +293,16 @@ def server_config(cfg: HubConfig, web: Any, *, host: str | None = None, port: in
 
 
 @app.command()
-def worker(config: ConfigOption = Path("cxhub.toml")) -> None:
+def worker(
+    config: ConfigOption = Path("cxhub.toml"),
+    grace_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="on SIGTERM, how long running jobs may finish before they are cancelled and their work "
+            "handed back to the other processes [default: 20]"
+        ),
+    ] = None,
+) -> None:
     """Run the scheduled jobs alone (dispatch, polling, sync, reminders, retention), without the web server."""
     import asyncio
     import signal
@@ -309,7 +318,7 @@ def worker(config: ConfigOption = Path("cxhub.toml")) -> None:
             loop.add_signal_handler(sig, stop.set)
         err.print("worker running; Ctrl-C stops it")
         await stop.wait()
-        await jobs.shutdown()
+        await jobs.shutdown(grace_seconds)
 
     run_with_hub(config, work)
 

@@ -23,6 +23,8 @@ from hub.store.tables import Event, Invitation, RejectedWebhook, Token
 log = structlog.get_logger("hub.scheduler")
 
 TICK_SECONDS = 5.0
+#: how long a stopping process lets its running jobs finish before it cancels them and hands their work back
+GRACE_SECONDS = 20.0
 
 
 class Scheduler:
@@ -38,7 +40,10 @@ class Scheduler:
             if task is not None:
                 self.running.add(task)
             try:
-                await self.hub.singleton(f"job:{job_id}", func)
+                await self._singleton(f"job:{job_id}", func)
+            except asyncio.CancelledError:
+                # cancelled by shutdown() after the grace period; the executor would log it as a crash
+                log.warning("job.cancelled", job=job_id)
             except Exception:
                 log.exception("job.failed", job=job_id)
             finally:
@@ -77,6 +82,20 @@ class Scheduler:
         hub.on_wake("events", lambda: self._run_soon("events"))
         hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
 
+    async def _singleton(self, name: str, func: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``func`` under the database lock ``name``; its start and end are logged (debug) with the owner,
+        so the logs of every process show which one ran a job when, and that no two ran it at once."""
+        owner = self.hub.sync.owner
+
+        async def logged() -> None:
+            log.debug("job.started", job=name, owner=owner)
+            try:
+                await func()
+            finally:
+                log.debug("job.finished", job=name, owner=owner)
+
+        await self.hub.singleton(name, logged)
+
     def _run_soon(self, job_id: str) -> None:
         job = self.scheduler.get_job(job_id)
         if job is not None:
@@ -91,7 +110,7 @@ class Scheduler:
         quiet = self.hub.config.sync.prompt_seconds
         for name in self.hub.connectors:
             if await self.hub.sync.settled(name, quiet):
-                await self.hub.singleton(f"job:sync:{name}", self._syncer(name))
+                await self._singleton(f"job:sync:{name}", self._syncer(name))
 
     def _poller(self, name: str) -> Callable[[], Awaitable[Any]]:
         async def poll() -> None:
@@ -125,16 +144,32 @@ class Scheduler:
         self.setup()
         self.scheduler.start()
 
-    async def shutdown(self, grace_seconds: float = 30) -> None:
-        """Start no new job, let the running ones finish, then stop.
+    async def shutdown(self, grace_seconds: float | None = None) -> None:
+        """Start no new job, give the running ones ``grace_seconds`` to finish, cancel the rest, then hand
+        back every write-back this process still has claimed.
 
-        APScheduler's asyncio executor cancels running jobs on shutdown, so the scheduler is paused first and
-        its jobs are awaited here; a job cut short would only be redone, but a clean stop logs nothing.
+        A job cut short loses nothing (its items are written again under the same keys), but its leases would
+        hold its items back from every other process for ``sync.lease_seconds``; released, they are taken
+        over at once. APScheduler's asyncio executor would cancel running jobs without waiting, so the
+        scheduler is paused first and its jobs are awaited here.
         """
         if not self.scheduler.running:
             return
+        grace = GRACE_SECONDS if grace_seconds is None else grace_seconds
         self.scheduler.pause()
         await asyncio.sleep(0)  # jobs submitted just before the pause start and register themselves
         if self.running:
-            await asyncio.wait(set(self.running), timeout=grace_seconds)
+            _, late = await asyncio.wait(set(self.running), timeout=grace)
+            if late:
+                log.warning("shutdown.cancelling_jobs", jobs=len(late), grace_seconds=grace)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=5)  # their clean-up releases their job locks
         self.scheduler.shutdown(wait=False)
+        try:
+            released = await self.hub.sync.release_leases()
+        except Exception:  # the database is gone: the leases expire after sync.lease_seconds instead
+            log.warning("shutdown.release_failed", exc_info=True)
+            return
+        if released:
+            log.info("shutdown.released", writebacks=released)

@@ -605,3 +605,20 @@ class SyncService:
                 .values(finished_at=utcnow(), events=stats.events, watermark=cursor, error=stats.error)
             )
         return stats
+
+    # --- stopping ---------------------------------------------------------------------------------------------
+
+    async def release_leases(self) -> int:
+        """Hand back every write-back this process has claimed; for a clean stop, once its jobs are over.
+
+        An item claimed but not written becomes claimable by another process at once instead of after
+        ``sync.lease_seconds``. One whose write reached the CRM before the job was cancelled is written again,
+        under the same key (the connector's external id), so the CRM still holds it once.
+        """
+        async with self.hub.store.session() as s:
+            result = await s.execute(
+                update(WriteBack)
+                .where(WriteBack.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
