@@ -75,6 +75,7 @@ class Hub:
         self.secret_key = ""
         self.started_at = utcnow()
         self._wakers: dict[str, list[Callable[[], None]]] = {}
+        self._running_jobs: set[str] = set()
         self.now: Callable[[], datetime] = utcnow
 
     @classmethod
@@ -139,11 +140,22 @@ class Hub:
             callback()
 
     async def singleton(self, name: str, job: Callable[[], Any]) -> Any:
-        """Run ``job`` only if no other process runs the job of that name (a database lock).
+        """Run ``job`` only if no other process, and no other task of this one, runs the job of that name.
 
-        The lock lives ``sync.lease_seconds`` and is renewed while the job runs, so a process killed in the
-        middle of a job blocks the others only until its lock runs out.
+        The database lock lives ``sync.lease_seconds`` and is renewed while the job runs, so a process killed
+        in the middle of a job blocks the others only until its lock runs out. The lock belongs to the
+        process (taking it again renews it), so a second start of the same job in this process (the cron
+        sync while the prompt sync runs) is turned away here: its end would release the lock under the first.
         """
+        if name in self._running_jobs:
+            return None
+        self._running_jobs.add(name)
+        try:
+            return await self._locked(name, job)
+        finally:
+            self._running_jobs.discard(name)
+
+    async def _locked(self, name: str, job: Callable[[], Any]) -> Any:
         owner = self.sync.owner
         ttl = self.config.sync.lease_seconds
         if not await self.store.acquire_lock(name, owner, ttl):
@@ -152,7 +164,12 @@ class Hub:
         async def keep_alive() -> None:
             while True:
                 await asyncio.sleep(ttl / 3)
-                await self.store.acquire_lock(name, owner, ttl)
+                try:
+                    await self.store.acquire_lock(name, owner, ttl)
+                except (
+                    Exception
+                ):  # a database hiccup: the next renewal, a third of a lease later, tries again
+                    log.warning("lock.renewal_failed", job=name, exc_info=True)
 
         renewal = asyncio.create_task(keep_alive())
         try:
