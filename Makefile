@@ -12,7 +12,7 @@ $(UV):
 	$(BOOT)/bin/pip install --quiet --disable-pip-version-check uv
 
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock plugins/*/pyproject.toml
-	$(UV) sync --frozen --all-packages --all-groups
+	$(UV) sync --frozen --all-packages --all-groups --compile-bytecode
 	touch $@
 
 demo: $(VENV)/.synced  ## the hub's main job on embedded defaults

@@ -8,6 +8,11 @@ so a regression names its cause.
     .venv-boot/bin/uv run --all-packages python bench/cli_startup.py            # 7 runs each
     .venv-boot/bin/uv run --all-packages python bench/cli_startup.py --runs 15 --top 25
 
+Measure in a virtual environment whose packages carry their compiled bytecode, as `pip install` leaves them
+(`make` syncs the development venv with `--compile-bytecode` for the same reason): without it, and with
+PYTHONDONTWRITEBYTECODE set, every start compiles every imported module from source, which costs more than
+the command itself. The script says so when it finds no bytecode.
+
 Targets (issue "Install it for real"): ``cxhub --help`` under 0.3 s, ``cxhub status`` under 1 s on the
 2-core reference machine. Timings are printed, never asserted in a test.
 """
@@ -81,6 +86,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="how many imports to list")
     args = parser.parse_args()
     cxhub = shutil.which("cxhub") or str(Path(sys.executable).with_name("cxhub"))
+    import sqlalchemy
+
+    if not list((Path(sqlalchemy.__file__).parent / "__pycache__").glob("*.pyc")):
+        print("warning: the installed packages have no compiled bytecode; these times include compiling them")
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "cxhub.toml"
         config.write_text(CONFIG.format(db=Path(folder) / "hub.db"), encoding="utf-8")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hub.app import Hub
     from hub.config import HubConfig
     from hub.models import CheckResult
+    from hub.store import Store
     from hub.store.tables import SyncRun
 
 app = typer.Typer(
@@ -194,6 +195,28 @@ def run_with_hub(path: Path, work: Callable[[Hub], Awaitable[T]]) -> T:
             return await work(hub)
         finally:
             await hub.close()
+
+    return asyncio.run(main())
+
+
+def run_with_store(path: Path, work: Callable[[HubConfig, Store], Awaitable[T]]) -> T:
+    """Run ``work`` with the config and the database only: for the commands that read what the running hub
+    recorded (status, explain). No plugin is loaded and no connector built, so they answer at once."""
+    import asyncio
+
+    from hub.store import Store
+
+    config = load(path)
+
+    async def main() -> T:
+        await reach_database(config)
+        store = Store(config.database_url())
+        try:
+            if not await store.is_current():
+                fail(f"{config.source}: the database schema is not current; run `cxhub db upgrade -c {path}`")
+            return await work(config, store)
+        finally:
+            await store.dispose()
 
     return asyncio.run(main())
 
@@ -402,17 +425,17 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
     from sqlalchemy import func, select
 
     from hub.logging import scrub
-    from hub.store.tables import Cursor, WriteBack
+    from hub.store.tables import Cursor, WriteBack, utcnow
 
-    async def work(hub: Hub) -> None:
+    async def work(cfg: HubConfig, store: Store) -> None:
         report = Report(
             "cxhub status",
             ("connector", "last sync", "last poll", "watermark", "queued", "dead", "next sync"),
         )
         problems: list[str] = []
-        now = hub.now()
-        async with hub.store.session() as s:
-            for name, instance in hub.config.connectors.items():
+        now = utcnow()
+        async with store.session() as s:
+            for name, instance in cfg.connectors.items():
                 last = await _last_runs(s, name)
                 cursor = await s.get(Cursor, (name, "events"))
                 counts = dict(
@@ -430,7 +453,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
                             f"{name}: the last {kind} ({run.started_at:%Y-%m-%d %H:%M:%S}) stopped: "
                             f"{scrub(run.error)}"
                         )
-                cron = CronTrigger.from_crontab(instance.sync_cron or hub.config.sync.cron, timezone="UTC")
+                cron = CronTrigger.from_crontab(instance.sync_cron or cfg.sync.cron, timezone="UTC")
                 next_run = cron.get_next_fire_time(None, now)
                 report.add(
                     name,
@@ -448,7 +471,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
         for problem in problems:
             console.print(problem, style="red", markup=False, overflow="fold")
 
-    run_with_hub(config, work)
+    run_with_store(config, work)
 
 
 async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
@@ -559,10 +582,10 @@ def explain(
     from hub.people import normalise_email, normalise_phone
     from hub.store.tables import Event, Invitation, Person
 
-    async def work(hub: Hub) -> None:
+    async def work(cfg: HubConfig, store: Store) -> None:
         email, phone = normalise_email(who), normalise_phone(who)
         found: list[dict[str, Any]] = []
-        async with hub.store.session() as s:
+        async with store.session() as s:
             clauses = [
                 c
                 for c in (Person.email == email if email else None, Person.phone == phone if phone else None)
@@ -617,7 +640,7 @@ def explain(
         if as_json:
             print_json(found)
 
-    run_with_hub(config, work)
+    run_with_store(config, work)
 
 
 def _why(status: str, sent_at: datetime | None) -> str:
