@@ -593,11 +593,13 @@ class SyncService:
                 if not result.has_more:
                     break
         except Exception as exc:
-            # a CRM that refuses connections is a failed poll, retried at the next interval, like a 503
-            if not isinstance(exc, HubError) and not never_sent(exc):
-                raise
+            # a CRM that refuses connections is a failed poll, retried at the next interval, like a 503; a
+            # plugin's own bug is one too, recorded on the run (so `cxhub status` shows it) with its traceback
             stats.error = f"{type(exc).__name__}: {exc}"
-            log.warning("poll.failed", connector=connector_name, error=str(exc))
+            if isinstance(exc, HubError) or never_sent(exc):
+                log.warning("poll.failed", connector=connector_name, error=str(exc))
+            else:
+                log.exception("poll.plugin_failed", connector=connector_name)
         async with hub.store.session() as s:
             await s.execute(
                 update(SyncRun)

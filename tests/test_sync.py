@@ -421,3 +421,17 @@ async def test_polling_a_crm_that_refuses_connections_is_a_recorded_failure_not_
     assert run.finished_at is not None and run.error == stats.error
     connector.client.base_url = reachable
     assert (await hub.sync.poll("crm")).events == 1
+
+
+async def test_a_poll_that_meets_a_plugin_bug_is_recorded_as_failed_not_left_running(make_hub) -> None:
+    hub = await make_hub()
+
+    async def broken(cursor):
+        raise KeyError("Id")
+
+    hub.connectors["crm"].fetch_events = broken
+    stats = await hub.sync.poll("crm")
+    assert stats.error == "KeyError: 'Id'"
+    async with hub.store.session() as s:
+        [run] = list(await s.scalars(select(SyncRun).where(SyncRun.kind == "poll")))
+    assert run.finished_at is not None and run.error == "KeyError: 'Id'"
