@@ -171,9 +171,6 @@ class SyncSettings(Section):
     concurrency: int = Field(1, ge=1)
 
 
-RESERVED_INSTANCE_KEYS = {"plugin", "enabled", "poll_interval_seconds", "sync_cron"}
-
-
 class ConnectorInstance(BaseModel):
     """``[connectors.<name>]``: the hub's keys; every other key belongs to the plugin's settings model."""
 

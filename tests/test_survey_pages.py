@@ -349,6 +349,8 @@ async def test_posts_are_rate_limited_per_link_and_per_client(web, crm_state) ->
     await client.post(path, data={"csrf": csrf, "score": "x"})
     assert (await client.post(other, data={"score": "1"})).status_code == 429
     assert await responses(hub) == []
+    unsubscribe = await client.post("/u/some-unsubscribe-token")  # the same client's limit, the same answer
+    assert unsubscribe.status_code == 429 and unsubscribe.headers["retry-after"] == "60"
 
 
 # --- headers and colours --------------------------------------------------------------------------------------

@@ -159,13 +159,18 @@ def limits(request: Request) -> Limits:
     return found
 
 
+def too_many(request: Request, hub: Hub) -> Response:
+    """The 429 page of every limit here, saying when to come back (the limits' window is a minute)."""
+    response = message(request, hub, "too_many", 429)
+    response.headers["Retry-After"] = "60"
+    return response
+
+
 def too_many_views(request: Request, hub: Hub) -> Response | None:
     """A 429 page when this client looked up too many links in the last minute, else None."""
     if limits(request).views_per_client.allow(client_address(request)):
         return None
-    response = message(request, hub, "too_many", 429)
-    response.headers["Retry-After"] = "60"
-    return response
+    return too_many(request, hub)
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -386,9 +391,7 @@ def read_answer(form: FormData, page: SurveyPage) -> Answer:
 async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
     rate = limits(request)
     if not rate.per_client.allow(client_address(request)) or not rate.per_token.allow(token):
-        response = message(request, hub, "too_many", 429)
-        response.headers["Retry-After"] = "60"
-        return response
+        return too_many(request, hub)
     state, page = await hub.engine.page_for_token(token)
     if page is None:
         return message(request, hub, "unknown", 404)
@@ -466,7 +469,7 @@ async def unsubscribe(token: str, request: Request, hub: HubDep) -> Response:
     is what authorises it; a forged POST would have to know it.
     """
     if not limits(request).per_client.allow(client_address(request)):
-        return message(request, hub, "too_many", 429)
+        return too_many(request, hub)
     if not await hub.engine.unsubscribe(token):
         return message(request, hub, "unknown", 404)
     return message(request, hub, "unsubscribed", 200, await _unsubscribe_language(hub, token))
