@@ -20,13 +20,11 @@ import textwrap
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -38,12 +36,13 @@ from sqlalchemy import select
 
 from hub.app import Hub
 from hub.store.tables import Token
+from hub.testing.databases import fresh_database
 from hub.testing.server import BackgroundServer
 from hub.web import create_app
 from hub.web.inbound import KEPT_BODY_BYTES, Sample
 from hub.web.protection import RateLimiter
 from hub.web.survey import Limits
-from tests.conftest import POSTGRES_ADMIN_URL, WEBHOOK_SECRET, _postgres
+from tests.conftest import WEBHOOK_SECRET
 from tests.fakes.crm import TOKEN, FakeState
 from tests.fakes.crm import create_app as fake_crm_app
 from tests.helpers import survey_flow
@@ -367,19 +366,8 @@ def fuzz_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Like ``database_url`` of tests/conftest.py, once per database for the whole fuzz suite."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('fuzz') / 'hub.db'}"
-        return
-    name = f"cxhub_fuzz_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_postgres("create", name))
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} ({exc}); CI is not set")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(_postgres("drop", name))
+    with fresh_database(request.param, tmp_path_factory.mktemp("fuzz"), prefix="cxhub_fuzz") as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

@@ -4,12 +4,9 @@ receiver the emulator delivers to."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from hub_superoffice.connector import SuperOfficeConnector
 from hub_superoffice.emulator import (
@@ -29,6 +26,7 @@ from superoffice_support import (
 
 from hub.app import Hub
 from hub.config import parse_config
+from hub.testing.databases import fresh_database
 from hub.testing.harness import suite_config
 from hub.testing.memory import MemoryChannel, memory_channel_plugin
 
@@ -91,38 +89,11 @@ async def hooked(
     await connector.aclose()
 
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "CXHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
-async def _postgres(action: str, name: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
-    try:
-        if action == "create":
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A test that goes through the hub's store runs on SQLite and on PostgreSQL (a fresh database)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-        return
-    name = f"cxhub_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_postgres("create", name))
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} ({exc}); CI is not set")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(_postgres("drop", name))
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
