@@ -61,6 +61,7 @@ from hub.store.tables import (
     Response,
     Token,
     WriteBack,
+    clean_text,
     utcnow,
 )
 from hub.texts import choose_language, text
@@ -127,6 +128,8 @@ def unstorable(event: CaseEvent) -> str | None:
         value = getattr(event, name)
         if value is not None and NUL in value:
             return f"{name} holds a NUL character"
+        if value is not None and not value.isascii() and clean_text(value) != value:
+            return f"{name} is not valid Unicode text (a lone surrogate)"
     if not event.event_id:
         return "event_id is empty"
     limits = {

@@ -80,6 +80,19 @@ async def test_a_channel_reply_with_a_nul_is_recorded(web, crm_state) -> None:
     assert (stored.rating, stored.comment) == (9, "quick and friendly")
 
 
+async def test_a_channel_reply_with_a_lone_surrogate_is_recorded(web, crm_state) -> None:
+    """JSON's \\ud800 escape carries half of a UTF-16 pair, which no database can store as UTF-8 text."""
+    hub, client = web
+    await survey_flow(hub, crm_state)
+    reply = await client.post("/inbound/mail", content=b'{"from": "ada@example.com", "text": "9 a\\ud800b"}')
+    assert reply.status_code == 200
+    unknown = await client.post("/inbound/mail", content=b'{"from": "ada\\ud800@example.com", "text": "9"}')
+    assert unknown.status_code == 200  # nobody by that address: nothing recorded, nothing broken
+    async with hub.store.session() as s:
+        stored = await s.scalar(select(Response))
+    assert (stored.rating, stored.comment) == (9, "a\ufffdb")
+
+
 async def test_an_unreadable_channel_reply_is_a_kept_400(web) -> None:
     hub, client = web
     reply = await client.post("/inbound/mail", content=b"{not json")
@@ -152,8 +165,9 @@ async def test_receive_stores_the_good_events_beside_a_bad_one(make_hub) -> None
         ({"id": "C1", "person_id": "P\x001"}, "person_id"),
         ({"id": "C1", "person_id": "P" * 201}, "person_id"),
         (b"[" * 5000 + b"]" * 5000, "crm"),
+        (b'{"id": "C\\ud8001", "person_id": "P1"}', "event_id"),
     ],
-    ids=["long-id", "nul-id", "nul-person", "long-person", "deep-json"],
+    ids=["long-id", "nul-id", "nul-person", "long-person", "deep-json", "surrogate-id"],
 )
 async def test_a_signed_webhook_that_cannot_be_stored_is_a_kept_400(web, case, reason) -> None:
     hub, client = web

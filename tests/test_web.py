@@ -267,6 +267,7 @@ BAD_REPLAYS = [
     {"connector": ""},
     {"conector": "crm"},
     [1, 2],
+    b'{"connector": "\\ud800"}',  # a lone surrogate, echoed back in the 422
 ]
 
 
@@ -275,7 +276,11 @@ async def test_a_replay_with_bad_ids_is_422_and_replays_nothing(web) -> None:
     async with hub.store.session() as s:
         s.add(WriteBack(connector="crm", kind="person_summary", key="P1", record_id="P1", state="dead"))
     for body in BAD_REPLAYS:
-        reply = await client.post("/api/v1/dead-letters/replay", headers=AUTH, json=body)
+        sent = {"content": body, "headers": {**AUTH, "content-type": "application/json"}}
+        reply = await client.post(
+            "/api/v1/dead-letters/replay",
+            **(sent if isinstance(body, bytes) else {"headers": AUTH, "json": body}),
+        )
         assert reply.status_code == 422, (body, reply.text)
     async with hub.store.session() as s:
         assert (await s.scalar(select(WriteBack.state))) == "dead"

@@ -65,9 +65,17 @@ NUL = "\x00"
 
 
 def clean_text(value: str, limit: int | None = None) -> str:
-    """``value`` as every database stores it: without NUL characters, at most ``limit`` characters long."""
+    """``value`` as every database stores it: without NUL characters, a lone surrogate (half of a UTF-16 pair,
+    which JSON's ``\\ud800`` escape can carry but UTF-8 cannot encode) replaced by U+FFFD, at most ``limit``
+    characters long."""
     if NUL in value:
         value = value.replace(NUL, "")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # through UTF-16: a pair of surrogates becomes its character, a lone one becomes one U+FFFD
+            value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return value[:limit] if limit is not None and len(value) > limit else value
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select
 
 from hub.engine import response_record
+from hub.metrics import connector_health
 from hub.models import ResponseRecord
 from hub.store.tables import Event, Invitation, Person, RejectedWebhook, Response, SyncRun, WriteBack
 from hub.web.deps import HubDep
@@ -222,6 +223,31 @@ async def list_rejected_webhooks(hub: HubDep, limit: Limit = 100, offset: Offset
             )
             for r in rows
         ]
+
+
+class ConnectorOut(BaseModel):
+    name: str
+    last_poll_ok: datetime | None
+    last_sync_ok: datetime | None
+    login_failing: bool
+    last_error: str | None
+
+
+@router.get("/connectors", response_model=list[ConnectorOut])
+async def list_connectors(hub: HubDep) -> list[ConnectorOut]:
+    """Each connector's link to its CRM, from what every process recorded: the last poll and sync that got
+    through, and whether its login keeps failing (then with the CRM's last error)."""
+    health = await connector_health(hub.store, hub.connectors)
+    return [
+        ConnectorOut(
+            name=name,
+            last_poll_ok=found.last_poll_ok,
+            last_sync_ok=found.last_sync_ok,
+            login_failing=found.login_failing,
+            last_error=found.last_error,
+        )
+        for name, found in health.items()
+    ]
 
 
 @router.post(

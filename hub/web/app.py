@@ -7,11 +7,14 @@ shell (Swagger UI) that exists while the API is on; it asks for the token and se
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -84,6 +87,14 @@ def create_app(
     )
     if hub is not None:
         app.state.hub = hub
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's 422, written as ASCII JSON: the errors echo the input, and a lone surrogate in it (a JSON
+        ``\\ud800`` escape) would make the default UTF-8 rendering fail with a 500."""
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
     app.include_router(inbound.router)
     app.include_router(survey.router)
     app.include_router(api.router)
@@ -107,13 +118,11 @@ def create_app(
         if not current:
             return JSONResponse({"status": "migrations pending: run `cxhub db upgrade`"}, status_code=503)
         # a CRM whose login keeps failing needs an admin, but this process still takes webhooks and answers:
-        # it is named here (and in /metrics) without taking the process out of its load balancer
+        # its name is given here without taking the process out of its load balancer; the details (times,
+        # the CRM's error) are for holders of a token: /api/v1/connectors and /metrics
         health = await connector_health(running.store, running.connectors)
         failing = sorted(name for name, found in health.items() if found.login_failing)
-        body: dict[str, object] = {
-            "status": "ready",
-            "connectors": {n: h.as_dict() for n, h in health.items()},
-        }
+        body: dict[str, object] = {"status": "ready"}
         if failing:
             body["degraded"] = failing
         return JSONResponse(body)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from hub.app import Hub
 from hub.engine import unstorable
 from hub.errors import AuthError, BadInput, TransientError
-from hub.store.tables import RejectedWebhook
+from hub.store.tables import RejectedWebhook, clean_text
 from hub.web.deps import HubDep, client_address, read_body, webhook_request
 from hub.web.protection import RateLimiter
 
@@ -78,7 +78,7 @@ def _keep(request: Request, target: str) -> bool:
 
 async def _reject(hub: Hub, target: str, request: Request, body: bytes, status: int, reason: str) -> Response:
     """Answer ``status`` with the reason; keep the request (a bounded sample of it) for inspection."""
-    reason = reason[:REASON_CHARS]
+    reason = clean_text(reason, REASON_CHARS)  # it is answered as JSON too: no lone surrogate in it
     WEBHOOKS.labels(target, "rejected").inc()
     if not _keep(request, target):
         UNKEPT.labels(target).inc()
