@@ -1,4 +1,4 @@
-"""Test kit for connector and channel authors: the shared connector suite and an in-memory channel.
+"""Test kit for connector and channel authors: the shared suites, the background server, an in-memory channel.
 
 A connector passes the same suite whether it is built in or a partner's (like Airbyte's standard tests):
 
@@ -9,9 +9,10 @@ A connector passes the same suite whether it is built in or a partner's (like Ai
         def harness(self, my_emulator):
             return MyCrmHarness(my_emulator)   # implements hub.testing.ConnectorHarness
 
-The names below are imported on first use (PEP 562), so an emulator that only needs
-``hub.testing.server`` runs without pytest: the suite needs the ``cxhub[testing]`` extra, a production
-install needs neither.
+``ChannelSuite`` does the same for a channel. The suites run under any asyncio mode of pytest-asyncio,
+under anyio, or with neither. The names below are imported on first use (PEP 562), so an emulator that
+only needs ``BackgroundServer`` runs without pytest: the suites need the ``cxhub[testing]`` extra, a
+production install needs neither.
 """
 
 from __future__ import annotations
@@ -20,18 +21,38 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hub.testing.harness import ConnectorHarness, build_hub
+    from hub.testing.channel_suite import ChannelHarness, ChannelSuite
+    from hub.testing.harness import Capabilities, ConnectorHarness, PollingHarness, build_hub
     from hub.testing.memory import MemoryChannel, memory_channel_plugin
+    from hub.testing.server import BackgroundServer, TlsServer
     from hub.testing.suite import ConnectorSuite
 
-__all__ = ["ConnectorHarness", "ConnectorSuite", "MemoryChannel", "build_hub", "memory_channel_plugin"]
+__all__ = [
+    "BackgroundServer",
+    "Capabilities",
+    "ChannelHarness",
+    "ChannelSuite",
+    "ConnectorHarness",
+    "ConnectorSuite",
+    "MemoryChannel",
+    "PollingHarness",
+    "TlsServer",
+    "build_hub",
+    "memory_channel_plugin",
+]
 
 _MODULES = {
+    "BackgroundServer": "hub.testing.server",
+    "TlsServer": "hub.testing.server",
+    "Capabilities": "hub.testing.harness",
     "ConnectorHarness": "hub.testing.harness",
+    "PollingHarness": "hub.testing.harness",
     "build_hub": "hub.testing.harness",
     "MemoryChannel": "hub.testing.memory",
     "memory_channel_plugin": "hub.testing.memory",
     "ConnectorSuite": "hub.testing.suite",
+    "ChannelHarness": "hub.testing.channel_suite",
+    "ChannelSuite": "hub.testing.channel_suite",
 }
 
 

@@ -1,15 +1,31 @@
-"""An in-memory channel: keeps what the hub sends, so suites can read survey links without a mail server."""
+"""An in-memory channel and CRM: the other end of a suite's hub, so a suite needs no mail server or CRM.
+
+``MemoryChannel`` keeps what the hub sends (the connector suite reads survey links from it);
+``MemoryConnector`` is a CRM with people and no API (the channel suite's events come from it).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import pluggy
 from pydantic import BaseModel, ConfigDict
 
-from hub.contracts import ChannelType, PluginContext, RegisterChannel
+from hub.contracts import ChannelType, ConnectorType, PluginContext, RegisterChannel, RegisterConnector
 from hub.errors import BadInput, SkippableError
-from hub.models import CheckResult, Delivery, InboundReply, OutboundMessage, WebhookRequest
+from hub.models import (
+    CheckResult,
+    Delivery,
+    FetchResult,
+    InboundReply,
+    OutboundMessage,
+    PersonRecord,
+    WebhookReply,
+    WebhookRequest,
+    WriteBackItem,
+    WriteBackResult,
+)
 
 _hookimpl = pluggy.HookimplMarker("cxhub")
 
@@ -45,12 +61,58 @@ class MemoryChannel:
         return None
 
 
+class MemoryConnector:
+    """A CRM that is a dict of people (class-wide, like ``MemoryChannel.sent``); writes are kept in a list.
+
+    Events are handed to the hub by the test (``hub.engine.receive``): it has no webhooks and polls nothing.
+    """
+
+    batch_size = 50
+    people: ClassVar[dict[str, PersonRecord]] = {}
+    written: ClassVar[list[WriteBackItem]] = []
+
+    def __init__(self, settings: MemorySettings, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def check(self) -> list[CheckResult]:
+        return [CheckResult(name="memory crm", ok=True)]
+
+    async def fetch_events(self, cursor: str | None) -> FetchResult:
+        return FetchResult(events=[], next_cursor=cursor)
+
+    async def parse_webhook(self, request: WebhookRequest) -> WebhookReply:
+        raise BadInput("the memory CRM sends no webhooks", 404)
+
+    async def find_person(self, email: str | None, phone: str | None) -> PersonRecord | None:
+        for person in MemoryConnector.people.values():
+            if (email and person.email == email) or (phone and person.phone == phone):
+                return person
+        return None
+
+    async def get_person(self, crm_id: str) -> PersonRecord | None:
+        return MemoryConnector.people.get(crm_id)
+
+    async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
+        MemoryConnector.written.extend(batch)
+        return [WriteBackResult(item_id=item.id, status="ok") for item in batch]
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"people": len(MemoryConnector.people), "written": len(MemoryConnector.written)}
+
+    async def aclose(self) -> None:
+        return None
+
+
 class _MemoryPlugin:
     @_hookimpl
     def hub_register_channels(self, register: RegisterChannel) -> None:
         register(ChannelType(name="memory", settings=MemorySettings, factory=MemoryChannel))
 
+    @_hookimpl
+    def hub_register_connectors(self, register: RegisterConnector) -> None:
+        register(ConnectorType(name="memory", settings=MemorySettings, factory=MemoryConnector))
+
 
 def memory_channel_plugin() -> tuple[str, object]:
-    """``(name, plugin)`` for ``Hub.open(..., plugin_objects=[...])``."""
+    """``(name, plugin)`` for ``Hub.open(..., plugin_objects=[...])``: the memory channel and CRM types."""
     return "hub.testing.memory", _MemoryPlugin()

@@ -1,14 +1,19 @@
 """Serving an ASGI app (an emulator, a fake service, the hub itself) on a free loopback port in a thread.
 
 Emulators, tests, the demo and the benchmarks all need the same thing: real HTTP (or HTTPS) on 127.0.0.1,
-started and stopped from synchronous code, without a fixed port.
+started and stopped from synchronous code, without a fixed port. This module is public and stable
+(part of the plugin API, see docs/plugin-authors.md) and needs nothing but the hub: an emulator a plugin
+offers to ``cxhub demo`` may use it in a production install. ``TlsServer`` also needs ``trustme`` (in the
+``cxhub[demo]`` and ``cxhub[testing]`` extras).
 """
 
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -41,6 +46,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
+        """``http(s)://127.0.0.1:PORT``, known before the server starts."""
         return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Self:
@@ -64,3 +70,26 @@ class BackgroundServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class TlsServer(BackgroundServer):
+    """A ``BackgroundServer`` over HTTPS with a certificate from a fresh throwaway CA (trustme).
+
+    For a client library that insists on https. ``ca_file`` is the CA's PEM: clients must trust it
+    explicitly (httpx: ``verify=ssl.create_default_context(cafile=server.ca_file)``), nothing else does.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        import trustme  # a test and demo dependency only
+
+        self._dir = tempfile.TemporaryDirectory(prefix="cxhub-tls-")
+        ca = trustme.CA()
+        self.ca_file = str(Path(self._dir.name) / "ca.pem")
+        ca.cert_pem.write_to_path(self.ca_file)
+        key_file = str(Path(self._dir.name) / "server.pem")
+        ca.issue_cert(host, "localhost").private_key_and_cert_chain_pem.write_to_path(key_file)
+        super().__init__(app, host, certfile=key_file)
+
+    def stop(self) -> None:
+        super().stop()
+        self._dir.cleanup()

@@ -3,12 +3,14 @@
 Subclass ``ConnectorSuite`` in a test module and provide a ``harness`` fixture returning a
 ``ConnectorHarness``. Each test builds a real hub (SQLite, in-memory channel) around the connector, so the
 suite checks the connector *in* the hub: events deduplicated, write-backs idempotent, retries honouring
-Retry-After, dead letters after the configured attempts.
+Retry-After, dead letters after the configured attempts. Tests that need a capability the harness does not
+declare (signed webhooks, polling, timelines) are skipped as not applicable, with the reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,16 +20,52 @@ from sqlalchemy import select
 
 from hub.app import Hub
 from hub.errors import AuthError, BadInput
+from hub.models import CaseEvent
 from hub.store.tables import Invitation, WriteBack
-from hub.testing.harness import CONNECTOR, ConnectorHarness, build_hub
+from hub.testing.harness import CONNECTOR, ConnectorHarness, build_hub, capabilities_of
 from hub.testing.memory import MemoryChannel
+from hub.testing.runner import SuiteBase, needs
+
+
+async def _start_cursor(hub: Hub) -> str | None:
+    """Where polling stands now: every page from the connector's own starting point read."""
+    cursor: str | None = None
+    for _ in range(100):
+        page = await hub.connectors[CONNECTOR].fetch_events(cursor)
+        cursor = page.next_cursor or cursor
+        if not page.has_more:
+            break
+    return cursor
+
+
+async def _polled(hub: Hub, cursor: str | None, record_id: str) -> list[CaseEvent]:
+    """The events of ``record_id`` that polling from ``cursor`` finds (every page)."""
+    found: list[CaseEvent] = []
+    for _ in range(100):
+        page = await hub.connectors[CONNECTOR].fetch_events(cursor)
+        found += [e for e in page.events if e.record_id == record_id]
+        cursor = page.next_cursor or cursor
+        if not page.has_more:
+            break
+    return found
+
+
+async def closed_case_events(hub: Hub, harness: ConnectorHarness) -> list[CaseEvent]:
+    """Close a case in the emulator and read its events the way the CRM delivers them: the signed webhook,
+    or for a poll-only CRM ``fetch_events`` from where polling stood before the case was closed."""
+    if capabilities_of(harness).webhooks:
+        reply = await hub.connectors[CONNECTOR].parse_webhook(harness.closed_case_webhook())
+        return reply.events
+    cursor = await _start_cursor(hub)
+    record_id = harness.close_case()  # type: ignore[attr-defined]
+    return await _polled(hub, cursor, record_id)
 
 
 async def _answer(hub: Hub, harness: ConnectorHarness, rating: int = 9) -> str:
-    """Webhook -> event -> invitation -> sent (in memory) -> answered; returns the response id."""
-    reply = await hub.connectors[CONNECTOR].parse_webhook(harness.closed_case_webhook())
-    assert reply.events, "the closed-case webhook produced no event"
-    await hub.engine.receive(CONNECTOR, reply.events, source="webhook")
+    """Case closed -> event -> invitation -> sent (in memory) -> answered; returns the response id."""
+    events = await closed_case_events(hub, harness)
+    assert events, "closing a case produced no event"
+    await hub.engine.receive(CONNECTOR, events, source="webhook")
     await hub.engine.process_pending()
     await hub.engine.dispatch_due()
     async with hub.store.session() as s:
@@ -45,23 +83,28 @@ async def _states(hub: Hub) -> list[tuple[str, str, int]]:
         return [(row.kind, row.state, row.attempts) for row in rows]
 
 
-class ConnectorSuite:
+def _kinds(harness: ConnectorHarness) -> int:
+    """Write-back items per answer: the person's summary, the case's feedback, and a timeline entry."""
+    return 3 if capabilities_of(harness).timeline else 2
+
+
+class ConnectorSuite(SuiteBase):
     """Inherit, provide the ``harness`` fixture, and the connector gets the standard tests."""
 
-    @pytest.fixture
-    async def hub(self, harness: ConnectorHarness, tmp_path: Path) -> AsyncIterator[Hub]:
+    @asynccontextmanager
+    async def suite_hub(self, harness: ConnectorHarness, workdir: Path) -> AsyncIterator[Hub]:
         MemoryChannel.sent.clear()
-        hub = await build_hub(harness, tmp_path)
-        yield hub
-        await hub.close()
+        hub = await build_hub(harness, workdir)
+        try:
+            yield hub
+        finally:
+            await hub.close()
 
-    @pytest.mark.asyncio
     async def test_check_accepts_good_credentials(self, hub: Hub) -> None:
         results = await hub.connectors[CONNECTOR].check()
         assert results, "check() must report what it checked"
         assert all(r.ok for r in results), [r for r in results if not r.ok]
 
-    @pytest.mark.asyncio
     async def test_check_refuses_bad_credentials(self, harness: ConnectorHarness, tmp_path: Path) -> None:
         hub = await build_hub(harness, tmp_path, settings=harness.bad_settings())
         try:
@@ -73,7 +116,7 @@ class ConnectorSuite:
         finally:
             await hub.close()
 
-    @pytest.mark.asyncio
+    @needs("webhooks", "the CRM sends no signed webhooks")
     async def test_webhook_signature_accepted_and_refused(self, hub: Hub, harness: ConnectorHarness) -> None:
         connector = hub.connectors[CONNECTOR]
         request = harness.closed_case_webhook()
@@ -84,30 +127,52 @@ class ConnectorSuite:
             await connector.parse_webhook(harness.tamper(request))
         assert refused.value.status_code == 401
 
-    @pytest.mark.asyncio
+    @needs("polling", "the harness offers no close_case() to poll for")
+    async def test_polling_finds_a_closed_case(self, hub: Hub, harness: ConnectorHarness) -> None:
+        cursor = await _start_cursor(hub)
+        record_id = harness.close_case()  # type: ignore[attr-defined]
+        events = await _polled(hub, cursor, record_id)
+        assert [e.event_type for e in events][:1] == ["case.closed"], events
+        assert events[0].person_id, "the event must name the person to survey"
+        again = await _polled(hub, cursor, record_id)
+        assert [e.event_id for e in again] == [e.event_id for e in events], "event ids must be stable"
+
     async def test_duplicate_event_ignored(self, hub: Hub, harness: ConnectorHarness) -> None:
-        request = harness.closed_case_webhook()
         connector = hub.connectors[CONNECTOR]
-        first = await connector.parse_webhook(request)
-        again = await connector.parse_webhook(request)
-        assert [e.event_id for e in first.events] == [e.event_id for e in again.events]
-        assert await hub.engine.receive(CONNECTOR, first.events, source="webhook") == [True]
-        assert await hub.engine.receive(CONNECTOR, again.events, source="webhook") == [False]
+        if capabilities_of(harness).webhooks:
+            request = harness.closed_case_webhook()
+            first = (await connector.parse_webhook(request)).events
+            again = (await connector.parse_webhook(request)).events
+        else:
+            cursor = await _start_cursor(hub)
+            record_id = harness.close_case()  # type: ignore[attr-defined]
+            first = await _polled(hub, cursor, record_id)
+            again = await _polled(hub, cursor, record_id)
+        assert first, "closing a case produced no event"
+        assert [e.event_id for e in first] == [e.event_id for e in again]
+        assert await hub.engine.receive(CONNECTOR, first, source="webhook") == [True] * len(first)
+        assert await hub.engine.receive(CONNECTOR, again, source="poll") == [False] * len(again)
         await hub.engine.process_pending()
         async with hub.store.session() as s:
             assert len(list(await s.scalars(select(Invitation)))) == 1
 
-    @pytest.mark.asyncio
     async def test_write_back_idempotent_on_retry(self, hub: Hub, harness: ConnectorHarness) -> None:
+        await _answer(hub, harness)
+        kinds = _kinds(harness)
+        assert (await hub.sync.run(CONNECTOR)).written == kinds, await _states(hub)
+        # everything again, as after a crash between the write and its record: still one of each
+        assert await hub.sync.requeue_all(CONNECTOR) == kinds
+        assert (await hub.sync.run(CONNECTOR)).written == kinds
+
+    @needs("timeline", "the CRM keeps no timeline records")
+    async def test_timeline_entry_written_once(self, hub: Hub, harness: ConnectorHarness) -> None:
         response_id = await _answer(hub, harness)
         assert (await hub.sync.run(CONNECTOR)).written == 3, await _states(hub)
         assert harness.timeline_entries(response_id) == 1
-        # everything again, as after a crash between the write and its record: still one of each
         assert await hub.sync.requeue_all(CONNECTOR) == 3
         assert (await hub.sync.run(CONNECTOR)).written == 3
-        assert harness.timeline_entries(response_id) == 1
+        assert harness.timeline_entries(response_id) == 1, "a retried write-back created a second entry"
 
-    @pytest.mark.asyncio
     async def test_transient_error_retried_honouring_retry_after(
         self, hub: Hub, harness: ConnectorHarness
     ) -> None:
@@ -124,9 +189,8 @@ class ConnectorSuite:
         harness.fail_writes(0, 200)
         later = earliest + timedelta(seconds=1)
         hub.now = lambda: later
-        assert (await hub.sync.run(CONNECTOR)).written == 3
+        assert (await hub.sync.run(CONNECTOR)).written == _kinds(harness)
 
-    @pytest.mark.asyncio
     async def test_dead_letter_after_max_attempts(self, hub: Hub, harness: ConnectorHarness) -> None:
         await _answer(hub, harness)
         harness.fail_writes(10_000, 503)
