@@ -678,6 +678,23 @@ def demo(
         console.print("demo stopped")
 
 
+@app.command("new-plugin")
+def new_plugin(
+    kind: Annotated[str, typer.Argument(help="connector (a CRM) or channel (SMS, chat, ...)")],
+    name: Annotated[str, typer.Argument(help='the plugin name admins write as plugin = "NAME"')],
+    directory: Annotated[Path, typer.Option("--dir", help="where to create cxhub-NAME/")] = Path("."),
+) -> None:
+    """Create a ready plugin package: its tests pass against an example service you then replace."""
+    from hub.scaffold import ScaffoldError
+    from hub.scaffold import new_plugin as scaffold
+
+    try:
+        folder = scaffold(kind, name, directory)  # type: ignore[arg-type]
+    except ScaffoldError as exc:
+        fail(str(exc))
+    typer.echo(f"created {folder}\nnext: cd {folder} && pip install -e '.[test]' && pytest")
+
+
 @app.command()
 def diagnostics(config: ConfigOption = Path("cxhub.toml")) -> None:
     """Print settings and each connector's and channel's state as JSON for a support ticket, secrets redacted.
