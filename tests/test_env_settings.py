@@ -72,3 +72,26 @@ def test_smtp_user_name_from_the_environment_and_an_empty_one_refused() -> None:
     )
     with pytest.raises(ValidationError, match="environment variable CXHUB_TEST_EMPTY is set but empty"):
         EmailSettings.model_validate({**base, "username": "env:CXHUB_TEST_EMPTY"})
+
+
+def test_dynamics_client_and_tenant_ids_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub_dynamics.config import DynamicsSettings
+
+    monkeypatch.setenv("CXHUB_TEST_TENANT", "contoso.onmicrosoft.com")
+    monkeypatch.setenv("CXHUB_TEST_DATAVERSE", "https://contoso.crm4.dynamics.com")
+    settings = DynamicsSettings.model_validate(
+        {
+            "url": "env:CXHUB_TEST_DATAVERSE",
+            "tenant_id": "env:CXHUB_TEST_TENANT",
+            "auth": {
+                "type": "client_secret",
+                "client_id": "env:CXHUB_TEST_ORG",
+                "client_secret": "env:CXHUB_TEST_PASSWORD",
+            },
+        }
+    )
+    assert (settings.url, settings.tenant_id) == (
+        "https://contoso.crm4.dynamics.com",
+        "contoso.onmicrosoft.com",
+    )
+    assert settings.auth.client_id == "00D000000000001AAA"

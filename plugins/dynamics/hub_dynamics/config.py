@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hub import Secret
+from hub import EnvStr, Secret
 
 #: Dataverse accepts at most this many requests in one $batch
 BATCH_LIMIT = 1000
@@ -28,7 +28,7 @@ class ClientSecretAuth(_Section):
     """An app registration (application user in the environment) with a client secret."""
 
     type: Literal["client_secret"] = "client_secret"
-    client_id: str = Field(description="Application (client) ID of the app registration")
+    client_id: EnvStr = Field(description="Application (client) ID of the app registration")
     client_secret: Secret = Field(description="a client secret of the app registration")
 
 
@@ -36,7 +36,7 @@ class CertificateAuth(_Section):
     """An app registration with a certificate: a PEM holding the private key and the certificate."""
 
     type: Literal["certificate"] = "certificate"
-    client_id: str = Field(description="Application (client) ID of the app registration")
+    client_id: EnvStr = Field(description="Application (client) ID of the app registration")
     certificate: Secret = Field(
         description="PEM with the private key and the certificate uploaded to the app, e.g. file:/etc/cxhub/d365.pem"
     )
@@ -108,8 +108,8 @@ class CaseSettings(_Section):
 class DynamicsSettings(_Section):
     """One Dataverse environment."""
 
-    url: str = Field(description="the environment URL, e.g. https://contoso.crm4.dynamics.com")
-    tenant_id: str = Field(description="Microsoft Entra tenant (directory) ID or domain")
+    url: EnvStr = Field(description="the environment URL, e.g. https://contoso.crm4.dynamics.com")
+    tenant_id: EnvStr = Field(description="Microsoft Entra tenant (directory) ID or domain")
     authority_host: str = Field(
         "https://login.microsoftonline.com",
         description="sovereign clouds: https://login.microsoftonline.us (GCC High), https://login.chinacloudapi.cn",
