@@ -20,6 +20,8 @@ from hub.app import Hub
 from hub.store.tables import Event, RejectedWebhook
 from hub.testing.harness import CONNECTOR
 from hub.web.app import create_app
+from hub.web.inbound import KEPT_BODY_BYTES, Sample
+from hub.web.protection import RateLimiter
 
 GUID = "5c3bd3d1-7f0a-4d2e-9b57-2f41a3a7c0de"
 
@@ -85,8 +87,11 @@ async def test_signed_but_unusable_webhooks_are_a_4xx_kept_for_inspection(
     bodies = bad_bodies(seed.persons["karen"])
     answers: dict[str, int] = {}
     reasons: dict[str, str] = {}
+    app = create_app(so_hub, scheduler=False)
+    # every refused body is kept here: the sample's per-minute bound has tests of its own
+    app.state.rejected_sample = Sample(RateLimiter(1000, 60), RateLimiter(1000, 60))
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(so_hub, scheduler=False), raise_app_exceptions=False),
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
         base_url="http://127.0.0.1:8000",
     ) as client:
         for name, body in bodies.items():
@@ -116,6 +121,9 @@ async def test_signed_but_unusable_webhooks_are_a_4xx_kept_for_inspection(
     async with so_hub.store.session() as s:
         kept = list(await s.scalars(select(RejectedWebhook).order_by(RejectedWebhook.id)))
         events = await s.scalar(select(func.count()).select_from(Event))
-    assert [row.body for row in kept] == list(bodies.values())
+    # the first KEPT_BODY_BYTES of each body are kept, with its whole size
+    assert [(row.body, row.body_size) for row in kept] == [
+        (b[:KEPT_BODY_BYTES], len(b)) for b in bodies.values()
+    ]
     assert all(row.status_code == 400 and row.reason for row in kept)
     assert events == 1  # only the good one
