@@ -126,6 +126,16 @@ class HubSettings(Section):
     token_ttl_days: int = Field(30, gt=0, description="how long a survey link works")
     amend_window_hours: float = Field(24, ge=0, description="how long an answer can be amended")
     retention_days: int = Field(730, gt=0, description="raw event payloads older than this are deleted")
+    rejected_retention_days: int = Field(
+        14,
+        gt=0,
+        description="rejected webhook and inbound requests kept for inspection are deleted after this",
+    )
+    rejected_keep_per_target: int = Field(
+        1000,
+        gt=0,
+        description="at most this many rejected requests are kept per connector or channel (the newest)",
+    )
     demo: bool = Field(False, description="demo mode: shows the local mail catcher at /admin/mailbox")
     mailbox_dir: EnvStr | None = Field(
         None,

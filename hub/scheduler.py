@@ -15,7 +15,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.app import Hub
 from hub.store.tables import Event, Invitation, RejectedWebhook, Token
@@ -124,6 +125,28 @@ class Scheduler:
 
         return sync
 
+    async def _trim_rejected(self, s: AsyncSession, now: datetime) -> None:
+        """Rejected requests are kept for inspection, not as an archive: anyone can send them, so what is kept
+        is bounded in age (``hub.rejected_retention_days``) and in number per target
+        (``hub.rejected_keep_per_target``, the newest), whatever arrives between two runs of this job."""
+        config = self.hub.config.hub
+        cutoff = now - timedelta(days=config.rejected_retention_days)
+        await s.execute(delete(RejectedWebhook).where(RejectedWebhook.received_at < cutoff))
+        for target in await s.scalars(select(RejectedWebhook.target).distinct()):
+            newest_kept = (
+                select(RejectedWebhook.id)
+                .where(RejectedWebhook.target == target)
+                .order_by(RejectedWebhook.id.desc())
+                .offset(config.rejected_keep_per_target - 1)
+                .limit(1)
+                .scalar_subquery()
+            )
+            await s.execute(
+                delete(RejectedWebhook).where(
+                    RejectedWebhook.target == target, RejectedWebhook.id < newest_kept
+                )
+            )
+
     async def _retention(self) -> None:
         """Past the retention period drop raw webhook bodies and kept rejected requests; expire old
         invitations; delete dead tokens."""
@@ -132,7 +155,7 @@ class Scheduler:
         async with hub.store.session() as s:
             cutoff = now - timedelta(days=hub.config.hub.retention_days)
             await s.execute(update(Event).where(Event.received_at < cutoff).values(raw=None))
-            await s.execute(delete(RejectedWebhook).where(RejectedWebhook.received_at < cutoff))
+            await self._trim_rejected(s, now)
             await s.execute(
                 update(Invitation)
                 .where(Invitation.status.in_(("scheduled", "sent")), Invitation.expires_at < now)

@@ -88,11 +88,35 @@ async def test_retention_deletes_rejected_requests_past_the_period(web) -> None:
     await client.post("/hooks/crm", content=b"new", headers={"x-fake-signature": "forged"})
     async with hub.store.session() as s:
         old = await s.scalar(select(RejectedWebhook).where(RejectedWebhook.body == b"old"))
-        old.received_at = utcnow() - timedelta(days=hub.config.hub.retention_days + 1)
+        old.received_at = utcnow() - timedelta(days=hub.config.hub.rejected_retention_days + 1)
     await Scheduler(hub)._retention()
     assert [r.body for r in await kept(hub)] == [b"new"]
     async with hub.store.session() as s:
         assert await s.scalar(select(func.count()).select_from(RejectedWebhook)) == 1
+
+
+async def test_retention_keeps_only_the_newest_rejected_requests_of_each_target(web) -> None:
+    """Forged requests from many addresses each pass the per-minute sample; what stays is bounded anyway."""
+    hub, _, _ = web
+    hub.config.hub.rejected_keep_per_target = 3
+    async with hub.store.session() as s:
+        for number in range(5):
+            for target in ("crm", "mail"):
+                s.add(
+                    RejectedWebhook(
+                        target=target,
+                        status_code=401,
+                        reason="bad signature",
+                        headers={},
+                        body=f"{number}".encode(),
+                    )
+                )
+    await Scheduler(hub)._retention()
+    async with hub.store.session() as s:
+        rows = list(await s.scalars(select(RejectedWebhook).order_by(RejectedWebhook.id)))
+    assert [(r.target, r.body) for r in rows] == [
+        (target, f"{number}".encode()) for number in (2, 3, 4) for target in ("crm", "mail")
+    ]
 
 
 async def test_the_upgrade_gives_requests_kept_before_it_their_size(database_url) -> None:
