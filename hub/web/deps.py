@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -46,4 +47,15 @@ def webhook_request(request: Request, body: bytes, public_url: str) -> WebhookRe
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The address rate limits count by: an IPv4 address, or the /64 network of an IPv6 one (one subscriber
+    usually holds a whole /64, and could otherwise rotate through its addresses to dodge every limit)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ip_network(f"{address}/64", strict=False))
+    return str(address)

@@ -11,7 +11,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request
 from pydantic import SecretStr
@@ -49,21 +50,47 @@ def csrf_valid(secret_key: str, cookie: str | None, token_hash: str, submitted: 
 
 
 class RateLimiter:
-    """A sliding-window limit per key (a survey token, a client address), in memory, per process."""
+    """A sliding-window limit per key (a survey token, a client address), in memory, per process.
 
-    def __init__(self, limit: int, window_seconds: float) -> None:
+    At most ``max_keys`` keys are remembered. When a new key would pass that, the keys whose window is over are
+    forgotten first, then the ones seen least recently: a flood of new addresses cannot wipe the count of a
+    client that is being limited right now, as clearing the whole table would.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
         self.window = window_seconds
-        self.hits: dict[str, deque[float]] = defaultdict(deque)
+        self.max_keys = max_keys
+        self.clock = clock
+        self.hits: OrderedDict[str, deque[float]] = OrderedDict()
 
     def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        hits = self.hits[key]
+        now = self.clock()
+        hits = self.hits.get(key)
+        if hits is None:
+            if len(self.hits) >= self.max_keys:
+                self._make_room(now)
+            hits = self.hits[key] = deque()
+        else:
+            self.hits.move_to_end(key)
         while hits and hits[0] <= now - self.window:
             hits.popleft()
         if len(hits) >= self.limit:
             return False
         hits.append(now)
-        if len(self.hits) > 100_000:
-            self.hits.clear()
         return True
+
+    def _make_room(self, now: float) -> None:
+        """Forget keys until one more fits: those whose window is over first, then the least recently seen."""
+        excess = len(self.hits) - self.max_keys + 1
+        stale = [key for key, hits in self.hits.items() if not hits or hits[-1] <= now - self.window]
+        for key in stale[:excess]:
+            del self.hits[key]
+        while len(self.hits) > self.max_keys - 1:
+            self.hits.popitem(last=False)  # the least recently seen
