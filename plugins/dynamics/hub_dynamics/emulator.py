@@ -250,6 +250,9 @@ class Call:
     query: str
     status: int
     kind: str  # "login" (Entra ID), "api" (Web API), "batch-part" (inside a $batch)
+    received: float = 0.0  # the emulator's clock when the request came in (before the latency switch)
+    answered: float = 0.0  # ... and when it was answered: a Retry-After counts from here
+    retry_after: float | None = None  # the answer's Retry-After, seconds
 
 
 @dataclass
@@ -410,9 +413,22 @@ class DataverseEmulator:
 
     # -- Entra ID -------------------------------------------------------------------------------
 
-    def _record(self, method: str, path: str, query: str, status: int, kind: str) -> None:
+    def _record(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        status: int,
+        kind: str,
+        received: float | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        now = self.clock()
+        call = Call(
+            method, path, query, status, kind, now if received is None else received, now, retry_after
+        )
         with self._lock:
-            self.calls.append(Call(method, path, query, status, kind))
+            self.calls.append(call)
 
     async def _openid(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
@@ -509,19 +525,27 @@ class DataverseEmulator:
         query = request.url.query
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        received = self.clock()
         with self._lock:
             self._in_flight += 1
             crowded = self._in_flight > self.concurrency_limit
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
-            return self._answer(request.method, path, query, headers, body, crowded)
+            return self._answer(request.method, path, query, headers, body, crowded, received)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
     def _answer(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, crowded: bool
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        crowded: bool,
+        received: float,
     ) -> Response:
         try:
             client = self._bearer(headers)
@@ -548,7 +572,10 @@ class DataverseEmulator:
                 json.dumps(fault.body()).encode(),
             )
             out_headers["Content-Type"] = "application/json"
-        self._record(method, "/" + path, unquote(query), status, "api")
+        wait = out_headers.get("Retry-After")
+        self._record(
+            method, "/" + path, unquote(query), status, "api", received, float(wait) if wait else None
+        )
         out_headers["OData-Version"] = "4.0"
         return Response(content, status, headers=out_headers)
 
@@ -1111,8 +1138,16 @@ class DataverseEmulator:
     def _run_group(
         self, group: list[_Part]
     ) -> tuple[list[tuple[str | None, int, dict[str, str], Any]], bool]:
-        """Run one part, or one changeset as a transaction (rolled back when any request fails)."""
-        saved = (copy.deepcopy({n: t.rows for n, t in self.tables.items()}), self.version, list(self.deleted))
+        """Run one part, or one changeset as a transaction (rolled back when any request fails).
+
+        Only a changeset copies the tables for its rollback: a single request that fails changes nothing,
+        and copying every table for each of a $batch's 1000 parts made a large batch take minutes.
+        """
+        saved = (
+            (copy.deepcopy({n: t.rows for n, t in self.tables.items()}), self.version, list(self.deleted))
+            if len(group) > 1
+            else None
+        )
         answers: list[tuple[str | None, int, dict[str, str], Any]] = []
         for part in group:
             try:
@@ -1132,7 +1167,7 @@ class DataverseEmulator:
             )
             answers.append((part.content_id, status, out_headers, payload))
             if status >= 400:
-                if len(group) > 1:
+                if saved is not None:
                     rows, self.version, self.deleted = saved
                     for name, table in self.tables.items():
                         table.rows = rows[name]
