@@ -54,11 +54,12 @@ OWNER_EMAIL_TTL_SECONDS = 3600.0
 class DynamicsConnector:
     """One Dataverse environment, as the hub sees it."""
 
-    #: items per write_back call; the writer splits them into $batch calls of at most 1000 requests
-    batch_size = 500
-
     def __init__(self, settings: DynamicsSettings, ctx: PluginContext) -> None:
         self.settings = settings
+        #: items per write_back call (the sync claims that many of one kind): as many as one $batch holds,
+        #: so each $batch is full. An item is at least one request (a note makes a feedback two, and the
+        #: writer then splits the batch); it was 500, which sent 1000-request batches half full.
+        self.batch_size = settings.max_batch_requests
         self.ctx = ctx
         self.client = DataverseClient(settings, ctx)
         self._writer = WriteBack(self.client, settings)

@@ -245,3 +245,21 @@ async def test_won_opportunity_feedback_goes_to_the_opportunity(
     [note] = emulator.rows("annotation")
     assert (note["_objectid_value"], note["_objectid_table"]) == (opportunity, "opportunity")
     assert not any(c.path.startswith("/incidents") for c in emulator.calls_of("batch-part"))
+
+
+@pytest.mark.asyncio
+async def test_a_batch_the_sync_claims_fills_one_whole_batch_request(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    """The sync hands the connector ``batch_size`` items of one kind at a time: as many as one ``$batch``
+    holds, so 10,000 activities take 10 requests, not 20 half-full ones."""
+    assert connector.batch_size == connector.settings.max_batch_requests == 1000
+    contact = seed_case(emulator)[1]
+    batch = [
+        timeline_item(n + 1, contact, None, f"00000000-0000-4000-8000-{n:012d}")
+        for n in range(connector.batch_size)
+    ]
+    results = await connector.write_back(batch)
+    assert [r.status for r in results] == ["ok"] * len(batch)
+    assert [c.path for c in emulator.calls_of("api") if c.method == "POST"] == ["/$batch"]
+    assert len(emulator.rows("cxhub_surveyresponse")) == len(batch)
