@@ -432,6 +432,9 @@ class SyncService:
         dead_rows: set[int] = set()
         done: list[dict[str, Any]] = []
         again: list[dict[str, Any]] = []
+        # one draw of the backoff per batch (per attempt count and Retry-After): a batch refused as a whole
+        # comes back as one batch, not as one random due time per item, each a call to the CRM of its own
+        delays: dict[tuple[int, float | None], float] = {}
         for row, result, _ in outcomes:
             if result.status == "ok":
                 done.append({"row_id": row.id, "row_version": row.version, "remote": result.remote_id})
@@ -439,12 +442,15 @@ class SyncService:
                 continue
             attempts = row.attempts + (1 if result.sent else 0)
             dead = result.status == "failed" or attempts >= cfg.max_attempts
-            delay = backoff_delay(
-                attempts,
-                base=cfg.backoff_base_seconds,
-                cap=cfg.backoff_max_seconds,
-                retry_after=result.retry_after,
-            )
+            drawn = (attempts, result.retry_after)
+            if drawn not in delays:
+                delays[drawn] = backoff_delay(
+                    attempts,
+                    base=cfg.backoff_base_seconds,
+                    cap=cfg.backoff_max_seconds,
+                    retry_after=result.retry_after,
+                )
+            delay = delays[drawn]
             again.append(
                 {
                     "row_id": row.id,

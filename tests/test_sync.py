@@ -85,6 +85,29 @@ async def test_retry_after_is_honoured_then_the_item_is_written(make_hub, crm_st
     assert (await hub.sync.run("crm")).written == 3
 
 
+async def test_a_batch_refused_as_a_whole_comes_back_as_one_batch(make_hub, crm_state) -> None:
+    """A 429 (or a 503) for a whole batch: its items wait for one due time, not one random time each, which
+    sent a refused batch of 1000 back as hundreds of batches of a few items, just when the CRM said "less"."""
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.connectors["crm"].batch_size = 10
+    hub.config.sync.backoff_base_seconds = 30  # the defaults: a retry's jitter up to 30 s
+    hub.config.sync.backoff_max_seconds = 3600
+    for i in range(6):
+        await answer(hub, crm_state, f"C{i}", "P1", 9)
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    crm_state.fail_next.append((429, {"Retry-After": "2"}))
+    assert (await hub.sync.run("crm")).retried == 6
+    refused = [row for row in await rows(hub) if row.attempts == 1]
+    assert len(refused) == 6 and len({row.kind for row in refused}) == 1
+    clock[0] = min(row.next_attempt_at for row in refused) + timedelta(milliseconds=1)
+    crm_state.batches.clear()
+    assert (await hub.sync.run("crm")).written == 13
+    kind = refused[0].kind
+    assert [len(batch) for batch in crm_state.batches if batch[0]["payload"]["kind"] == kind] == [6]
+
+
 async def test_dead_letter_after_max_attempts_then_replay(make_hub, crm_state) -> None:
     hub = await make_hub()
     await answer(hub, crm_state, "C1", "P1", 2)
