@@ -295,8 +295,13 @@ async def run_hub_sync(
     before_clock: Callable[[Any], Awaitable[object]] | None = None,
     on_batch: Callable[[Any], None] | None = None,
     counters: Callable[[Any], dict[str, Any]] | None = None,
+    until_drained: bool = False,
 ) -> dict[str, Any]:
     """Run ``hub.sync.run``, the real sync with the real connector, and time it.
+
+    ``until_drained``: run it again until nothing is queued, when and as the worker's prompt sync would
+    (``_sync_runs``), so that a run the CRM stopped with a 429 (the queue held for its Retry-After) is
+    followed by the runs after the hold; ``runs`` in the result says how many it took.
 
     ``connector.write_back`` is wrapped to time the calls (the same call, only measured), so that the
     report can tell the time spent writing to the CRM from the hub's own database work between batches.
@@ -325,7 +330,7 @@ async def run_hub_sync(
             await before_clock(connector)
         rss_ready = max_rss_mib()
         started = time.perf_counter()
-        stats = await hub.sync.run(connector_name)
+        totals = await _sync_runs(hub, connector_name, until_drained)
         elapsed = time.perf_counter() - started
         async with hub.store.session() as s:
             states = dict(
@@ -334,11 +339,7 @@ async def run_hub_sync(
         return {
             "elapsed": elapsed,
             "inside_write_back": inside,
-            "written": stats.written,
-            "retried": stats.retried,
-            "dead": stats.dead,
-            "batches": stats.batches,
-            "error": stats.error,
+            **totals,
             "states": {str(k): int(v) for k, v in states.items()},
             **(counters(connector) if counters is not None else {}),
             "rss_ready_mib": rss_ready,
@@ -346,6 +347,30 @@ async def run_hub_sync(
         }
     finally:
         await hub.close()
+
+
+async def _sync_runs(hub: Hub, connector_name: str, until_drained: bool) -> dict[str, Any]:
+    """One sync run, or runs until nothing is queued; their summed stats.
+
+    The runs after the first follow the worker's prompt sync (``hub.scheduler``): every quarter of
+    ``sync.prompt_seconds`` it looks, and runs when the due items have settled (``Sync.settled``). The
+    error is the first run's that had one. Items that keep failing go dead after the sync's attempts, so
+    the loop ends.
+    """
+    quiet = hub.config.sync.prompt_seconds
+    totals: dict[str, Any] = {"written": 0, "retried": 0, "dead": 0, "batches": 0, "error": None, "runs": 0}
+    while True:
+        stats = await hub.sync.run(connector_name)
+        totals["runs"] += 1
+        for key in ("written", "retried", "dead", "batches"):
+            totals[key] += getattr(stats, key)
+        totals["error"] = totals["error"] or stats.error
+        if not until_drained:
+            return totals
+        while not await hub.sync.settled(connector_name, quiet):
+            if not await hub.sync.pending(connector_name, due_only=False):
+                return totals
+            await asyncio.sleep(max(0.1, quiet / 4))
 
 
 # --- child: the naive baseline -------------------------------------------------------------------------
