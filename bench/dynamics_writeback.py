@@ -162,7 +162,7 @@ async def run_hub(state: State) -> dict[str, Any]:
         hub_config(state),
         CONNECTOR,
         before_clock=log_in,
-        counters=lambda connector: {"batch_requests_setting": connector.client.batch_requests},
+        counters=lambda connector: {"batch_size": connector.batch_size},
         until_drained=True,
     )
 
@@ -540,7 +540,7 @@ def report(
     sizes = hub.batch_sizes
     full = sum(1 for size in sizes if size == BATCH_LIMIT)
     print(
-        f"hub sync: {h['written']:,} items written in {h['batches']} batches of up to {h['batch_requests_setting']} items "
+        f"hub sync: {h['written']:,} items written in {h['batches']} batches of up to {h['batch_size']} items "
         f"over {h['runs']} runs, {h['retried']} retried, {h['dead']} dead; $batch requests executed: {len(sizes)}, "
         f"{full} of them full ({BATCH_LIMIT:,} operations), the others {sorted(s for s in sizes if s != BATCH_LIMIT)}"
     )
