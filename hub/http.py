@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import socket
 from collections.abc import Awaitable, Callable
@@ -76,22 +77,30 @@ def make_client(
     )
 
 
+#: the longest wait a Retry-After may impose: a service that asks for days (or a broken proxy's header) would
+#: otherwise park the queue silently; after an hour the hub asks again and is told again
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Read a Retry-After header: delta seconds or an HTTP date. None when absent or unreadable."""
+    """Read a Retry-After header: delta seconds or an HTTP date, at most ``MAX_RETRY_AFTER_SECONDS``. None when
+    absent or unreadable (a NaN or infinite number too)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, seconds))
 
 
 def raise_for_status(response: httpx.Response, what: str) -> None:
