@@ -298,6 +298,10 @@ def serve(
     uvicorn.Server(server_config(cfg, web, host=host, port=port)).run()
 
 
+#: how long `cxhub serve` lets requests in flight finish on SIGTERM
+SERVE_GRACE_SECONDS = 10
+
+
 def server_config(cfg: HubConfig, web: Any, *, host: str | None = None, port: int | None = None) -> Any:
     """uvicorn's settings for the hub: the hub's logging (scrubbed of secrets and survey tokens) and
     forwarded headers believed only from ``hub.trusted_proxies`` (uvicorn would trust loopback by default,
@@ -312,6 +316,9 @@ def server_config(cfg: HubConfig, web: Any, *, host: str | None = None, port: in
         log_config=None,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted,
+        # on SIGTERM requests in flight get this long, then the scheduled jobs their own grace: together they
+        # stay within the systemd unit's TimeoutStopSec, so a hanging client cannot hold the stop until SIGKILL
+        timeout_graceful_shutdown=SERVE_GRACE_SECONDS,
     )
 
 
