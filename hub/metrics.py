@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.store import Store, utcnow
@@ -126,6 +126,11 @@ async def store_families(
         "When the newest poll or sync of a connector finished without error (Unix time; absent: never)",
         labels=["connector", "kind"],
     )
+    runs = GaugeMetricFamily(
+        "cxhub_runs_last_hour",
+        "Polls and write-back runs of every process that finished in the last hour, by outcome (ok, failed)",
+        labels=["connector", "kind", "outcome"],
+    )
     failing = GaugeMetricFamily(
         "cxhub_connector_login_failing",
         f"1 when the last {AUTH_FAILURES_IN_A_ROW} runs of a connector all failed on credentials or config",
@@ -152,12 +157,20 @@ async def store_families(
         )
         for connector, meter, total in usage.all():
             api_calls.add_metric([connector, meter], float(total or 0))
+        outcome = case((SyncRun.error.is_(None), "ok"), else_="failed")
+        finished = await s.execute(
+            select(SyncRun.connector, SyncRun.kind, outcome, func.count())
+            .where(SyncRun.finished_at >= utcnow() - timedelta(hours=1))
+            .group_by(SyncRun.connector, SyncRun.kind, outcome)
+        )
+        for connector, kind, result, count in finished.all():
+            runs.add_metric([connector, kind, result], float(count))
     for name, health in (await connector_health(store, names)).items():
         for kind, when in (("poll", health.last_poll_ok), ("sync", health.last_sync_ok)):
             if when is not None:
                 last_ok.add_metric([name, kind], when.timestamp())
         failing.add_metric([name], 1.0 if health.login_failing else 0.0)
-    return [queue, answers, invitations, rejected, api_calls, last_ok, failing]
+    return [queue, answers, invitations, rejected, api_calls, runs, last_ok, failing]
 
 
 async def render(store: Store, connectors: Iterable[str]) -> bytes:

@@ -93,6 +93,9 @@ async def test_metrics_report_what_the_store_holds_whichever_process_answers(mak
     assert found[("cxhub_api_calls_last_hour", (("connector", "crm"), ("meter", "api")))] == 7
     assert found[("cxhub_connector_login_failing", (("connector", "crm"),))] == 1
     assert ("cxhub_last_success_timestamp_seconds", (("connector", "crm"), ("kind", "poll"))) in found
+    runs = "cxhub_runs_last_hour"
+    assert found[(runs, (("connector", "crm"), ("kind", "sync"), ("outcome", "failed")))] == 3
+    assert found[(runs, (("connector", "crm"), ("kind", "poll"), ("outcome", "ok")))] == 1
     assert ("cxhub_last_success_timestamp_seconds", (("connector", "crm"), ("kind", "sync"))) not in found
 
 
