@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# CX Hub with the built-in plugins (SuperOffice, Salesforce, email). See docs/operations.md.
+# CX Hub with the built-in plugins (Salesforce, Dynamics 365, SuperOffice, email). See docs/operations.md.
 #
 #   docker build -t cxhub .            (podman: podman build --format docker -t cxhub . keeps the HEALTHCHECK)
 #   docker run --rm -p 8000:8000 -v ./cxhub.toml:/etc/cxhub/cxhub.toml:ro --env-file cxhub.env cxhub

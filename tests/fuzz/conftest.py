@@ -196,7 +196,7 @@ class Probe:
         rows = listed.json()
         return rows[0] if rows else None
 
-    def assert_kept(self, target: str, reply: httpx.Response, body: bytes, *, with_body: bool = True) -> None:
+    def assert_kept(self, target: str, reply: httpx.Response, body: bytes) -> None:
         """The refused request is in rejected_webhooks: a new row with its target, status, reason and body."""
         row = self.newest_rejected()
         assert row is not None and row["id"] > self.last_rejected_id, (
@@ -205,7 +205,7 @@ class Probe:
         self.last_rejected_id = row["id"]
         assert (row["target"], row["status_code"]) == (target, reply.status_code)
         assert row["reason"] == reply.json()["error"]
-        if with_body and reply.status_code != 413:  # refused unread, by design
+        if reply.status_code != 413:  # refused unread, by design
             # the first KEPT_BODY_BYTES are kept, with the whole size
             assert row["body"] == body[:KEPT_BODY_BYTES].decode("utf-8", errors="replace")
             assert row["body_size"] == len(body)
