@@ -19,7 +19,7 @@ demo: $(VENV)/.synced  ## the hub's main job on embedded defaults
 	$(RUN) cxhub demo --auto
 
 serve: $(VENV)/.synced
-	$(RUN) cxhub serve --config config/demo.toml
+	$(RUN) cxhub serve --config hub/demo.toml
 
 test: $(VENV)/.synced  ## the whole test suite
 	$(RUN) pytest -q

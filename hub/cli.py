@@ -665,24 +665,36 @@ def demo(
         bool, typer.Option(help="answer the survey like a browser, print the result and exit")
     ] = False,
     crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
-    config: Annotated[Path, typer.Option("--config", "-c", help="the demo's base config")] = Path(
-        "config/demo.toml"
-    ),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="the demo's base config; default: the one shipped with the hub, in a fresh folder",
+        ),
+    ] = None,
 ) -> None:
     """Run a whole hub on SQLite against a CRM emulator and a local mail catcher, all on 127.0.0.1."""
     import asyncio
+    import tempfile
 
     from hub import logging as hub_logging
-    from hub.demo import run_demo
+    from hub.demo import DEMO_CONFIG, run_demo
     from hub.errors import ConfigError
 
     hub_logging.configure("warning")
-    try:
-        asyncio.run(run_demo(config, crm, auto, console._get()))
-    except ConfigError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("demo stopped")
+    with tempfile.TemporaryDirectory(prefix="cxhub-demo-") as folder:
+        if config is None:  # works wherever it is run, from a checkout or a pip install
+            config = Path(folder) / "demo.toml"
+            config.write_text(DEMO_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+        elif not config.is_file():
+            fail(f"{config}: no such config file; leave --config out to use the demo's own")
+        try:
+            asyncio.run(run_demo(config, crm, auto, console._get()))
+        except ConfigError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            console.print("demo stopped")
 
 
 @app.command("new-plugin")

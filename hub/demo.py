@@ -33,6 +33,8 @@ from hub.scheduler import Scheduler
 from hub.web import create_app
 
 CONNECTOR, CHANNEL = "crm", "mail"
+#: the demo's base config, shipped with the hub (``cxhub demo`` copies it into a fresh folder)
+DEMO_CONFIG = Path(__file__).with_name("demo.toml")
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from hub.demo import DEMO_CONFIG
 
 
 def _free_port() -> int:
@@ -22,7 +22,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_demo_resolves_a_case_and_shows_the_answer_in_dynamics(tmp_path: Path) -> None:
     port = _free_port()
-    base = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    base = DEMO_CONFIG.read_text(encoding="utf-8")
     database = tmp_path / "var" / "cxhub.db"
     base = re.sub(r"(?m)^port = .*$", f"port = {port}", base)
     base = re.sub(r"(?m)^public_url = .*$", f'public_url = "http://127.0.0.1:{port}"', base)
