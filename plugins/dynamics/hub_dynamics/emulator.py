@@ -10,7 +10,9 @@ lazily when ``cxhub demo`` asks). It serves, over TLS with a test CA (``TlsServe
   else is a 400), ``$top``, paging (``Prefer: odata.maxpagesize``, ``@odata.nextLink``), change tracking
   (``Prefer: odata.track-changes``, delta tokens that expire, ``$deletedEntity``), PATCH upserts and POST
   creates with ``If-Match``/``If-None-Match``, column types and lengths, lookups bound with ``@odata.bind``,
-  and ``$batch`` (multipart parsed strictly, changesets with Content-ID, at most 1000 requests,
+  activity parties deep-inserted with an activity (``<activity>_activity_parties``: each party's
+  ``partyid_<table>@odata.bind`` and ``participationtypemask`` checked, ``activityparties`` read-only), and
+  ``$batch`` (multipart parsed strictly, changesets with Content-ID, at most 1000 requests,
   ``odata.continue-on-error``);
 - service protection limits per user and 5-minute window (requests, execution time) with 429,
   ``Retry-After`` and Dataverse's error codes; latency and fault switches; a record of every call.
@@ -60,6 +62,11 @@ ERR_CONCURRENCY = "0x80072326"
 ERR_DELTA_EXPIRED = "0x80044352"  # unconfirmed
 ERR_BATCH_TOO_LARGE = "0x8005f103"  # unconfirmed
 ERR_AUTH = "0x80072243"
+ERR_OPTION_RANGE = ERR_VALIDATION  # unconfirmed: the code of an option value outside its range
+#: ActivityParty.ParticipationTypeMask: Sender 1, To 2, Cc 3, Bcc 4, Required 5, Optional 6, Organizer 7,
+#: Regarding 8, Owner 9, Resource 10, Customer 11, ChatParticipant 12, Related 13 (a custom activity
+#: table accepts every type)
+PARTICIPATION_TYPES = tuple(range(1, 14))
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 ENTITY_KEY = re.compile(r"^([A-Za-z_]+)\(([^)]*)\)$")
 CONDITION = re.compile(r"^([a-z_][a-z0-9_]*) (eq|ne|ge|gt|le|lt) (.+)$")
@@ -99,7 +106,13 @@ class Table:
     key: str
     columns: dict[str, Column]
     track_changes: bool = True
+    activity: bool = False  # an activity table (IsActivity): it has ``<logical>_activity_parties``
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def parties(self) -> str:
+        """The collection-valued navigation property of the activity's parties."""
+        return f"{self.logical}_activity_parties"
 
     def navigation(self, name: str) -> tuple[str, str] | None:
         """``<lookup>_<table>[_<this table>]`` nav property -> (lookup column, target table)."""
@@ -231,8 +244,25 @@ def _schema(solution: bool) -> dict[str, Table]:
                     "modifiedon": modified,
                 },
                 track_changes=False,
+                activity=True,
             )
         )
+    tables.append(
+        Table(
+            "activityparty",
+            "activityparties",
+            "activitypartyid",
+            {
+                "participationtypemask": Column("choice", options=PARTICIPATION_TYPES),
+                "partyid": Column("lookup", targets=("contact", "account", "systemuser")),
+                "activityid": Column(
+                    "lookup", targets=tuple(t.logical for t in tables if t.activity), read_only=True
+                ),
+                "addressused": Column("string", 320),
+            },
+            track_changes=False,
+        )
+    )
     return {t.logical: t for t in tables}
 
 
@@ -361,10 +391,15 @@ class DataverseEmulator:
             self._stamp(spec, row)
 
     def delete(self, table: str, row_id: str) -> None:
+        """Delete a row; an activity's parties go with it."""
         with self._lock:
             del self.tables[table].rows[row_id]
             self.version += 1
             self.deleted.append((self.version, table, row_id))
+            if self.tables[table].activity:
+                parties = self.tables["activityparty"].rows
+                for party_id in [p for p, row in parties.items() if row.get("_activityid_value") == row_id]:
+                    del parties[party_id]
 
     def row(self, table: str, row_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -374,6 +409,28 @@ class DataverseEmulator:
     def rows(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(r) for r in self.tables[table].rows.values()]
+
+    def parties(self, activity_id: str) -> list[dict[str, Any]]:
+        """The activity party rows of an activity."""
+        return [r for r in self.rows("activityparty") if r.get("_activityid_value") == activity_id.lower()]
+
+    def timeline(self, record_id: str) -> list[dict[str, Any]]:
+        """The activities on a record's timeline: those regarding it, and those it is a party of (as a
+        contact's timeline shows an email it received or an activity it is the customer of)."""
+        record_id = record_id.lower()
+        with self._lock:
+            party_of = {
+                r.get("_activityid_value")
+                for r in self.tables["activityparty"].rows.values()
+                if r.get("_partyid_value") == record_id
+            }
+            return [
+                copy.deepcopy(row)
+                for table in self.tables.values()
+                if table.activity
+                for row_id, row in table.rows.items()
+                if row.get("_regardingobjectid_value") == record_id or row_id in party_of
+            ]
 
     # -- switches -------------------------------------------------------------------------------
 
@@ -666,6 +723,14 @@ class DataverseEmulator:
             table = next((t for t in self.tables.values() if t.entity_set == entity_set), None)
             if table is None:
                 raise Fault(404, ERR_SYNTAX, f"Resource not found for the segment '{entity_set}'.")
+            if table.logical == "activityparty" and (method != "GET" or key is not None):
+                # only RetrieveMultiple: parties are written with their activity
+                message = "Create" if method == "POST" else "Retrieve" if method == "GET" else method.title()
+                raise Fault(
+                    405,
+                    ERR_SYNTAX,
+                    f"The '{message}' method does not support entities of type 'activityparty'.",
+                )
             if key is not None:
                 if not GUID.match(key):
                     raise Fault(400, ERR_SYNTAX, f"Bad Request - Error in query syntax: key {key!r}.")
@@ -945,7 +1010,7 @@ class DataverseEmulator:
                 "LogicalName": table.logical,
                 "EntitySetName": table.entity_set,
                 "ChangeTrackingEnabled": table.track_changes,
-                "IsActivity": table.logical == "cxhub_surveyresponse",
+                "IsActivity": table.activity,
             }
             select = [n for n in params.get("$select", ",".join(entity)).split(",") if n]
             unknown = [n for n in select if n not in entity]
@@ -1008,6 +1073,9 @@ class DataverseEmulator:
             raise self._missing(table, key)
         if headers.get("if-none-match") == "*" and exists:
             raise Fault(412, ERR_DUPLICATE, "A record with matching key values already exists.")
+        parties = None
+        if table.activity and table.parties in data:
+            parties = self._parties(table, key, data.pop(table.parties))
         values = self._validate(table, data)
         if table.key in data and str(data[table.key]).lower() != key:
             raise Fault(400, ERR_SYNTAX, "The key in the body does not match the URL.")
@@ -1018,7 +1086,72 @@ class DataverseEmulator:
         row.update(values)
         self._stamp(table, row)
         table.rows[key] = row
+        if parties is not None:
+            self._set_parties(table, key, parties)
         return 204, {"OData-EntityId": f"{self.url}{API}/{table.entity_set}({key})"}, None
+
+    def _parties(self, table: Table, activity_id: str, value: Any) -> list[dict[str, Any]]:
+        """The parties of a deep insert or update, each checked as an ``activityparty`` row of its own
+        (before anything is written: a refused party leaves the activity as it was)."""
+        spec = self.tables["activityparty"]
+        if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+            raise Fault(
+                400,
+                ERR_SYNTAX,
+                f"The value of the collection-valued navigation property '{table.parties}' "
+                "must be an array of activityparty objects.",
+            )
+        parties: list[dict[str, Any]] = []
+        for party in value:
+            mask = party.get("participationtypemask")
+            if not isinstance(mask, int) or isinstance(mask, bool):
+                raise Fault(  # unconfirmed: Dataverse needs the party's role to file it in a party list
+                    400, ERR_VALIDATION, "An activity party needs its participationtypemask (an integer)."
+                )
+            if mask not in PARTICIPATION_TYPES:
+                raise Fault(
+                    400,
+                    ERR_OPTION_RANGE,
+                    f"A validation error occurred. The value {mask} of 'participationtypemask' on record of "
+                    "type 'activityparty' is outside the valid range. Accepted Values: "
+                    + ",".join(str(t) for t in PARTICIPATION_TYPES),
+                )
+            if any(name.startswith("activityid") for name in party):
+                raise Fault(
+                    400, ERR_VALIDATION, "activityid cannot be set: the party belongs to its activity"
+                )
+            values = self._validate(spec, party)
+            if not values.get("_partyid_value") and not values.get("addressused"):
+                raise Fault(
+                    400,
+                    ERR_VALIDATION,
+                    "An activity party needs a party (partyid_<table>@odata.bind) or an address (addressused).",
+                )
+            party_id = str(party.get(spec.key, uuid.uuid4())).lower()
+            if not GUID.match(party_id):
+                raise Fault(400, ERR_SYNTAX, f"Cannot convert the literal '{party_id[:40]}' to Edm.Guid.")
+            owner = spec.rows.get(party_id, {})
+            if owner and (
+                owner.get("_activityid_value") != activity_id
+                or owner.get("participationtypemask") not in {p.get("participationtypemask") for p in value}
+            ):
+                raise Fault(412, ERR_DUPLICATE, "A record with matching key values already exists.")
+            parties.append({spec.key: party_id, **values})
+        return parties
+
+    def _set_parties(self, table: Table, activity_id: str, parties: list[dict[str, Any]]) -> None:
+        """Set an activity's parties as Dataverse sets a party list column (``customers``, ``to``, ...):
+        the parties of each participation type the request names replace that type's parties; the other
+        types keep theirs. So an update that repeats its parties leaves one row each, not two."""
+        spec = self.tables["activityparty"]
+        replaced = {p["participationtypemask"] for p in parties}
+        for party_id, row in list(spec.rows.items()):
+            if row.get("_activityid_value") == activity_id and row.get("participationtypemask") in replaced:
+                del spec.rows[party_id]
+        for party in parties:
+            row = {**party, "_activityid_value": activity_id, "_activityid_table": table.logical}
+            self._stamp(spec, row)
+            spec.rows[party[spec.key]] = row
 
     def _validate(self, table: Table, data: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}

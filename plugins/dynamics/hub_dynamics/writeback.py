@@ -4,7 +4,10 @@
   is a failed item, never a new empty contact); several summaries of one contact in a batch coalesce into one
   PATCH carrying the newest;
 - timeline entry: an upsert (PATCH by id) of a ``cxhub_surveyresponse`` activity whose id is a uuid5 of the
-  hub's key, regarding the case (or the contact without a case): a retry updates the same row;
+  hub's key, regarding the case (or the contact without a case), with the contact as its Customer party in
+  the same body (a deep insert of ``<activity>_activity_parties``): it shows on the case's timeline and on
+  the contact's. A retry updates the same row, and the party list it carries replaces the Customer parties
+  the activity has, so the contact stays its one party;
 - case feedback: the incident's feedback columns (and status reason), plus an internal note upserted with a
   uuid5 id, as one changeset: the note never exists without the columns.
 
@@ -27,6 +30,10 @@ from hub_dynamics.config import DynamicsSettings
 from hub_dynamics.mapping import ENTITY_SETS, hub_id, odata_datetime, record_ref
 
 log = structlog.get_logger("hub_dynamics.writeback")
+
+#: ActivityParty.participationtypemask of the contact who answered: Customer (a custom activity table
+#: accepts every party type; the contact's timeline shows the activities it is a party of)
+CUSTOMER = 11
 
 
 @dataclass
@@ -86,6 +93,13 @@ class WriteBack:
         body.update({column: value for column, value in optional.items() if column})
         table, record = record_ref(entry.case_id or "") or ("contact", item.record_id)
         body[f"regardingobjectid_{table}_{timeline.table}@odata.bind"] = f"/{ENTITY_SETS[table]}({record})"
+        # the whole party list every time: an update replaces the Customer parties, never adds a second
+        body[f"{timeline.table}_activity_parties"] = [
+            {
+                "partyid_contact@odata.bind": f"/contacts({item.record_id.lower()})",
+                "participationtypemask": CUSTOMER,
+            }
+        ]
         return row_id, Operation("PATCH", f"{timeline.entity_set}({row_id})", body)
 
     def feedback(self, item: WriteBackItem, feedback: CaseFeedback) -> list[Operation]:

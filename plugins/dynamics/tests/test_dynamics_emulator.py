@@ -10,7 +10,7 @@ from dynamics_support import seed_case
 from hub_dynamics import batch
 from hub_dynamics.client import DataverseError
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import DataverseEmulator
+from hub_dynamics.emulator import ERR_OPTION_RANGE, DataverseEmulator
 
 from hub import TransientError
 
@@ -147,3 +147,77 @@ async def test_concurrent_requests_beyond_the_limit_are_429(
     assert refused and all(o.sent is False for o in refused)
     assert "0x80072326" in str(refused[0])
     assert any(o is not None and not isinstance(o, BaseException) for o in outcomes)
+
+
+def _activity(contact: str, *parties: dict[str, object]) -> dict[str, object]:
+    return {
+        "subject": "Customer feedback",
+        "regardingobjectid_contact_cxhub_surveyresponse@odata.bind": f"/contacts({contact})",
+        "cxhub_surveyresponse_activity_parties": list(parties),
+    }
+
+
+@pytest.mark.asyncio
+async def test_activity_parties_are_checked_as_dataverse_checks_them(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    """A refused party refuses the whole activity: nothing of it is written."""
+    contact = seed_case(emulator)[1]
+    activity = "5b0c2f5e-8a73-4f0e-9d7e-0c1d2e3f4a5c"
+    path = f"cxhub_surveyresponses({activity})"
+    customer = {"partyid_contact@odata.bind": f"/contacts({contact})", "participationtypemask": 11}
+    not_a_type = await _refused(
+        connector, "PATCH", path, json=_activity(contact, {**customer, "participationtypemask": 99})
+    )
+    assert (not_a_type.status, not_a_type.code) == (400, ERR_OPTION_RANGE)
+    assert "participationtypemask" in str(not_a_type)
+    no_type = {"partyid_contact@odata.bind": f"/contacts({contact})"}
+    assert (await _refused(connector, "PATCH", path, json=_activity(contact, no_type))).status == 400
+    missing = {**customer, "partyid_contact@odata.bind": "/contacts(5b0c2f5e-8a73-4f0e-9d7e-0c1d2e3f4a5d)"}
+    reply = await connector.client.request("PATCH", path, json=_activity(contact, missing))
+    assert (reply.status_code, reply.json()["error"]["code"]) == (404, "0x80040217")
+    wrong_set = {**customer, "partyid_contact@odata.bind": f"/accounts({contact})"}
+    assert (await _refused(connector, "PATCH", path, json=_activity(contact, wrong_set))).status == 400
+    unknown = {**customer, "nosuchcolumn": 1}
+    assert (await _refused(connector, "PATCH", path, json=_activity(contact, unknown))).status == 400
+    body = _activity(contact, customer)
+    body["activity_parties"] = body.pop("cxhub_surveyresponse_activity_parties")  # not the property's name
+    assert (await _refused(connector, "PATCH", path, json=body)).status == 400
+    assert emulator.row("cxhub_surveyresponse", activity) is None and emulator.rows("activityparty") == []
+    # on a table that is not an activity there are no parties
+    parties_of_a_contact = {"contact_activity_parties": [customer]}
+    refused = await _refused(connector, "PATCH", f"contacts({contact})", json=parties_of_a_contact)
+    assert refused.status == 400
+
+
+@pytest.mark.asyncio
+async def test_parties_are_written_with_their_activity_and_read_back(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    """An update names a party list as a whole: a type it repeats is replaced, the other types are kept;
+    ``activityparties`` answers queries and refuses writes."""
+    contact = seed_case(emulator)[1]
+    activity = "5b0c2f5e-8a73-4f0e-9d7e-0c1d2e3f4a5c"
+    path = f"cxhub_surveyresponses({activity})"
+    customer = {"partyid_contact@odata.bind": f"/contacts({contact})", "participationtypemask": 11}
+    recipient = {**customer, "participationtypemask": 2}
+    for parties in ([customer], [customer], [recipient]):
+        reply = await connector.client.request("PATCH", path, json=_activity(contact, *parties))
+        assert reply.status_code == 204
+    assert sorted(p["participationtypemask"] for p in emulator.parties(activity)) == [2, 11]
+    found = await connector.client.request(
+        "GET",
+        "activityparties",
+        params={
+            "$select": "participationtypemask,_activityid_value",
+            "$filter": f"_partyid_value eq {contact} and participationtypemask eq 11",
+        },
+    )
+    assert [(p["_activityid_value"], p["participationtypemask"]) for p in found.json()["value"]] == [
+        (activity, 11)
+    ]
+    assert [a["activityid"] for a in emulator.timeline(contact)] == [activity]
+    refused = await _refused(connector, "POST", "activityparties", json=customer)
+    assert refused.status == 405
+    emulator.delete("cxhub_surveyresponse", activity)
+    assert emulator.rows("activityparty") == [] and emulator.timeline(contact) == []

@@ -12,6 +12,7 @@ import pytest
 from dynamics_support import DynamicsHarness, make_connector, make_settings, resolve, seed_case, webhook
 from hub_dynamics.connector import DynamicsConnector
 from hub_dynamics.emulator import ERR_EXECUTION_TIME, DataverseEmulator, TlsServer
+from hub_dynamics.writeback import CUSTOMER
 
 from hub import CaseFeedback, PersonSummary, TimelineEntry, WriteBackItem
 from hub.app import Hub
@@ -216,6 +217,91 @@ async def test_webhook_then_write_back_through_the_hub(
         assert emulator.row("contact", contact)["cxhub_lastcomment"] == "brilliant"
         assert emulator.row("incident", incident)["cxhub_feedbackscore"] == 10
         assert [r["_regardingobjectid_value"] for r in emulator.rows("cxhub_surveyresponse")] == [incident]
+        assert [a["cxhub_comment"] for a in emulator.timeline(contact)] == ["brilliant"]
+    finally:
+        await hub.close()
+
+
+def _party_of(emulator: DataverseEmulator, activity_id: str) -> list[tuple[str, str, int]]:
+    """(party, its table, participation type) of every party row of an activity."""
+    return [
+        (p["_partyid_value"], p["_partyid_table"], p["participationtypemask"])
+        for p in emulator.parties(activity_id)
+    ]
+
+
+@pytest.mark.asyncio
+async def test_the_answer_is_on_the_contacts_timeline_as_a_party_and_on_the_cases_as_regarding(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    _, contact, case = seed_case(emulator)
+    results = await connector.write_back([timeline_item(1, contact, case, "r-1")])
+    assert [r.status for r in results] == ["ok"]
+    [entry] = emulator.rows("cxhub_surveyresponse")
+    assert entry["_regardingobjectid_value"] == case  # regarding the case, not the contact
+    assert _party_of(emulator, entry["activityid"]) == [(contact, "contact", CUSTOMER)]
+    assert [a["activityid"] for a in emulator.timeline(case)] == [entry["activityid"]]
+    assert [a["activityid"] for a in emulator.timeline(contact)] == [entry["activityid"]]
+    # in the same operation as the activity: no request of its own
+    assert [c.path.split("(")[0] for c in emulator.calls_of("batch-part")] == ["/cxhub_surveyresponses"]
+
+
+@pytest.mark.asyncio
+async def test_a_retried_timeline_write_leaves_one_party(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    _, contact, case = seed_case(emulator)
+    _, other, _ = seed_case(emulator, "other@example.com")
+    batch = [timeline_item(1, contact, case, "r-1"), timeline_item(2, other, None, "r-2")]
+    for _ in range(3):  # the same keys again, as after a crash or a full re-sync
+        assert [r.status for r in await connector.write_back(batch)] == ["ok", "ok"]
+    assert len(emulator.rows("cxhub_surveyresponse")) == 2
+    assert sorted(
+        (p["_partyid_value"], p["participationtypemask"]) for p in emulator.rows("activityparty")
+    ) == sorted([(contact, CUSTOMER), (other, CUSTOMER)])
+    assert len(emulator.timeline(contact)) == len(emulator.timeline(other)) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_write_after_a_kill_leaves_one_activity_and_one_party(
+    harness: DynamicsHarness, emulator: DataverseEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after Dataverse took the batch and before the hub recorded it: the lease runs out,
+    the next run writes the same keys again, and the contact still has one party row per answer."""
+    MemoryChannel.sent.clear()
+    hub = await build_hub(harness, tmp_path)
+    try:
+        await _answer(hub, harness)
+
+        record = hub.sync._record
+
+        async def killed_after_the_activity(outcomes: Any, stats: Any) -> None:
+            if emulator.rows("cxhub_surveyresponse"):  # the batch that wrote the activity
+                raise RuntimeError("the worker was killed before it recorded the batch")
+            await record(outcomes, stats)
+
+        monkeypatch.setattr(hub.sync, "_record", killed_after_the_activity)
+        with pytest.raises(RuntimeError):
+            await hub.sync.run(CONNECTOR)
+        monkeypatch.undo()
+        [written] = emulator.rows("cxhub_surveyresponse")
+        assert await hub.sync.pending(CONNECTOR, due_only=False) > 0  # not recorded: still queued
+        later = datetime.now(UTC) + timedelta(seconds=hub.config.sync.lease_seconds + 1)
+        hub.now = lambda: later
+        stats = await hub.sync.run(CONNECTOR)
+        assert (stats.remaining, stats.error) == (0, None)
+        upserts = [
+            c
+            for c in emulator.calls_of("batch-part")
+            if c.path.startswith("/cxhub_surveyresponses") and c.status < 300
+        ]
+        assert len(upserts) == 2  # written again after the kill
+        [entry] = emulator.rows("cxhub_surveyresponse")
+        assert entry["activityid"] == written["activityid"]
+        [(party, table, mask)] = _party_of(emulator, entry["activityid"])
+        assert (table, mask) == ("contact", CUSTOMER)
+        assert [a["activityid"] for a in emulator.timeline(party)] == [entry["activityid"]]
+        assert len(emulator.rows("activityparty")) == 1
     finally:
         await hub.close()
 
@@ -242,6 +328,8 @@ async def test_won_opportunity_feedback_goes_to_the_opportunity(
         opportunity,
         "opportunity",
     )
+    assert _party_of(emulator, entry["activityid"]) == [(contact, "contact", CUSTOMER)]
+    assert [a["activityid"] for a in emulator.timeline(contact)] == [entry["activityid"]]
     [note] = emulator.rows("annotation")
     assert (note["_objectid_value"], note["_objectid_table"]) == (opportunity, "opportunity")
     assert not any(c.path.startswith("/incidents") for c in emulator.calls_of("batch-part"))
