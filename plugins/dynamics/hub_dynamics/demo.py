@@ -121,11 +121,8 @@ class DynamicsDemoEmulator:
         incident = emulator.row("incident", case.record_id) or {}
         return {
             "contact": {k: v for k, v in contact.items() if k.startswith("cxhub_") and v is not None},
-            "survey responses (timeline)": [
-                {k: r.get(k) for k in ("subject", "cxhub_score", "cxhub_comment")}
-                for r in emulator.rows("cxhub_surveyresponse")
-                if r.get("_regardingobjectid_value") == case.record_id
-            ],
+            "survey responses (the case's timeline)": self._responses(case.record_id),
+            "survey responses (the contact's timeline)": self._responses(case.person_id),
             "case": {k: v for k, v in incident.items() if k.startswith("cxhub_") and v is not None},
             "notes": [
                 n.get("notetext")
@@ -134,8 +131,17 @@ class DynamicsDemoEmulator:
             ],
         }
 
+    def _responses(self, record_id: str) -> list[dict[str, Any]]:
+        emulator, _ = self._running()
+        return [
+            {k: r.get(k) for k in ("subject", "cxhub_score", "cxhub_comment")}
+            for r in emulator.timeline(record_id)
+            if "cxhub_responseid" in r
+        ]
+
     def written_back(self, case: DemoCase) -> bool:
-        """The answer, with its comment, is on the contact, on the case and on the case's timeline."""
+        """The answer, with its comment, is on the contact, on the case, and on both their timelines (the
+        case's as what the activity regards, the contact's as its Customer party)."""
         emulator, _ = self._running()
         contact = emulator.row("contact", case.person_id) or {}
         incident = emulator.row("incident", case.record_id) or {}
@@ -143,10 +149,8 @@ class DynamicsDemoEmulator:
             contact.get("cxhub_lastscore") is not None
             and contact.get("cxhub_lastcomment")
             and incident.get("cxhub_feedbackscore") is not None
-            and any(
-                r.get("_regardingobjectid_value") == case.record_id
-                for r in emulator.rows("cxhub_surveyresponse")
-            )
+            and bool(self._responses(case.record_id))
+            and bool(self._responses(case.person_id))
         )
 
     def _running(self) -> tuple[DataverseEmulator, TlsServer]:

@@ -39,3 +39,4 @@ def test_demo_resolves_a_case_and_shows_the_answer_in_dynamics(tmp_path: Path) -
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "service endpoint posted to the hub" in done.stdout
     assert "cxhub_lastscore" in done.stdout and "cxhub_feedbackscore" in done.stdout
+    assert "survey responses (the contact's timeline)" in done.stdout
