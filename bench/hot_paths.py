@@ -1,0 +1,617 @@
+"""The hub's hot paths beside what the same server, driver and database do bare, on SQLite and PostgreSQL.
+
+Three paths, each measured under the same load as its anchor, on a real uvicorn in a child process (one server
+at a time, on 127.0.0.1):
+
+- ``POST /hooks/crm``: a signed webhook of the fake CRM (``tests/fakes``), one new case per request, against a
+  bare endpoint that stores the body with one raw INSERT per request on the same driver (one aiosqlite
+  connection in WAL mode, as the hub's pragmas; an asyncpg pool);
+- ``GET /s/<token>``: the survey page of a sent invitation, against a bare GET returning a line of HTML;
+- ``POST /s/<token>``: an answer with its CSRF cookie and field (a first answer, then changed ratings once
+  every token is answered), against a bare POST that reads the form and redirects.
+
+The hub runs as ``cxhub serve`` does (scheduler included), so events are processed and answers written back
+to the fake CRM (a third child) while the load runs, as in production. The load comes from this process: a
+bounded pool of ``--concurrency`` workers (one keep-alive connection each, h11) for ``--seconds`` per path, after a one-second warm-up.
+Survey requests carry one X-Forwarded-For address per token (the hub trusts 127.0.0.1 as its proxy), as
+customers come from their own addresses and the hub's per-client limits would otherwise refuse a benchmark.
+
+Checks: every acknowledged webhook is stored as an event, every acknowledged answer as a response, every
+acknowledged anchor insert as a row; a shortfall is printed and makes the exit status 1.
+
+    uv run --frozen --all-packages python bench/hot_paths.py                 # 10 s, 32 workers, both databases
+    uv run --frozen --all-packages python bench/hot_paths.py --seconds 3 --concurrency 8 --databases sqlite
+
+PostgreSQL is reached as the tests reach it (``CXHUB_TEST_POSTGRES_URL``, default postgres@127.0.0.1:5432),
+in a fresh database dropped afterwards. Timings depend on the machine and on what else runs on it: compare
+the ratios of one run, not absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the fake CRM and its plugin live in tests/fakes
+
+import aiosqlite  # noqa: E402
+import asyncpg  # type: ignore[import-untyped]  # noqa: E402
+import h11  # noqa: E402
+import httpx  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+
+from hub.app import Hub  # noqa: E402
+from hub.engine import hash_token  # noqa: E402
+from hub.models import PersonRecord  # noqa: E402
+from hub.people import upsert_person  # noqa: E402
+from hub.store.tables import Event, Invitation  # noqa: E402
+from hub.testing.databases import fresh_database  # noqa: E402
+from hub.web.protection import CSRF_COOKIE, csrf_token  # noqa: E402
+from tests.fakes.crm import TOKEN, sign  # noqa: E402
+
+WEBHOOK_SECRET = "bench-webhook-secret"
+SECRET_KEY = "bench-csrf-key-0123456789abcdef0123456789"
+ENV = {"BENCH_CRM_TOKEN": TOKEN, "BENCH_WEBHOOK_SECRET": WEBHOOK_SECRET, "BENCH_SECRET_KEY": SECRET_KEY}
+ANCHOR_TABLE = "bench_anchor_hooks"
+CAMPAIGN = "case_closed"
+
+
+# --- the servers ------------------------------------------------------------------------------------------
+
+
+def hub_config(database_url: str, crm_url: str) -> str:
+    """``cxhub.toml`` of the measured hub: the fake CRM, its channel, one NPS campaign, defaults elsewhere."""
+    return f"""
+[hub]
+public_url = "http://127.0.0.1:8000"
+database_url = "{database_url}"
+plugins = []
+plugin_modules = ["tests.fakes.plugin"]
+secret_key = "env:BENCH_SECRET_KEY"
+trusted_proxies = ["127.0.0.1"]
+
+[connectors.crm]
+plugin = "fakecrm"
+base_url = "{crm_url}"
+token = "env:BENCH_CRM_TOKEN"
+webhook_secret = "env:BENCH_WEBHOOK_SECRET"
+poll_interval_seconds = 0
+
+[channels.mail]
+plugin = "fakechannel"
+base_url = "{crm_url}"
+
+[surveys.nps]
+kind = "nps"
+
+[campaigns.{CAMPAIGN}]
+trigger = {{ connector = "crm", event = "case.closed" }}
+survey = "nps"
+channels = ["mail"]
+"""
+
+
+def anchor_app(database_url: str) -> Any:
+    """The bare endpoints: one raw INSERT per webhook on the hub's driver, a line of HTML, a form read."""
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if database_url.startswith("sqlite"):
+            db = await aiosqlite.connect(database_url.split(":///", 1)[1])
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+                await db.execute(f"PRAGMA {pragma}")
+            await db.execute(f"CREATE TABLE IF NOT EXISTS {ANCHOR_TABLE} (id INTEGER PRIMARY KEY, body BLOB)")
+            await db.commit()
+
+            async def insert(body: bytes) -> None:
+                await db.execute(f"INSERT INTO {ANCHOR_TABLE} (body) VALUES (?)", (body,))
+                await db.commit()
+
+            state["insert"] = insert
+            yield
+            await db.close()
+            return
+        pool = await asyncpg.create_pool(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        await pool.execute(
+            f"CREATE TABLE IF NOT EXISTS {ANCHOR_TABLE} (id BIGSERIAL PRIMARY KEY, body BYTEA)"
+        )
+
+        async def insert_pg(body: bytes) -> None:
+            await pool.execute(f"INSERT INTO {ANCHOR_TABLE} (body) VALUES ($1)", body)
+
+        state["insert"] = insert_pg
+        yield
+        await pool.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/hooks/anchor")
+    async def hook(request: Request) -> JSONResponse:
+        await state["insert"](await request.body())
+        return JSONResponse({"ok": True})
+
+    @app.get("/s/{token}")
+    async def page(token: str) -> HTMLResponse:
+        return HTMLResponse("<!doctype html><title>Survey</title><p>How likely are you to recommend us?</p>")
+
+    @app.post("/s/{token}")
+    async def answer(token: str, request: Request) -> RedirectResponse:
+        await request.form()
+        return RedirectResponse(f"/s/{token}/thanks", status_code=303)
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def child(args: list[str], port: int, log: Path) -> Iterator[str]:
+    """Start a server in a child process, wait until it answers, stop it with SIGTERM afterwards."""
+    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"{' '.join(args[:4])} exited with {proc.returncode}; see {log}")
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{' '.join(args[:4])} did not answer in 60 s; see {log}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve_child(kind: str, port: int, database_url: str) -> None:
+    """Child mode: serve the anchor app or the fake CRM on ``port`` until SIGTERM."""
+    import uvicorn
+
+    if kind == "anchor":
+        app = anchor_app(database_url)
+    else:
+        from tests.fakes.crm import FakeState, create_app
+
+        app = create_app(FakeState())
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- the load ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What one path did under load: answered requests, their latencies, and what went wrong."""
+
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    failed: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+#: one request: method, path, headers, body
+Outgoing = tuple[str, str, dict[str, str], bytes | None]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, parsed with h11 (httpx's parser) without httpx's layers.
+
+    httpx itself tops out near the bare endpoints' rate on a small machine, so it would measure itself; this
+    client costs a fraction of that, leaving the server the CPU the measurement is about.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> int:
+        """Send one request and read its whole answer; returns the status code."""
+        if self.streams is None or self.h11.our_state is not h11.IDLE:
+            await self.close()
+            self.streams = await asyncio.open_connection(self.host, self.port)
+            self.h11 = h11.Connection(h11.CLIENT)
+        reader, writer = self.streams
+        fields = [("host", f"{self.host}:{self.port}"), *headers.items()]
+        fields.append(("content-length", str(len(body or b""))))
+        data = self.h11.send(h11.Request(method=method, target=path, headers=fields)) or b""
+        if body:
+            data += self.h11.send(h11.Data(data=body)) or b""
+        writer.write(data + (self.h11.send(h11.EndOfMessage()) or b""))
+        status = 0
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                chunk = await reader.read(65536)
+                self.h11.receive_data(chunk)
+                if not chunk and self.h11.their_state is not h11.DONE:
+                    raise ConnectionError("the server closed the connection")
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+        return status
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+async def drive(
+    url: str,
+    make: Callable[[int], Outgoing],
+    ok: Callable[[int, int], bool],
+    seconds: float,
+    concurrency: int,
+    numbers: Iterator[int],
+) -> Load:
+    """``concurrency`` workers, one connection each, sending ``make(i)`` for ``seconds``; ``ok(i, status)``
+    says whether an answer counts."""
+    load = Load()
+    host, port = url.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker() -> None:
+        connection = Connection(host, int(port))
+        try:
+            while time.perf_counter() < deadline:
+                i = next(numbers)
+                method, path, headers, body = make(i)
+                sent = time.perf_counter()
+                try:
+                    status = await connection.request(method, path, headers, body)
+                except (OSError, h11.ProtocolError) as exc:
+                    load.failed[type(exc).__name__] += 1
+                    await connection.close()
+                    continue
+                if ok(i, status):
+                    load.latencies.append(time.perf_counter() - sent)
+                else:
+                    load.failed[str(status)] += 1
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    load.seconds = time.perf_counter() - start
+    return load
+
+
+async def measure(
+    url: str, make: Callable[[int], Outgoing], ok: Callable[[int, int], bool], args: Any
+) -> Load:
+    """A one-second warm-up (answers checked, not timed), then the measured run."""
+    numbers = itertools.count()
+    await drive(url, make, ok, 1.0, args.concurrency, numbers)
+    return await drive(url, make, ok, args.seconds, args.concurrency, numbers)
+
+
+def address(k: int) -> str:
+    return f"10.{(k >> 16) & 255}.{(k >> 8) & 255}.{k & 255}"
+
+
+@dataclass
+class Paths:
+    """The requests of the three paths, and what each acknowledged (for the checks)."""
+
+    hook_path: str
+    tokens: list[str]
+    tag: str
+    acked_events: set[str] = field(default_factory=set)
+    acked_tokens: set[int] = field(default_factory=set)
+
+    def webhook(self, i: int) -> Outgoing:
+        body = json.dumps({"id": f"{self.tag}-{i}", "person_id": f"nobody-{i}"}).encode()
+        headers = {"content-type": "application/json", "x-fake-signature": sign(WEBHOOK_SECRET, body)}
+        return "POST", self.hook_path, headers, body
+
+    def webhook_ok(self, i: int, status: int) -> bool:
+        if 200 <= status < 300:
+            self.acked_events.add(f"case:{self.tag}-{i}:closed")
+            return True
+        return False
+
+    def page(self, i: int) -> Outgoing:
+        k = i % len(self.tokens)
+        return "GET", f"/s/{self.tokens[k]}", {"x-forwarded-for": address(k)}, None
+
+    def answer(self, i: int) -> Outgoing:
+        k, round_ = i % len(self.tokens), i // len(self.tokens)
+        token = self.tokens[k]
+        cookie = f"bench-{k}"
+        form = f"score={(k + round_) % 11}&csrf={csrf_token(SECRET_KEY, cookie, hash_token(token))}"
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "cookie": f"{CSRF_COOKIE}={cookie}",
+            "x-forwarded-for": address(k),
+        }
+        return "POST", f"/s/{token}", headers, form.encode()
+
+    def answer_ok(self, i: int, status: int) -> bool:
+        if status == 303:
+            self.acked_tokens.add(i % len(self.tokens))
+            return True
+        return False
+
+
+def page_ok(_i: int, status: int) -> bool:
+    return status == 200
+
+
+# --- the hub's data and the checks ------------------------------------------------------------------------
+
+
+async def seed_tokens(config_path: Path, count: int) -> list[str]:
+    """``count`` sent invitations, one person each, with the survey tokens their messages would carry."""
+    hub = await Hub.open(config_path)
+    try:
+        now = hub.now()
+        tokens = []
+        async with hub.store.session() as s:
+            for k in range(count):
+                record = PersonRecord(crm_id=f"S{k}", email=f"bench{k}@example.com", first_name=f"Bench {k}")
+                person, _identity = await upsert_person(s, "crm", record)
+                event = Event(
+                    connector="crm",
+                    event_id=f"case:seed-{k}:closed",
+                    event_type="case.closed",
+                    record_id=f"seed-{k}",
+                    source="poll",
+                    payload={
+                        "event_id": f"case:seed-{k}:closed",
+                        "event_type": "case.closed",
+                        "occurred_at": now.isoformat(),
+                        "record_type": "case",
+                        "record_id": f"seed-{k}",
+                        "person_id": f"S{k}",
+                    },
+                    received_at=now,
+                    processed_at=now,
+                )
+                s.add(event)
+                await s.flush()
+                inv = Invitation(
+                    campaign=CAMPAIGN,
+                    event_pk=event.id,
+                    person_id=person.id,
+                    status="sent",
+                    channel="mail",
+                    language="en",
+                    sent_at=now,
+                    expires_at=now + timedelta(days=30),
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(inv)
+                await s.flush()
+                tokens.append(hub.engine.issue_token(s, inv.id, "survey", now + timedelta(days=30)))
+        return tokens
+    finally:
+        await hub.close()
+
+
+async def scalar(database_url: str, sql: str, **params: Any) -> Any:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar()
+    finally:
+        await engine.dispose()
+
+
+async def stored_event_ids(database_url: str, tag: str) -> set[str]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT event_id FROM events WHERE connector = 'crm' AND event_id LIKE :p"),
+                {"p": f"case:{tag}-%"},
+            )
+            return {row[0] for row in rows}
+    finally:
+        await engine.dispose()
+
+
+async def answered_tokens(database_url: str, tokens: list[str], acked: set[int]) -> int:
+    """How many of the acknowledged tokens' invitations have a stored response."""
+    hashes = [hash_token(tokens[k]) for k in acked]
+    engine = create_async_engine(database_url)
+    found = 0
+    try:
+        async with engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                names = ", ".join(f":h{j}" for j in range(len(chunk)))
+                sql = (
+                    "SELECT count(*) FROM responses r JOIN tokens t ON t.invitation_id = r.invitation_id"
+                    f" WHERE t.hash IN ({names})"
+                )
+                found += (
+                    await conn.execute(text(sql), {f"h{j}": h for j, h in enumerate(chunk)})
+                ).scalar() or 0
+    finally:
+        await engine.dispose()
+    return int(found)
+
+
+async def settle(database_url: str, limit: float) -> float:
+    """Wait until the write-back queue is empty (at most ``limit`` seconds); returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        queued = await scalar(database_url, "SELECT count(*) FROM writebacks WHERE state = 'queued'")
+        if not queued:
+            break
+        await asyncio.sleep(0.5)
+    return time.monotonic() - start
+
+
+# --- one database -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    database: str
+    path: str
+    anchor: Load
+    hub: Load
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
+
+
+def run_database(kind: str, args: Any, folder: Path, problems: list[str]) -> list[Row]:
+    """Anchor first, then the hub, each on its own uvicorn; returns the three paths' rows."""
+    rows: dict[str, list[Load]] = {}
+    with fresh_database(kind, folder, prefix="cxhub_bench") as database_url:
+        print(f"\n== {kind} ({load_average()})", flush=True)
+        me = [sys.executable, str(Path(__file__).resolve())]
+        port = free_port()
+        anchor = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
+        with child([*me, "--serve", "anchor", str(port), database_url], port, folder / "anchor.log") as url:
+            for name, make, ok in (
+                ("POST /hooks/<connector>", anchor.webhook, anchor.webhook_ok),
+                ("GET /s/<token>", anchor.page, page_ok),
+                ("POST /s/<token>", anchor.answer, lambda _i, status: status == 303),
+            ):
+                rows[name] = [asyncio.run(measure(url, make, ok, args))]
+                print(f"  anchor {name}: {rows[name][0].rate:,.0f} req/s", flush=True)
+        stored = asyncio.run(scalar(database_url, f"SELECT count(*) FROM {ANCHOR_TABLE}"))
+        if stored < len(anchor.acked_events):
+            problems.append(
+                f"{kind}: anchor acknowledged {len(anchor.acked_events)} inserts, stored {stored}"
+            )
+
+        crm_port, hub_port = free_port(), free_port()
+        crm = [*me, "--serve", "crm", str(crm_port), ""]
+        with child(crm, crm_port, folder / "crm.log") as crm_url:
+            config = folder / "cxhub.toml"
+            config.write_text(hub_config(database_url, crm_url))
+            os.environ.update(ENV)
+            tokens = asyncio.run(seed_tokens(config, args.tokens))
+            paths = Paths("/hooks/crm", tokens, f"B{time.time_ns()}")
+            serve = [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(hub_port)]
+            with child(serve, hub_port, folder / "hub.log") as url:
+                for name, make, ok in (
+                    ("GET /s/<token>", paths.page, page_ok),
+                    ("POST /s/<token>", paths.answer, paths.answer_ok),
+                ):
+                    rows[name].append(asyncio.run(measure(url, make, ok, args)))
+                    print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s", flush=True)
+                waited = asyncio.run(settle(database_url, 60))
+                print(f"  (write-back queue drained in {waited:.1f} s before the webhooks)", flush=True)
+                name = "POST /hooks/<connector>"
+                rows[name].append(asyncio.run(measure(url, paths.webhook, paths.webhook_ok, args)))
+                print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s ({load_average()})", flush=True)
+        events = asyncio.run(stored_event_ids(database_url, paths.tag))
+        missing = paths.acked_events - events
+        print(f"  webhooks acknowledged {len(paths.acked_events):,}, stored {len(events):,}", flush=True)
+        if missing:
+            problems.append(f"{kind}: {len(missing)} acknowledged webhooks not stored")
+        answered = asyncio.run(answered_tokens(database_url, tokens, paths.acked_tokens))
+        print(
+            f"  surveys answered (acknowledged) {len(paths.acked_tokens):,}, stored {answered:,}", flush=True
+        )
+        if answered < len(paths.acked_tokens):
+            problems.append(f"{kind}: {len(paths.acked_tokens) - answered} acknowledged answers not stored")
+    return [Row(kind, name, *loads) for name, loads in rows.items()]
+
+
+def ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def print_table(rows: list[Row], args: Any) -> None:
+    print(f"\n{args.concurrency} concurrent workers, {args.seconds:g} s per path; ratio = hub / anchor")
+    print(
+        "\n| database | path | anchor req/s | anchor p50 / p99 ms | hub req/s | hub p50 / p99 ms "
+        "| throughput ratio | p99 ratio | failed (hub) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        a, h = row.anchor, row.hub
+        failed = ", ".join(f"{k}: {v}" for k, v in sorted(h.failed.items())) or "none"
+        print(
+            f"| {row.database} | `{row.path}` | {a.rate:,.0f} | {ms(a.quantile(0.5))} / {ms(a.quantile(0.99))} "
+            f"| {h.rate:,.0f} | {ms(h.quantile(0.5))} / {ms(h.quantile(0.99))} "
+            f"| {h.rate / a.rate:.1%} | {h.quantile(0.99) / a.quantile(0.99):.1f}x | {failed} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per path [10]")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent requests [32]")
+    parser.add_argument(
+        "--databases", default="sqlite,postgresql", help="comma-separated [sqlite,postgresql]"
+    )
+    parser.add_argument("--tokens", type=int, default=2000, help="survey invitations seeded [2000]")
+    parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_child(args.serve[0], int(args.serve[1]), args.serve[2])
+        return
+    print(f"hot paths: {args.concurrency} workers, {args.seconds:g} s per path ({load_average()})")
+    problems: list[str] = []
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="cxhub-hot-paths-") as tmp:
+        for kind in args.databases.split(","):
+            folder = Path(tmp) / kind
+            folder.mkdir()
+            rows += run_database(kind.strip(), args, folder, problems)
+    print_table(rows, args)
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
