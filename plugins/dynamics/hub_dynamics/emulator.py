@@ -6,14 +6,16 @@ lazily when ``cxhub demo`` asks). It serves, over TLS with a test CA (``TlsServe
 - Entra ID: ``{tenant}/v2.0/.well-known/openid-configuration`` and ``{tenant}/oauth2/v2.0/token`` (client
   credentials with a client secret or a certificate assertion, the scope's audience checked; tokens expire);
 - the Web API under ``/api/data/v9.2``: WhoAmI, ``EntityDefinitions`` metadata, entity sets with
-  ``$select``, ``$filter`` (eq/ne/ge/gt/le/lt joined by ``and``: the operators the connector uses; anything
-  else is a 400), ``$top``, paging (``Prefer: odata.maxpagesize``, ``@odata.nextLink``), change tracking
+  ``$select``, ``$filter`` (eq/ne/ge/gt/le/lt and ``Microsoft.Dynamics.CRM.In`` joined by ``and``: what the
+  connector uses; anything else is a 400), ``$top``, paging (``Prefer: odata.maxpagesize``, ``@odata.nextLink``), change tracking
   (``Prefer: odata.track-changes``, delta tokens that expire, ``$deletedEntity``), PATCH upserts and POST
   creates with ``If-Match``/``If-None-Match``, column types and lengths, lookups bound with ``@odata.bind``,
   activity parties deep-inserted with an activity (``<activity>_activity_parties``: each party's
   ``partyid_<table>@odata.bind`` and ``participationtypemask`` checked, ``activityparties`` read-only), and
   ``$batch`` (multipart parsed strictly, changesets with Content-ID, at most 1000 requests,
   ``odata.continue-on-error``);
+- the activities closing a record leaves, one per closing (``incidentresolutions``, ``opportunitycloses``),
+  created by the ``close_incident`` / ``win_opportunity`` helpers as CloseIncident / WinOpportunity do;
 - service protection limits per user and 5-minute window (requests, execution time) with 429,
   ``Retry-After`` and Dataverse's error codes; latency and fault switches; a record of every call.
 
@@ -70,6 +72,11 @@ PARTICIPATION_TYPES = tuple(range(1, 14))
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 ENTITY_KEY = re.compile(r"^([A-Za-z_]+)\(([^)]*)\)$")
 CONDITION = re.compile(r"^([a-z_][a-z0-9_]*) (eq|ne|ge|gt|le|lt) (.+)$")
+IN_FUNCTION = re.compile(
+    r"^Microsoft\.Dynamics\.CRM\.In\(PropertyName='([a-z_][a-z0-9_]*)',\s*PropertyValues=\[(.*)\]\)$"
+)
+IN_ITEM = "'((?:[^']|'')*)'|" + '"([^"]*)"'  # a single-quoted (quotes doubled) or double-quoted text
+IN_VALUE = rf"\s*(?:{IN_ITEM})\s*"
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
@@ -146,6 +153,7 @@ CUSTOM_INCIDENT = {
 
 def _schema(solution: bool) -> dict[str, Table]:
     modified = Column("datetime", read_only=True)
+    created = Column("datetime", read_only=True)
     tables = [
         Table(
             "systemuser",
@@ -212,6 +220,36 @@ def _schema(solution: bool) -> dict[str, Table]:
                 "ownerid": Column("lookup", targets=("systemuser",)),
                 "modifiedon": modified,
             },
+        ),
+        Table(  # the case resolution activity CloseIncident creates (one per resolution)
+            "incidentresolution",
+            "incidentresolutions",
+            "activityid",
+            {
+                "subject": Column("string", 200),
+                "incidentid": Column("lookup", targets=("incident",)),
+                "actualend": Column("datetime"),
+                "statecode": Column("state", options=(0, 1, 2)),
+                "createdon": created,
+                "modifiedon": modified,
+            },
+            track_changes=False,
+            activity=True,
+        ),
+        Table(  # the opportunity close activity WinOpportunity (and LoseOpportunity) creates
+            "opportunityclose",
+            "opportunitycloses",
+            "activityid",
+            {
+                "subject": Column("string", 200),
+                "opportunityid": Column("lookup", targets=("opportunity",)),
+                "actualend": Column("datetime"),
+                "statecode": Column("state", options=(0, 1, 2)),
+                "createdon": created,
+                "modifiedon": modified,
+            },
+            track_changes=False,
+            activity=True,
         ),
         Table(
             "annotation",
@@ -364,6 +402,8 @@ class DataverseEmulator:
         row["_version"] = self.version
         if "modifiedon" in table.columns:
             row["modifiedon"] = now_text(self.clock())
+        if "createdon" in table.columns:
+            row.setdefault("createdon", now_text(self.clock()))
 
     def add(self, table: str, **values: Any) -> str:
         """Insert a row as a CRM user would (no validation of read-only columns); returns its id."""
@@ -389,6 +429,31 @@ class DataverseEmulator:
             row = spec.rows[row_id]
             row.update(values)
             self._stamp(spec, row)
+
+    def close_incident(self, incident: str, statuscode: int = 5, subject: str = "Problem solved") -> str:
+        """Resolve a case as ``CloseIncident`` does: a completed case resolution activity is created for the
+        case, then the case becomes Resolved. Returns the resolution's activityid."""
+        with self._lock:
+            resolution = self.add(
+                "incidentresolution",
+                subject=subject,
+                incidentid=incident,
+                actualend=now_text(self.clock()),
+                statecode=1,
+            )
+            self.update("incident", incident, statecode=1, statuscode=statuscode)
+            return resolution
+
+    def win_opportunity(self, opportunity: str, subject: str = "Won") -> str:
+        """Win an opportunity as ``WinOpportunity`` does: a completed opportunity close activity is created,
+        then the opportunity becomes Won (``actualclosedate`` set). Returns the activity's activityid."""
+        with self._lock:
+            closed = now_text(self.clock())
+            activity = self.add(
+                "opportunityclose", subject=subject, opportunityid=opportunity, actualend=closed, statecode=1
+            )
+            self.update("opportunity", opportunity, statecode=1, actualclosedate=closed)
+            return activity
 
     def delete(self, table: str, row_id: str) -> None:
         """Delete a row; an activity's parties go with it."""
@@ -935,6 +1000,10 @@ class DataverseEmulator:
         """A ``$filter`` as (column, operator, value) triples, checked before any row is looked at."""
         conditions: list[tuple[str, str, Any]] = []
         for condition in (expression or "").split(" and ") if expression else []:
+            function = IN_FUNCTION.match(condition.strip())
+            if function is not None:
+                conditions.append(self._in_condition(table, function.group(1), function.group(2)))
+                continue
             match = CONDITION.match(condition.strip())
             if match is None:
                 raise Fault(400, ERR_SYNTAX, f"Syntax error at position 0 in '{condition.strip()[:80]}'.")
@@ -951,9 +1020,46 @@ class DataverseEmulator:
         return conditions
 
     @staticmethod
+    def _in_condition(table: Table, name: str, listed: str) -> tuple[str, str, Any]:
+        """``Microsoft.Dynamics.CRM.In(PropertyName='<column>',PropertyValues=[...])``: PropertyName is a
+        column's logical name (a lookup by its name, e.g. ``incidentid``, not ``_incidentid_value``: an
+        *unconfirmed* detail), the values a non-empty list of string literals of that column's type."""
+        column = table.columns.get(name)
+        if column is None and name != table.key:
+            raise Fault(
+                400,
+                ERR_SYNTAX,
+                f"'{table.logical}' entity doesn't contain attribute with Name = '{name}'.",
+            )
+        if not re.fullmatch(f"{IN_VALUE}(,{IN_VALUE})*", listed):
+            raise Fault(  # unconfirmed: the exact message of an empty or malformed PropertyValues
+                400, ERR_SYNTAX, "PropertyValues must be a non-empty JSON array of string literals."
+            )
+        texts = [
+            single.replace("''", "'") if single else double for single, double in re.findall(IN_ITEM, listed)
+        ]
+        kind = "guid" if column is None or column.kind == "lookup" else column.kind
+        values: list[Any] = []
+        for text in texts:
+            if kind == "guid" and GUID.match(text):
+                values.append(text.lower())
+            elif kind in ("int", "choice", "state") and re.fullmatch(r"-?\d+", text):
+                values.append(int(text))
+            elif kind in ("string", "memo"):
+                values.append(text)
+            else:
+                raise Fault(400, ERR_SYNTAX, f"Cannot convert the literal '{text[:40]}' for {name} ({kind}).")
+        return (f"_{name}_value" if column is not None and column.kind == "lookup" else name), "in", values
+
+    @staticmethod
     def _matches(row: dict[str, Any], conditions: list[tuple[str, str, Any]]) -> bool:
         for name, op, value in conditions:
             actual = row.get(name)
+            if op == "in":
+                wanted = {v.lower() if isinstance(v, str) else v for v in value}
+                if (actual.lower() if isinstance(actual, str) else actual) not in wanted:
+                    return False
+                continue
             if op in ("eq", "ne"):
                 if isinstance(actual, str) and isinstance(value, str):
                     equal = actual.lower() == value.lower()  # Dataverse compares text case-insensitively

@@ -221,3 +221,27 @@ async def test_parties_are_written_with_their_activity_and_read_back(
     assert refused.status == 405
     emulator.delete("cxhub_surveyresponse", activity)
     assert emulator.rows("activityparty") == [] and emulator.timeline(contact) == []
+
+
+@pytest.mark.asyncio
+async def test_resolutions_are_activities_read_with_the_in_function(
+    connector: DynamicsConnector, emulator: DataverseEmulator
+) -> None:
+    """CloseIncident leaves a case resolution per resolution; ``Microsoft.Dynamics.CRM.In`` names the lookup
+    by its logical name and needs at least one value of the column's type."""
+    incident = seed_case(emulator)[2]
+    resolution = emulator.close_incident(incident)
+    assert emulator.row("incident", incident)["statecode"] == 1  # type: ignore[index]
+    wanted = f"Microsoft.Dynamics.CRM.In(PropertyName='incidentid',PropertyValues=['{incident.upper()}'])"
+    data = await connector.client.get_json(
+        "incidentresolutions", {"$select": "activityid,_incidentid_value,createdon", "$filter": wanted}
+    )
+    assert [(r["activityid"], r["_incidentid_value"]) for r in data["value"]] == [(resolution, incident)]
+    for refused in (
+        f"Microsoft.Dynamics.CRM.In(PropertyName='_incidentid_value',PropertyValues=['{incident}'])",
+        "Microsoft.Dynamics.CRM.In(PropertyName='incidentid',PropertyValues=[])",
+        "Microsoft.Dynamics.CRM.In(PropertyName='incidentid',PropertyValues=['not-a-guid'])",
+        f"Microsoft.Dynamics.CRM.In(PropertyName='incidentid',PropertyValues=['{incident}'",
+    ):
+        error = await _refused(connector, "GET", "incidentresolutions", params={"$filter": refused})
+        assert (error.status, error.code) == (400, "0x80060888"), refused
