@@ -32,11 +32,15 @@ from hub import (
 from hub_dynamics.client import DataverseClient
 from hub_dynamics.config import DynamicsSettings
 from hub_dynamics.mapping import (
+    CLOSINGS,
     INCIDENT_COLUMNS,
     OPPORTUNITY_COLUMNS,
+    Closing,
+    closed_id,
     contact_columns,
     incident_event,
     is_guid,
+    newest_closings,
     odata_string,
     opportunity_event,
     person_record,
@@ -49,6 +53,9 @@ from hub_dynamics.writeback import WriteBack
 log = structlog.get_logger("hub_dynamics.connector")
 
 OWNER_EMAIL_TTL_SECONDS = 3600.0
+#: records per query of their closing activities: ``Microsoft.Dynamics.CRM.In`` with this many GUIDs keeps
+#: the URL near 3 KB, far below what Dataverse and proxies accept
+CLOSINGS_PER_QUERY = 50
 
 
 class DynamicsConnector:
@@ -63,7 +70,7 @@ class DynamicsConnector:
         self.ctx = ctx
         self.client = DataverseClient(settings, ctx)
         self._writer = WriteBack(self.client, settings)
-        self._poller = Poller(self.client, settings, self._event_for)
+        self._poller = Poller(self.client, settings, self._events_for)
         self._owner_emails: dict[str, tuple[float, str | None]] = {}
         self._last_poll: dict[str, Any] = {}
 
@@ -109,15 +116,41 @@ class DynamicsConnector:
         self._last_poll = {"at": now.isoformat(), "events": len(events), "has_more": has_more}
         return FetchResult(events=events, next_cursor=state.dumps(), has_more=has_more)
 
-    async def _event_for(self, table: str, row: dict[str, Any]) -> CaseEvent | None:
-        """The event a row stands for (None if none), with its owner's email for alerts."""
-        if table == "incident":
-            if incident_event(row, self.settings, None) is None:
-                return None
-            return incident_event(row, self.settings, await self._owner_email(row))
-        if opportunity_event(row, self.settings, None) is None:
-            return None
-        return opportunity_event(row, self.settings, await self._owner_email(row))
+    async def _events_for(self, table: str, rows: list[dict[str, Any]]) -> list[CaseEvent]:
+        """The events rows of ``table`` stand for: one per resolved (won) row, named after the row's newest
+        closing activity, with its owner's email for alerts. Webhook and polling both come here, so one
+        resolution has one event id whichever way it is seen."""
+        closed = [(record_id, row) for row in rows if (record_id := closed_id(table, row)) is not None]
+        if not closed:
+            return []
+        closings = await self._closings(table, [record_id for record_id, _ in closed])
+        build = incident_event if table == "incident" else opportunity_event
+        events: list[CaseEvent] = []
+        for record_id, row in closed:
+            event = build(row, self.settings, await self._owner_email(row), closings.get(record_id))
+            if event is not None:
+                events.append(event)
+        return events
+
+    async def _closings(self, table: str, record_ids: list[str]) -> dict[str, Closing]:
+        """The newest case resolution (opportunity close) of each record: one query per
+        ``CLOSINGS_PER_QUERY`` records (and per further page of its answer, which is rare)."""
+        entity_set, lookup = CLOSINGS[table]
+        wanted = sorted(set(record_ids))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), CLOSINGS_PER_QUERY):
+            values = ",".join(odata_string(i) for i in wanted[start : start + CLOSINGS_PER_QUERY])
+            params: dict[str, str] | None = {
+                "$select": f"activityid,_{lookup}_value,createdon",
+                "$filter": f"Microsoft.Dynamics.CRM.In(PropertyName='{lookup}',PropertyValues=[{values}])",
+            }
+            link: str | None = entity_set
+            while link is not None:
+                data = await self.client.get_json(link, params) or {}
+                rows += [row for row in data.get("value") or [] if isinstance(row, dict)]
+                next_link = data.get("@odata.nextLink")
+                link, params = (next_link, None) if isinstance(next_link, str) else (None, None)
+        return newest_closings(rows, lookup)
 
     async def _owner_email(self, row: dict[str, Any]) -> str | None:
         owner = row.get("_ownerid_value")
@@ -138,7 +171,8 @@ class DynamicsConnector:
             ("incidents", INCIDENT_COLUMNS) if table == "incident" else ("opportunities", OPPORTUNITY_COLUMNS)
         )
         row = await self.client.get_record(entity_set, record_id, columns, annotations=True)
-        return await self._event_for(table, row) if row else None
+        events = await self._events_for(table, [row]) if row else []
+        return events[0] if events else None
 
     async def parse_webhook(self, request: WebhookRequest) -> WebhookReply:
         authenticate(self.settings.webhook, request)

@@ -100,7 +100,7 @@ class DynamicsDemoEmulator:
             customerid=self.contact_id,
             ownerid=self.owner_id,
         )
-        emulator.update("incident", incident, statecode=1, statuscode=5)
+        emulator.close_incident(incident)
         status = emulator.deliver(
             self._webhook_url, "CloseIncident", "incident", incident, key=self._webhook_key
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from hub import CaseEvent, PersonRecord
 from hub_dynamics.config import DynamicsSettings
@@ -17,6 +17,7 @@ WON = 1
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 #: the namespace of the hub's deterministic record ids (uuid5 of the hub's idempotency key)
 HUB_NAMESPACE = uuid.UUID("5b0c2f5e-8a73-4f0e-9d7e-0c1d2e3f4a5b")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 INCIDENT_COLUMNS = [
     "incidentid",
@@ -48,9 +49,49 @@ CONTACT_COLUMNS = [
     "donotbulkemail",
     "donotsms",
 ]
+#: per table: the activity Dataverse creates at each closing (CloseIncident, WinOpportunity), its entity set
+#: and the logical name of its lookup to the record it closes. Its activityid names one resolution (win): the
+#: record's ``modifiedon`` cannot, as any later change (the hub's own feedback columns) moves it.
+CLOSINGS = {
+    "incident": ("incidentresolutions", "incidentid"),
+    "opportunity": ("opportunitycloses", "opportunityid"),
+}
 LOOKUP_TABLE = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 OPPORTUNITY_PREFIX = "opportunity:"
 ENTITY_SETS = {"incident": "incidents", "opportunity": "opportunities", "contact": "contacts"}
+
+
+class Closing(NamedTuple):
+    """The newest closing activity of a record: its id and when it was created."""
+
+    activity_id: str
+    created: datetime | None
+
+
+def newest_closings(rows: list[dict[str, Any]], lookup: str) -> dict[str, Closing]:
+    """Per closed record, its newest closing activity (the latest ``createdon``; the greater activityid on a
+    tie, so every reader of the same rows picks the same one)."""
+    newest: dict[str, tuple[datetime, str]] = {}
+    for row in rows:
+        record, activity = row.get(f"_{lookup}_value"), row.get("activityid")
+        if not is_guid(record) or not is_guid(activity):
+            continue
+        candidate = (parse_datetime(row.get("createdon")) or EPOCH, str(activity).lower())
+        if candidate > newest.get(str(record).lower(), (EPOCH, "")):
+            newest[str(record).lower()] = candidate
+    return {
+        record: Closing(activity, None if created == EPOCH else created)
+        for record, (created, activity) in newest.items()
+    }
+
+
+def closed_event_id(table: str, record_id: str, closing: Closing | None) -> str:
+    """``incident:<id>:resolved:<case resolution id>`` (``opportunity:<id>:won:<opportunity close id>``): a
+    case resolved again after a reopening is a new event. A record closed without its activity (its state
+    set by a plain Update) falls back to ``incident:<id>:resolved`` (``opportunity:<id>:won``): stable, so
+    webhook and polling agree, but once per record."""
+    base = f"{table}:{record_id}:{'resolved' if table == 'incident' else 'won'}"
+    return f"{base}:{closing.activity_id}" if closing else base
 
 
 def is_guid(value: object) -> bool:
@@ -85,18 +126,26 @@ def incident_person(row: dict[str, Any]) -> str | None:
     return str(contact).lower() if is_guid(contact) else None
 
 
-def incident_event(
-    row: dict[str, Any], settings: DynamicsSettings, owner_email: str | None
-) -> CaseEvent | None:
-    """``case.closed`` for a resolved incident; None for any other."""
-    incident_id = row.get("incidentid")
-    if not is_guid(incident_id) or row.get("statecode") != RESOLVED:
+def closed_id(table: str, row: dict[str, Any]) -> str | None:
+    """The id of a resolved incident (won opportunity) row; None for any other row."""
+    record_id = row.get(f"{table}id")
+    if not is_guid(record_id) or row.get("statecode") != (RESOLVED if table == "incident" else WON):
         return None
-    incident_id = str(incident_id).lower()
+    return str(record_id).lower()
+
+
+def incident_event(
+    row: dict[str, Any], settings: DynamicsSettings, owner_email: str | None, closing: Closing | None = None
+) -> CaseEvent | None:
+    """``case.closed`` for a resolved incident (``closing`` its newest case resolution); None for any other."""
+    incident_id = closed_id("incident", row)
+    if incident_id is None:
+        return None
+    occurred = (closing.created if closing else None) or parse_datetime(row.get("modifiedon"))
     return CaseEvent(
-        event_id=f"incident:{incident_id}:resolved",
+        event_id=closed_event_id("incident", incident_id, closing),
         event_type="case.closed",
-        occurred_at=parse_datetime(row.get("modifiedon")) or datetime.now(UTC),
+        occurred_at=occurred or datetime.now(UTC),
         record_type="incident",
         record_id=incident_id,
         person_id=incident_person(row),
@@ -111,17 +160,16 @@ def incident_event(
 
 
 def opportunity_event(
-    row: dict[str, Any], settings: DynamicsSettings, owner_email: str | None
+    row: dict[str, Any], settings: DynamicsSettings, owner_email: str | None, closing: Closing | None = None
 ) -> CaseEvent | None:
-    """``opportunity.won`` for a won opportunity; None for any other."""
-    opportunity_id = row.get("opportunityid")
-    if not is_guid(opportunity_id) or row.get("statecode") != WON:
+    """``opportunity.won`` for a won opportunity (``closing`` its newest close activity); None for any other."""
+    opportunity_id = closed_id("opportunity", row)
+    if opportunity_id is None:
         return None
-    opportunity_id = str(opportunity_id).lower()
     contact = row.get("_parentcontactid_value")
     occurred = parse_datetime(row.get("actualclosedate")) or parse_datetime(row.get("modifiedon"))
     return CaseEvent(
-        event_id=f"opportunity:{opportunity_id}:won",
+        event_id=closed_event_id("opportunity", opportunity_id, closing),
         event_type="opportunity.won",
         occurred_at=occurred or datetime.now(UTC),
         record_type="opportunity",

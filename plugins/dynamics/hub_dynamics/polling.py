@@ -36,7 +36,8 @@ TABLES = {
     "opportunity": ("opportunities", "opportunityid", OPPORTUNITY_COLUMNS, 1),
 }
 
-EventFor = Callable[[str, dict[str, Any]], Awaitable[CaseEvent | None]]
+#: the events of a page's rows of a table (all at once: their closing activities are read in one query)
+EventsFor = Callable[[str, list[dict[str, Any]]], Awaitable[list[CaseEvent]]]
 
 
 @dataclass
@@ -86,10 +87,10 @@ def load_cursor(cursor: str | None, start: datetime) -> PollState:
 
 
 class Poller:
-    def __init__(self, client: DataverseClient, settings: DynamicsSettings, event_for: EventFor) -> None:
+    def __init__(self, client: DataverseClient, settings: DynamicsSettings, events_for: EventsFor) -> None:
         self.client = client
         self.settings = settings
-        self.event_for = event_for
+        self.events_for = events_for
 
     def _prefer(self, track: bool) -> list[str]:
         prefer = [f"odata.maxpagesize={self.settings.poll_page_size}", ANNOTATIONS]
@@ -127,17 +128,15 @@ class Poller:
         return events, more
 
     async def _events(self, table: str, id_column: str, rows: Any, floor: datetime | None) -> list[CaseEvent]:
-        events: list[CaseEvent] = []
+        kept: list[dict[str, Any]] = []
         for row in rows if isinstance(rows, list) else []:
             if not isinstance(row, dict) or id_column not in row:  # $deletedEntity entries
                 continue
             modified = parse_datetime(row.get("modifiedon"))
             if floor is not None and (modified is None or modified < floor):
                 continue
-            event = await self.event_for(table, row)
-            if event is not None:
-                events.append(event)
-        return events
+            kept.append(row)
+        return await self.events_for(table, kept)
 
     def _advance(self, cursor: TableCursor, data: dict[str, Any], now: datetime) -> bool:
         next_link = data.get("@odata.nextLink")

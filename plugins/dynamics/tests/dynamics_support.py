@@ -71,9 +71,22 @@ def seed_case(
     return owner, contact, incident
 
 
-def resolve(emulator: DataverseEmulator, incident: str) -> None:
-    """An agent resolves the case (CloseIncident): the incident's state becomes Resolved."""
-    emulator.update("incident", incident, statecode=1, statuscode=5)
+def resolve(emulator: DataverseEmulator, incident: str) -> str:
+    """An agent resolves the case (CloseIncident): a case resolution activity is created and the incident's
+    state becomes Resolved. Returns the resolution's activityid."""
+    return emulator.close_incident(incident)
+
+
+def reopen(emulator: DataverseEmulator, table: str, record_id: str) -> None:
+    """An agent reactivates a resolved case or reopens a won opportunity (state Active again)."""
+    values = {"statecode": 0, "statuscode": 1} if table == "incident" else {"statecode": 0}
+    emulator.update(table, record_id, **values)
+
+
+def later(emulator: DataverseEmulator, seconds: float) -> None:
+    """Move the environment's clock on (Dataverse stamps createdon to the second)."""
+    clock = emulator.clock
+    emulator.clock = lambda: clock() + seconds
 
 
 def webhook(
