@@ -294,3 +294,21 @@ async def test_a_crm_outage_leaves_the_event_for_later(make_hub, crm_state) -> N
     assert event.processed_at is None and "HTTP 503" in event.process_error
     assert await hub.engine.process_pending() == 1
     assert [i.status for i in await invitations(hub)] == ["scheduled"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9 quick and friendly", (9, "quick and friendly")),
+        ("10!", (10, None)),
+        ("٣ ok", (3, "ok")),  # Arabic-Indic digits are decimal digits
+        ("²", (None, "²")),  # a digit to str.isdigit(), but no number: a comment, never a crash
+        ("¹⁰ great", (None, "¹⁰ great")),
+        ("thanks!", (None, "thanks!")),
+        ("   ", (None, None)),
+    ],
+)
+def test_a_reply_is_read_as_a_score_only_when_it_starts_with_a_number(text, expected) -> None:
+    from hub.engine import parse_reply
+
+    assert parse_reply(text) == expected

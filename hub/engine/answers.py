@@ -345,6 +345,7 @@ def parse_reply(body: str) -> tuple[int | None, str | None]:
     stripped = body.strip()
     head, _, rest = stripped.partition(" ")
     head = head.rstrip(".,:;!")
-    if head.isdigit() and len(head) <= 2:
+    # decimal digits only: "²" is a digit to str.isdigit() but no number to int(); "٣" (Arabic-Indic) is both
+    if head.isdecimal() and len(head) <= 2:
         return int(head), (rest.strip() or None)
     return None, (stripped or None)
