@@ -92,7 +92,19 @@ class DynamicsConnector:
             results += await check_columns(self.client, self.settings)
         except HubError as exc:
             results.append(CheckResult(name="metadata", ok=False, detail=str(exc)))
+        results.append(await self._window_check())
         return results
+
+    async def _window_check(self) -> CheckResult:
+        """Whether the hub's share of the service protection window holds the sync: what every hub process
+        spent in the last five minutes (from the usage ledger), against the share it may use."""
+        await self.client.share_usage()
+        budget = self.client.budget
+        spent, allowance = budget.spent(), budget.allowance
+        detail = f"{spent} of the hub's {allowance} requests per 5 minutes used (every hub process)"
+        if spent >= allowance:
+            detail += "; the sync waits until requests leave the window (raise window_request_share to give the hub more)"
+        return CheckResult(name="service protection", ok=spent < allowance, detail=detail)
 
     # -- events ---------------------------------------------------------------------------------
 

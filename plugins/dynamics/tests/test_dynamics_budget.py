@@ -58,3 +58,22 @@ async def test_the_connector_reports_its_calls_to_the_ledger(
         assert sum(ledger.meters[METER].values()) >= 3
     finally:
         await connector.aclose()
+
+
+@pytest.mark.asyncio
+async def test_check_says_when_the_window_holds_the_sync(
+    emulator: DataverseEmulator, server: TlsServer
+) -> None:
+    """`cxhub check` runs in a fresh process: what the workers spent reaches it through the usage ledger."""
+    import time
+
+    ledger = Ledger()
+    ledger.meters[METER] = Counter({int(time.time() // 60): 3000})  # the workers' calls of this minute
+    connector = make_connector(make_settings(server), usage=ledger)
+    try:
+        results = {r.name: r for r in await connector.check()}
+    finally:
+        await connector.aclose()
+    window = results["service protection"]
+    assert not window.ok and "of the hub's 3000 requests per 5 minutes" in window.detail
+    assert "window_request_share" in window.detail
