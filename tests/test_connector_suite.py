@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hub import WebhookRequest
-from hub.testing import ConnectorSuite
+from hub.testing import Capabilities, ConnectorSuite
 from tests.conftest import WEBHOOK_SECRET
 from tests.fakes.crm import TOKEN, FakeState, sign
 
@@ -16,6 +16,7 @@ from tests.fakes.crm import TOKEN, FakeState, sign
 class FakeCrmHarness:
     plugin = "fakecrm"
     plugin_modules = ("tests.fakes.plugin",)
+    capabilities = Capabilities(webhooks=True, polling=True, timeline=True)
 
     def __init__(self, state: FakeState, url: str) -> None:
         self.state = state
@@ -34,6 +35,12 @@ class FakeCrmHarness:
 
     def environment(self) -> dict[str, str]:
         return {"SUITE_CRM_TOKEN": TOKEN, "SUITE_HOOK_SECRET": WEBHOOK_SECRET, "SUITE_BAD_TOKEN": "nope"}
+
+    def close_case(self) -> str:
+        """A case closed in the fake CRM, where its poll endpoint lists it (no webhook is sent)."""
+        seq = len(self.state.cases) + 1
+        self.state.cases.append({"seq": seq, "id": f"C{seq}", "person_id": "P1"})
+        return f"C{seq}"
 
     def closed_case_webhook(self) -> WebhookRequest:
         self.cases += 1

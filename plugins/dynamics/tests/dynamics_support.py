@@ -13,6 +13,7 @@ from hub_dynamics.emulator import DataverseEmulator, TlsServer
 
 from hub import PluginContext, UsageLedger, WebhookRequest
 from hub.http import make_client
+from hub.testing import Capabilities
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
@@ -118,6 +119,8 @@ class DynamicsHarness:
     """
 
     plugin = "dynamics"
+    #: a service endpoint posts CloseIncident; polling the changed incidents is the safety net behind it
+    capabilities = Capabilities(webhooks=True, polling=True, timeline=True)
 
     def __init__(self, emulator: DataverseEmulator, server: TlsServer) -> None:
         self.emulator = emulator
@@ -133,11 +136,18 @@ class DynamicsHarness:
     def environment(self) -> dict[str, str]:
         return {**ENV, "CXHUB_TEST_D365_WRONG": "not-the-secret"}
 
-    def closed_case_webhook(self) -> WebhookRequest:
+    def _resolved_case(self) -> str:
+        """A new contact with an email address whose case an agent resolves (CloseIncident); the incident."""
         self._count += 1
         _, _, incident = seed_case(self.emulator, f"person{self._count}@brightwater.example")
         resolve(self.emulator, incident)
-        return webhook(self.emulator, "CloseIncident", "incident", incident)
+        return incident
+
+    def close_case(self) -> str:
+        return self._resolved_case()
+
+    def closed_case_webhook(self) -> WebhookRequest:
+        return webhook(self.emulator, "CloseIncident", "incident", self._resolved_case())
 
     def tamper(self, request: WebhookRequest) -> WebhookRequest:
         forged = request.model_copy(update={"query": {"code": "guessed"}, "body": request.body + b" "})

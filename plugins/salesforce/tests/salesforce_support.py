@@ -3,6 +3,7 @@ and the harness of the shared connector suite."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 
 from hub import PluginContext, UsageLedger, WebhookRequest
 from hub.http import make_client
+from hub.testing import Capabilities
 
 CONSUMER_KEY = "3MVG9-cxhub-tests"
 USERNAME = "integration@cxhub-tests.example"
@@ -82,6 +84,8 @@ class SalesforceHarness:
     """The Salesforce connector and its emulator, as ``hub.testing.ConnectorSuite`` drives them."""
 
     plugin = "salesforce"
+    #: the org's Apex/Flow callout is signed; SOQL polling is the safety net behind it
+    capabilities = Capabilities(webhooks=True, polling=True, timeline=True)
 
     def __init__(self, emulator: SalesforceEmulator, server: TlsServer, key_file: str) -> None:
         self.emulator = emulator
@@ -112,17 +116,22 @@ class SalesforceHarness:
     def environment(self) -> dict[str, str]:
         return {"SF_SUITE_WEBHOOK_SECRET": WEBHOOK_SECRET}
 
-    def closed_case_webhook(self) -> WebhookRequest:
+    def _closed_case(self) -> dict[str, Any]:
+        """A new contact with an email address whose case an agent closes; the closed Case record."""
         count = len(self.emulator.org.records["Contact"])
         contact = self.emulator.add_contact("Ida", "Lund", email=f"ida.lund.{count}@nordlys.example")
         case_id = self.emulator.add_case("Password reset fails", contact, self.owner)
-        case = self.emulator.close_case(case_id)
+        return self.emulator.close_case(case_id)
+
+    def close_case(self) -> str:
+        return str(self._closed_case()["Id"])
+
+    def closed_case_webhook(self) -> WebhookRequest:
+        case = self._closed_case()
         record = {
             "attributes": {"type": "Case"},
             **{k: case[k] for k in ("Id", "ClosedDate", "ContactId", "Subject")},
         }
-        import json
-
         return callout_request(json.dumps({"event": "case.closed", "records": [record]}).encode())
 
     def tamper(self, request: WebhookRequest) -> WebhookRequest:
