@@ -107,11 +107,19 @@ class Scheduler:
         await self.hub.engine.send_reminders()
 
     async def _sync_due(self) -> None:
-        """Near-real-time write-back: sync each connector whose due items have settled (debounced)."""
+        """Near-real-time write-back: write the items whose own key has settled (debounced), per connector.
+
+        Only those: an item re-armed a moment ago (a comment after the score) waits for its quiet period,
+        while other people's answers arriving meanwhile never hold back one that has settled.
+        """
         quiet = self.hub.config.sync.prompt_seconds
         for name in self.hub.connectors:
             if await self.hub.sync.settled(name, quiet):
-                await self._singleton(f"job:sync:{name}", self._syncer(name))
+
+                async def settled(connector: str = name) -> None:
+                    await self.hub.sync.run(connector, quiet_seconds=quiet)
+
+                await self._singleton(f"job:sync:{name}", settled)
 
     def _poller(self, name: str) -> Callable[[], Awaitable[Any]]:
         async def poll() -> None:

@@ -19,12 +19,12 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -95,31 +95,52 @@ class SyncService:
             return int(await s.scalar(q) or 0)
 
     async def settled(self, connector: str, quiet_seconds: float) -> bool:
-        """Debounce for the prompt sync: due items exist and none arrived in the last ``quiet_seconds``.
+        """Debounce for the prompt sync: whether an item of ``connector`` is ready (see ``_quiet``).
 
-        A customer who gives a score and then a comment a moment later causes one write, not two; an
-        item waiting ten times the quiet period is written even if answers keep arriving.
+        Each item is judged by its own key, so a steady stream of other people's answers never delays one.
         """
         now = self.hub.now()
         async with self.hub.store.session() as s:
-            oldest, newest = (
-                await s.execute(
-                    select(func.min(WriteBack.updated_at), func.max(WriteBack.updated_at)).where(
-                        WriteBack.connector == connector,
-                        WriteBack.state == "queued",
-                        WriteBack.next_attempt_at <= now,
-                    )
-                )
-            ).one()
-        if oldest is None:
-            return False
+            found = await s.scalar(
+                select(WriteBack.id)
+                .where(*self._due(connector, now), self._quiet(now, quiet_seconds))
+                .limit(1)
+            )
+        return found is not None
+
+    @staticmethod
+    def _due(connector: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
+        """Queued items of ``connector`` that are due and that no worker holds a live lease on."""
+        return (
+            WriteBack.connector == connector,
+            WriteBack.state == "queued",
+            WriteBack.next_attempt_at <= now,
+            or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now),
+        )
+
+    @staticmethod
+    def _quiet(now: datetime, quiet_seconds: float) -> ColumnElement[bool]:
+        """Items whose own key was not re-armed for ``quiet_seconds``, or that wait since ten times that.
+
+        A customer who gives a score and then a comment a moment later re-arms the same keys (``updated_at``),
+        so the two cause one write, not two. The cap holds for items never written yet (``created_at``): an
+        item written before and re-armed later has no record of when it was re-armed other than
+        ``updated_at``, so one re-armed again and again (a person answering every few seconds) waits for its
+        own quiet moment or for the scheduled full sync.
+        """
         quiet = timedelta(seconds=quiet_seconds)
-        return bool(newest <= now - quiet or oldest <= now - 10 * quiet)
+        return or_(
+            WriteBack.updated_at <= now - quiet,
+            and_(WriteBack.done_at.is_(None), WriteBack.created_at <= now - 10 * quiet),
+        )
 
     # --- claiming -------------------------------------------------------------------------------------------------
 
-    async def claim(self, connector: str, limit: int) -> list[WriteBack]:
+    async def claim(self, connector: str, limit: int, quiet_seconds: float | None = None) -> list[WriteBack]:
         """Lease up to ``limit`` due items of one connector and one kind to this worker.
+
+        With ``quiet_seconds`` (the prompt sync) only the items that have settled (``_quiet``) are taken;
+        without, every due item (the scheduled sync, ``cxhub sync``).
 
         A batch holds one kind only (the kind of the oldest due item), because CRM batch limits are per
         call and per object: 200 timeline records fill one Salesforce call, while a batch mixing 67
@@ -128,12 +149,9 @@ class SyncService:
         now = self.hub.now()
         until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
         free = or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now)
-        due = (
-            WriteBack.connector == connector,
-            WriteBack.state == "queued",
-            WriteBack.next_attempt_at <= now,
-            free,
-        )
+        due = self._due(connector, now)
+        if quiet_seconds is not None:
+            due = (*due, self._quiet(now, quiet_seconds))
         async with self.hub.store.session() as s:
             kind = await s.scalar(
                 select(WriteBack.kind).where(*due).order_by(WriteBack.next_attempt_at, WriteBack.id).limit(1)
@@ -199,9 +217,16 @@ class SyncService:
     # --- one run --------------------------------------------------------------------------------------------------
 
     async def run(
-        self, connector_name: str, kind: str = "sync", progress: Callable[[int, int], None] | None = None
+        self,
+        connector_name: str,
+        kind: str = "sync",
+        progress: Callable[[int, int], None] | None = None,
+        quiet_seconds: float | None = None,
     ) -> RunStats:
-        """Drain the due items of one connector, batch by batch, and record the run."""
+        """Drain the due items of one connector, batch by batch, and record the run.
+
+        With ``quiet_seconds`` (the prompt sync) only the items that have settled are written (``claim``).
+        """
         hub = self.hub
         connector = hub.connectors[connector_name]
         stats = RunStats()
@@ -214,7 +239,7 @@ class SyncService:
             if kind == "full":
                 size = max(size, getattr(connector, "bulk_batch_size", size))
             while not stats.stopped:
-                rows = await self.claim(connector_name, max(1, size))
+                rows = await self.claim(connector_name, max(1, size), quiet_seconds)
                 if not rows:
                     break
                 stats.batches += 1
@@ -495,7 +520,9 @@ class SyncService:
                     done,
                 )
             if again:
-                # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued
+                # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued;
+                # ``updated_at`` stays when the row was last re-armed, so the prompt sync's debounce (``_quiet``)
+                # does not hold a retry back once its backoff is over
                 await conn.execute(
                     table.update()
                     .where(*mine, table.c.version == bindparam("row_version"))
@@ -506,7 +533,6 @@ class SyncService:
                         last_error=bindparam("error"),
                         lease_owner=None,
                         lease_until=None,
-                        updated_at=now,
                     ),
                     again,
                 )

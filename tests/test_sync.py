@@ -458,3 +458,114 @@ async def test_a_poll_that_meets_a_plugin_bug_is_recorded_as_failed_not_left_run
     async with hub.store.session() as s:
         [run] = list(await s.scalars(select(SyncRun).where(SyncRun.kind == "poll")))
     assert run.finished_at is not None and run.error == "KeyError: 'Id'"
+
+
+async def _stream(hub, crm_state, clock: list, until, step: timedelta) -> dict[str, object]:
+    """Other people's answers, one every ``step`` of the controlled clock up to ``until``: response id -> time."""
+    answered = {}
+    while clock[0] + step <= until:
+        clock[0] += step
+        person = f"Q{len(crm_state.people)}"
+        crm_state.people[person] = {"id": person, "email": f"{person.lower()}@example.com"}
+        answered[await answer(hub, crm_state, f"C{person}", person, 7)] = clock[0]
+    return answered
+
+
+def _written(crm_state) -> list[str]:
+    return [item["key"] for batch in crm_state.batches for item in batch]
+
+
+async def test_a_steady_stream_of_other_answers_never_delays_an_answer_that_has_settled(
+    make_hub, crm_state
+) -> None:
+    """The prompt sync writes an answer once its own keys were quiet for ``prompt_seconds``, while other people's
+    answers keep arriving every fraction of that. The connector used to count as settled only once no item at
+    all arrived for the quiet period, so under a steady stream every answer waited for the ten-times cap."""
+    from hub.scheduler import Scheduler
+
+    hub = await make_hub()
+    hub.config.sync.prompt_seconds = 10
+    quiet = timedelta(seconds=10)
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    first = await answer(hub, crm_state, "C1", "P1", 9)
+    others = await _stream(hub, crm_state, clock, clock[0] + quiet * 0.9, quiet / 4)
+    await Scheduler(hub)._sync_due()
+    assert crm_state.batches == []  # nobody's answer was quiet for the quiet period yet: nothing is written
+    others |= await _stream(hub, crm_state, clock, clock[0] + quiet * 0.9, quiet / 4)
+
+    await Scheduler(hub)._sync_due()  # at 1.5 times the quiet period, well before the ten-times cap
+
+    written = _written(crm_state)
+    assert {f"timeline:{first}", f"case:{first}", "summary:1"} <= set(written)
+    settled = {f"timeline:{id}" for id, at in others.items() if at <= clock[0] - quiet}
+    recent = {f"timeline:{id}" for id, at in others.items() if at > clock[0] - quiet}
+    assert len(settled) == 2 and len(recent) == 4  # answered at 0.25, 0.5 | 0.75 .. 1.5 quiet periods
+    assert {key for key in written if key.startswith("timeline:")} == settled | {f"timeline:{first}"}
+    assert await hub.sync.pending("crm") == 3 * len(recent)  # each waits for its own quiet period
+    clock[0] += quiet
+    await Scheduler(hub)._sync_due()
+    assert sorted(_written(crm_state)) == sorted(set(_written(crm_state)))  # every item once
+    assert len(_written(crm_state)) == 3 * (1 + len(others))
+    assert await hub.sync.pending("crm", due_only=False) == 0
+
+
+async def test_a_score_then_a_comment_within_the_quiet_period_is_one_write_amid_other_answers(
+    make_hub, crm_state
+) -> None:
+    """The case the debounce exists for: the comment re-arms the score's keys, so both go out in one write,
+    however many other answers arrive meanwhile."""
+    from hub.scheduler import Scheduler
+
+    hub = await make_hub()
+    hub.config.sync.prompt_seconds = 10
+    quiet = timedelta(seconds=10)
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    start = clock[0]
+    token = await survey_flow(hub, crm_state, "C1", "P1")
+    _, page = await hub.engine.page_for_token(token)
+    score = await hub.engine.record_answer(page.invitation_id, 3)
+    await _stream(hub, crm_state, clock, start + quiet * 0.6, quiet / 5)
+    await hub.engine.record_answer(page.invitation_id, 3, comment="Too slow")  # 0.6 of the quiet period later
+    await _stream(hub, crm_state, clock, start + quiet * 1.4, quiet / 5)
+    await Scheduler(hub)._sync_due()  # the score's own quiet period is over, the comment's is not
+    mine = {f"timeline:{score.id}", f"case:{score.id}", "summary:1"}
+    assert _written(crm_state) and not mine & set(_written(crm_state))
+    clock[0] = start + quiet * 1.7
+    await Scheduler(hub)._sync_due()
+    items = [item for batch in crm_state.batches for item in batch if item["key"] in mine]
+    assert sorted(item["key"] for item in items) == sorted(mine)  # each once
+    case = next(item for item in items if item["key"] == f"case:{score.id}")
+    assert (case["payload"]["rating"], case["payload"]["comment"]) == (3, "Too slow")
+
+
+async def test_the_scheduled_sync_still_writes_what_has_not_settled(make_hub, crm_state) -> None:
+    """The hourly sync and ``cxhub sync`` write every due item at once, quiet or not; the prompt sync waits."""
+    hub = await make_hub()
+    hub.config.sync.prompt_seconds = 10
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    await answer(hub, crm_state, "C1", "P1", 9)
+    assert not await hub.sync.settled("crm", 10)
+    assert (await hub.sync.run("crm", quiet_seconds=10)).written == 0
+    assert (await hub.sync.run("crm")).written == 3
+
+
+async def test_a_retry_of_the_prompt_sync_waits_for_its_backoff_not_for_another_quiet_period(
+    make_hub, crm_state
+) -> None:
+    """The debounce waits for the customer, not for the CRM: an item refused with ``Retry-After: 2`` is
+    written again by the prompt sync two seconds later, not ``prompt_seconds`` after the refusal."""
+    hub = await make_hub()
+    hub.config.sync.prompt_seconds = 10
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    await answer(hub, crm_state, "C1", "P1", 9)
+    clock[0] += timedelta(seconds=10)
+    crm_state.fail_next.append((429, {"Retry-After": "2"}))
+    assert (await hub.sync.run("crm", quiet_seconds=10)).retried > 0
+    clock[0] = max(row.next_attempt_at for row in await rows(hub)) + timedelta(milliseconds=1)
+    assert await hub.sync.settled("crm", 10)
+    await hub.sync.run("crm", quiet_seconds=10)
+    assert {row.state for row in await rows(hub)} == {"done"}
