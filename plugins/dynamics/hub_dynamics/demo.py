@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from hub import DemoCase
-from hub_dynamics.emulator import DataverseEmulator, TlsServer
+from hub.testing.server import TlsServer
+from hub_dynamics.emulator import DataverseEmulator
 
 log = structlog.get_logger("hub_dynamics.demo")
 

@@ -31,7 +31,6 @@ import copy
 import json
 import re
 import secrets
-import tempfile
 import threading
 import time
 import uuid
@@ -39,7 +38,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -49,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub.testing.server import BackgroundServer
+from hub.testing.server import TlsServer
 
 API = "/api/data/v9.2"
 BATCH_LIMIT = 1000
@@ -1608,25 +1606,6 @@ def _http_lines(content_id: str | None, status: int, headers: dict[str, str], pa
 
 
 # --- serving over TLS -------------------------------------------------------------------------------
-
-
-class TlsServer(BackgroundServer):
-    """The emulator over TLS on a free loopback port; ``ca_file`` is the test CA's PEM clients must trust."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
-        import trustme  # a test and demo dependency only
-
-        self._dir = tempfile.TemporaryDirectory(prefix="dataverse-emulator-")
-        ca = trustme.CA()
-        self.ca_file = str(Path(self._dir.name) / "ca.pem")
-        ca.cert_pem.write_to_path(self.ca_file)
-        key_file = str(Path(self._dir.name) / "server.pem")
-        ca.issue_cert(host, "localhost").private_key_and_cert_chain_pem.write_to_path(key_file)
-        super().__init__(app, host, certfile=key_file)
-
-    def stop(self) -> None:
-        super().stop()
-        self._dir.cleanup()
 
 
 @contextmanager

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from dynamics_support import DynamicsHarness, make_connector, make_emulator, make_settings
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import DataverseEmulator, TlsServer, serve
+from hub_dynamics.emulator import DataverseEmulator, serve
+
+from hub.testing.server import TlsServer
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from typing import Any
 
 from hub_dynamics.config import DynamicsSettings
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import DataverseEmulator, TlsServer
+from hub_dynamics.emulator import DataverseEmulator
 
 from hub import PluginContext, UsageLedger, WebhookRequest
 from hub.http import make_client
 from hub.testing import Capabilities
+from hub.testing.server import TlsServer
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"

@@ -12,9 +12,10 @@ import pytest
 from dynamics_support import CLIENT_ID, TENANT, make_connector, make_emulator, make_settings, seed_case
 from hub_dynamics.config import DynamicsSettings
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import DataverseEmulator, TlsServer, certificate_pair, serve
+from hub_dynamics.emulator import DataverseEmulator, certificate_pair, serve
 
 from hub import AuthError, TransientError
+from hub.testing.server import TlsServer
 
 
 def _token_requests(emulator: DataverseEmulator) -> int:

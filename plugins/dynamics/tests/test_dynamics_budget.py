@@ -9,9 +9,10 @@ from collections.abc import Mapping
 import pytest
 from dynamics_support import make_connector, make_settings, seed_case
 from hub_dynamics.budget import METER, WindowBudget
-from hub_dynamics.emulator import DataverseEmulator, TlsServer
+from hub_dynamics.emulator import DataverseEmulator
 
 from hub import TransientError
+from hub.testing.server import TlsServer
 
 
 class Ledger:

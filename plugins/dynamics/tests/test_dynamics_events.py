@@ -17,12 +17,13 @@ from dynamics_support import (
     webhook,
 )
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import DataverseEmulator, TlsServer
+from hub_dynamics.emulator import DataverseEmulator
 from sqlalchemy import select
 
 from hub.store.tables import Invitation
 from hub.testing import MemoryChannel, build_hub
 from hub.testing.harness import CONNECTOR
+from hub.testing.server import TlsServer
 
 
 async def _drain(connector: DynamicsConnector, cursor: str | None) -> tuple[list[str], str | None]:

@@ -8,9 +8,10 @@ import json
 import pytest
 from dynamics_support import WEBHOOK_KEY, make_connector, make_settings, resolve, seed_case, webhook
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import DataverseEmulator, TlsServer
+from hub_dynamics.emulator import DataverseEmulator
 
 from hub import BadInput
+from hub.testing.server import TlsServer
 
 
 @pytest.mark.asyncio

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from dynamics_support import DynamicsHarness, make_connector, make_settings, resolve, seed_case, webhook
 from hub_dynamics.connector import DynamicsConnector
-from hub_dynamics.emulator import ERR_EXECUTION_TIME, DataverseEmulator, TlsServer
+from hub_dynamics.emulator import ERR_EXECUTION_TIME, DataverseEmulator
 from hub_dynamics.writeback import CUSTOMER
 
 from hub import CaseFeedback, PersonSummary, TimelineEntry, WriteBackItem
 from hub.app import Hub
 from hub.testing import MemoryChannel, build_hub
 from hub.testing.harness import CONNECTOR
+from hub.testing.server import TlsServer
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
