@@ -296,6 +296,28 @@ async def test_a_crm_outage_leaves_the_event_for_later(make_hub, crm_state) -> N
     assert [i.status for i in await invitations(hub)] == ["scheduled"]
 
 
+async def test_a_crm_that_refuses_connections_leaves_the_event_for_later(make_hub, crm_state) -> None:
+    """A raw connect error from a partner's connector is an outage like a 503, not a bad record."""
+    import httpx
+
+    hub = await make_hub()
+    connector = hub.connectors["crm"]
+    get_person = connector.get_person
+
+    async def refused(person_id):
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    connector.get_person = refused
+    await hub.engine.receive("crm", [case_event("C1")], source="webhook")
+    assert await hub.engine.process_pending() == 0
+    async with hub.store.session() as s:
+        event = await s.scalar(select(Event))
+    assert event.processed_at is None and "Connection refused" in event.process_error
+    connector.get_person = get_person
+    assert await hub.engine.process_pending() == 1
+    assert [i.status for i in await invitations(hub)] == ["scheduled"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.config import Campaign
 from hub.engine.common import invitation_record
 from hub.errors import AuthError, ConfigError, SkippableError, TransientError
+from hub.http import never_sent
 from hub.models import CaseEvent, InvitationRecord, PersonRecord
 from hub.people import upsert_person
 from hub.policy import PersonFacts, RecentSurvey, decide
@@ -158,10 +159,17 @@ class Intake:
             except (SkippableError, ConfigError) as exc:
                 await self._set_event_error(row.id, str(exc), processed=True)
             except Exception as exc:
-                # a record this hub cannot handle (or a plugin's bug): set it aside, visible in its
-                # process_error, rather than retry it on every tick ahead of the events behind it
-                log.exception("event.failed", connector=row.connector, event_id=row.event_id)
-                await self._set_event_error(row.id, f"{type(exc).__name__}: {exc}", processed=True)
+                # a CRM that could not be reached (a raw connect error too) is an outage: retried later;
+                # anything else is a record this hub cannot handle (or a plugin's bug): set aside, visible
+                # in its process_error, rather than retried on every tick ahead of the events behind it
+                unreachable = never_sent(exc)
+                if unreachable:
+                    log.warning(
+                        "event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc)
+                    )
+                else:
+                    log.exception("event.failed", connector=row.connector, event_id=row.event_id)
+                await self._set_event_error(row.id, f"{type(exc).__name__}: {exc}", processed=not unreachable)
         return done
 
     async def _set_event_error(self, event_pk: int, error: str, processed: bool) -> None:
