@@ -190,6 +190,13 @@ class ConnectorInstance(BaseModel):
     enabled: bool = True
     poll_interval_seconds: float = Field(300, ge=0, description="0 turns polling off")
     sync_cron: Cron | None = Field(None, description="this connector's safety-net sync; unset = sync.cron")
+    concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="events of this connector processed at once by one hub process, so at most this many "
+        "reads of a person from the CRM in flight (the connector's own limits still apply)",
+    )
 
     def plugin_settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -200,6 +207,13 @@ class ChannelInstance(BaseModel):
 
     plugin: str
     enabled: bool = True
+    concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="messages one hub process hands to this channel at once (the provider's own rate "
+        "limits still apply)",
+    )
 
     def plugin_settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

@@ -26,6 +26,9 @@ log = structlog.get_logger("hub.scheduler")
 TICK_SECONDS = 5.0
 #: how long a stopping process lets its running jobs finish before it cancels them and hands their work back
 GRACE_SECONDS = 20.0
+#: invitations claimed at a time by the dispatch job, and the most claims of one run
+DISPATCH_CLAIM = 50
+DISPATCH_ROUNDS = 100
 
 
 class Scheduler:
@@ -34,6 +37,10 @@ class Scheduler:
         self.tick = tick_seconds
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.running: set[asyncio.Task[Any]] = set()
+        #: set by shutdown(): jobs that loop over a backlog stop taking more
+        self.stopping = False
+        #: jobs asked to run again (``Hub.wake``) since they last started
+        self.woken: set[str] = set()
 
     def _add(self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any) -> None:
         async def run() -> None:
@@ -64,7 +71,7 @@ class Scheduler:
     def setup(self) -> None:
         hub = self.hub
         tick = IntervalTrigger(seconds=self.tick)
-        self._add("events", hub.engine.process_pending, tick)
+        self._add("events", self._events, tick)
         self._add("dispatch", self._dispatch, tick)
         prompt = hub.config.sync.prompt_seconds
         self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.1, prompt / 4)))
@@ -98,13 +105,39 @@ class Scheduler:
         await self.hub.singleton(name, logged)
 
     def _run_soon(self, job_id: str) -> None:
+        # a job running now would turn this run away (max_instances=1) and wait for its next tick: it looks
+        # at ``woken`` when it ends instead, and runs again
+        self.woken.add(job_id)
         job = self.scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=datetime.now().astimezone())
 
+    async def _again(self, job_id: str, run: Callable[[], Awaitable[Any]]) -> None:
+        """``run`` once, and again as long as it was woken while it ran (new events, new invitations)."""
+        while not self.stopping:
+            self.woken.discard(job_id)
+            await run()
+            if job_id not in self.woken:
+                break
+
+    async def _events(self) -> None:
+        async def backlog() -> None:
+            await self.hub.engine.intake.process_backlog(stop=lambda: self.stopping)
+
+        await self._again("events", backlog)
+
     async def _dispatch(self) -> None:
-        await self.hub.engine.dispatch_due()
-        await self.hub.engine.send_reminders()
+        """Send what is due, claim after claim, until a claim comes back short: a backlog (a burst of closed
+        cases) goes out in one run rather than one claim per tick. A stopping process claims nothing more, so
+        its grace period is spent finishing what it holds."""
+
+        async def due() -> None:
+            for send in (self.hub.engine.dispatch_due, self.hub.engine.send_reminders):
+                for _ in range(DISPATCH_ROUNDS):
+                    if self.stopping or await send(DISPATCH_CLAIM) < DISPATCH_CLAIM:
+                        break
+
+        await self._again("dispatch", due)
 
     async def _sync_due(self) -> None:
         """Near-real-time write-back: write the items whose own key has settled (debounced), per connector.
@@ -187,6 +220,7 @@ class Scheduler:
         if not self.scheduler.running:
             return
         grace = GRACE_SECONDS if grace_seconds is None else grace_seconds
+        self.stopping = True
         self.scheduler.pause()
         await asyncio.sleep(0)  # jobs submitted just before the pause start and register themselves
         if self.running:

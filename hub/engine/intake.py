@@ -7,7 +7,9 @@ is a unique key).
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign
+from hub.engine.bounds import Bounds
 from hub.engine.common import invitation_record
 from hub.errors import AuthError, ConfigError, SkippableError, TransientError
 from hub.http import never_sent
@@ -87,6 +90,11 @@ class Intake:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.bounds = Bounds(self._concurrency)
+
+    def _concurrency(self, connector: str) -> int:
+        instance = self.hub.config.connectors.get(connector)
+        return instance.concurrency if instance is not None else 1
 
     # --- 1. events in -----------------------------------------------------------------------------------------
 
@@ -139,37 +147,83 @@ class Intake:
     # --- 2. decide --------------------------------------------------------------------------------------------
 
     async def process_pending(self, limit: int = 100) -> int:
-        """Turn stored, unprocessed events into invitations or suppressions. Returns events processed."""
+        """Turn stored, unprocessed events into invitations or suppressions (one batch of at most ``limit``,
+        oldest first). Returns events processed."""
+        return await self._process_batch(await self._pending(0, limit))
+
+    async def process_backlog(
+        self, batch: int = 100, most: int = 5000, stop: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Process the pending events batch after batch, until none is left, ``most`` were taken or ``stop()``
+        says so (the process is shutting down). Returns events processed.
+
+        Each event is taken at most once per call: one left for later (its CRM is down) waits for the next
+        run instead of being retried ahead of the events behind it.
+        """
+        after, taken, done = 0, 0, 0
+        while taken < most and not stop():
+            rows = await self._pending(after, min(batch, most - taken))
+            if not rows:
+                break
+            done += await self._process_batch(rows)
+            after, taken = rows[-1].id, taken + len(rows)
+        return done
+
+    async def _pending(self, after: int, limit: int) -> list[Event]:
         async with self.hub.store.session() as s:
-            rows = list(
+            return list(
                 await s.scalars(
-                    select(Event).where(Event.processed_at.is_(None)).order_by(Event.id).limit(limit)
+                    select(Event)
+                    .where(Event.processed_at.is_(None), Event.id > after)
+                    .order_by(Event.id)
+                    .limit(limit)
                 )
             )
+
+    async def _process_batch(self, rows: list[Event]) -> int:
+        """Read the people of every event at once (each connector's ``concurrency`` bounds its calls in
+        flight), then decide event by event in the order they arrived.
+
+        The reads are the slow part (a CRM call each) and touch nothing of the hub's; the decisions are one
+        short transaction each and run one at a time, so the contact policy sees every invitation decided
+        before it: two events for the same person (or two CRMs' records of one person) never both pass the
+        frequency rule, and the outcome is the one of processing the events one by one. Across processes,
+        the events job runs in one process at a time (its database lock).
+        """
+        reads = [asyncio.ensure_future(self._read(row)) for row in rows]
         done = 0
-        for row in rows:
-            try:
-                await self._process(row)
-                done += 1
-            except (TransientError, AuthError, OperationalError, InterfaceError) as exc:
-                log.warning(
-                    "event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc)
-                )
-                await self._set_event_error(row.id, str(exc), processed=False)
-            except (SkippableError, ConfigError) as exc:
-                await self._set_event_error(row.id, str(exc), processed=True)
-            except Exception as exc:
-                # a CRM that could not be reached (a raw connect error too) is an outage: retried later;
-                # anything else is a record this hub cannot handle (or a plugin's bug): set aside, visible
-                # in its process_error, rather than retried on every tick ahead of the events behind it
-                unreachable = never_sent(exc)
-                if unreachable:
+        try:
+            for row, read in zip(rows, reads, strict=True):
+                try:
+                    await self._decide(row, *await read)
+                    done += 1
+                except (TransientError, AuthError, OperationalError, InterfaceError) as exc:
                     log.warning(
                         "event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc)
                     )
-                else:
-                    log.exception("event.failed", connector=row.connector, event_id=row.event_id)
-                await self._set_event_error(row.id, f"{type(exc).__name__}: {exc}", processed=not unreachable)
+                    await self._set_event_error(row.id, str(exc), processed=False)
+                except (SkippableError, ConfigError) as exc:
+                    await self._set_event_error(row.id, str(exc), processed=True)
+                except Exception as exc:
+                    # a CRM that could not be reached (a raw connect error too) is an outage: retried later;
+                    # anything else is a record this hub cannot handle (or a plugin's bug): set aside, visible
+                    # in its process_error, rather than retried on every tick ahead of the events behind it
+                    unreachable = never_sent(exc)
+                    if unreachable:
+                        log.warning(
+                            "event.retry_later",
+                            connector=row.connector,
+                            event_id=row.event_id,
+                            error=str(exc),
+                        )
+                    else:
+                        log.exception("event.failed", connector=row.connector, event_id=row.event_id)
+                    await self._set_event_error(
+                        row.id, f"{type(exc).__name__}: {exc}", processed=not unreachable
+                    )
+        finally:
+            for read in reads:  # cancelled part-way (a shutdown): no read outlives the batch
+                read.cancel()
         return done
 
     async def _set_event_error(self, event_pk: int, error: str, processed: bool) -> None:
@@ -179,7 +233,8 @@ class Intake:
                 values["processed_at"] = utcnow()
             await s.execute(update(Event).where(Event.id == event_pk).values(**values))
 
-    async def _process(self, row: Event) -> None:
+    async def _read(self, row: Event) -> tuple[CaseEvent, list[tuple[str, Campaign]], PersonRecord | None]:
+        """The event, its matching campaigns and the person as the CRM has them now (one call, if needed)."""
         event = CaseEvent.model_validate(row.payload)
         connector = self.hub.connectors.get(row.connector)
         campaigns = [
@@ -187,7 +242,17 @@ class Intake:
         ]
         record: PersonRecord | None = None
         if connector is not None and event.person_id and (campaigns or event.event_type == "person.changed"):
-            record = await connector.get_person(event.person_id)
+            async with self.bounds.slot(row.connector):
+                record = await connector.get_person(event.person_id)
+        return event, campaigns, record
+
+    async def _decide(
+        self,
+        row: Event,
+        event: CaseEvent,
+        campaigns: list[tuple[str, Campaign]],
+        record: PersonRecord | None,
+    ) -> None:
         suppressed: list[InvitationRecord] = []
         async with self.hub.store.session() as s:
             if record is not None and event.event_type == "person.changed":

@@ -6,7 +6,9 @@ the person and the next channel is tried; the lease is released whatever happens
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +17,11 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign
+from hub.engine.bounds import Bounds
 from hub.engine.common import hash_token, invitation_record, question
 from hub.errors import AddressRejected, AuthError, ConfigError, SkippableError, TransientError
 from hub.http import backoff_delay, never_sent
-from hub.models import SCALES, Delivery, Recipient, ScaleOption, SurveyMessage
+from hub.models import SCALES, Delivery, InvitationRecord, Recipient, ScaleOption, SurveyMessage
 from hub.people import normalise_email, normalise_phone
 from hub.store.tables import Event, Invitation, Person, Token
 from hub.texts import text
@@ -29,11 +32,27 @@ if TYPE_CHECKING:
 log = structlog.get_logger("hub.engine.invitations")
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A claimed invitation with its message built: what the channels get, and what the hooks are told."""
+
+    invitation_id: int
+    message: SurveyMessage
+    channels: list[str]
+    record: InvitationRecord
+    remind_after_hours: float | None
+
+
 class Invitations:
     """Sends due invitations and reminders through the campaign's channels, each claimed with a lease."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.bounds = Bounds(self._concurrency)
+
+    def _concurrency(self, channel: str) -> int:
+        instance = self.hub.config.channels.get(channel)
+        return instance.concurrency if instance is not None else 1
 
     # --- 3. send ----------------------------------------------------------------------------------------------
 
@@ -66,13 +85,13 @@ class Invitations:
         )
 
     async def dispatch_due(self, limit: int = 50) -> int:
-        """Send every invitation whose time has come. Returns how many were handled."""
+        """Send every invitation whose time has come (a claim of at most ``limit``). Returns how many were
+        handled."""
         async with self.hub.store.session() as s:
             ids = await self._claim(
                 s, and_(Invitation.status == "scheduled", Invitation.send_after <= self.hub.now()), limit
             )
-        for inv_id in ids:
-            await self._send(inv_id, reminder=False)
+        await self._send_all(ids, reminder=False)
         return len(ids)
 
     async def send_reminders(self, limit: int = 50) -> int:
@@ -86,9 +105,33 @@ class Invitations:
                 ),
                 limit,
             )
-        for inv_id in ids:
-            await self._send(inv_id, reminder=True)
+        await self._send_all(ids, reminder=True)
         return len(ids)
+
+    async def _send_all(self, ids: list[int], reminder: bool) -> None:
+        """Send the claimed invitations side by side, each channel's ``concurrency`` bounding its sends.
+
+        Their messages are built in one transaction (one read, every token at once); each is then marked
+        sent on its own as soon as its channel took it, so a crash sends again at most the messages in flight.
+        Every invitation is claimed by this process alone, so sending them at once sends none twice. All of
+        them are carried through even when one fails unexpectedly (a database error): stopping half-way
+        would leave the rest leased, unsent, until their lease ran out. The first such error is raised then.
+        """
+        if not ids:
+            return
+        ready = iter(await self._prepare(ids, reminder))
+        width = sum(self.bounds.limit(name) for name in self.hub.channels) or 1
+
+        async def worker() -> None:
+            for outgoing in ready:
+                await self._send(outgoing, reminder)
+
+        results = await asyncio.gather(
+            *(worker() for _ in range(min(width, len(ids)))), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def issue_token(self, s: AsyncSession, invitation_id: int, purpose: str, expires_at: datetime) -> str:
         """A new 128-bit random token for one invitation and one purpose; only its hash is stored."""
@@ -98,56 +141,64 @@ class Invitations:
         )
         return token
 
-    async def _prepare(self, inv_id: int, reminder: bool) -> tuple[SurveyMessage, list[str]] | None:
-        """Re-check the invitation at send time and build its message; None when it must not be sent."""
+    async def _prepare(self, ids: list[int], reminder: bool) -> list[Outgoing]:
+        """Re-check each invitation at send time and build its message; those that must not be sent are
+        closed with their reason instead."""
         hub = self.hub
         now = hub.now()
+        ready: list[Outgoing] = []
+        dropped: list[InvitationRecord] = []
         async with hub.store.session() as s:
-            inv = await s.get(Invitation, inv_id)
-            if inv is None:
-                return None
-            event = await s.get(Event, inv.event_pk)
-            person = await s.get(Person, inv.person_id) if inv.person_id else None
-            campaign = hub.config.campaigns.get(inv.campaign)
-            assert event is not None
-            if campaign is None:
-                inv.status, inv.reason = "failed", f'campaign "{inv.campaign}" is no longer configured'
-            elif person is None:
-                inv.status, inv.reason = "failed", "the person was deleted"
-            elif person.opted_out_at is not None:
-                inv.status, inv.reason = (
-                    "suppressed",
-                    f"unsubscribed from surveys on {person.opted_out_at:%Y-%m-%d}",
+            rows = await s.execute(
+                select(Invitation, Event, Person)
+                .join(Event, Event.id == Invitation.event_pk)
+                .outerjoin(Person, Person.id == Invitation.person_id)
+                .where(Invitation.id.in_(ids))
+                .order_by(Invitation.id)
+            )
+            for inv, event, person in rows:
+                campaign = hub.config.campaigns.get(inv.campaign)
+                if campaign is None:
+                    inv.status, inv.reason = "failed", f'campaign "{inv.campaign}" is no longer configured'
+                elif person is None:
+                    inv.status, inv.reason = "failed", "the person was deleted"
+                elif person.opted_out_at is not None:
+                    inv.status, inv.reason = (
+                        "suppressed",
+                        f"unsubscribed from surveys on {person.opted_out_at:%Y-%m-%d}",
+                    )
+                elif inv.expires_at is not None and inv.expires_at <= now:
+                    inv.status, inv.reason = "expired", "not sent before the survey's expiry"
+                else:
+                    expires = inv.expires_at or now + timedelta(days=hub.config.hub.token_ttl_days)
+                    survey_token = self.issue_token(s, inv.id, "survey", expires)
+                    unsub_token = self.issue_token(s, inv.id, "unsubscribe", now + timedelta(days=365))
+                    message = self.survey_message(inv, campaign, person, survey_token, unsub_token, reminder)
+                    channels = [inv.channel] if reminder and inv.channel else list(campaign.channels)
+                    remind = None if reminder else campaign.reminder_after_hours
+                    ready.append(Outgoing(inv.id, message, channels, invitation_record(inv, event), remind))
+                    continue
+                inv.lease_until = None
+                dropped.append(invitation_record(inv, event))
+        for record in dropped:
+            if record.status == "suppressed":
+                await hub.plugins.notify(
+                    "hub_on_invitation_suppressed", invitation=record, reason=record.reason
                 )
-            elif inv.expires_at is not None and inv.expires_at <= now:
-                inv.status, inv.reason = "expired", "not sent before the survey's expiry"
-            else:
-                expires = inv.expires_at or now + timedelta(days=hub.config.hub.token_ttl_days)
-                survey_token = self.issue_token(s, inv.id, "survey", expires)
-                unsub_token = self.issue_token(s, inv.id, "unsubscribe", now + timedelta(days=365))
-                message = self.survey_message(inv, campaign, person, survey_token, unsub_token, reminder)
-                channels = [inv.channel] if reminder and inv.channel else list(campaign.channels)
-                return message, channels
-            inv.lease_until = None
-            record = invitation_record(inv, event)
-        if record.status == "suppressed":
-            await hub.plugins.notify("hub_on_invitation_suppressed", invitation=record, reason=record.reason)
-        return None
+        return ready
 
-    async def _send(self, inv_id: int, reminder: bool) -> None:
+    async def _send(self, outgoing: Outgoing, reminder: bool) -> None:
         """Try the campaign's channels in order; a transient failure retries later, a permanent one moves on."""
-        prepared = await self._prepare(inv_id, reminder)
-        if prepared is None:
-            return
-        message, channels = prepared
+        inv_id, message = outgoing.invitation_id, outgoing.message
         errors: list[str] = []
-        for channel_name in channels:
+        for channel_name in outgoing.channels:
             channel = self.hub.channels.get(channel_name)
             if channel is None:
                 errors.append(f"{channel_name}: channel not available")
                 continue
             try:
-                delivery = await channel.send(message)
+                async with self.bounds.slot(channel_name):
+                    delivery = await channel.send(message)
             except AddressRejected as exc:
                 errors.append(f"{channel_name}: {exc}")
                 await self._flag_address(inv_id, exc)
@@ -165,7 +216,7 @@ class Invitations:
                 log.exception("channel.failed", channel=channel_name, invitation=inv_id)
                 errors.append(f"{channel_name}: {type(exc).__name__}: {exc}")
                 continue
-            await self._mark_sent(inv_id, channel_name, delivery, reminder)
+            await self._mark_sent(outgoing, channel_name, delivery, reminder)
             return
         async with self.hub.store.session() as s:
             inv = await s.get(Invitation, inv_id)
@@ -192,24 +243,24 @@ class Invitations:
                 person.phone_rejected = note
         log.info("address.flagged", invitation=inv_id)
 
-    async def _mark_sent(self, inv_id: int, channel: str, delivery: Delivery, reminder: bool) -> None:
+    async def _mark_sent(self, outgoing: Outgoing, channel: str, delivery: Delivery, reminder: bool) -> None:
+        """One UPDATE, committed at once: the invitation is sent (or reminded), its lease released."""
         hub = self.hub
+        sent_at = hub.now()
+        values: dict[str, Any] = {"lease_until": None, "reason": None}
+        record = outgoing.record.model_copy(update={"reason": None})
+        if reminder:
+            values["reminded_at"] = sent_at
+        else:
+            values.update(status="sent", channel=channel, sent_at=sent_at, message_id=delivery.message_id)
+            if outgoing.remind_after_hours:
+                values["remind_after"] = sent_at + timedelta(hours=outgoing.remind_after_hours)
+            record = record.model_copy(update={"status": "sent", "channel": channel, "sent_at": sent_at})
         async with hub.store.session() as s:
-            inv = await s.get(Invitation, inv_id)
-            event = await s.get(Event, inv.event_pk) if inv is not None else None
-            assert inv is not None and event is not None
-            sent_at = hub.now()
-            if reminder:
-                inv.reminded_at = sent_at
-            else:
-                inv.status, inv.channel, inv.sent_at = "sent", channel, sent_at
-                inv.message_id = delivery.message_id
-                campaign = hub.config.campaigns.get(inv.campaign)
-                if campaign is not None and campaign.reminder_after_hours:
-                    inv.remind_after = sent_at + timedelta(hours=campaign.reminder_after_hours)
-            inv.lease_until, inv.reason = None, None
-            record = invitation_record(inv, event)
-        log.info("survey.sent", invitation=inv_id, channel=channel, reminder=reminder)
+            await s.execute(
+                update(Invitation).where(Invitation.id == outgoing.invitation_id).values(**values)
+            )
+        log.info("survey.sent", invitation=outgoing.invitation_id, channel=channel, reminder=reminder)
         await hub.plugins.notify("hub_on_survey_sent", invitation=record, channel=channel, delivery=delivery)
 
     async def _retry_send(self, inv_id: int, channel: str, exc: Exception, reminder: bool) -> None:

@@ -34,6 +34,13 @@ class FakeState:
     #: (calls left, status, headers): make batch writes fail, for the shared connector suite
     write_failures: tuple[int, int, dict[str, str]] = (0, 200, {})
     calls: int = 0
+    #: person reads being answered right now, and the most seen at once (to check the hub's bound)
+    reads_in_flight: int = 0
+    most_reads_in_flight: int = 0
+    #: how long the outbox takes to accept a message; messages being accepted now, and the most at once
+    outbox_latency: float = 0.0
+    sends_in_flight: int = 0
+    most_sends_in_flight: int = 0
 
 
 def create_app(state: FakeState) -> FastAPI:
@@ -55,7 +62,13 @@ def create_app(state: FakeState) -> FastAPI:
     @app.get("/people/{crm_id}")
     async def get_person(crm_id: str, request: Request) -> Any:
         auth(request)
-        if (failure := await maybe_fail()) is not None:
+        state.reads_in_flight += 1
+        state.most_reads_in_flight = max(state.most_reads_in_flight, state.reads_in_flight)
+        try:
+            failure = await maybe_fail()
+        finally:
+            state.reads_in_flight -= 1
+        if failure is not None:
             return failure
         if crm_id not in state.people:
             raise HTTPException(404, "no such person")
@@ -101,6 +114,12 @@ def create_app(state: FakeState) -> FastAPI:
     @app.post("/outbox")
     async def outbox(request: Request) -> Any:
         auth(request)
+        state.sends_in_flight += 1
+        state.most_sends_in_flight = max(state.most_sends_in_flight, state.sends_in_flight)
+        try:
+            await asyncio.sleep(state.outbox_latency)
+        finally:
+            state.sends_in_flight -= 1
         state.outbox.append(json.loads(await request.body()))
         return {"id": f"msg-{len(state.outbox)}"}
 
