@@ -1,7 +1,8 @@
 """APScheduler wiring only: which job runs when. The work itself lives in the engine and the sync service.
 
 Every job runs one instance at a time in this process (``max_instances=1``) and, through a database lock,
-one at a time across every process sharing the database.
+one at a time across every process sharing the database; only the dispatch of invitations runs in every
+process at once, each sending the invitations it claimed.
 """
 
 from __future__ import annotations
@@ -42,13 +43,21 @@ class Scheduler:
         #: jobs asked to run again (``Hub.wake``) since they last started
         self.woken: set[str] = set()
 
-    def _add(self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any) -> None:
+    def _add(
+        self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, *, exclusive: bool = True
+    ) -> None:
+        """Schedule ``func``; an ``exclusive`` job runs in one process at a time (a database lock), the others
+        in every process at once, for work whose rows are claimed one by one (a lease)."""
+
         async def run() -> None:
             task = asyncio.current_task()
             if task is not None:
                 self.running.add(task)
             try:
-                await self._singleton(f"job:{job_id}", func)
+                if exclusive:
+                    await self._singleton(f"job:{job_id}", func)
+                else:
+                    await func()
             except asyncio.CancelledError:
                 # cancelled by shutdown() after the grace period; the executor would log it as a crash
                 log.warning("job.cancelled", job=job_id)
@@ -72,7 +81,9 @@ class Scheduler:
         hub = self.hub
         tick = IntervalTrigger(seconds=self.tick)
         self._add("events", self._events, tick)
-        self._add("dispatch", self._dispatch, tick)
+        # every process dispatches: invitations are claimed with a lease (FOR UPDATE SKIP LOCKED), so each
+        # goes out from one process, and more processes send more at once
+        self._add("dispatch", self._dispatch, tick, exclusive=False)
         prompt = hub.config.sync.prompt_seconds
         self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.1, prompt / 4)))
         for name, instance in hub.config.connectors.items():

@@ -3,6 +3,7 @@ every invitation goes out once, and the contact policy holds as if events were h
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -104,3 +105,25 @@ async def test_a_backlog_larger_than_one_batch_is_processed_in_one_run_and_a_fai
     assert len(pending) == 1
     assert await hub.engine.intake.process_backlog(batch=7) == 1
     assert len(await statuses(hub)) == len(people)
+
+
+async def test_two_processes_dispatching_at_once_send_each_invitation_once(
+    make_hub: Any, crm_state: Any
+) -> None:
+    """The dispatch job runs in every process: two hubs on one database claim and send side by side."""
+    first, second = await make_hub(), await make_hub()
+    crm_state.outbox_latency = 0.02
+    people = await cases_of_new_people(first, crm_state, 20)
+    await first.engine.process_pending()
+
+    async def drain(hub: Any) -> int:
+        sent = 0
+        while handled := await hub.engine.dispatch_due(limit=3):
+            sent += handled
+        return sent
+
+    assert sum(await asyncio.gather(drain(first), drain(second))) == len(people)
+
+    sent = Counter(m["invitation_id"] for m in crm_state.outbox if m.get("kind") == "survey")
+    assert len(sent) == len(people) and set(sent.values()) == {1}
+    assert [status for status, _ in await statuses(first)] == ["sent"] * len(people)
