@@ -127,3 +127,17 @@ async def test_two_processes_dispatching_at_once_send_each_invitation_once(
     sent = Counter(m["invitation_id"] for m in crm_state.outbox if m.get("kind") == "survey")
     assert len(sent) == len(people) and set(sent.values()) == {1}
     assert [status for status, _ in await statuses(first)] == ["sent"] * len(people)
+
+
+async def test_a_crm_outage_ends_the_backlog_run_after_one_batch(make_hub: Any, crm_state: Any) -> None:
+    """While the CRM is down, one run of the events job tries one batch, not every event of the backlog."""
+    hub = await make_hub()
+    await cases_of_new_people(hub, crm_state, 12)
+    calls_before = crm_state.calls
+    crm_state.fail_next = [(503, {})] * 12
+
+    assert await hub.engine.intake.process_backlog(batch=4) == 0
+
+    assert crm_state.calls - calls_before == 4
+    crm_state.fail_next = []
+    assert await hub.engine.intake.process_backlog(batch=4) == 12

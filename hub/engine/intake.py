@@ -158,15 +158,19 @@ class Intake:
         says so (the process is shutting down). Returns events processed.
 
         Each event is taken at most once per call: one left for later (its CRM is down) waits for the next
-        run instead of being retried ahead of the events behind it.
+        run instead of being retried ahead of the events behind it. A batch of which none could be processed
+        (the CRM is down) ends the run, rather than calling a CRM that is down for every event of the backlog.
         """
         after, taken, done = 0, 0, 0
         while taken < most and not stop():
             rows = await self._pending(after, min(batch, most - taken))
             if not rows:
                 break
-            done += await self._process_batch(rows)
+            processed = await self._process_batch(rows)
+            done += processed
             after, taken = rows[-1].id, taken + len(rows)
+            if not processed:
+                break
         return done
 
     async def _pending(self, after: int, limit: int) -> list[Event]:
