@@ -40,8 +40,9 @@ class Scheduler:
         self.running: set[asyncio.Task[Any]] = set()
         #: set by shutdown(): jobs that loop over a backlog stop taking more
         self.stopping = False
-        #: jobs asked to run again (``Hub.wake``) since they last started
+        #: jobs asked to run again (``Hub.wake``) since they last started, and the jobs running now
         self.woken: set[str] = set()
+        self.active: set[str] = set()
 
     def _add(
         self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, *, exclusive: bool = True
@@ -119,17 +120,23 @@ class Scheduler:
         # a job running now would turn this run away (max_instances=1) and wait for its next tick: it looks
         # at ``woken`` when it ends instead, and runs again
         self.woken.add(job_id)
+        if job_id in self.active:  # one wake-up per event would otherwise reschedule the job each time
+            return
         job = self.scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=datetime.now().astimezone())
 
     async def _again(self, job_id: str, run: Callable[[], Awaitable[Any]]) -> None:
         """``run`` once, and again as long as it was woken while it ran (new events, new invitations)."""
-        while not self.stopping:
-            self.woken.discard(job_id)
-            await run()
-            if job_id not in self.woken:
-                break
+        self.active.add(job_id)
+        try:
+            while not self.stopping:
+                self.woken.discard(job_id)
+                await run()
+                if job_id not in self.woken:
+                    break
+        finally:
+            self.active.discard(job_id)
 
     async def _events(self) -> None:
         async def backlog() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hub.scheduler import Scheduler
 from hub.store.tables import Event, Invitation
 from tests.helpers import case_event
 
@@ -141,3 +142,28 @@ async def test_a_crm_outage_ends_the_backlog_run_after_one_batch(make_hub: Any, 
     assert crm_state.calls - calls_before == 4
     crm_state.fail_next = []
     assert await hub.engine.intake.process_backlog(batch=4) == 12
+
+
+async def test_an_invitation_created_while_the_dispatch_job_runs_goes_out_in_the_same_run(
+    make_hub: Any, crm_state: Any
+) -> None:
+    """A wake-up that arrives while the dispatch job runs is not lost until the next tick: the job runs again."""
+    hub = await make_hub()
+    scheduler = Scheduler(hub)
+    scheduler.setup()  # the wake-ups, without starting the timers
+    crm_state.outbox_latency = 2.0
+    await hub.engine.receive("crm", [case_event("C1", "P1")], source="webhook")
+    await hub.engine.process_pending()
+    job = asyncio.create_task(scheduler._dispatch())
+    while not crm_state.sends_in_flight:  # the first survey is on its way
+        await asyncio.sleep(0.01)
+
+    crm_state.people["Q9"] = {"id": "Q9", "email": "q9@example.com", "first_name": "Quinn"}
+    await hub.engine.receive("crm", [case_event("C2", "Q9")], source="webhook")
+    await hub.engine.process_pending()  # a new invitation, due now: wakes the dispatch job
+    await job
+
+    assert sorted(m["recipient"]["name"] for m in crm_state.outbox if m.get("kind") == "survey") == [
+        "Ada",
+        "Quinn",
+    ]
