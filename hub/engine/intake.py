@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("hub.engine.intake")
 
 ACTIVE_STATUSES = ("scheduled", "sent", "answered")
+#: the most events decided in one transaction (PostgreSQL)
+DECISIONS_PER_COMMIT = 50
+
+#: what reading an event gives: the event, its matching campaigns, the person as the CRM has them
+Read = tuple[CaseEvent, list[tuple[str, Campaign]], PersonRecord | None]
 
 #: an event's values that name a record: a NUL in one is refused, since removing it would name another record
 EVENT_KEYS = ("event_id", "event_type", "record_type", "record_id", "person_id")
@@ -188,56 +193,112 @@ class Intake:
         """Read the people of every event at once (each connector's ``concurrency`` bounds its calls in
         flight), then decide event by event in the order they arrived.
 
-        The reads are the slow part (a CRM call each) and touch nothing of the hub's; the decisions are one
-        short transaction each and run one at a time, so the contact policy sees every invitation decided
-        before it: two events for the same person (or two CRMs' records of one person) never both pass the
-        frequency rule, and the outcome is the one of processing the events one by one. Across processes,
-        the events job runs in one process at a time (its database lock).
+        The reads are the slow part (a CRM call each) and touch nothing of the hub's; the decisions run one
+        at a time, so the contact policy sees every invitation decided before it: two events for the same
+        person (or two CRMs' records of one person) never both pass the frequency rule, and the outcome is
+        the one of processing the events one by one. Across processes, the events job runs in one process at
+        a time (its database lock).
         """
         reads = [asyncio.ensure_future(self._read(row)) for row in rows]
-        done = 0
+        # SQLite commits cheaply (WAL, synchronous=NORMAL), and a long transaction that read before others
+        # wrote could not write at all (its snapshot is stale): there, one event per transaction
+        per_commit = 1 if self.hub.store.is_sqlite else DECISIONS_PER_COMMIT
+        done, first = 0, 0
         try:
-            for row, read in zip(rows, reads, strict=True):
-                try:
-                    await self._decide(row, *await read)
-                    done += 1
-                except (TransientError, AuthError, OperationalError, InterfaceError) as exc:
-                    log.warning(
-                        "event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc)
-                    )
-                    await self._set_event_error(row.id, str(exc), processed=False)
-                except (SkippableError, ConfigError) as exc:
-                    await self._set_event_error(row.id, str(exc), processed=True)
-                except Exception as exc:
-                    # a CRM that could not be reached (a raw connect error too) is an outage: retried later;
-                    # anything else is a record this hub cannot handle (or a plugin's bug): set aside, visible
-                    # in its process_error, rather than retried on every tick ahead of the events behind it
-                    unreachable = never_sent(exc)
-                    if unreachable:
-                        log.warning(
-                            "event.retry_later",
-                            connector=row.connector,
-                            event_id=row.event_id,
-                            error=str(exc),
-                        )
-                    else:
-                        log.exception("event.failed", connector=row.connector, event_id=row.event_id)
-                    await self._set_event_error(
-                        row.id, f"{type(exc).__name__}: {exc}", processed=not unreachable
-                    )
+            while first < len(rows):
+                await asyncio.wait([reads[first]])
+                last = first + 1
+                while last < len(rows) and last - first < per_commit and reads[last].done():
+                    last += 1
+                done += await self._decide_all(rows[first:last], reads[first:last])
+                first = last
         finally:
             for read in reads:  # cancelled part-way (a shutdown): no read outlives the batch
                 read.cancel()
         return done
 
-    async def _set_event_error(self, event_pk: int, error: str, processed: bool) -> None:
-        async with self.hub.store.session() as s:
-            values: dict[str, Any] = {"process_error": error[:2000]}
-            if processed:
-                values["processed_at"] = utcnow()
-            await s.execute(update(Event).where(Event.id == event_pk).values(**values))
+    async def _decide_all(self, rows: list[Event], reads: Sequence[asyncio.Future[Read]]) -> int:
+        """Decide the events whose reads are in, in one transaction: one commit for all of them instead of
+        one each (on PostgreSQL each commit waits for its write-ahead log to reach the disk), and none
+        waits for a CRM while the transaction is open (on SQLite, one event at a time: ``_process_batch``). Each event has its own savepoint, so one that fails
+        is noted and left (for later, or for good) without undoing the others. Returns events processed.
+        """
+        suppressed: list[InvitationRecord] = []
+        scheduled = done = 0
+        if self.hub.store.is_sqlite:
+            for row, read in zip(rows, reads, strict=True):
+                processed, outcome, invited = await self._decide_alone(row, read)
+                done, suppressed, scheduled = done + processed, suppressed + outcome, scheduled + invited
+        else:
+            done, suppressed, scheduled = await self._decide_together(rows, reads)
+        for inv in suppressed:
+            await self.hub.plugins.notify("hub_on_invitation_suppressed", invitation=inv, reason=inv.reason)
+        if scheduled:
+            self.hub.wake("dispatch")
+        return done
 
-    async def _read(self, row: Event) -> tuple[CaseEvent, list[tuple[str, Campaign]], PersonRecord | None]:
+    async def _decide_alone(
+        self, row: Event, read: asyncio.Future[Read]
+    ) -> tuple[int, list[InvitationRecord], int]:
+        """One event in a transaction of its own (SQLite: a savepoint there would hold a read snapshot that
+        another connection's commit makes unable to write); a failure is noted in another."""
+        try:
+            event, campaigns, record = read.result()
+            async with self.hub.store.session() as s:
+                outcome = await self._decide(s, row, event, campaigns, record)
+        except Exception as exc:
+            async with self.hub.store.session() as s:
+                await self._note_failure(s, row, exc)
+            return 0, [], 0
+        return 1, outcome, len(campaigns) - len(outcome)
+
+    async def _decide_together(
+        self, rows: list[Event], reads: Sequence[asyncio.Future[Read]]
+    ) -> tuple[int, list[InvitationRecord], int]:
+        """The events in one transaction, each in a savepoint of its own."""
+        suppressed: list[InvitationRecord] = []
+        scheduled = done = 0
+        async with self.hub.store.session() as s:
+            for row, read in zip(rows, reads, strict=True):
+                try:
+                    event, campaigns, record = read.result()
+                    async with s.begin_nested():
+                        outcome = await self._decide(s, row, event, campaigns, record)
+                except (OperationalError, InterfaceError):
+                    raise  # the database itself failed: nothing of this transaction is kept, all wait
+                except Exception as exc:
+                    await self._note_failure(s, row, exc)
+                    continue
+                done += 1
+                suppressed += outcome
+                scheduled += len(campaigns) - len(outcome)
+        return done, suppressed, scheduled
+
+    async def _note_failure(self, s: AsyncSession, row: Event, exc: Exception) -> None:
+        """Keep why an event could not be processed; leave it for later when the CRM was unreachable."""
+        if isinstance(exc, TransientError | AuthError | OperationalError | InterfaceError):
+            log.warning("event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc))
+            error, processed = str(exc), False
+        elif isinstance(exc, SkippableError | ConfigError):
+            error, processed = str(exc), True
+        else:
+            # a CRM that could not be reached (a raw connect error too) is an outage: retried later;
+            # anything else is a record this hub cannot handle (or a plugin's bug): set aside, visible
+            # in its process_error, rather than retried on every tick ahead of the events behind it
+            unreachable = never_sent(exc)
+            if unreachable:
+                log.warning(
+                    "event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc)
+                )
+            else:
+                log.exception("event.failed", connector=row.connector, event_id=row.event_id)
+            error, processed = f"{type(exc).__name__}: {exc}", not unreachable
+        values: dict[str, Any] = {"process_error": error[:2000]}
+        if processed:
+            values["processed_at"] = utcnow()
+        await s.execute(update(Event).where(Event.id == row.id).values(**values))
+
+    async def _read(self, row: Event) -> Read:
         """The event, its matching campaigns and the person as the CRM has them now (one call, if needed)."""
         event = CaseEvent.model_validate(row.payload)
         connector = self.hub.connectors.get(row.connector)
@@ -252,26 +313,24 @@ class Intake:
 
     async def _decide(
         self,
+        s: AsyncSession,
         row: Event,
         event: CaseEvent,
         campaigns: list[tuple[str, Campaign]],
         record: PersonRecord | None,
-    ) -> None:
+    ) -> list[InvitationRecord]:
+        """One event's invitations or suppressions; the event is marked processed. Returns the suppressed."""
         suppressed: list[InvitationRecord] = []
-        async with self.hub.store.session() as s:
-            if record is not None and event.event_type == "person.changed":
-                await upsert_person(s, row.connector, record)
-            for name, campaign in campaigns:
-                inv = await self._invite(s, row, event, name, campaign, record)
-                if inv is not None and inv.status == "suppressed":
-                    suppressed.append(inv)
-            await s.execute(
-                update(Event).where(Event.id == row.id).values(processed_at=utcnow(), process_error=None)
-            )
-        for inv in suppressed:
-            await self.hub.plugins.notify("hub_on_invitation_suppressed", invitation=inv, reason=inv.reason)
-        if len(suppressed) < len(campaigns):
-            self.hub.wake("dispatch")
+        if record is not None and event.event_type == "person.changed":
+            await upsert_person(s, row.connector, record)
+        for name, campaign in campaigns:
+            inv = await self._invite(s, row, event, name, campaign, record)
+            if inv is not None and inv.status == "suppressed":
+                suppressed.append(inv)
+        await s.execute(
+            update(Event).where(Event.id == row.id).values(processed_at=utcnow(), process_error=None)
+        )
+        return suppressed
 
     async def _invite(
         self,
