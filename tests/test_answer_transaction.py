@@ -7,13 +7,14 @@ costs the others nothing, and a failure part-way leaves nothing of any of them b
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
 from hub.errors import BadInput
-from hub.store.tables import Invitation, Response, WriteBack
+from hub.store.tables import Event, Invitation, Response, WriteBack
 from tests.helpers import survey_flow
 
 
@@ -89,3 +90,51 @@ async def test_answers_of_one_moment_are_stored_together_and_a_refused_one_costs
     for invitation_id in (first, second, third):
         response_id = stored[invitation_id].id
         assert {kind for kind, rid in items if rid == response_id} >= {"timeline_entry", "case_feedback"}
+
+
+async def test_answers_queued_by_the_thousand_are_written_at_the_commit_and_dropped_by_a_rollback(
+    make_hub, crm_state
+) -> None:
+    """Answers stored directly (imported, seeded) queue their write-backs with ``queue_answer``: all of one
+    transaction are written with its commit, in one upsert, and a rollback leaves none behind."""
+    hub = await make_hub()
+    await _invitation_ids(hub, crm_state, ["P1", "P4", "P5"])
+    campaign = hub.config.campaigns["case_closed"]
+
+    async def store_and_queue(fail: bool) -> None:
+        async with hub.store.session() as s:
+            pairs = (
+                await s.execute(select(Invitation, Event).join(Event, Event.id == Invitation.event_pk))
+            ).all()
+            rows = [
+                Response(
+                    id=str(uuid.uuid4()),
+                    invitation_id=inv.id,
+                    person_id=inv.person_id,
+                    campaign=inv.campaign,
+                    survey_kind="nps",
+                    rating=7,
+                    score=70.0,
+                    category="passive",
+                    language=inv.language,
+                    answered_at=hub.now(),
+                    updated_at=hub.now(),
+                )
+                for inv, _ in pairs
+            ]
+            s.add_all(rows)
+            await s.flush()
+            for row, (inv, event) in zip(rows, pairs, strict=True):
+                await hub.engine._queue_write_backs(s, row, inv, event, campaign)
+            if fail:
+                raise RuntimeError("the import failed after queueing")
+
+    with pytest.raises(RuntimeError):
+        await store_and_queue(fail=True)
+    assert await _count(hub, Response) == 0 and await _count(hub, WriteBack) == 0
+    await store_and_queue(fail=False)
+    async with hub.store.session() as s:
+        items = list(await s.scalars(select(WriteBack)))
+    assert len(items) == 9  # three answers, three items each: summary, timeline, the case's feedback
+    assert {w.person_record_id for w in items} == {"P1", "P4", "P5"}
+    assert all(w.state == "queued" and w.version == 1 for w in items)

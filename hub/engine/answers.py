@@ -21,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from hub.config import Campaign, SurveySettings
 from hub.engine.answer_writer import BatchWriter
 from hub.engine.common import hash_token, invitation_record, question, response_record
-from hub.engine.writebacks import WriteBackQueue
+from hub.engine.writebacks import WriteBackQueue, identities_query
 from hub.errors import BadInput, HubError
 from hub.http import with_retries
 from hub.models import (
@@ -37,7 +37,7 @@ from hub.models import (
     nps_category,
 )
 from hub.people import normalise_email, normalise_phone, upsert_person
-from hub.store.tables import Event, Identity, Invitation, Person, Response, Token
+from hub.store.tables import Event, Invitation, Person, Response, Token
 from hub.texts import text
 
 if TYPE_CHECKING:
@@ -303,12 +303,7 @@ class Answers:
         }
         found: dict[int, dict[str, str]] = {}
         if people and targets:
-            rows = await s.execute(
-                select(Identity.person_id, Identity.connector, Identity.crm_id).where(
-                    Identity.person_id.in_(sorted(people)), Identity.connector.in_(sorted(targets))
-                )
-            )
-            for person_id, connector, crm_id in rows:
+            for person_id, connector, crm_id in await s.execute(identities_query(people, targets)):
                 found.setdefault(person_id, {})[connector] = crm_id
         return found
 

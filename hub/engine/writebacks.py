@@ -10,14 +10,17 @@ identities in every target come from one read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.config import Campaign
 from hub.models import CaseFeedback, NpsCategory, SurveyKind, TimelineEntry
@@ -78,6 +81,24 @@ def upsert_statement(dialect: str) -> Any:
     )
 
 
+#: ``Session.info`` keys: answers queued by ``queue_answer`` until the commit, and whether it listens
+_PENDING = "cxhub.writebacks.pending"
+_LISTENING = "cxhub.writebacks.listening"
+#: people whose identities one read asks for (SQLite and asyncpg take at most 32,766 parameters a statement)
+_PEOPLE_PER_READ = 5000
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def identities_query(people: Iterable[int], targets: Iterable[str]) -> Select[int, str, str]:
+    """(person id, connector, record id) of these people in these write-back targets."""
+    return select(Identity.person_id, Identity.connector, Identity.crm_id).where(
+        Identity.person_id.in_(sorted(people)), Identity.connector.in_(sorted(targets))
+    )
+
+
 def _item(
     base: dict[str, Any], kind: str, key: str, record_id: str, payload: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -95,16 +116,42 @@ class WriteBackQueue:
     ) -> None:
         """Queue what the campaign writes back for one answer, in each target CRM the person is known in.
 
-        (Answers from the survey pages and replies are queued in batches by ``hub.engine.answers``; this is
-        the same for one stored answer, e.g. answers imported or seeded directly.)
+        The items are written when the session's transaction commits, together with every other answer queued
+        in it: one read of the people's identities and one upsert for all, built by the same code as the survey
+        pages' answers (``items``, ``run``). Answers imported or seeded by the thousand in one transaction cost
+        little more than their rows; a rollback drops what was queued with the rest.
         """
-        rows = await s.execute(
-            select(Identity.connector, Identity.crm_id).where(
-                Identity.person_id == resp.person_id, Identity.connector.in_(campaign.targets())
-            )
-        )
-        identities = {connector: crm_id for connector, crm_id in rows}
-        await self.run(s, self.items(resp, event, campaign, identities))
+        pending = s.info.get(_PENDING)
+        if pending is None:
+            pending = s.info[_PENDING] = []
+            if not s.info.get(_LISTENING):
+                s.info[_LISTENING] = True
+                sa_event.listen(s.sync_session, "before_commit", self._write_pending)
+                sa_event.listen(s.sync_session, "after_rollback", _drop_pending)
+        pending.append((resp, event, campaign))
+
+    def _write_pending(self, session: Session) -> None:
+        """``before_commit``: the queued answers' items, in the committing transaction (run in its greenlet)."""
+        pending: list[tuple[Response, Event, Campaign]] = session.info.pop(_PENDING, None) or []
+        if not pending:
+            return
+        people = {resp.person_id for resp, _, _ in pending}
+        targets = {target for _, _, campaign in pending for target in campaign.targets()}
+        identities: dict[int, dict[str, str]] = {}
+        ordered = sorted(people)
+        for start in range(0, len(ordered), _PEOPLE_PER_READ):  # within every database's bound parameters
+            chunk = ordered[start : start + _PEOPLE_PER_READ]
+            for person_id, connector, crm_id in session.execute(identities_query(chunk, targets)):
+                identities.setdefault(person_id, {})[connector] = crm_id
+        items = [
+            item
+            for resp, event, campaign in pending
+            for item in self.items(resp, event, campaign, identities.get(resp.person_id, {}))
+        ]
+        if items:
+            now = self.hub.now()
+            statement = upsert_statement(session.get_bind().dialect.name)
+            session.execute(statement, [{**item, "now": now} for item in items])
 
     def items(
         self, resp: Response, event: Event, campaign: Campaign, identities: dict[str, str]
