@@ -6,6 +6,7 @@ within the amend window, and a concurrent double-click is resolved by the unique
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -148,6 +149,11 @@ def _response_of(row: Row[Any]) -> ResponseRecord | None:
     return ResponseRecord.model_validate({column.name: found[f"r_{column.name}"] for column in _RESPONSES.c})
 
 
+#: page reads at once, per process: below the store's pool of five connections, leaving room for the answers'
+#: writer and the scheduled jobs
+PAGE_READERS = 3
+
+
 class Answers:
     """Shows survey pages, records answers (from the page or a channel's reply), alerts, and unsubscribes."""
 
@@ -155,6 +161,16 @@ class Answers:
         self.hub = hub
         self.write_backs = write_backs
         self.writer: BatchWriter[_Submitted, _Written] = BatchWriter(self._write_answers)
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def _readers(self) -> asyncio.Semaphore:
+        """At most ``PAGE_READERS`` page reads at once. A read takes a millisecond, so a queue of them moves
+        fast; without the bound a burst of links would take every pooled connection and open more, each new
+        one set up (a PostgreSQL login; on SQLite a thread) and closed again for one query."""
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate[0] is not loop:  # a hub used from a new event loop (tests, CLI)
+            self._gate = (loop, asyncio.Semaphore(PAGE_READERS))
+        return self._gate[1]
 
     # --- 4. answer --------------------------------------------------------------------------------------------
 
@@ -165,7 +181,11 @@ class Answers:
         every survey page and every answer starts here, and mail scanners open links by the thousand.
         """
         token_hash = hash_token(token)
-        async with self.hub.store.engine.connect() as conn:
+        async with self._readers(), self.hub.store.engine.connect() as conn:
+            if not self.hub.store.is_sqlite:
+                # one statement needs no transaction: no BEGIN and no ROLLBACK round trip around it (on
+                # SQLite, whose driver begins no transaction for a read, switching would cost two thread hops)
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = (await conn.execute(_PAGE_QUERY, {"hash": token_hash})).first()
         if row is None or row.purpose != purpose:
             return "unknown", None
