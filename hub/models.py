@@ -202,7 +202,23 @@ class CaseFeedback(Model):
     internal_comment: bool = False
 
 
-WriteBackPayload = Annotated[PersonSummary | TimelineEntry | CaseFeedback, Field(discriminator="kind")]
+class PersonOptOut(Model):
+    """The hub's own opt-out of a person (an unsubscribe link, an SMS "STOP"), or its end ("START").
+
+    Written to the CRM person so the people who work there see that the customer asked the hub not to
+    survey them, and why; the hub honours it in every campaign and channel whatever the CRM does with it.
+    """
+
+    kind: Literal["person_opt_out"] = "person_opt_out"
+    opted_out: bool
+    changed_at: datetime
+    channel: str | None = Field(None, description="the channel the person used, e.g. sms; None for a link")
+    reason: str = Field(description='what the person did, e.g. "replied STOPP by SMS"')
+
+
+WriteBackPayload = Annotated[
+    PersonSummary | TimelineEntry | CaseFeedback | PersonOptOut, Field(discriminator="kind")
+]
 
 
 class WriteBackItem(Model):

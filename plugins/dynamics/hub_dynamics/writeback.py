@@ -150,6 +150,8 @@ class WriteBack:
                     continue
                 row_id, operation = self.timeline(item, payload)
                 groups.append(Group([item], [operation], row_id))
+            elif not isinstance(payload, CaseFeedback):
+                settled.append(WriteBackResult.failed(item, f"Dataverse does not take {payload.kind} items"))
             else:
                 operations = self.feedback(item, payload)
                 if operations:

@@ -152,8 +152,10 @@ class Writer:
                 remote_id = await self._person_summary(item, payload)
             elif isinstance(payload, TimelineEntry):
                 remote_id = await self._timeline_entry(item, payload)
-            else:
+            elif isinstance(payload, CaseFeedback):
                 remote_id = await self._case_feedback(item, payload)
+            else:
+                return WriteBackResult.failed(item, f"SuperOffice does not take {payload.kind} items")
         except TransientError as exc:  # sent=False: nothing reached SuperOffice, so no attempt is used
             return WriteBackResult.transient(item, str(exc), exc.retry_after, sent=exc.sent)
         except SkippableError as exc:
