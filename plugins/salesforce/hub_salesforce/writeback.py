@@ -1,5 +1,5 @@
-"""Writing answers back with as few API calls as Salesforce allows: sObject Collections, 200 records a call,
-or one Bulk API 2.0 job for a large group.
+"""Writing answers back with as few API calls as Salesforce allows: sObject Collections of 200 records, five
+of them in one Composite request (1,000 records a call), or one Bulk API 2.0 job for a large group.
 
 - person summaries: one Contact update per contact (ten answers in a batch become one write);
 - timeline entries: ``Survey_Response__c`` upserted by the external id ``Response_Id__c`` (the hub's response
@@ -16,6 +16,10 @@ A group of ``bulk_threshold`` records or more (a full re-sync hands the connecto
 items of one kind) goes as one Bulk API 2.0 ingest job (``bulk.py``): a handful of calls instead of one per
 200 records. Results stay per item either way: each item gets the outcome of its own record.
 
+A Composite request is one API call whatever it carries, and without allOrNone each of its Collections
+subrequests saves or refuses each record on its own, exactly as a plain Collections call would: so a batch
+of 1,000 records costs one call, and every item still gets its own record's result.
+
 Per-record errors are classified: lock contention and limits are retried, and so are records a Bulk job did
 not process; anything else is this item's fault.
 """
@@ -26,6 +30,7 @@ import html
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -43,9 +48,13 @@ from hub_salesforce.client import (
     COLLECTION_LIMIT,
     COMPOSITE_COLLECTION_LIMIT,
     TRANSIENT_STATUSES,
+    UPDATE,
+    Collection,
     RecordError,
     SalesforceClient,
+    Saved,
     SaveResult,
+    upsert_collection,
 )
 from hub_salesforce.config import SalesforceSettings
 from hub_salesforce.soql import is_record_id, quote_list, select
@@ -73,6 +82,8 @@ FEED_BODY_LIMIT = 10000
 T = TypeVar("T")
 Results = dict[int, WriteBackResult]
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[SaveResult]]]
+#: sends parts of up to 200 records in one API call; one answer per part
+SendParts = Callable[[list[list[dict[str, Any]]]], Awaitable[list[Saved]]]
 
 
 def cut_utf16(text: str, limit: int) -> str:
@@ -128,7 +139,7 @@ def outcome(item: WriteBackItem, result: SaveResult) -> WriteBackResult:
 
 
 class Writer:
-    """Turns a batch of write-back items into sObject Collections calls and their results into one per item."""
+    """Turns a batch of write-back items into Collections/Composite calls and their results into one per item."""
 
     def __init__(self, client: SalesforceClient, settings: SalesforceSettings) -> None:
         self.client = client
@@ -181,37 +192,47 @@ class Writer:
         self,
         groups: dict[str, list[WriteBackItem]],
         record: Callable[[str, WriteBackItem], dict[str, Any]],
-        send: Send,
+        collection: Collection,
         bulk: Send | None = None,
     ) -> Results:
         """Send the newest item of each group as one record; every item shares its group's result.
 
-        Records go 200 a call through ``send`` (sObject Collections), or all in one ``bulk`` job when there
-        are at least ``bulk_threshold`` of them. A record holding the literal text ``#N/A``, which Bulk CSV
-        would turn into null, still goes through Collections.
+        Records go 200 to an sObject Collections part and up to five parts to one API call (a Composite
+        request, ``SalesforceClient.save_collections``), or all in one ``bulk`` job when there are at least
+        ``bulk_threshold`` of them. A record holding the literal text ``#N/A``, which Bulk CSV would turn
+        into null, still goes through Collections. When Salesforce cannot be reached after some calls got
+        through, what they saved keeps its results and the rest waits for the next attempt.
         """
         results: Results = {}
         records = {key: record(key, group[-1]) for key, group in groups.items()}
         keys = list(records)
-        parts: list[tuple[Sequence[str], Send]]
+        steps: list[tuple[Sequence[Sequence[str]], SendParts]] = []
         if bulk is not None and self._use_bulk(len(keys)):
-            literal = [key for key in keys if has_null_marker(records[key])]
-            kept_back = set(literal)
+            kept_back = {key for key in keys if has_null_marker(records[key])}
             bulk_keys = [key for key in keys if key not in kept_back]
-            parts = [(bulk_keys, bulk), *((part, send) for part in chunks(literal))]
-        else:
-            parts = [(part, send) for part in chunks(keys)]
-        for part, sender in parts:
-            if not part:
-                continue
+            if bulk_keys:
+                steps.append(([bulk_keys], _one_part(bulk)))
+            keys = [key for key in keys if key in kept_back]
+        for parts in chunks(chunks(keys), COMPOSITE_COLLECTION_LIMIT):
+            steps.append((parts, partial(self.client.save_collections, collection)))
+        for index, (parts, send) in enumerate(steps):
             try:
-                saved = await sender([records[key] for key in part])
-            except RecordError as exc:
-                for key in part:
-                    results.update({i.id: WriteBackResult.failed(i, str(exc)) for i in groups[key]})
-                continue
-            for key, result in zip(part, saved, strict=True):
-                results.update({i.id: outcome(i, result) for i in groups[key]})
+                saved = await send([[records[key] for key in part] for part in parts])
+            except TransientError as exc:
+                if not results:
+                    raise  # nothing of this step got through: the run stops and honours retry_after
+                waiting = [key for later, _ in steps[index:] for part in later for key in part]
+                for key in waiting:
+                    results.update(
+                        {
+                            i.id: WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent)
+                            for i in groups[key]
+                        }
+                    )
+                break
+            for part, answer in zip(parts, saved, strict=True):
+                for key, result in _per_record(part, answer):
+                    results.update({i.id: _item_result(i, result) for i in groups[key]})
         return results
 
     # -- person summary ---------------------------------------------------------------------------
@@ -234,7 +255,7 @@ class Writer:
         async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
             return await self.bulk.update("Contact", records)
 
-        return await self._apply(groups, record, self.client.update_records, bulk)
+        return await self._apply(groups, record, UPDATE, bulk)
 
     # -- timeline ---------------------------------------------------------------------------------
 
@@ -263,13 +284,12 @@ class Writer:
                 fields[field] = _value(self._text(value) if name == "comment" else value)
             return fields
 
-        async def send(records: list[dict[str, Any]]) -> list[SaveResult]:
-            return await self.client.upsert_records(target.object, target.external_id_field, records)
-
         async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
             return await self.bulk.upsert(target.object, target.external_id_field, records)
 
-        return await self._apply(groups, record, send, bulk)
+        return await self._apply(
+            groups, record, upsert_collection(target.object, target.external_id_field), bulk
+        )
 
     # -- case feedback ----------------------------------------------------------------------------
 
@@ -303,7 +323,7 @@ class Writer:
             return await self.bulk.update("Case", records)
 
         plain = {case_id: group for case_id, group in groups.items() if case_id not in notes}
-        results = await self._apply(plain, record, self.client.update_records, bulk)
+        results = await self._apply(plain, record, UPDATE, bulk)
         noted = [case_id for case_id in groups if case_id in notes]
         for part in chunks(noted):
             results.update(await self._noted(list(part), groups, record, notes))
@@ -487,6 +507,33 @@ def already_noted(marker: object, feedback: CaseFeedback) -> bool:
     """
     rid = feedback.response_id
     return marker in (rid, f"{rid}+comment", noted_marker(feedback))
+
+
+def _one_part(bulk: Send) -> SendParts:
+    """A Bulk job as a sender of parts: one part, all its records; a refused job is that part's error."""
+
+    async def send(parts: list[list[dict[str, Any]]]) -> list[Saved]:
+        try:
+            return [await bulk(parts[0])]
+        except RecordError as exc:
+            return [exc]
+
+    return send
+
+
+def _per_record(part: Sequence[str], answer: Saved) -> list[tuple[str, SaveResult | Exception]]:
+    """Each key of a part with its record's result, or with the error that refused the whole part."""
+    if isinstance(answer, list):
+        return list(zip(part, answer, strict=True))
+    return [(key, answer) for key in part]
+
+
+def _item_result(item: WriteBackItem, result: SaveResult | Exception) -> WriteBackResult:
+    if isinstance(result, SaveResult):
+        return outcome(item, result)
+    if isinstance(result, TransientError):
+        return WriteBackResult.transient(item, str(result), result.retry_after, sent=result.sent)
+    return WriteBackResult.failed(item, str(result))
 
 
 def _rolled_back(codes: list[str]) -> bool:
