@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 import structlog
@@ -322,6 +322,44 @@ class SalesforceClient:
             more, next_url = await self.query_page(next_url)
             records += more
         return records
+
+    async def query_many(self, soqls: list[str]) -> list[list[dict[str, Any]]]:
+        """Every record of up to five queries, for one API call: the queries of one Composite request.
+
+        One query goes as itself (``query_all``). A page of a subrequest that is not the last is followed
+        with ``nextRecordsUrl``, one call a page as always; a refused query raises as a refused call does.
+        """
+        if len(soqls) > COMPOSITE_COLLECTION_LIMIT:
+            raise ValueError(
+                f"Composite takes at most {COMPOSITE_COLLECTION_LIMIT} queries, not {len(soqls)}"
+            )
+        if len(soqls) == 1:
+            return [await self.query_all(soqls[0])]
+        subrequests = [
+            {
+                "method": "GET",
+                "url": self.data_url(f"query?{urlencode({'q': soql})}"),
+                "referenceId": f"query{n}",
+            }
+            for n, soql in enumerate(soqls)
+        ]
+        answers = await self.composite(subrequests, all_or_none=False)
+        found: list[list[dict[str, Any]]] = []
+        for answer in answers:
+            page = answer.body if isinstance(answer.body, dict) else None
+            if answer.status >= 300 or page is None:
+                error = answer.error
+                message = f"query: HTTP {answer.status} {error.message}"
+                if answer.status in TRANSIENT_STATUSES:
+                    raise TransientError(message)
+                raise RecordError(message, answer.status, error.codes)
+            records = [dict(r) for r in page.get("records", [])]
+            next_url = None if page.get("done", True) else page.get("nextRecordsUrl")
+            while next_url:
+                more, next_url = await self.query_page(next_url)
+                records += more
+            found.append(records)
+        return found
 
     async def describe(self, sobject: str) -> dict[str, Any]:
         reply = await self.call(lambda sf: sf.restful(f"sobjects/{sobject}/describe"), f"describe {sobject}")

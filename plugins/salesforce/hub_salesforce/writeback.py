@@ -6,7 +6,8 @@ of them in one Composite request (1,000 records a call), or one Bulk API 2.0 job
   id), so a retried write updates the record it created instead of adding one;
 - case feedback: one Case update per case. The optional internal CaseComment and Chatter posts (FeedItem
   records on the Case and/or the contact) are added only when the case's ``CXHub_Response_Id__c`` does not
-  yet hold this answer (read in one query per 200 cases), and then in one Composite request with allOrNone
+  yet hold this answer (read in one query per 200 cases, five queries a call), and then in one Composite
+  request with allOrNone
   together with the Case update that writes that marker: either both are saved or neither, so a retry after
   a failure notes the answer once, and a retry after success finds the marker and notes nothing. 200 cases
   with a comment and a post each cost that query and one Composite call, where a Chatter post through the
@@ -433,8 +434,9 @@ class Writer:
     async def _due_notes(self, newest: dict[str, WriteBackItem]) -> dict[str, list[dict[str, Any]]]:
         """The CaseComment and FeedItem records of each case whose answer is not noted yet.
 
-        One query per 200 cases reads the marker field (and, for posts on the contact, the Case's ContactId):
-        a case already holding this answer's response id was noted by an earlier attempt and gets none.
+        One query per 200 cases, five of them in one Composite call, reads the marker field (and, for posts on
+        the contact, the Case's ContactId): a case already holding this answer's response id was noted by an
+        earlier attempt and gets none.
         """
         case = self.settings.case
         feeds = case.chatter_feeds
@@ -452,9 +454,13 @@ class Writer:
         fields = ["Id", *([marker] if marker else []), *(["ContactId"] if contact_needed else [])]
         rows: dict[str, dict[str, Any]] = {}
         if len(fields) > 1:
-            for part in chunks(list(due)):  # a full re-sync's 10,000 ids would overflow one SOQL query
-                found = await self.client.query_all(select(fields, "Case", f"Id IN {quote_list(list(part))}"))
-                rows.update({row["Id"]: row for row in found})
+            # 200 ids a query (a full re-sync's 10,000 would overflow one), five queries a Composite call
+            queries = [
+                select(fields, "Case", f"Id IN {quote_list(list(part))}") for part in chunks(list(due))
+            ]
+            for group in chunks(queries, COMPOSITE_COLLECTION_LIMIT):
+                for found in await self.client.query_many(list(group)):
+                    rows.update({row["Id"]: row for row in found})
         if marker:
             due = {
                 case_id: item

@@ -16,7 +16,9 @@ import requests
 from hub_salesforce.client import UPDATE, RecordError, SalesforceClient, upsert_collection
 from hub_salesforce.connector import SalesforceConnector
 from hub_salesforce.emulator import SalesforceEmulator, TlsServer
+from salesforce_support import make_connector, make_settings
 from test_salesforce_bulk import by_response_id, contacts, summary_item, timeline_item
+from test_salesforce_notes_and_roles import answer, closed_case
 
 from hub import TransientError, WriteBackItem, WriteBackResult
 
@@ -156,6 +158,33 @@ async def test_a_collections_part_refused_as_a_whole_fails_its_own_records_only(
     assert isinstance(third, list) and all(r.success for r in third)
     stored = emulator.org.records["Contact"]
     assert [stored[c]["CXHub_Latest_Rating__c"] for c in (people[0], people[10], people[29])] == [1, None, 3]
+
+
+async def test_1000_cases_with_notes_read_their_markers_in_one_call_and_are_noted_once(
+    server: TlsServer, emulator: SalesforceEmulator, app_keys: tuple[str, str]
+) -> None:
+    pairs = [closed_case(emulator, n) for n in range(1000)]
+    noted_before = {pairs[7][0], pairs[650][0]}  # an earlier attempt noted these two already
+    for n in (7, 650):
+        emulator.org.records["Case"][pairs[n][0]]["CXHub_Response_Id__c"] = f"resp-{n}+comment"
+    connector = make_connector(make_settings(server, app_keys[0], emulator, case={"chatter_post": "case"}))
+    try:
+        await connector.client.connect()
+        used = emulator.api_used
+        results = await connector.write_back([answer(case, n) for n, (case, _) in enumerate(pairs)])
+    finally:
+        await connector.aclose()
+    assert {r.status for r in results} == {"ok"}
+    calls = composites(emulator)
+    queries = [p for p in calls[0].body["compositeRequest"] if p["method"] == "GET"]
+    assert len(queries) == 5, "the markers of 1,000 cases: five queries of 200 in one call"
+    # that call, one Composite call per 200 cases still to note, one plain update of the two noted before
+    assert emulator.api_used - used == 1 + 5 + 1
+    (plain,) = emulator.calls_to("PATCH", "/composite/sobjects")
+    assert {r["id"] for r in plain.body["records"]} == noted_before
+    comments = [c["ParentId"] for c in emulator.records("CaseComment")]
+    assert len(comments) == 998 and set(comments).isdisjoint(noted_before)
+    assert len({p["ParentId"] for p in emulator.records("FeedItem")}) == 998
 
 
 # --- the emulator's Composite resource: strict, one API call ----------------------------------------------
