@@ -9,6 +9,7 @@ queries, more than 200 records in a Collections subrequest, a referenceId of oth
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -160,20 +161,28 @@ async def test_a_collections_part_refused_as_a_whole_fails_its_own_records_only(
     assert [stored[c]["CXHub_Latest_Rating__c"] for c in (people[0], people[10], people[29])] == [1, None, 3]
 
 
-async def test_1000_cases_with_notes_read_their_markers_in_one_call_and_are_noted_once(
+@pytest.fixture
+async def noting(
     server: TlsServer, emulator: SalesforceEmulator, app_keys: tuple[str, str]
+) -> AsyncIterator[SalesforceConnector]:
+    """A logged-in connector adding the internal comment and a post on the Case's feed."""
+    connector = make_connector(make_settings(server, app_keys[0], emulator, case={"chatter_post": "case"}))
+    await connector.client.connect()
+    yield connector
+    await connector.aclose()
+
+
+async def test_1000_cases_with_notes_read_their_markers_in_one_call_and_are_noted_once(
+    noting: SalesforceConnector, emulator: SalesforceEmulator
 ) -> None:
     pairs = [closed_case(emulator, n) for n in range(1000)]
     noted_before = {pairs[7][0], pairs[650][0]}  # an earlier attempt noted these two already
     for n in (7, 650):
         emulator.org.records["Case"][pairs[n][0]]["CXHub_Response_Id__c"] = f"resp-{n}+comment"
-    connector = make_connector(make_settings(server, app_keys[0], emulator, case={"chatter_post": "case"}))
-    try:
-        await connector.client.connect()
-        used = emulator.api_used
-        results = await connector.write_back([answer(case, n) for n, (case, _) in enumerate(pairs)])
-    finally:
-        await connector.aclose()
+    used = emulator.api_used
+
+    results = await noting.write_back([answer(case, n) for n, (case, _) in enumerate(pairs)])
+
     assert {r.status for r in results} == {"ok"}
     calls = composites(emulator)
     queries = [p for p in calls[0].body["compositeRequest"] if p["method"] == "GET"]
