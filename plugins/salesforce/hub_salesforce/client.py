@@ -14,7 +14,9 @@ same bearer token: every HTTP call of the connector, JSON or CSV, passes the one
 classification in ``_run``.
 
 Writes that must commit together (a Case's feedback marker and the notes it stands for) go as one Composite
-request with allOrNone (``composite``): one API call, and nothing is kept when any part fails.
+request with allOrNone (``composite``): one API call, and nothing is kept when any part fails. Writes that
+need not go up to five sObject Collections calls at once as one Composite request without it
+(``save_collections``), and up to five queries likewise (``query_many``): one API call for what would take five.
 
 Trust is explicit: the ``requests.Session`` ignores the environment (``trust_env = False``) and verifies
 against ``ca_bundle`` or the system store, whatever REQUESTS_CA_BUNDLE a machine sets.
