@@ -222,14 +222,16 @@ class Writer:
             except TransientError as exc:
                 if not results:
                     raise  # nothing of this step got through: the run stops and honours retry_after
-                waiting = [key for later, _ in steps[index:] for part in later for key in part]
-                for key in waiting:
-                    results.update(
-                        {
-                            i.id: WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent)
-                            for i in groups[key]
-                        }
-                    )
+                # this call's records may have been sent; the later calls' certainly were not
+                for later, (later_parts, _) in enumerate(steps[index:]):
+                    sent = exc.sent if later == 0 else False
+                    for key in (key for part in later_parts for key in part):
+                        results.update(
+                            {
+                                i.id: WriteBackResult.transient(i, str(exc), exc.retry_after, sent=sent)
+                                for i in groups[key]
+                            }
+                        )
                 break
             for part, answer in zip(parts, saved, strict=True):
                 for key, result in _per_record(part, answer):

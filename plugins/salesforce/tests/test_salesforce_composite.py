@@ -136,6 +136,25 @@ async def test_when_salesforce_fails_after_a_composite_got_through_what_it_saved
     assert len(emulator.records("Survey_Response__c")) == 1000
 
 
+async def test_the_calls_after_a_failed_one_count_no_attempt(
+    server: TlsServer, app_keys: tuple[str, str], emulator: SalesforceEmulator
+) -> None:
+    items = answers(emulator, 2100)
+    # Bulk off: 1,000 + 1,000 records as two Composite requests (the second fails), then 100 as a plain call
+    connector = make_connector(make_settings(server, app_keys[0], emulator, bulk_threshold=0))
+    emulator.fail_next(1, 503, methods={"POST"}, skip=1)
+    try:
+        results = await connector.write_back(items)
+    finally:
+        await connector.aclose()
+
+    assert {r.status for r in results[:1000]} == {"ok"}
+    assert {(r.status, r.sent) for r in results[1000:2000]} == {("transient", True)}, "may have been applied"
+    assert {(r.status, r.sent) for r in results[2000:]} == {("transient", False)}, "never sent"
+    assert emulator.calls_to("PATCH", "/composite/sobjects") == [], "nothing sent after the failure"
+    assert len(emulator.records("Survey_Response__c")) == 1000
+
+
 async def test_a_collections_part_refused_as_a_whole_fails_its_own_records_only(
     logged_in: SalesforceConnector, emulator: SalesforceEmulator
 ) -> None:
