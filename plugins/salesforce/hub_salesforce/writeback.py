@@ -7,11 +7,10 @@ of them in one Composite request (1,000 records a call), or one Bulk API 2.0 job
 - case feedback: one Case update per case. The optional internal CaseComment and Chatter posts (FeedItem
   records on the Case and/or the contact) are added only when the case's ``CXHub_Response_Id__c`` does not
   yet hold this answer (read in one query per 200 cases, five queries a call), and then in one Composite
-  request with allOrNone
-  together with the Case update that writes that marker: either both are saved or neither, so a retry after
-  a failure notes the answer once, and a retry after success finds the marker and notes nothing. 200 cases
-  with a comment and a post each cost that query and one Composite call, where a Chatter post through the
-  Connect API would cost one call per post.
+  request with allOrNone together with the Case update that writes that marker: either both are saved or
+  neither, so a retry after a failure notes the answer once, and a retry after success finds the marker and
+  notes nothing. 200 cases with a comment and a post each cost that query and one Composite call, where a
+  Chatter post through the Connect API would cost one call per post.
 
 A group of ``bulk_threshold`` records or more (a full re-sync hands the connector up to ``bulk_batch_size``
 items of one kind) goes as one Bulk API 2.0 ingest job (``bulk.py``): a handful of calls instead of one per
