@@ -103,6 +103,9 @@ CXHUB_FIELDS: dict[str, dict[str, str]] = {
         "x_cxhub_avg_rating": "decimal",
         "x_cxhub_avg_rating_30d": "decimal",
         "x_cxhub_count": "int",
+        "x_cxhub_opted_out": "bool",
+        "x_cxhub_opt_out_date": "datetime",
+        "x_cxhub_opt_out_reason": "string",
     },
     "ticket": {
         "x_cxhub_rating": "int",
