@@ -148,6 +148,7 @@ class ChannelSuite(SuiteBase):
         MemoryChannel.sent.clear()
         MemoryConnector.people.clear()
         MemoryConnector.written.clear()
+        MemoryConnector.opt_outs.clear()
         hub = await build_channel_hub(harness, workdir)
         try:
             yield hub
