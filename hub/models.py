@@ -215,6 +215,14 @@ class PersonOptOut(Model):
     channel: str | None = Field(None, description="the channel the person used, e.g. sms; None for a link")
     reason: str = Field(description='what the person did, e.g. "replied STOPP by SMS"')
 
+    def shown(self) -> dict[str, Any]:
+        """What the CRM person's opt-out fields show after this change, by name: ``opted_out``,
+        ``changed_at`` and ``reason``. An opt-in clears the date and the reason, so nobody reads an old
+        STOP as current; the values depend on the change alone, so a retried write writes them again."""
+        if not self.opted_out:
+            return {"opted_out": False, "changed_at": None, "reason": None}
+        return {"opted_out": True, "changed_at": self.changed_at, "reason": self.reason}
+
 
 WriteBackPayload = Annotated[
     PersonSummary | TimelineEntry | CaseFeedback | PersonOptOut, Field(discriminator="kind")

@@ -10,9 +10,10 @@ from sqlalchemy import select
 
 from hub.contracts import PluginContext
 from hub.http import make_client
-from hub.models import PersonOptOut, WriteBackItem
+from hub.models import PersonOptOut
 from hub.store.tables import Response, WriteBack
 from hub.sync import RunStats
+from hub.testing import opt_out_item
 from hub.testing.memory import MemoryConnector, MemorySettings
 from tests.test_sync import answer
 
@@ -21,9 +22,10 @@ STARTED = datetime(2026, 12, 9, 8, 15, tzinfo=UTC)
 
 
 def change(opted_out: bool) -> PersonOptOut:
-    if opted_out:
-        return PersonOptOut(opted_out=True, changed_at=STOPPED, channel="sms", reason="replied STOPP by SMS")
-    return PersonOptOut(opted_out=False, changed_at=STARTED, channel="sms", reason="replied START by SMS")
+    """STOP on one day, START a few days later."""
+    payload = opt_out_item(0, "P1", opted_out=opted_out, changed_at=STOPPED if opted_out else STARTED).payload
+    assert isinstance(payload, PersonOptOut)
+    return payload
 
 
 async def queue_change(hub, response_id: str, opted_out: bool) -> None:
@@ -94,10 +96,7 @@ async def test_the_memory_crm_shows_the_last_opt_out_written_to_each_person() ->
         MemorySettings(),
         PluginContext(instance="memory", public_url="http://127.0.0.1:9", http_client=make_client),
     )
-    items = [
-        WriteBackItem(id=n, key="opt_out:1", record_id="M1", payload=change(opted_out))
-        for n, opted_out in enumerate([True, False], start=1)
-    ]
+    items = [opt_out_item(1, "M1"), opt_out_item(2, "M1", opted_out=False, changed_at=STARTED)]
 
     results = await crm.write_back(items)
 

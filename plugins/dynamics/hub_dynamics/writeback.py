@@ -89,14 +89,12 @@ class WriteBack:
         return {column: values[name] for name, column in self.settings.contact.mapped().items()}
 
     def opt_out_values(self, opt_out: PersonOptOut) -> dict[str, Any]:
-        """Flag, date and reason of an opt-out; an opt-in clears all three (the same values on a retry)."""
-        values: dict[str, Any] = {"opted_out": False, "changed_at": None, "reason": None}
-        if opt_out.opted_out:
-            values = {
-                "opted_out": True,
-                "changed_at": odata_datetime(opt_out.changed_at),
-                "reason": _cut(opt_out.reason, OPT_OUT_REASON_LENGTH),
-            }
+        """Flag, date and reason of an opt-out; an opt-in clears all three (``PersonOptOut.shown``)."""
+        shown = opt_out.shown()
+        values = shown | {
+            "changed_at": odata_datetime(shown["changed_at"]) if shown["changed_at"] else None,
+            "reason": _cut(shown["reason"], OPT_OUT_REASON_LENGTH),
+        }
         return {column: values[name] for name, column in self.settings.opt_out.mapped().items()}
 
     @staticmethod

@@ -11,27 +11,12 @@ from hub_dynamics.connector import DynamicsConnector
 from hub_dynamics.emulator import DataverseEmulator
 from test_dynamics_writeback import feedback_item, summary_item
 
-from hub import PersonOptOut, WriteBackItem
+from hub.testing import opt_out_item
 from hub.testing.server import TlsServer
 
 STOPPED = datetime(2026, 12, 5, 14, 2, tzinfo=UTC)
 STARTED = datetime(2026, 12, 9, 8, 15, tzinfo=UTC)
 COLUMNS = ("cxhub_surveyoptout", "cxhub_surveyoptoutdate", "cxhub_surveyoptoutreason")
-
-
-def opt_out_item(
-    item_id: int,
-    contact: str,
-    opted_out: bool = True,
-    at: datetime = STOPPED,
-    reason: str = "replied STOPP by SMS",
-) -> WriteBackItem:
-    return WriteBackItem(
-        id=item_id,
-        key=f"opt_out:{contact}",
-        record_id=contact,
-        payload=PersonOptOut(opted_out=opted_out, changed_at=at, channel="sms", reason=reason),
-    )
 
 
 def opt_out_columns(emulator: DataverseEmulator, contact: str) -> tuple[object, ...]:
@@ -51,12 +36,10 @@ async def test_an_opt_out_sets_the_contact_columns_and_an_opt_in_afterwards_clea
 
     [stopped] = await connector.write_back([opt_out_item(1, contact)])
     set_columns = opt_out_columns(emulator, contact)
-    [started] = await connector.write_back(
-        [opt_out_item(1, contact, opted_out=False, at=STARTED, reason="replied START by SMS")]
-    )
+    [started] = await connector.write_back([opt_out_item(1, contact, opted_out=False, changed_at=STARTED)])
 
     assert (stopped.status, started.status) == ("ok", "ok")
-    assert set_columns == (True, "2026-12-05T14:02:00Z", "replied STOPP by SMS")
+    assert set_columns == (True, "2026-12-05T14:02:00Z", "replied STOP by SMS")
     assert opt_out_columns(emulator, contact) == (False, None, None)
 
 
@@ -68,7 +51,7 @@ async def test_a_retried_opt_out_changes_nothing(
     await connector.write_back([opt_out_item(1, contact)])
     written = emulator.row("contact", contact) or {}
 
-    [again] = await connector.write_back([opt_out_item(1, contact).model_copy(update={"attempt": 2})])
+    [again] = await connector.write_back([opt_out_item(1, contact, attempt=2)])
 
     after = emulator.row("contact", contact) or {}
     assert again.status == "ok"
@@ -109,10 +92,10 @@ async def test_of_two_changes_in_one_batch_the_newer_wins_whatever_their_order(
     first = seed_case(emulator)[1]
     second = seed_case(emulator, "other@example.com")[1]
     batch = [
-        opt_out_item(1, first, opted_out=False, at=STARTED, reason="replied START by SMS"),
+        opt_out_item(1, first, opted_out=False, changed_at=STARTED),
         opt_out_item(2, first),
-        opt_out_item(3, second, opted_out=False, at=STOPPED, reason="replied START by SMS"),
-        opt_out_item(4, second, at=STARTED),
+        opt_out_item(3, second, opted_out=False, changed_at=STOPPED),
+        opt_out_item(4, second, changed_at=STARTED),
     ]
 
     results = await connector.write_back(batch)

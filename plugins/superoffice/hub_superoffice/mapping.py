@@ -303,17 +303,9 @@ def custom_fields_body(values: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def opt_out_values(opt_out: PersonOptOut, reason_length: int) -> dict[str, Any]:
-    """What an opt-out writes (tick, date, reason) by ``OptOutFields`` name; an opt-in clears each one.
-
-    The values depend on the item alone, so a retried item writes exactly what it wrote before.
-    """
-    if not opt_out.opted_out:
-        return {"opted_out": False, "changed_at": None, "reason": None}
-    return {
-        "opted_out": True,
-        "changed_at": opt_out.changed_at,
-        "reason": truncate(opt_out.reason, reason_length),
-    }
+    """What an opt-out writes (tick, date, reason) by ``OptOutFields`` name; an opt-in clears each one."""
+    values = opt_out.shown()
+    return values | {"reason": truncate(values["reason"], reason_length)}
 
 
 _PLACEHOLDER = re.compile(r"\[\[(\w+)\]\]")

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from hub_superoffice.connector import SuperOfficeConnector
 from hub_superoffice.emulator import BackgroundServer, DemoSeed, SuperOfficeEmulator
 from superoffice_support import make_connector, make_settings, present
 from test_superoffice_writeback import feedback_item, summary_item
 
-from hub import PersonOptOut, WriteBackItem
+from hub import WriteBackItem
+from hub.testing import opt_out_item as kit_item
 
 STOPPED = datetime(2026, 12, 5, 14, 2, tzinfo=UTC)
 STARTED = datetime(2026, 12, 9, 8, 15, tzinfo=UTC)
 
 
-def opt_out_item(
-    item_id: int,
-    person_id: int,
-    opted_out: bool = True,
-    at: datetime = STOPPED,
-    reason: str = "replied STOPP by SMS",
-) -> WriteBackItem:
-    return WriteBackItem(
-        id=item_id,
-        key=f"opt_out:{person_id}",
-        record_id=str(person_id),
-        payload=PersonOptOut(opted_out=opted_out, changed_at=at, channel="sms", reason=reason),
-    )
+def opt_out_item(item_id: int, person_id: int, **change: Any) -> WriteBackItem:
+    return kit_item(item_id, str(person_id), **change)
 
 
 def opt_out_fields(emulator: SuperOfficeEmulator, person_id: int) -> tuple[str, str, str]:
@@ -42,15 +33,13 @@ async def test_an_opt_out_ticks_the_person_and_an_opt_in_afterwards_clears_it(
 
     [stopped] = await connector.write_back([opt_out_item(1, karen)])
     ticked = opt_out_fields(emulator, karen)
-    [started] = await connector.write_back(
-        [opt_out_item(1, karen, opted_out=False, at=STARTED, reason="replied START by SMS")]
-    )
+    [started] = await connector.write_back([opt_out_item(1, karen, opted_out=False, changed_at=STARTED)])
 
     assert (stopped.status, stopped.remote_id, started.status) == ("ok", str(karen), "ok")
     assert (
         ticked[0] == "True"
         and ticked[1].startswith("2026-12-05T14:02")
-        and ticked[2] == "replied STOPP by SMS"
+        and ticked[2] == "replied STOP by SMS"
     )
     assert opt_out_fields(emulator, karen) == ("False", "", "")
 
@@ -62,7 +51,7 @@ async def test_a_retried_opt_out_changes_nothing(
     await connector.write_back([opt_out_item(1, karen)])
     written = present(emulator.person(karen))
 
-    [again] = await connector.write_back([opt_out_item(1, karen).model_copy(update={"attempt": 2})])
+    [again] = await connector.write_back([opt_out_item(1, karen, attempt=2)])
 
     assert again.status == "ok"
     after = present(emulator.person(karen))
@@ -90,10 +79,10 @@ async def test_of_two_changes_in_one_batch_the_newer_wins_whatever_their_order(
     connector: SuperOfficeConnector, emulator: SuperOfficeEmulator, seed: DemoSeed
 ) -> None:
     karen, emma = seed.persons["karen"], seed.persons["emma"]
-    newer_opt_in = opt_out_item(1, karen, opted_out=False, at=STARTED, reason="replied START by SMS")
+    newer_opt_in = opt_out_item(1, karen, opted_out=False, changed_at=STARTED)
     older_opt_out = opt_out_item(2, karen)
-    newer_opt_out = opt_out_item(3, emma, at=STARTED)
-    older_opt_in = opt_out_item(4, emma, opted_out=False, at=STOPPED, reason="replied START by SMS")
+    newer_opt_out = opt_out_item(3, emma, changed_at=STARTED)
+    older_opt_in = opt_out_item(4, emma, opted_out=False, changed_at=STOPPED)
 
     results = await connector.write_back([newer_opt_in, older_opt_out, older_opt_in, newer_opt_out])
 
