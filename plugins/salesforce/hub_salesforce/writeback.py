@@ -1,7 +1,8 @@
 """Writing answers back with as few API calls as Salesforce allows: sObject Collections of 200 records, five
 of them in one Composite request (1,000 records a call), or one Bulk API 2.0 job for a large group.
 
-- person summaries: one Contact update per contact (ten answers in a batch become one write);
+- person summaries: one Contact update per contact (ten answers in a batch become one write), carrying the
+  contact's opt-out fields too when an opt-out is in the batch (``opt_out.py``);
 - timeline entries: ``Survey_Response__c`` upserted by the external id ``Response_Id__c`` (the hub's response
   id), so a retried write updates the record it created instead of adding one;
 - case feedback: one Case update per case. The optional internal CaseComment and Chatter posts (FeedItem
@@ -57,6 +58,7 @@ from hub_salesforce.client import (
     upsert_collection,
 )
 from hub_salesforce.config import SalesforceSettings
+from hub_salesforce.opt_out import contact_order, is_contact_item, opt_out_fields, writes_nothing
 from hub_salesforce.soql import is_record_id, quote_list, select
 
 log = structlog.get_logger("hub_salesforce.writeback")
@@ -155,7 +157,7 @@ class Writer:
 
     async def write(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
         results: Results = {}
-        summaries = [i for i in batch if isinstance(i.payload, PersonSummary)]
+        summaries = [i for i in batch if is_contact_item(i)]  # opt-outs ride with the summaries
         entries = [i for i in batch if isinstance(i.payload, TimelineEntry)]
         feedback = [i for i in batch if isinstance(i.payload, CaseFeedback)]
         stop: TransientError | None = None
@@ -241,23 +243,35 @@ class Writer:
 
     async def _summaries(self, items: list[WriteBackItem]) -> Results:
         groups: dict[str, list[WriteBackItem]] = defaultdict(list)
-        for item in sorted(items, key=_summary_order):
+        for item in sorted(items, key=contact_order):
             groups[item.record_id].append(item)
+        unwritten = self._contacts_without_fields(groups)
         mapped = self.settings.contact.mapped()
 
         def record(contact_id: str, item: WriteBackItem) -> dict[str, Any]:
             summary = item.payload
-            assert isinstance(summary, PersonSummary)
+            opt_out = self._opt_out_fields(groups[contact_id])
+            if not isinstance(summary, PersonSummary):  # opt-outs only
+                return {"attributes": {"type": "Contact"}, "id": contact_id, **opt_out}
             values = {name: getattr(summary, name) for name in mapped}
             if "latest_comment" in values:
                 values["latest_comment"] = self._text(summary.latest_comment)
             fields = {mapped[name]: _value(value) for name, value in values.items()}
-            return {"attributes": {"type": "Contact"}, "id": contact_id, **fields}
+            return {"attributes": {"type": "Contact"}, "id": contact_id, **fields, **opt_out}
 
         async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
             return await self.bulk.update("Contact", records)
 
-        return await self._apply(groups, record, UPDATE, bulk)
+        return unwritten | await self._apply(groups, record, UPDATE, bulk)
+
+    def _opt_out_fields(self, group: list[WriteBackItem]) -> dict[str, Any]:
+        """The opt-out fields a contact's update carries: its newest opt-out change's, if it has one."""
+        return opt_out_fields(self.settings.opt_out, group)
+
+    def _contacts_without_fields(self, groups: dict[str, list[WriteBackItem]]) -> Results:
+        """Take out the contacts whose items write no field (opt-outs, none mapped): written, without a call."""
+        empty = [contact for contact, group in groups.items() if writes_nothing(self.settings.opt_out, group)]
+        return {i.id: WriteBackResult.ok(i) for contact in empty for i in groups.pop(contact)}
 
     # -- timeline ---------------------------------------------------------------------------------
 
@@ -559,11 +573,6 @@ def _contact_of(item: WriteBackItem, case_row: dict[str, Any]) -> str | None:
 def _feedback(item: WriteBackItem) -> CaseFeedback:
     assert isinstance(item.payload, CaseFeedback)
     return item.payload
-
-
-def _summary_order(item: WriteBackItem) -> tuple[Any, ...]:
-    assert isinstance(item.payload, PersonSummary)
-    return (item.payload.latest_date, item.payload.count, item.id)
 
 
 def _feedback_order(item: WriteBackItem) -> tuple[Any, ...]:
