@@ -68,7 +68,8 @@ class Connector(Protocol):
     """
 
     #: how many write-back items one ``write_back`` call takes (the CRM's batch limit, or a sane chunk).
-    #: Every batch holds items of one kind only. A connector with a bulk API may also declare
+    #: Every batch holds items of one kind only (``person_opt_out`` with ``person_summary``: both update the
+    #: person). A connector with a bulk API may also declare
     #: ``bulk_batch_size`` (optional): a full re-sync (``cxhub sync --full``) then hands it batches that
     #: large, and the connector picks its bulk API for them.
     batch_size: int

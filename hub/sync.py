@@ -51,6 +51,13 @@ RUN_SECONDS = Histogram("cxhub_sync_run_seconds", "Duration of sync runs", ["con
 
 EVENTS_STREAM = "events"
 
+#: kinds a batch holds together: a person's summary and opt-out are fields on the same CRM person, which a
+#: connector writes in one update (so an opt-out costs no call of its own when it comes with a summary)
+BATCH_FAMILIES: dict[str, tuple[str, ...]] = {
+    "person_summary": ("person_summary", "person_opt_out"),
+    "person_opt_out": ("person_summary", "person_opt_out"),
+}
+
 
 def _lost_a_lock_race(exc: DBAPIError) -> bool:
     """True for a deadlock victim or a serialization failure, which succeed when run again."""
@@ -144,7 +151,8 @@ class SyncService:
 
         A batch holds one kind only (the kind of the oldest due item), because CRM batch limits are per
         call and per object: 200 timeline records fill one Salesforce call, while a batch mixing 67
-        summaries, 67 timeline entries and 66 case updates would take three half-empty calls.
+        summaries, 67 timeline entries and 66 case updates would take three half-empty calls. Summaries
+        and opt-outs go together (``BATCH_FAMILIES``): both update the person record.
         """
         now = self.hub.now()
         until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
@@ -161,7 +169,7 @@ class SyncService:
             ids = list(
                 await s.scalars(
                     select(WriteBack.id)
-                    .where(*due, WriteBack.kind == kind)
+                    .where(*due, WriteBack.kind.in_(BATCH_FAMILIES.get(kind, (kind,))))
                     .order_by(WriteBack.next_attempt_at, WriteBack.id)
                     .limit(limit)
                     .with_for_update(skip_locked=True)

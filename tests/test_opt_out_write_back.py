@@ -103,3 +103,16 @@ async def test_the_memory_crm_shows_the_last_opt_out_written_to_each_person() ->
     assert [r.status for r in results] == ["ok", "ok"]
     assert MemoryConnector.opt_outs["M1"].opted_out is False
     MemoryConnector.opt_outs.clear()
+
+
+async def test_an_opt_out_travels_in_the_batch_of_the_person_summaries(make_hub, crm_state) -> None:
+    hub = await make_hub()
+    response_id = await answer(hub, crm_state, "C1", "P1", 9)
+    await queue_change(hub, response_id, opted_out=True)
+
+    stats = await hub.sync.run("crm")
+
+    assert stats.written == 4  # timeline entry, case feedback, summary, opt-out
+    kinds = [sorted({item["payload"]["kind"] for item in batch}) for batch in crm_state.batches]
+    assert ["person_opt_out", "person_summary"] in kinds
+    assert all(len(kind) == 1 for kind in kinds if "person_summary" not in kind)
