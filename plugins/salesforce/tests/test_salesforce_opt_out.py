@@ -110,3 +110,14 @@ async def test_without_opt_out_fields_the_item_is_written_without_a_call(
     assert result.status == "ok"
     assert writes(emulator) == []
     assert shown(emulator, contact) == before
+
+
+async def test_check_names_a_missing_opt_out_field_with_its_config_key(
+    connector: SalesforceConnector, emulator: SalesforceEmulator
+) -> None:
+    emulator.drop_field("Contact", "CXHub_Survey_Opt_Out_Reason__c")
+
+    contact = next(result for result in await connector.check() if result.name == "Contact")
+
+    assert not contact.ok
+    assert "missing: CXHub_Survey_Opt_Out_Reason__c (opt_out.reason)" in contact.detail
