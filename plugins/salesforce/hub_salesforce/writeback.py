@@ -271,6 +271,8 @@ class Writer:
     def _contacts_without_fields(self, groups: dict[str, list[WriteBackItem]]) -> Results:
         """Take out the contacts whose items write no field (opt-outs, none mapped): written, without a call."""
         empty = [contact for contact, group in groups.items() if writes_nothing(self.settings.opt_out, group)]
+        if empty:
+            log.info("salesforce.opt_out_not_mapped", contacts=len(empty))
         return {i.id: WriteBackResult.ok(i) for contact in empty for i in groups.pop(contact)}
 
     # -- timeline ---------------------------------------------------------------------------------
