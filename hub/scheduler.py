@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, select, update
@@ -24,8 +25,9 @@ from hub.store.tables import Event, Invitation, RejectedWebhook, Token
 log = structlog.get_logger("hub.scheduler")
 
 TICK_SECONDS = 5.0
-#: an item of the prompt sync that settles sooner than this after a run is waited for within the run: a run
-#: timed that close to its own end could start before APScheduler counted the end, and be skipped
+#: an item of the prompt sync that settles sooner than this after a run is waited for within the run (a run
+#: timed that close to its own end could start before APScheduler counted the end, and be skipped); answers
+#: woken during a run are looked at after this too, so a burst of answers costs a pass per gap, not per answer
 SYNC_MIN_GAP_SECONDS = 0.2
 #: when another run holds a connector's lock (another process, the cron sync), which writes what is ready
 #: itself, the prompt sync looks again after this, in case that run ended just before the item was ready
@@ -173,7 +175,9 @@ class Scheduler:
                 self._sync_again = False
                 soonest = await self._sync_settled(quiet)
                 delay = None if soonest is None else (soonest - self.hub.now()).total_seconds()
-                if self._sync_again:
+                if self._sync_again and self.scheduler.state == STATE_RUNNING:  # not while stopping
+                    # answers arriving faster than passes take: one pass per gap, not one per answer
+                    await asyncio.sleep(SYNC_MIN_GAP_SECONDS)
                     continue
                 if delay is not None and delay < SYNC_MIN_GAP_SECONDS and not waited:
                     waited = True  # once: an item that stays ready (a lock race) is no reason to spin
