@@ -264,6 +264,18 @@ class Campaign(Section):
     delay_minutes: float = Field(0, ge=0)
     reminder_after_hours: float | None = Field(None, gt=0)
     default_language: str = "en"
+    answer_by: Literal["link", "reply"] = Field(
+        "link",
+        description='how people answer: "link" opens the survey page; "reply" asks them to reply with the '
+        "number (SMS, chat): the invitation says how, the follow-up question is sent as a reply and the next "
+        "reply within the amend window is the comment. Channels without replies still send the link",
+    )
+    comment_wait_minutes: float = Field(
+        10,
+        ge=0,
+        description='answer_by = "reply": how long the write-back of a texted score waits for the reason '
+        "the follow-up question asks for, so the CRM gets score and reason as one write",
+    )
     write_back_to: list[str] | None = Field(None, description="connectors to write to; unset = the trigger's")
     write_back: WriteBackSettings = Field(default_factory=WriteBackSettings)
     alerts: list[AlertRule] = Field(default_factory=list)

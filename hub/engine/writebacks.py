@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign
-from hub.models import CaseEvent, CaseFeedback, NpsCategory, SurveyKind, TimelineEntry
+from hub.models import CaseEvent, CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.queries import insert_for
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
@@ -98,6 +98,50 @@ class WriteBackQueue:
         payload: dict[str, Any] | None,
     ) -> None:
         """Queue one write-back; an existing item with the same key is re-armed with the newer payload."""
+        await self.upsert(
+            s, connector, kind, key, record_id, person_record_id, resp.person_id, resp.id, payload
+        )
+
+    async def queue_opt_out(self, s: AsyncSession, person_id: int, change: PersonOptOut) -> int:
+        """Queue the hub's opt-out (or its end) for every configured CRM the person is known in.
+
+        One item per person and CRM (``optout:<person>``): a STOP then a START before the sync leaves one
+        item holding the latest state, written once. Returns how many CRMs get it.
+        """
+        identities = await s.scalars(select(Identity).where(Identity.person_id == person_id))
+        payload = change.model_dump(mode="json")
+        queued = 0
+        for identity in identities:
+            if identity.connector not in self.hub.connectors:
+                continue
+            key = f"optout:{person_id}"
+            await self.upsert(
+                s,
+                identity.connector,
+                change.kind,
+                key,
+                identity.crm_id,
+                identity.crm_id,
+                person_id,
+                None,
+                payload,
+            )
+            queued += 1
+        return queued
+
+    async def upsert(
+        self,
+        s: AsyncSession,
+        connector: str,
+        kind: str,
+        key: str,
+        record_id: str,
+        person_record_id: str | None,
+        person_id: int | None,
+        response_id: str | None,
+        payload: dict[str, Any] | None,
+    ) -> None:
+        """Insert one item, or re-arm the item of that (connector, key) with the newer payload."""
         now = self.hub.now()
         stmt = insert_for(s, WriteBack).values(
             connector=connector,
@@ -105,8 +149,8 @@ class WriteBackQueue:
             key=key,
             record_id=record_id,
             person_record_id=person_record_id,
-            person_id=resp.person_id,
-            response_id=resp.id,
+            person_id=person_id,
+            response_id=response_id,
             payload=payload,
             state="queued",
             version=1,
