@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         DemoCase,
         Emulator,
         EmulatorType,
+        PhoneEmulator,
         PluginContext,
         RegisterChannel,
         RegisterConnector,
@@ -111,6 +112,7 @@ __all__ = [
     "PersonOptOut",
     "PersonRecord",
     "PersonSummary",
+    "PhoneEmulator",
     "PluginContext",
     "Recipient",
     "RecipientOptedOut",
@@ -144,6 +146,7 @@ __all__ = [
 _EXPORTS: dict[str, str] = {
     "Channel": "hub.contracts",
     "ChannelEmulator": "hub.contracts",
+    "PhoneEmulator": "hub.contracts",
     "ChannelType": "hub.contracts",
     "Connector": "hub.contracts",
     "ConnectorEmulator": "hub.contracts",

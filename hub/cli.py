@@ -665,6 +665,10 @@ def demo(
         bool, typer.Option(help="answer the survey like a browser, print the result and exit")
     ] = False,
     crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
+    channel: Annotated[
+        str,
+        typer.Option(help='how the survey goes: "email", or "sms" (answered by text on the phone page)'),
+    ] = "email",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -674,7 +678,8 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Run a whole hub on SQLite against a CRM emulator and a local mail catcher, all on 127.0.0.1."""
+    """Run a whole hub on SQLite against a CRM emulator and a local mail catcher (and with --channel sms an
+    SMS emulator with phones), all on 127.0.0.1."""
     import asyncio
     import tempfile
 
@@ -690,7 +695,9 @@ def demo(
         elif not config.is_file():
             fail(f"{config}: no such config file; leave --config out to use the demo's own")
         try:
-            asyncio.run(run_demo(config, crm, auto, console._get()))
+            if channel not in ("email", "sms"):
+                fail(f'--channel {channel}: the demo sends by "email" or "sms"')
+            asyncio.run(run_demo(config, crm, auto, console._get(), channel))
         except ConfigError as exc:
             fail(str(exc))
         except KeyboardInterrupt:

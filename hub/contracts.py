@@ -238,6 +238,35 @@ class ChannelEmulator(Emulator, Protocol):
         ...
 
 
+@runtime_checkable
+class PhoneEmulator(ChannelEmulator, Protocol):
+    """A channel emulator with a phone (SMS): the demo's ``/admin/phone`` page shows each conversation as a
+    phone would and lets the demo user type a reply; ``cxhub demo --channel sms --auto`` texts through it.
+
+    Both methods are synchronous like every emulator method and are called from a worker thread, so they
+    must not need the caller's event loop, and must not hold a lock while delivering to the hub (the hub
+    texts back while it handles the reply).
+    """
+
+    def conversations(self) -> list[dict[str, Any]]:
+        """One dict per phone number the emulator exchanged texts with, oldest conversation first::
+
+        {"number": "+4520123456",            # the person's phone, E.164
+         "messages": [                        # oldest first
+             {"sender": "hub" | "phone",      # texted by the hub to the phone, or typed on the phone
+              "text": "...",                  # the body as delivered
+              "at": "2026-12-05T17:30:00+00:00",  # ISO 8601, UTC
+              "status": "delivered"}]}        # optional: the provider's status of a "hub" message
+        """
+        ...
+
+    def reply(self, number: str, text: str) -> None:
+        """The phone ``number`` (E.164) texts ``text`` to the hub's sender: recorded in its conversation and
+        posted to ``{hub_url}/inbound/{instance}`` (those given to ``start``) as the provider's signed inbound
+        request. Returns once the hub has answered it; raises when the hub answers other than 2xx."""
+        ...
+
+
 @dataclass(frozen=True)
 class EmulatorType:
     """An emulator a plugin offers for its connector or channel type ``plugin``.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign
 from hub.engine.answers import Answers
@@ -82,7 +84,22 @@ _TRAILING = " \t\r\n.!?,;:)-–—"
 #: conversation states kept on the invitation
 ASKED_AGAIN, AWAITING_COMMENT, COMMENTED = "asked_again", "awaiting_comment", "commented"
 
+#: outcomes of replies the hub kept without using them: what /admin/replies and the API show
+KEPT = ("unmatched", "not_a_score")
+
 _SCORE = re.compile(r"(\d{1,2})(?:\s*/\s*(\d{1,2}))?")
+
+
+async def kept_replies(s: AsyncSession, limit: int, offset: int = 0) -> Sequence[InboundMessage]:
+    """The replies the hub kept without using them, newest first."""
+    rows = await s.scalars(
+        select(InboundMessage)
+        .where(InboundMessage.outcome.in_(KEPT))
+        .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all()
 
 
 def keyword(body: str) -> str:

@@ -96,7 +96,8 @@ class TwoWayChannel:
         if number in PROVIDER.opted_out:
             raise RecipientOptedOut(number, f"{OPTED_OUT_CODE}: the recipient opted out")
         sid = f"SM{next(PROVIDER.ids):032d}"
-        PROVIDER.delivered.append({"to": number, "text": _text(message), "sid": sid})
+        at = datetime.now(UTC).isoformat()
+        PROVIDER.delivered.append({"to": number, "text": _text(message), "sid": sid, "at": at})
         return Delivery(message_id=sid)
 
     async def parse_inbound(self, request: WebhookRequest) -> InboundReply:
