@@ -605,11 +605,15 @@ def explain(
                 console.print(f"nobody with {who} is known to the hub", markup=False)
                 return
             for person in people:
-                notes = [f"unsubscribed {person.opted_out_at:%Y-%m-%d}"] if person.opted_out_at else []
+                notes = []
+                if person.opted_out_at:
+                    how = f" ({person.opt_out_reason})" if person.opt_out_reason else ""
+                    notes.append(f"unsubscribed {person.opted_out_at:%Y-%m-%d}{how}")
                 for kind, flag in (("email", person.email_rejected), ("phone", person.phone_rejected)):
                     if flag:
                         notes.append(f"{kind} not used since it was refused ({flag})")
-                report = Report(None, ("created", "campaign", "event", "status", "channel", "why"))
+                columns = ("created", "campaign", "event", "status", "channel", "delivery", "why")
+                report = Report(None, columns)
                 rows = (
                     await s.execute(
                         select(Invitation, Event)
@@ -625,7 +629,8 @@ def explain(
                         f"{event.connector} {event.event_type} {event.record_id}",
                         inv.status,
                         inv.channel or "-",
-                        inv.reason or _why(inv.status, inv.sent_at),
+                        inv.delivery_status or "-",
+                        inv.reason or inv.delivery_error or _why(inv.status, inv.sent_at),
                     )
                 found.append(
                     {

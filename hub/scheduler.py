@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.app import Hub
-from hub.store.tables import Event, Invitation, RejectedWebhook, Token
+from hub.store.tables import DeliveryReport, Event, InboundMessage, Invitation, RejectedWebhook, Token
 
 log = structlog.get_logger("hub.scheduler")
 
@@ -242,8 +242,10 @@ class Scheduler:
             )
 
     async def _retention(self) -> None:
-        """Past the retention period drop raw webhook bodies and kept rejected requests; expire old
-        invitations; delete dead tokens."""
+        """Past the retention period drop raw webhook bodies, kept rejected requests and kept replies; expire
+        old invitations; delete dead tokens, and delivery reports a month old (applied ones live on their
+        invitation; one never applied by then was about a message that no invitation holds, e.g. a
+        follow-up question)."""
         hub = self.hub
         now = hub.now()
         async with hub.store.session() as s:
@@ -256,6 +258,10 @@ class Scheduler:
                 .values(status="expired")
             )
             await s.execute(delete(Token).where(Token.expires_at < now - timedelta(days=30)))
+            await s.execute(delete(InboundMessage).where(InboundMessage.received_at < cutoff))
+            await s.execute(
+                delete(DeliveryReport).where(DeliveryReport.received_at < now - timedelta(days=30))
+            )
 
     def start(self) -> None:
         self.setup()

@@ -263,3 +263,23 @@ def test_opt_out_keywords_are_the_whole_message_without_case_accents_or_trailing
 @pytest.mark.parametrize("body", ["stop sending me these", "don't stop", "9 stop", "STOP?!x"])
 def test_a_keyword_inside_a_longer_message_is_no_opt_out(body) -> None:
     assert keyword(body) not in OPT_OUT
+
+
+async def test_retention_deletes_old_kept_replies_and_delivery_reports(texted, provider) -> None:
+    from hub.scheduler import Scheduler
+    from hub.store.tables import DeliveryReport, InboundMessage
+
+    hub = await texted()
+    assert await post(hub, text_from("+4599887766", "hello?", "IN1")) == 200
+    report = {"type": "status", "sid": "SM-a-follow-up", "status": "delivered", "error_code": None}
+    assert await post(hub, report) == 200
+    await Scheduler(hub)._retention()
+    async with hub.store.session() as s:
+        assert len(list(await s.scalars(select(InboundMessage)))) == 1, "a fresh reply was deleted"
+        assert len(list(await s.scalars(select(DeliveryReport)))) == 1
+    start = hub.now()
+    hub.now = lambda: start + timedelta(days=hub.config.hub.retention_days + 1)
+    await Scheduler(hub)._retention()
+    async with hub.store.session() as s:
+        assert list(await s.scalars(select(InboundMessage))) == []
+        assert list(await s.scalars(select(DeliveryReport))) == []

@@ -19,6 +19,7 @@ from hub.models import NpsCategory, SurveyKind
 from hub.store.tables import Response
 from hub.texts import followup_key, reply_instructions, text
 from tests.browser.live import BRANDING, LiveHub
+from tests.browser.test_survey_accessibility import problems
 from tests.fakes import twoway
 from tests.fakes.phone import FakePhone
 from tests.helpers import case_event
@@ -59,7 +60,9 @@ def texted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhoneLiveHub]:
         yield live
 
 
-def test_the_demo_user_answers_by_text_on_the_phone_page(browser: Browser, texted: PhoneLiveHub) -> None:
+def test_the_demo_user_answers_by_text_on_the_phone_page(
+    browser: Browser, texted: PhoneLiveHub, axe_script: Path
+) -> None:
     texted.crm_state.people["T1"] = {"id": "T1", "phone": NUMBER, "first_name": "Tove", "language": "en"}
 
     async def invite() -> None:
@@ -69,7 +72,9 @@ def test_the_demo_user_answers_by_text_on_the_phone_page(browser: Browser, texte
         await hub.engine.dispatch_due()
 
     texted.run(invite())
-    context = browser.new_context(base_url=texted.url, viewport={"width": 390, "height": 844})
+    context = browser.new_context(  # CSP bypassed only so that axe can be injected
+        base_url=texted.url, viewport={"width": 390, "height": 844}, bypass_csp=True
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     page.goto("/admin/phone")
@@ -92,4 +97,5 @@ def test_the_demo_user_answers_by_text_on_the_phone_page(browser: Browser, texte
             return [(r.rating, r.comment) for r in await s.scalars(select(Response))]
 
     assert texted.run(answers()) == [(9, "Kind and quick 👍")]
+    assert problems(page, axe_script) == []
     context.close()
