@@ -29,12 +29,14 @@ import uvicorn
 from rich.console import Console
 from rich.panel import Panel
 from rich.pretty import Pretty
+from sqlalchemy import select
 
 from hub.app import Hub
 from hub.config import HubConfig, parse_config
 from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator, EmulatorType, PhoneEmulator
 from hub.plugins import PluginManager
 from hub.scheduler import Scheduler
+from hub.store.tables import Person
 from hub.web import create_app
 
 CONNECTOR, CHANNEL, SMS = "crm", "mail", "sms"
@@ -209,9 +211,7 @@ async def run_demo(
 
         case = await asyncio.to_thread(connector.close_case)
         console.print(f"[bold]1.[/bold] {case.description}")
-        if phone is not None:
-            await _by_text(phone, hub_url, case.links, auto, console)
-        else:
+        if phone is None or not await _by_text(phone, channel, hub, case.links, auto, console):
             await _by_email(channel, hub_url, case.links, auto, console)
         if not auto:
             console.print("Ctrl-C stops the demo.")
@@ -260,21 +260,36 @@ def texts_from_hub(phone: PhoneEmulator) -> dict[str, list[str]]:
 
 
 async def _by_text(
-    phone: PhoneEmulator, hub_url: str, case_links: dict[str, str], auto: bool, console: Console
-) -> None:
+    phone: PhoneEmulator,
+    mailbox: ChannelEmulator,
+    hub: Hub,
+    case_links: dict[str, str],
+    auto: bool,
+    console: Console,
+) -> bool:
+    """The survey by text; False when the SMS channel could not reach the person and email took over (the
+    campaign's next channel), so the demo goes on by email."""
+    hub_url = hub.config.hub.public_url
+
     def first_survey() -> tuple[str, str] | None:
         for number, texts in texts_from_hub(phone).items():
             if texts:
                 return number, texts[0]
-        return None
+        return ("", "") if mailbox.survey_link() else None
 
-    number, survey = await wait_for("the survey text", lambda: asyncio.to_thread(first_survey))
+    number, survey = await wait_for("the survey", lambda: asyncio.to_thread(first_survey))
+    if not number:
+        async with hub.store.session() as s:
+            refused = await s.scalar(select(Person.phone_rejected).where(Person.phone_rejected.is_not(None)))
+        why = f" ({refused})" if refused else ""
+        console.print(f"   The SMS channel could not text the person{why}: the survey went by email instead.")
+        return False
     console.print(f"[bold]2.[/bold] The survey was texted to {number}: {survey}")
     for name, url in {"the phone": f"{hub_url}/admin/phone", **case_links}.items():
         console.print(f"   {name}: {url}")
     if not auto:
         console.print("Reply on the phone page: a number, then the reason the hub asks for.")
-        return
+        return True
     await asyncio.to_thread(phone.reply, number, "9")
 
     def followup() -> str | None:
@@ -285,3 +300,4 @@ async def _by_text(
     reason = "Quick and friendly help, thank you!"
     await asyncio.to_thread(phone.reply, number, reason)
     console.print(f'[bold]3.[/bold] Texted "9"; the hub asked "{question}"; texted "{reason}".')
+    return True

@@ -37,3 +37,20 @@ async def test_the_sms_demo_answers_by_text_and_the_crm_shows_it(
         "Written back" in printed
         and "Quick and friendly help, thank you!" in printed.split("Written back")[1]
     )
+
+
+async def test_the_sms_demo_goes_on_by_email_when_the_person_cannot_be_texted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twoway.PROVIDER = twoway.Provider(unreachable={"+447700900123"})
+    phone = FakePhone()
+    monkeypatch.setattr(demo, "pick_phone", lambda: phone)
+    config = tmp_path / "demo.toml"
+    base = demo.DEMO_CONFIG.read_text(encoding="utf-8")
+    config.write_text(base.replace("[hub]\n", '[hub]\nplugin_modules = ["tests.fakes.twoway_sms"]\n', 1))
+    out = io.StringIO()
+    await demo.run_demo(config, "superoffice", True, Console(file=out, width=200), "sms")
+    printed = out.getvalue()
+    assert "could not text the person" in printed and "21614" in printed, printed
+    assert "The survey email arrived" in printed and "Written back" in printed, printed
+    assert phone.conversations() == []

@@ -16,7 +16,9 @@ from sqlalchemy import select
 from hub.app import Hub
 from hub.engine import parse_reply
 from hub.engine.conversations import OPT_OUT, keyword
+from hub.models import SurveyKind
 from hub.store.tables import Invitation, Person, WriteBack
+from hub.texts import CATALOG, ask_again, reply_instructions
 from hub.web import create_app
 from tests.fakes import twoway
 from tests.helpers import asgi_client, case_event, csrf_of
@@ -283,3 +285,20 @@ async def test_retention_deletes_old_kept_replies_and_delivery_reports(texted, p
     async with hub.store.session() as s:
         assert list(await s.scalars(select(InboundMessage))) == []
         assert list(await s.scalars(select(DeliveryReport))) == []
+
+
+#: the GSM 03.38 alphabet and its extension table: a text of only these is texted 160 characters a segment
+GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
+)
+
+
+@pytest.mark.parametrize("lang", sorted(CATALOG))
+def test_how_to_answer_by_reply_fits_one_gsm_segment_in_every_language(lang: str) -> None:
+    """In every language the hub ships, the texts of a conversation by reply stay in the GSM alphabet, so
+    none forces the whole SMS into UCS-2 (70 characters a segment), and each leaves room for the question."""
+    for kind in SurveyKind:
+        for said in (reply_instructions(lang, kind), ask_again(lang, kind)):
+            assert set(said) <= GSM7, f"{lang} {kind.value}: {sorted(set(said) - GSM7)} in {said!r}"
+            assert len(said) <= 100, f"{lang} {kind.value}: {len(said)} characters: {said!r}"

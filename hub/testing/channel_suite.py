@@ -320,7 +320,7 @@ class ChannelSuite(SuiteBase):
             [scored] = await _deliver(hub, harness.inbound_reply(address, " 9!"))
             assert scored is not None and (scored.rating, scored.comment) == (9, None)
             followup = text("en", followup_key(SurveyKind.NPS, scored.category))
-            assert harness.messages_to(address)[-1] == followup, "the follow-up question was not texted"
+            assert followup in harness.messages_to(address)[-1], "the follow-up question was not texted"
             prompt = hub.config.sync.prompt_seconds
             assert (await hub.sync.run(CRM, quiet_seconds=prompt)).written == 0, "the score went alone"
             [reason] = await _deliver(hub, harness.inbound_reply(address, "Quick and friendly"))
@@ -348,7 +348,8 @@ class ChannelSuite(SuiteBase):
             delivered = len(harness.messages_to(address))
             assert await _deliver(hub, harness.inbound_reply(address, "ni")) == [None]
             texts = harness.messages_to(address)
-            assert texts[delivered:] == [ask_again("en", SurveyKind.NPS)], texts
+            asked = texts[delivered:]
+            assert len(asked) == 1 and ask_again("en", SurveyKind.NPS) in asked[0], texts
             assert await _deliver(hub, harness.inbound_reply(address, "thanks")) == [None]
             assert len(harness.messages_to(address)) == delivered + 1, "asked again twice"
             assert [m.text for m in await _kept(hub, "not_a_score")] == ["thanks"]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hub import hookimpl
 from hub.contracts import ChannelType, PluginContext, RegisterChannel
-from hub.errors import AuthError, BadInput, RecipientOptedOut, SkippableError, TransientError
+from hub.errors import AddressRejected, AuthError, BadInput, RecipientOptedOut, SkippableError, TransientError
 from hub.models import (
     CheckResult,
     Delivery,
@@ -45,6 +45,8 @@ class Provider:
 
     delivered: list[dict[str, str]] = field(default_factory=list)
     opted_out: set[str] = field(default_factory=set)
+    #: numbers that can never receive a text (landlines, invalid ones): refused at send
+    unreachable: set[str] = field(default_factory=set)
     failures: tuple[int, int, float | None] = (0, 200, None)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -93,6 +95,8 @@ class TwoWayChannel:
         if count:
             PROVIDER.failures = (count - 1, status, retry_after)
             raise TransientError(f"the provider answered {status}", retry_after=retry_after)
+        if number in PROVIDER.unreachable:
+            raise AddressRejected(number, f"21614: {number} is not a mobile number")
         if number in PROVIDER.opted_out:
             raise RecipientOptedOut(number, f"{OPTED_OUT_CODE}: the recipient opted out")
         sid = f"SM{next(PROVIDER.ids):032d}"
