@@ -16,18 +16,23 @@ from tests.fakes import twoway
 from tests.fakes.phone import FakePhone
 
 
-async def test_the_sms_demo_answers_by_text_and_the_crm_shows_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    twoway.PROVIDER = twoway.Provider()
-    phone = FakePhone()
+async def run_sms_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phone: FakePhone) -> str:
+    """``cxhub demo --crm superoffice --channel sms --auto`` with the test phone; returns what it printed."""
     monkeypatch.setattr(demo, "pick_phone", lambda: phone)
     config = tmp_path / "demo.toml"
     base = demo.DEMO_CONFIG.read_text(encoding="utf-8")
     config.write_text(base.replace("[hub]\n", '[hub]\nplugin_modules = ["tests.fakes.twoway_sms"]\n', 1))
     out = io.StringIO()
     await demo.run_demo(config, "superoffice", True, Console(file=out, width=200), "sms")
-    printed = out.getvalue()
+    return out.getvalue()
+
+
+async def test_the_sms_demo_answers_by_text_and_the_crm_shows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twoway.PROVIDER = twoway.Provider()
+    phone = FakePhone()
+    printed = await run_sms_demo(tmp_path, monkeypatch, phone)
     assert "The survey was texted to +" in printed and "Reply with a number from 0" in printed, printed
     assert 'Texted "9"; the hub asked "' in printed, printed
     [conversation] = phone.conversations()
@@ -44,13 +49,7 @@ async def test_the_sms_demo_goes_on_by_email_when_the_person_cannot_be_texted(
 ) -> None:
     twoway.PROVIDER = twoway.Provider(unreachable={"+447700900123"})
     phone = FakePhone()
-    monkeypatch.setattr(demo, "pick_phone", lambda: phone)
-    config = tmp_path / "demo.toml"
-    base = demo.DEMO_CONFIG.read_text(encoding="utf-8")
-    config.write_text(base.replace("[hub]\n", '[hub]\nplugin_modules = ["tests.fakes.twoway_sms"]\n', 1))
-    out = io.StringIO()
-    await demo.run_demo(config, "superoffice", True, Console(file=out, width=200), "sms")
-    printed = out.getvalue()
+    printed = await run_sms_demo(tmp_path, monkeypatch, phone)
     assert "could not text the person" in printed and "21614" in printed, printed
     assert "The survey email arrived" in printed and "Written back" in printed, printed
     assert phone.conversations() == []
