@@ -302,3 +302,16 @@ def test_how_to_answer_by_reply_fits_one_gsm_segment_in_every_language(lang: str
         for said in (reply_instructions(lang, kind), ask_again(lang, kind)):
             assert set(said) <= GSM7, f"{lang} {kind.value}: {sorted(set(said) - GSM7)} in {said!r}"
             assert len(said) <= 100, f"{lang} {kind.value}: {len(said)} characters: {said!r}"
+
+
+async def test_a_delivery_report_that_the_person_opted_out_does_what_a_texted_stop_does(
+    texted, provider
+) -> None:
+    hub = await texted()
+    await invite(hub)
+    sid = provider.delivered[-1]["sid"]
+    assert await post(hub, {"type": "status", "sid": sid, "status": "failed", "error_code": "21610"}) == 200
+    dora = await person(hub)
+    assert dora.opted_out_at is not None and dora.opt_out_channel == "sms"
+    assert dora.phone_rejected is None, "an opted-out number is no bad number"
+    assert [w.payload["opted_out"] for w in await opt_outs(hub)] == [True]
