@@ -1,0 +1,46 @@
+"""What the channel needs of an SMS provider: one small class per provider implements ``Provider``.
+
+The channel does the rest the same way for every provider: phone numbers, texts and segments, pacing. A
+provider speaks its API (send, check the credentials) and reads the requests it makes to the hub (an inbound
+text, a delivery report), verifying that it made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from hub import CheckResult, InboundReply, WebhookRequest
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """The provider's answer to a send: its id of the message, its status, and its count of segments."""
+
+    message_id: str
+    status: str
+    segments: int | None = None
+
+
+class Provider(Protocol):
+    """An SMS provider's API. Errors are ``hub.errors`` classes, as for a channel's ``send``:
+    ``AddressRejected`` for a number it can never reach, ``RecipientOptedOut`` for a person who opted out
+    with it, ``TransientError`` (with ``retry_after``) to be tried later, ``AuthError`` / ``ConfigError``
+    for the admin, ``SkippableError`` for anything else about this one message."""
+
+    name: str
+
+    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+        """Hand one text to the provider; ``status_callback`` is where it reports on delivery."""
+        ...
+
+    async def check(self) -> list[CheckResult]:
+        """Whether the provider takes the credentials (and what it says of the account)."""
+        ...
+
+    def parse(self, request: WebhookRequest) -> InboundReply:
+        """Verify and read a request the provider made: an inbound text (``answers``) or a delivery report
+        (``statuses``). ``BadInput(..., 403)`` when it is not signed by the provider."""
+        ...
+
+    async def aclose(self) -> None: ...
