@@ -32,12 +32,12 @@ def to_e164(number: str, region: str | None = None) -> str:
     candidate = number.strip()
     if candidate.startswith("00"):
         candidate = "+" + candidate[2:]
+    hint = "" if candidate.startswith("+") or region else " (no country code, and no default_region is set)"
     try:
         parsed = phonenumbers.parse(candidate, region)
-    except phonenumbers.NumberParseException as exc:
-        raise AddressRejected(number, f"{number!r} is not a phone number ({exc})") from None
+    except phonenumbers.NumberParseException:
+        raise AddressRejected(number, f"{number!r} is not a phone number{hint}") from None
     if not phonenumbers.is_valid_number(parsed):
-        hint = "" if candidate.startswith("+") or region else " (no country code, and no default_region)"
         raise AddressRejected(number, f"{number!r} is not a valid phone number{hint}")
     kind = phonenumbers.number_type(parsed)
     if kind in NOT_TEXTABLE:

@@ -1,4 +1,4 @@
-"""Fixtures of the SMS channel's tests: the Twilio emulator on a free port, channels pointed at it, messages."""
+"""Fixtures of the SMS channel's tests: the Twilio emulator on a free port, channels pointed at it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from typing import Any
 import httpx
 import pytest
 from hub_sms.channel import SmsChannel
-from hub_sms.config import SmsSettings
 from hub_sms.emulator import SmsEmulator
+from sms_support import Receiver, settings_for
 
-from hub import Branding, PluginContext, Recipient, ReplyMessage, ScaleOption, SurveyKind, SurveyMessage
+from hub import PluginContext
 from hub.http import make_client
-
-MOBILE = "+4520304050"  # a Danish mobile number
-PUBLIC_URL = "https://hub.example"
 
 
 @pytest.fixture
@@ -25,15 +22,16 @@ def emulator() -> Iterator[SmsEmulator]:
 
 
 @pytest.fixture
-def ctx() -> PluginContext:
-    return PluginContext(instance="sms", public_url=PUBLIC_URL, http_client=make_client)
+def receiver() -> Iterator[Receiver]:
+    """Where the channels' status callbacks go: the hub's inbound URL, played by a recorder."""
+    running = Receiver()
+    with running.server:
+        yield running
 
 
-def settings_for(emulator: SmsEmulator, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> SmsSettings:
-    for name, value in emulator.environment().items():
-        monkeypatch.setenv(name, value)
-    values = {**emulator.instance_settings(), "timeout": 5, **changes}
-    return SmsSettings.model_validate(values)
+@pytest.fixture
+def ctx(receiver: Receiver) -> PluginContext:
+    return PluginContext(instance="sms", public_url=receiver.server.url, http_client=make_client)
 
 
 @pytest.fixture
@@ -51,37 +49,6 @@ async def make_channel(
     yield make
     for channel in channels:
         await channel.aclose()
-
-
-#: an English NPS invitation to Ann's mobile, as the hub builds it
-INVITATION: dict[str, Any] = {
-    "invitation_id": 7,
-    "campaign": "support",
-    "recipient": Recipient(name="Ann Lee", phone=MOBILE, language="en"),
-    "language": "en",
-    "branding": Branding(company_name="Acme"),
-    "survey_kind": SurveyKind.NPS,
-    "subject": "How did we do?",
-    "intro": "You recently contacted our support team.",
-    "question": "How likely are you to recommend Acme to a friend?",
-    "low_label": "Not at all likely",
-    "high_label": "Extremely likely",
-    "options": [ScaleOption(value=n, label=str(n), url=f"{PUBLIC_URL}/s/tok?rating={n}") for n in range(11)],
-    "survey_url": f"{PUBLIC_URL}/s/tok",
-    "unsubscribe_url": f"{PUBLIC_URL}/u/tok",
-    "unsubscribe_text": "Unsubscribe from surveys",
-}
-
-
-def survey(**changes: Any) -> SurveyMessage:
-    """The invitation with keyword arguments replacing any field."""
-    return SurveyMessage(**{**INVITATION, **changes})
-
-
-def reply_message(text: str, phone: str = MOBILE) -> ReplyMessage:
-    return ReplyMessage(
-        invitation_id=7, campaign="support", recipient=Recipient(phone=phone), language="en", text=text
-    )
 
 
 @pytest.fixture
