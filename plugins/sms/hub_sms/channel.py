@@ -45,7 +45,7 @@ class SmsChannel:
 
     async def check(self) -> list[CheckResult]:
         """The provider's credentials, and whether the provider can reach the inbound URL at all."""
-        results = await self.provider.check()
+        results = await self.provider.check(self.inbound_url)
         url = self.inbound_url
         local = url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
         results.append(

@@ -130,6 +130,9 @@ class TwilioState:
     api_key_sid: str = field(default_factory=lambda: sid("SK"))
     api_key_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     number: str = "+4552512345"
+    number_sid: str = field(default_factory=lambda: sid("PN"))
+    #: the number's messaging webhook: where texts people send it are forwarded ("A message comes in")
+    sms_url: str = ""
     messaging_service_sid: str = field(default_factory=lambda: sid("MG"))
     friendly_name: str = "CX Hub demo"
     #: numbers that are landlines whatever phonenumbers thinks (21614)
@@ -161,6 +164,7 @@ class TwilioApi:
         self.app.add_api_route(f"{base}/Messages.json", self.create, methods=["POST"])
         self.app.add_api_route(f"{base}/Messages.json", self.list_messages, methods=["GET"])
         self.app.add_api_route(f"{base}/Messages/{{message}}.json", self.fetch, methods=["GET"])
+        self.app.add_api_route(f"{base}/IncomingPhoneNumbers.json", self.numbers, methods=["GET"])
 
     # --- auth ---------------------------------------------------------------------------------------------------
 
@@ -223,6 +227,37 @@ class TwilioApi:
                 "first_page_uri": f"{API}/Accounts/{account}/Messages.json?PageSize={size}&Page=0",
                 "next_page_uri": None,
                 "previous_page_uri": None,
+            }
+        )
+
+    async def numbers(self, account: str, request: Request) -> Response:
+        """The account's one number, with the webhook its inbound texts are forwarded to."""
+        if self._who(request, account) is None:
+            return self._refused()
+        state = self.state
+        wanted = request.query_params.get("PhoneNumber")
+        entry = {
+            "sid": state.number_sid,
+            "account_sid": account,
+            "phone_number": state.number,
+            "friendly_name": state.number,
+            "capabilities": {"voice": True, "sms": True, "mms": False, "fax": False},
+            "sms_url": state.sms_url,
+            "sms_method": "POST",
+            "status": "in-use",
+            "uri": f"{API}/Accounts/{account}/IncomingPhoneNumbers/{state.number_sid}.json",
+        }
+        found = [entry] if wanted in (None, state.number) else []
+        return JSONResponse(
+            {
+                "incoming_phone_numbers": found,
+                "page": 0,
+                "page_size": 50,
+                "start": 0,
+                "end": max(0, len(found) - 1),
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "uri": f"{API}/Accounts/{account}/IncomingPhoneNumbers.json",
             }
         )
 
@@ -442,15 +477,19 @@ class SmsEmulator:
         self.state = state or TwilioState()
         self.api = TwilioApi(self.state)
         self.server: BackgroundServer | None = None
-        self.hub_url = ""
-        self.instance = "sms"
         self.replies: dict[str, list[Text]] = defaultdict(list)
 
     # --- ChannelEmulator ----------------------------------------------------------------------------------------
 
     def start(self, workdir: Path | None = None, hub_url: str = "", instance: str = "sms") -> None:
-        self.hub_url, self.instance = hub_url.rstrip("/"), instance
+        if hub_url:
+            self.forward_to(hub_url, instance)
         self.server = BackgroundServer(self.api.app).start()
+
+    def forward_to(self, hub_url: str, instance: str) -> None:
+        """Point the number's messaging webhook at the hub's inbound URL of ``instance``."""
+        with self.state.lock:
+            self.state.sms_url = f"{hub_url.rstrip('/')}/inbound/{instance}"
 
     def stop(self) -> None:
         if self.server is not None:
@@ -528,7 +567,7 @@ class SmsEmulator:
 
     def inbound_request(self, number: str, text: str, url: str | None = None) -> WebhookRequest:
         """The signed request Twilio would make for ``text`` from ``number`` to the hub's inbound URL."""
-        target = url or f"{self.hub_url}/inbound/{self.instance}"
+        target = url or self.state.sms_url
         params = inbound_params(self.state, number, text, sid("SM"))
         body, headers = signed_form(self.state.auth_token, target, params)
         return WebhookRequest(
@@ -541,7 +580,7 @@ class SmsEmulator:
         """The signed status callback Twilio would post for one of its texts."""
         with self.state.lock:
             text = self.state.texts[message_id]
-        target = url or text.status_callback or f"{self.hub_url}/inbound/{self.instance}"
+        target = url or text.status_callback or self.state.sms_url
         params = status_params(self.state, text, status, int(error_code) if error_code else None)
         body, headers = signed_form(self.state.auth_token, target, params)
         return WebhookRequest(
@@ -549,10 +588,13 @@ class SmsEmulator:
         )
 
     def reply(self, number: str, text: str) -> None:
-        """The phone ``number`` texts ``text`` to the hub's number; returns once the hub answered 2xx.
+        """The phone ``number`` texts ``text`` to the hub's number, which forwards it to its messaging
+        webhook (the hub's inbound URL given to ``start``); returns once the hub answered 2xx.
 
         STOP / START words are the provider's own business too: it records the opt-out (or its end) and
         answers the phone itself, and still forwards the text, as Twilio does."""
+        if not self.state.sms_url:
+            raise RuntimeError("the number forwards texts nowhere: start the emulator with the hub's URL")
         request = self.inbound_request(number, text)
         params = dict(parse_qsl(request.body.decode("utf-8")))
         now = datetime.now(UTC)

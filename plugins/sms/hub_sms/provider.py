@@ -34,8 +34,9 @@ class Provider(Protocol):
         """Hand one text to the provider; ``status_callback`` is where it reports on delivery."""
         ...
 
-    async def check(self) -> list[CheckResult]:
-        """Whether the provider takes the credentials (and what it says of the account)."""
+    async def check(self, inbound_url: str) -> list[CheckResult]:
+        """Whether the provider takes the credentials (and what it says of the account), and whether texts
+        people send to the sender are forwarded to ``inbound_url``."""
         ...
 
     def parse(self, request: WebhookRequest) -> InboundReply:

@@ -75,6 +75,5 @@ def describe(message: SurveyMessage) -> list[str]:
     return [
         f"the {message.language} SMS of campaign {message.campaign} ({mode} mode) takes "
         f"{text.segments.count} segments even with the intro left out ({text.segments.encoding}, "
-        f"{text.segments.units} of {SINGLE[text.segments.encoding]} units in one): each is billed; "
-        "a shorter question fits one"
+        f"{text.segments.units} units, {SINGLE[text.segments.encoding]} fit in one): each segment is billed"
     ]

@@ -19,6 +19,7 @@ from hub import (
     BadInput,
     CheckResult,
     DeliveryStatus,
+    HubError,
     InboundAnswer,
     InboundReply,
     PluginContext,
@@ -88,10 +89,42 @@ class TwilioProvider:
             segments=int(segments) if str(segments or "").isdigit() else None,
         )
 
-    async def check(self) -> list[CheckResult]:
-        if self.settings.api_key_sid:
-            return [await self._check_key()]
-        return [await self._check_account()]
+    async def check(self, inbound_url: str) -> list[CheckResult]:
+        credentials = await (self._check_key() if self.settings.api_key_sid else self._check_account())
+        if not credentials.ok or not self.settings.from_number or not self.settings.two_way:
+            return [credentials]  # a messaging service's senders are read from another API: not checked
+        return [credentials, await self._check_number(self.settings.from_number, inbound_url)]
+
+    async def _check_number(self, number: str, inbound_url: str) -> CheckResult:
+        """The sender is the account's, can text, and forwards texts people send it to the hub."""
+        name = f"sender {number}"
+        try:
+            response = await self._call(
+                "GET",
+                "/IncomingPhoneNumbers.json",
+                "reading the account's numbers",
+                params={"PhoneNumber": number},
+            )
+            if response.status_code != 200:
+                raise api_error(response, "reading the account's numbers")
+        except HubError as exc:
+            return CheckResult(name=name, ok=False, detail=str(exc))
+        found = response.json().get("incoming_phone_numbers") or []
+        if not found:
+            return CheckResult(
+                name=name, ok=False, detail="not a number of this account: every send would fail"
+            )
+        entry = found[0]
+        if not (entry.get("capabilities") or {}).get("sms"):
+            return CheckResult(name=name, ok=False, detail="the number cannot send texts")
+        if entry.get("sms_url") != inbound_url or (entry.get("sms_method") or "POST").upper() != "POST":
+            return CheckResult(
+                name=name,
+                ok=False,
+                detail=f"texts people send it go to {entry.get('sms_url') or 'nowhere'}: set its messaging "
+                f'webhook ("A message comes in") to {inbound_url}, HTTP POST, or replies and STOP are lost',
+            )
+        return CheckResult(name=name, ok=True, detail=f"can text; replies reach {inbound_url}")
 
     async def _check_account(self) -> CheckResult:
         name = "Twilio account and auth token"

@@ -130,7 +130,7 @@ def test_fault_injection_answers_with_retry_after(emulator: SmsEmulator, http: h
 def test_the_phone_replies_signed_and_stop_is_handled_by_the_provider(
     emulator: SmsEmulator, receiver: Receiver, http: httpx.Client
 ) -> None:
-    emulator.hub_url, emulator.instance = receiver.server.url, "sms"
+    emulator.forward_to(receiver.server.url, "sms")
     _post(emulator, http, data=_form(emulator, Body="How did we do? Reply 0-10."))
     emulator.reply(MOBILE, "STOP")
     [request] = receiver.requests
@@ -152,6 +152,6 @@ def test_the_phone_replies_signed_and_stop_is_handled_by_the_provider(
 
 
 def test_a_reply_the_hub_refuses_raises(emulator: SmsEmulator, receiver: Receiver) -> None:
-    emulator.hub_url, emulator.instance = receiver.server.url, "no-such-route/x"
+    emulator.forward_to(receiver.server.url, "no-such-route/x")
     with pytest.raises(RuntimeError, match="404"):
         emulator.reply(MOBILE, "9")

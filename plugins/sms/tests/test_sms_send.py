@@ -47,7 +47,7 @@ async def test_the_status_callback_is_the_hubs_inbound_url(
 
 async def test_an_api_key_sends_for_the_account(make_channel: MakeChannel, emulator: SmsEmulator) -> None:
     channel = make_channel(api_key_sid=emulator.state.api_key_sid, api_key_secret="env:SMS_TEST_KEY_SECRET")
-    assert channel.settings.api_key_secret is not None
+    emulator.forward_to(channel.ctx.public_url, "sms")
     await channel.send(reply_message("What is the main reason for your score?"))
     assert [t.body for t in emulator.messages(MOBILE)] == ["What is the main reason for your score?"]
     assert all(r.ok for r in await channel.check())
@@ -99,7 +99,7 @@ async def test_no_phone_number_moves_on_to_the_next_channel(make_channel: MakeCh
 async def test_a_person_who_texted_stop_is_an_opt_out(
     make_channel: MakeChannel, emulator: SmsEmulator, receiver: Receiver
 ) -> None:
-    emulator.hub_url = receiver.server.url
+    emulator.forward_to(receiver.server.url, "sms")
     await asyncio.to_thread(emulator.reply, MOBILE, "stop")
     with pytest.raises(RecipientOptedOut, match="21610") as refused:
         await make_channel().send(survey())

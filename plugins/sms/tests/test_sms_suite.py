@@ -38,6 +38,7 @@ class SmsHarness:
 
     def __init__(self, emulator: SmsEmulator) -> None:
         self.emulator = emulator
+        emulator.forward_to(self.inbound_url.rsplit("/inbound/", 1)[0], CHANNEL)
 
     @property
     def inbound_url(self) -> str:
