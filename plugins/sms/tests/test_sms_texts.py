@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hub_sms.segments import count
 from hub_sms.texts import describe, message_text
 from sms_support import PUBLIC_URL, reply_message, survey
 
-from hub import AlertMessage, Recipient
+from hub import AlertMessage, Branding, Recipient, SurveyKind
+from hub.texts import text as hub_text
 
 REPLY = "Reply with a number from 0 (not likely) to 10 (very likely)."
 
@@ -87,3 +89,29 @@ def test_alert_and_reply_messages_are_their_text() -> None:
     assert message_text(reply_message("What is the main reason for your score?")).body == (
         "What is the main reason for your score?"
     )
+
+
+LANGUAGES = ["en", "da", "sv", "nb", "fi", "de", "fr", "nl"]
+
+
+@pytest.mark.parametrize("kind", list(SurveyKind))
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_hubs_own_texts_fit_one_segment_in_every_gsm7_language(language: str, kind: SurveyKind) -> None:
+    """The survey texts of all eight languages, with a long company name and a real link: one segment,
+    unless a letter outside GSM-7 (French "ç") makes the text UCS-2, which ``describe`` then reports."""
+    company = "Nordlys Energi"
+    message = survey(
+        language=language,
+        survey_kind=kind,
+        branding=Branding(company_name=company),
+        intro=hub_text(language, "intro", company=company),
+        question=hub_text(language, f"question.{kind.value}", company=company),
+        survey_url="https://feedback.nordlys-energi.no/s/AbCdEfGhIjKlMnOpQrStUv",
+    )
+    text = message_text(message)
+    assert text.body.endswith(message.survey_url) and text.body.startswith(f"{company}: ")
+    if text.segments.encoding == "GSM-7":
+        assert text.segments.count == 1, text.body
+        assert describe(message) == []
+    else:
+        assert describe(message), text.body
