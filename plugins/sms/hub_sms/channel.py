@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hub import (
@@ -16,10 +17,15 @@ from hub import (
 )
 from hub_sms.config import SmsSettings
 from hub_sms.numbers import to_e164
-from hub_sms.provider import Provider
-from hub_sms.texts import describe, message_text
+from hub_sms.provider import MaybeSent, Provider, SentMessage
+from hub_sms.texts import Text, describe, message_text
 from hub_sms.throttle import Throughput
 from hub_sms.twilio import TwilioProvider
+
+#: how far the provider's clock may be behind ours when a text that may have gone out is looked for
+CLOCK_SKEW = timedelta(minutes=1)
+#: texts that may have gone out, remembered per instance until they are sent or found
+MAX_UNCERTAIN = 1000
 
 
 def make_provider(settings: SmsSettings, ctx: PluginContext) -> Provider:
@@ -37,6 +43,8 @@ class SmsChannel:
         self.provider = provider or make_provider(settings, ctx)
         self.throughput = Throughput(settings.messages_per_second, settings.max_queue_seconds)
         self.sent = 0
+        #: texts whose send failed after the request left (to, body) -> when: looked up before a resend
+        self.uncertain: dict[tuple[str, str], datetime] = {}
 
     @property
     def inbound_url(self) -> str:
@@ -91,15 +99,39 @@ class SmsChannel:
             raise SkippableError("the person has no phone number")
         to = to_e164(number, self.settings.default_region)
         text = message_text(message)
+        key = (to, text.body)
+        uncertain_since = self.uncertain.get(key)
+        if uncertain_since is not None:
+            found = await self.provider.find_sent(to, text.body, uncertain_since - CLOCK_SKEW)
+            if found is not None:
+                del self.uncertain[key]
+                return self._delivery(
+                    found, text, "; it went out before the connection failed: not sent again"
+                )
         await self.throughput.turn()
-        sent = await self.provider.send(to, text.body, self.inbound_url)
+        started = datetime.now(UTC)
+        try:
+            sent = await self.provider.send(to, text.body, self.inbound_url)
+        except MaybeSent:
+            self._remember_uncertain(key, uncertain_since or started)
+            raise
+        self.uncertain.pop(key, None)
         self.sent += 1
+        return self._delivery(sent, text)
+
+    def _remember_uncertain(self, key: tuple[str, str], since: datetime) -> None:
+        self.uncertain[key] = since
+        while len(self.uncertain) > MAX_UNCERTAIN:  # the oldest are the least likely to be retried
+            del self.uncertain[next(iter(self.uncertain))]
+
+    def _delivery(self, sent: SentMessage, text: Text, note: str = "") -> Delivery:
+        """What the hub records of a sent text: the provider's id and what the text cost in segments."""
         segments = sent.segments or text.segments.count
         detail = f"{sent.status} at {self.provider.name}: {segments} segment{'s' if segments != 1 else ''}"
         detail += f" ({text.segments.encoding}, {text.segments.units} units)"
         if text.fitted:
             detail += f"; {text.fitted} to fit one segment"
-        return Delivery(message_id=sent.message_id, detail=detail)
+        return Delivery(message_id=sent.message_id, detail=detail + note)
 
     async def parse_inbound(self, request: WebhookRequest) -> InboundReply:
         """A reply (``answers``) or a delivery report (``statuses``), verified as the provider's."""

@@ -214,8 +214,10 @@ class TwilioApi:
         size = request.query_params.get("PageSize", "50")
         if not size.isdigit() or not 1 <= int(size) <= 1000:
             return twilio_error(400, 20001, f"Invalid PageSize: {size}")
+        to = request.query_params.get("To")
         with self.state.lock:
-            texts = sorted(self.state.texts.values(), key=lambda t: t.at, reverse=True)[: int(size)]
+            texts = [t for t in self.state.texts.values() if to is None or t.number == to]
+        texts = sorted(texts, key=lambda t: t.at, reverse=True)[: int(size)]
         return JSONResponse(
             {
                 "messages": [t.resource(account) for t in texts],

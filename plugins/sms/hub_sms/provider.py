@@ -8,9 +8,15 @@ text, a delivery report), verifying that it made them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from hub import CheckResult, InboundReply, WebhookRequest
+from hub import CheckResult, InboundReply, TransientError, WebhookRequest
+
+
+class MaybeSent(TransientError):
+    """The connection failed after the request left: the provider may have taken the text. Before sending
+    the same text again, the channel asks the provider (``Provider.find_sent``), so nobody gets it twice."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class Provider(Protocol):
 
     async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
         """Hand one text to the provider; ``status_callback`` is where it reports on delivery."""
+        ...
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> SentMessage | None:
+        """The text ``body`` to ``to`` if the provider took it at ``since`` or later; None if it did not."""
         ...
 
     async def check(self, inbound_url: str) -> list[CheckResult]:

@@ -9,6 +9,7 @@ Both credentials use Basic auth; the account SID stays in the path either way.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,7 +31,7 @@ from hub.http import never_sent
 from hub_sms import signature
 from hub_sms.config import SmsSettings
 from hub_sms.numbers import sender_e164
-from hub_sms.provider import SentMessage
+from hub_sms.provider import MaybeSent, SentMessage
 from hub_sms.twilio_errors import DELIVERY_ERRORS, OPTED_OUT, UNREACHABLE_NUMBER, api_error
 
 API_VERSION = "2010-04-01"
@@ -67,7 +68,7 @@ class TwilioProvider:
                 raise TransientError(
                     f"{what}: cannot reach {self.settings.api_url} ({exc!r})", sent=False
                 ) from exc
-            raise TransientError(f"{what}: {type(exc).__name__} (the text may have been sent)") from exc
+            raise MaybeSent(f"{what}: {type(exc).__name__} (the text may have been sent)") from exc
 
     async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
         form = {"To": to, "Body": body}
@@ -81,13 +82,26 @@ class TwilioProvider:
         response = await self._call("POST", "/Messages.json", "sending the text", data=form)
         if response.status_code not in (200, 201):
             raise api_error(response, f"Twilio refused the text to {to}", address=to)
-        message = response.json()
-        segments = message.get("num_segments")
-        return SentMessage(
-            message_id=str(message["sid"]),
-            status=str(message.get("status") or "queued"),
-            segments=int(segments) if str(segments or "").isdigit() else None,
+        return sent_message(response.json())
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> SentMessage | None:
+        response = await self._call(
+            "GET",
+            "/Messages.json",
+            "looking for a text that may have gone out",
+            params={"To": to, "PageSize": 20},
         )
+        if response.status_code != 200:
+            raise api_error(response, "looking for a text that may have gone out")
+        for message in response.json().get("messages") or []:
+            try:
+                created = parsedate_to_datetime(message.get("date_created") or "")
+            except (TypeError, ValueError):
+                continue
+            outbound = str(message.get("direction", "")).startswith("outbound")
+            if outbound and message.get("body") == body and created >= since:
+                return sent_message(message)
+        return None
 
     async def check(self, inbound_url: str) -> list[CheckResult]:
         credentials = await (self._check_key() if self.settings.api_key_sid else self._check_account())
@@ -183,6 +197,16 @@ class TwilioProvider:
         raise BadInput(
             "neither an inbound text (From, Body, MessageSid) nor a status callback (MessageStatus)"
         )
+
+
+def sent_message(message: dict[str, Any]) -> SentMessage:
+    """A Message resource as the channel needs it."""
+    segments = str(message.get("num_segments") or "")  # a string in Twilio's JSON
+    return SentMessage(
+        message_id=str(message["sid"]),
+        status=str(message.get("status") or "queued"),
+        segments=int(segments) if segments.isdigit() else None,
+    )
 
 
 def delivery_status(fields: dict[str, str]) -> DeliveryStatus:

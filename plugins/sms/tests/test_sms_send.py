@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Callable
 
 import httpx
@@ -145,15 +146,41 @@ async def test_an_unreachable_provider_is_transient_and_nothing_was_sent(make_ch
     assert refused.value.sent is False
 
 
-async def test_a_timeout_after_sending_may_have_sent(
+def _arrives_then_times_out(request: httpx.Request) -> httpx.Response:
+    """The provider takes the text, but its answer never comes back (urllib: not intercepted by respx)."""
+    forwarded = urllib.request.Request(str(request.url), data=request.content, headers=dict(request.headers))
+    with urllib.request.urlopen(forwarded, timeout=5):
+        pass
+    raise httpx.ReadTimeout("no answer", request=request)
+
+
+async def test_a_text_that_went_out_before_the_connection_failed_is_not_sent_twice(
+    make_channel: MakeChannel, emulator: SmsEmulator
+) -> None:
+    channel = make_channel()
+    with respx.mock(base_url=emulator.url) as mock:
+        mock.post(url__regex=r".*/Messages\.json").mock(side_effect=_arrives_then_times_out)
+        with pytest.raises(TransientError, match="may have been sent") as refused:
+            await channel.send(survey())
+    assert refused.value.sent is True
+    [text] = emulator.messages(MOBILE)
+    delivery = await channel.send(survey())  # the hub's retry
+    assert delivery.message_id == text.sid and "not sent again" in delivery.detail
+    assert len(emulator.messages(MOBILE)) == 1
+
+
+async def test_a_text_lost_on_the_way_is_sent_on_the_retry(
     make_channel: MakeChannel, emulator: SmsEmulator
 ) -> None:
     channel = make_channel()
     with respx.mock(base_url=emulator.url) as mock:
         mock.post(url__regex=r".*/Messages\.json").mock(side_effect=httpx.ReadTimeout("slow"))
-        with pytest.raises(TransientError, match="may have been sent") as refused:
+        with pytest.raises(TransientError, match="may have been sent"):
             await channel.send(survey())
-    assert refused.value.sent is True
+    assert emulator.messages(MOBILE) == []
+    delivery = await channel.send(survey())
+    assert [t.sid for t in emulator.messages(MOBILE)] == [delivery.message_id]
+    assert "not sent again" not in delivery.detail
 
 
 async def test_a_sender_that_is_not_the_accounts_is_a_config_error(make_channel: MakeChannel) -> None:
