@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,9 +29,12 @@ CLOCK_SKEW = timedelta(minutes=1)
 MAX_UNCERTAIN = 1000
 
 
+#: the provider classes by ``settings.provider``: a second provider is one more entry (and a config literal)
+PROVIDERS: dict[str, Callable[[SmsSettings, PluginContext], Provider]] = {"twilio": TwilioProvider}
+
+
 def make_provider(settings: SmsSettings, ctx: PluginContext) -> Provider:
-    """The provider class for ``settings.provider``: a second provider is one more entry here."""
-    return TwilioProvider(settings, ctx)
+    return PROVIDERS[settings.provider](settings, ctx)
 
 
 class SmsChannel:

@@ -68,7 +68,9 @@ class TwilioProvider:
                 raise TransientError(
                     f"{what}: cannot reach {self.settings.api_url} ({exc!r})", sent=False
                 ) from exc
-            raise MaybeSent(f"{what}: {type(exc).__name__} (the text may have been sent)") from exc
+            if method == "POST":
+                raise MaybeSent(f"{what}: {type(exc).__name__} (the text may have been sent)") from exc
+            raise TransientError(f"{what}: {type(exc).__name__}") from exc
 
     async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
         form = {"To": to, "Body": body}
@@ -98,6 +100,8 @@ class TwilioProvider:
                 created = parsedate_to_datetime(message.get("date_created") or "")
             except (TypeError, ValueError):
                 continue
+            if created.tzinfo is None:  # "-0000": UTC, said without committing to it
+                created = created.replace(tzinfo=UTC)
             outbound = str(message.get("direction", "")).startswith("outbound")
             if outbound and message.get("body") == body and created >= since:
                 return sent_message(message)
