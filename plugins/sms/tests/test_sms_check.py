@@ -103,3 +103,14 @@ def test_describe_is_the_hubs_way_to_warn_of_a_long_text(
     )
     [warning] = channel.describe(polish)
     assert "3 segments" in warning and "campaign support" in warning and "pl" in warning
+
+
+async def test_diagnostics_show_the_settings_without_secrets(
+    make_channel: MakeChannel, emulator: SmsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMS_KEY_SECRET", emulator.state.api_key_secret)
+    channel = make_channel(api_key_sid=emulator.state.api_key_sid, api_key_secret="env:SMS_KEY_SECRET")
+    await channel.send(survey())
+    shown = str(channel.diagnostics())
+    assert emulator.state.auth_token not in shown and emulator.state.api_key_secret not in shown
+    assert emulator.state.account_sid in shown and "'sent': 1" in shown and channel.inbound_url in shown
