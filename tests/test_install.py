@@ -30,6 +30,7 @@ TEST_AND_DEMO = [
     "hub_email.catcher",
     "hub_email.emulator",
     "hub_sms.emulator",
+    "hub_sms.twilio_api",
     "hub_superoffice.demo",
     "hub_superoffice.emulator",
     "hub_superoffice.emulation",

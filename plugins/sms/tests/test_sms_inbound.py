@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from hub_sms.channel import SmsChannel
-from hub_sms.emulator import SmsEmulator, signed_form
+from hub_sms.emulator import SmsEmulator
+from hub_sms.twilio_api import signed_form
 from sms_support import MOBILE, Receiver, survey
 
 from hub import BadInput, WebhookRequest
