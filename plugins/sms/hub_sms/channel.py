@@ -101,7 +101,7 @@ class SmsChannel:
         number = message.recipient.phone
         if not number:
             raise SkippableError("the person has no phone number")
-        to = to_e164(number, self.settings.default_region)
+        to = to_e164(number, self.settings.region_of(message.campaign))
         text = message_text(message)
         key = (to, text.body)
         uncertain_since = self.uncertain.get(key)

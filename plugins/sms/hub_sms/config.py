@@ -49,6 +49,11 @@ class SmsSettings(BaseModel):
         description='country of numbers written without a country code, e.g. "DK"; unset = such numbers '
         "are refused",
     )
+    campaign_regions: dict[str, str] = Field(
+        default_factory=dict,
+        description="per campaign, the country of numbers without a country code when it is not "
+        'default_region, e.g. { support_se = "SE" }',
+    )
     messages_per_second: float | None = Field(
         1.0,
         gt=0,
@@ -101,12 +106,16 @@ class SmsSettings(BaseModel):
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        region = value.strip().upper()
-        if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f'"{value}" is not a country code such as "DK", "SE" or "DE"')
-        return region
+        return None if value is None else _region(value)
+
+    @field_validator("campaign_regions")
+    @classmethod
+    def _regions(cls, value: dict[str, str]) -> dict[str, str]:
+        return {campaign: _region(region) for campaign, region in value.items()}
+
+    def region_of(self, campaign: str) -> str | None:
+        """The country of numbers without a country code in ``campaign``'s texts."""
+        return self.campaign_regions.get(campaign, self.default_region)
 
     @field_validator("api_url")
     @classmethod
@@ -130,6 +139,13 @@ class SmsSettings(BaseModel):
     def two_way(self) -> bool:
         """Whether people can reply: an alphanumeric sender cannot receive texts."""
         return self.from_number is None or self.from_number.startswith("+")
+
+
+def _region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f'"{value}" is not a country code such as "DK", "SE" or "DE"')
+    return region
 
 
 def _sid(value: str, prefix: str, key: str) -> str:

@@ -51,6 +51,7 @@ def test_good_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"from_number": "Acme Support Team"}, "alphanumeric"),
         ({"api_key_sid": "SK" + "c" * 32}, "go together"),
         ({"default_region": "Denmark"}, "country code"),
+        ({"campaign_regions": {"support": "Sverige"}}, "country code"),
         ({"api_url": "http://api.example.com"}, "https"),
         ({"messages_per_second": 0}, "greater than 0"),
     ],

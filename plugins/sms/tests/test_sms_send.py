@@ -92,6 +92,15 @@ async def test_a_local_number_is_read_with_the_default_region(
     assert len(emulator.messages(MOBILE)) == 1
 
 
+async def test_a_campaign_may_read_local_numbers_in_its_own_country(
+    make_channel: MakeChannel, emulator: SmsEmulator
+) -> None:
+    channel = make_channel(default_region="DK", campaign_regions={"support_se": "se"})
+    await channel.send(survey(campaign="support_se", recipient=Recipient(phone="070-123 45 67")))
+    await channel.send(survey(recipient=Recipient(phone="20 30 40 50")))
+    assert [t.number for t in emulator.messages()] == ["+46701234567", MOBILE]
+
+
 async def test_no_phone_number_moves_on_to_the_next_channel(make_channel: MakeChannel) -> None:
     with pytest.raises(SkippableError, match="no phone"):
         await make_channel().send(survey(recipient=Recipient(email="ann@example.com")))
