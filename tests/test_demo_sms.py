@@ -47,7 +47,7 @@ async def test_the_sms_demo_answers_by_text_and_the_crm_shows_it(
 async def test_the_sms_demo_goes_on_by_email_when_the_person_cannot_be_texted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    twoway.PROVIDER = twoway.Provider(unreachable={"+447700900123"})
+    twoway.PROVIDER = twoway.Provider(unreachable={"+61491570156"})
     phone = FakePhone()
     printed = await run_sms_demo(tmp_path, monkeypatch, phone)
     assert "could not text the person" in printed and "21614" in printed, printed

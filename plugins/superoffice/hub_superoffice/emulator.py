@@ -290,7 +290,7 @@ class SuperOfficeEmulator:
                 "Emma",
                 "Clarke",
                 "emma.clarke@brightwater.example",
-                "+44 7700 900123",
+                "+61 491 570 156",  # reserved for fiction (ACMA) yet a valid mobile, so texts reach the demo phone
                 "brightwater",
                 "GB",
                 "English",
