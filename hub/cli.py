@@ -255,11 +255,22 @@ def check(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False
                 all_ok &= result.ok
                 mark = ("ok", "green") if result.ok else ("failed", "red")
                 report.add(name, result.name, mark, scrub(result.detail))
+        _text_warnings(hub, report)
         report.show(as_json)
         return all_ok
 
     if not run_with_hub(config, work):
         raise typer.Exit(1)
+
+
+def _text_warnings(hub: Hub, report: Report) -> None:
+    """A row per warning a channel has about a campaign's text in one language: shown, never a failure."""
+    from hub.engine.text_checks import text_warnings
+    from hub.logging import scrub
+
+    for found in text_warnings(hub):
+        check = f"text of campaign {found.campaign} in {found.language}"
+        report.add(found.channel, check, ("warning", "yellow"), scrub(found.warning))
 
 
 async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:

@@ -22,6 +22,7 @@ from hub.models import (
     InboundReply,
     OutboundMessage,
     PersonRecord,
+    SurveyMessage,
     WebhookReply,
     WebhookRequest,
     WriteBackItem,
@@ -141,6 +142,23 @@ class Channel(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class MessageDescriber(Protocol):
+    """Optional for a channel: it can say what is wrong with a campaign's text before anything is sent.
+
+    ``cxhub check`` builds the survey message the hub would send for every enabled campaign, in every language
+    the hub ships, and shows each warning as a row: a text that costs more than one SMS segment, a reply asked
+    from a sender people cannot reply to. Warnings do not fail the check: the hub still sends.
+    """
+
+    def describe(self, message: SurveyMessage) -> list[str]:
+        """Warnings about this message as this channel would send it, each one sentence; empty when all is well.
+
+        No I/O: it is called once per campaign, language and channel.
+        """
         ...
 
 
