@@ -45,6 +45,9 @@ class Scheduler:
         #: the prompt sync runs now, and an answer arrived since its pass began (see ``_wake_sync``)
         self._sync_running = False
         self._sync_again = False
+        #: jobs running now, and jobs woken since their last run started (see ``_run_soon``)
+        self.active: set[str] = set()
+        self.woken: set[str] = set()
 
     def _add(
         self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, *, locked: bool = True
@@ -53,8 +56,10 @@ class Scheduler:
 
         async def run() -> None:
             task = asyncio.current_task()
+            self.woken.discard(job_id)  # a wake from now on asks for one more run
             if task is not None:
                 self.running.add(task)
+                self.active.add(job_id)
             try:
                 await (self._singleton(f"job:{job_id}", func) if locked else func())
             except asyncio.CancelledError:
@@ -65,6 +70,8 @@ class Scheduler:
             finally:
                 if task is not None:
                     self.running.discard(task)
+                    # after the executor's own callback, which ends this run in its count of instances
+                    task.add_done_callback(lambda _task: self._ran(job_id))
 
         self.scheduler.add_job(
             run,
@@ -115,6 +122,20 @@ class Scheduler:
         return bool(await self.hub.singleton(name, logged))
 
     def _run_soon(self, job_id: str) -> None:
+        """Run the job now, or once more after its running run: one job-store update per run of the job,
+        however many wakes (one per stored webhook) arrive meanwhile."""
+        if job_id in self.woken:
+            return
+        self.woken.add(job_id)
+        if job_id not in self.active:
+            self._reschedule_now(job_id)
+
+    def _ran(self, job_id: str) -> None:
+        self.active.discard(job_id)
+        if job_id in self.woken and self.scheduler.running:
+            self._reschedule_now(job_id)
+
+    def _reschedule_now(self, job_id: str) -> None:
         job = self.scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=datetime.now().astimezone())

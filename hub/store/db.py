@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hub.store.tables import JobLock, Setting, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: a PostgreSQL connection older than this is replaced at checkout (below common idle timeouts of proxies)
+POOL_RECYCLE_SECONDS = 300
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -37,6 +39,11 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL with ``synchronous=NORMAL``: a commit is in the WAL file when it returns, so it survives the process
+    being killed (SIGKILL, OOM) at any moment after; only a power loss or an OS crash could take the last
+    commits back. A webhook is acknowledged only after its commit (``hub.store.group_commit``), so what the
+    hub acknowledged survives a crash of the hub, which is the promise made to senders; a host that must also
+    survive power loss runs PostgreSQL."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -51,7 +58,10 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        # no pre-ping: it costs a round trip per checkout. A connection the server dropped fails its statement
+        # once, and SQLAlchemy then invalidates every pooled connection of that moment; long idle ones are
+        # replaced before a server or a proxy times them out. Group commit writes again after such a loss.
+        kwargs: dict[str, Any] = {} if self.is_sqlite else {"pool_recycle": POOL_RECYCLE_SECONDS}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
