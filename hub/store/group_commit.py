@@ -49,7 +49,10 @@ class GroupCommit(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Result:
         """Queue ``item`` and return its result once the transaction that wrote it has committed."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._task.get_loop() is not loop:
+            self._task, self._pending = None, []  # a hub used from a new event loop (a CLI command, a test)
+        future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
@@ -57,9 +60,16 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _drain(self) -> None:
         """Write batches while requests are queued; end when none is (the next submit starts a new run)."""
-        while self._pending:
-            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-            await self._run(batch)
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                await self._run(batch)
+        except BaseException:  # cancelled (the loop is closing): no caller may wait for an answer forever
+            for _, future in batch + self._pending:
+                future.cancel()
+            self._pending = []
+            raise
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
