@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -166,13 +167,16 @@ class Intake:
                         "process_error": None,
                     },
                 )
-        async with self.hub.store.engine.begin() as conn:
+
+        def insert(conn: Connection) -> set[tuple[str, str]]:
             stmt = (
                 insert_for(conn, Event)
                 .on_conflict_do_nothing(index_elements=["connector", "event_id"])
                 .returning(Event.connector, Event.event_id)
             )
-            inserted = {(c, e) for c, e in await conn.execute(stmt, list(rows.values()))}
+            return {(c, e) for c, e in conn.execute(stmt, list(rows.values()))}
+
+        inserted = await self.hub.store.write(insert)
         results: list[set[int]] = []
         for arrival in arrivals:
             new: set[int] = set()
