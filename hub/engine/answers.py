@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from hub.config import Campaign, SurveySettings
 from hub.engine.answer_writer import BatchWriter
 from hub.engine.common import hash_token, invitation_record, question, response_record
+from hub.engine.optouts import OptOuts
 from hub.engine.writebacks import WriteBackQueue, identities_query
 from hub.errors import BadInput, HubError
 from hub.http import with_retries
@@ -29,7 +30,6 @@ from hub.models import (
     SCALES,
     AlertMessage,
     CaseEvent,
-    InboundAnswer,
     InvitationRecord,
     NpsCategory,
     Recipient,
@@ -37,7 +37,7 @@ from hub.models import (
     SurveyKind,
     nps_category,
 )
-from hub.people import normalise_email, normalise_phone, upsert_person
+from hub.people import upsert_person
 from hub.store.tables import Event, Invitation, Person, Response, Token
 from hub.texts import text
 
@@ -160,6 +160,7 @@ class Answers:
     def __init__(self, hub: Hub, write_backs: WriteBackQueue) -> None:
         self.hub = hub
         self.write_backs = write_backs
+        self.optouts = OptOuts(hub, write_backs)
         self.writer: BatchWriter[_Submitted, _Written] = BatchWriter(self._write_answers)
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
@@ -478,7 +479,8 @@ class Answers:
     # --- unsubscribe ------------------------------------------------------------------------------------------
 
     async def unsubscribe(self, token: str) -> bool:
-        """Set the hub's opt-out for the person behind an unsubscribe token; honoured by every channel."""
+        """Set the hub's opt-out for the person behind an unsubscribe token; honoured by every channel and
+        reported to the person's CRMs like an opt-out keyword (``hub.engine.optouts``)."""
         async with self.hub.store.session() as s:
             row = await s.get(Token, hash_token(token))
             if row is None or row.purpose != "unsubscribe":
@@ -487,48 +489,6 @@ class Answers:
             if inv is None or inv.person_id is None:
                 return False
             person = await s.get(Person, inv.person_id)
-            if person is not None and person.opted_out_at is None:
-                person.opted_out_at = self.hub.now()
+            if person is not None:
+                await self.optouts.change(s, person, True, None, "unsubscribed with the survey's link")
         return True
-
-    # --- replies through a channel ------------------------------------------------------------------------
-
-    async def record_inbound(self, channel: str, answer: InboundAnswer) -> ResponseRecord | None:
-        """A reply like "9 quick and friendly": the newest open invitation sent to that address by this channel."""
-        rating, comment = parse_reply(answer.text)
-        sender_email = normalise_email(answer.sender)
-        sender_phone = normalise_phone(answer.sender)
-        async with self.hub.store.session() as s:
-            who = []
-            if sender_email:
-                who.append(Person.email == sender_email)
-            if sender_phone:
-                who.append(Person.phone == sender_phone)
-            if not who:
-                return None
-            inv_id = await s.scalar(
-                select(Invitation.id)
-                .join(Person, Person.id == Invitation.person_id)
-                .where(or_(*who), Invitation.channel == channel, Invitation.status.in_(("sent", "answered")))
-                .order_by(Invitation.sent_at.desc())
-                .limit(1)
-            )
-        if inv_id is None:
-            log.info("inbound.unmatched", channel=channel)
-            return None
-        try:
-            return await self.record_answer(inv_id, rating, comment=comment, channel=channel)
-        except BadInput as exc:
-            log.info("inbound.refused", channel=channel, reason=str(exc))
-            return None
-
-
-def parse_reply(body: str) -> tuple[int | None, str | None]:
-    """``"9 quick and friendly"`` -> (9, "quick and friendly"); ``"thanks!"`` -> (None, "thanks!")."""
-    stripped = body.strip()
-    head, _, rest = stripped.partition(" ")
-    head = head.rstrip(".,:;!")
-    # decimal digits only: "²" is a digit to str.isdigit() but no number to int(); "٣" (Arabic-Indic) is both
-    if head.isdecimal() and len(head) <= 2:
-        return int(head), (rest.strip() or None)
-    return None, (stripped or None)

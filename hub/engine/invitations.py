@@ -16,12 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.config import Campaign
 from hub.engine.common import hash_token, invitation_record, question
-from hub.errors import AddressRejected, AuthError, ConfigError, SkippableError, TransientError
+from hub.errors import (
+    AddressRejected,
+    AuthError,
+    ConfigError,
+    RecipientOptedOut,
+    SkippableError,
+    TransientError,
+)
 from hub.http import backoff_delay, never_sent
 from hub.models import SCALES, Delivery, Recipient, ScaleOption, SurveyMessage
 from hub.people import normalise_email, normalise_phone
 from hub.store.tables import Event, Invitation, Person, Token
-from hub.texts import text
+from hub.texts import reply_instructions, text
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -126,7 +133,12 @@ class Invitations:
                 survey_token = self.issue_token(s, inv.id, "survey", expires)
                 unsub_token = self.issue_token(s, inv.id, "unsubscribe", now + timedelta(days=365))
                 message = self.survey_message(inv, campaign, person, survey_token, unsub_token, reminder)
-                channels = [inv.channel] if reminder and inv.channel else list(campaign.channels)
+                tried = inv.tried_channels or []  # failed for good after a send (a delivery report)
+                channels = (
+                    [inv.channel]
+                    if reminder and inv.channel
+                    else [c for c in campaign.channels if c not in tried]
+                )
                 return message, channels
             inv.lease_until = None
             record = invitation_record(inv, event)
@@ -148,6 +160,9 @@ class Invitations:
                 continue
             try:
                 delivery = await channel.send(message)
+            except RecipientOptedOut as exc:  # opted out with the provider: out of every channel
+                await self._opted_out(inv_id, channel_name, exc)
+                return
             except AddressRejected as exc:
                 errors.append(f"{channel_name}: {exc}")
                 await self._flag_address(inv_id, exc)
@@ -192,6 +207,18 @@ class Invitations:
                 person.phone_rejected = note
         log.info("address.flagged", invitation=inv_id)
 
+    async def _opted_out(self, inv_id: int, channel: str, exc: RecipientOptedOut) -> None:
+        """The provider refuses: the person opted out with it. The hub opts them out too; no channel is tried."""
+        async with self.hub.store.session() as s:
+            inv = await s.get(Invitation, inv_id)
+            assert inv is not None
+            inv.status, inv.reason, inv.lease_until = "suppressed", f"{channel}: {exc}", None
+            person_id = inv.person_id
+        if person_id is not None:
+            reason = f"{channel} refused: the person opted out with the provider"
+            await self.hub.engine.optouts.by_id(person_id, True, channel, reason)
+        log.info("survey.opted_out", invitation=inv_id, channel=channel)
+
     async def _mark_sent(self, inv_id: int, channel: str, delivery: Delivery, reminder: bool) -> None:
         hub = self.hub
         async with hub.store.session() as s:
@@ -204,12 +231,15 @@ class Invitations:
             else:
                 inv.status, inv.channel, inv.sent_at = "sent", channel, sent_at
                 inv.message_id = delivery.message_id
+                inv.delivery_status = inv.delivery_error = None
                 campaign = hub.config.campaigns.get(inv.campaign)
                 if campaign is not None and campaign.reminder_after_hours:
                     inv.remind_after = sent_at + timedelta(hours=campaign.reminder_after_hours)
             inv.lease_until, inv.reason = None, None
             record = invitation_record(inv, event)
         log.info("survey.sent", invitation=inv_id, channel=channel, reminder=reminder)
+        if not reminder:  # a report on the message may have come before the send call returned
+            await hub.engine.deliveries.apply(channel, delivery.message_id)
         await hub.plugins.notify("hub_on_survey_sent", invitation=record, channel=channel, delivery=delivery)
 
     async def _retry_send(self, inv_id: int, channel: str, exc: Exception, reminder: bool) -> None:
@@ -275,4 +305,5 @@ class Invitations:
             survey_url=survey_url,
             unsubscribe_url=f"{base}/u/{unsub_token}",
             unsubscribe_text=text(lang, "unsubscribe"),
+            reply_instructions=reply_instructions(lang, survey.kind) if campaign.answer_by == "reply" else "",
         )

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from hub.config import Campaign
-from hub.models import CaseFeedback, NpsCategory, SurveyKind, TimelineEntry
+from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
 if TYPE_CHECKING:
@@ -230,14 +230,56 @@ class WriteBackQueue:
         payload: dict[str, Any] | None,
     ) -> None:
         """Queue one write-back; an existing item with the same key is re-armed with the newer payload."""
+        await self.upsert(
+            s, connector, kind, key, record_id, person_record_id, resp.person_id, resp.id, payload
+        )
+
+    async def queue_opt_out(self, s: AsyncSession, person_id: int, change: PersonOptOut) -> int:
+        """Queue the hub's opt-out (or its end) for every configured CRM the person is known in.
+
+        One item per person and CRM (``optout:<person>``): a STOP then a START before the sync leaves one
+        item holding the latest state, written once. Returns how many CRMs get it.
+        """
+        identities = await s.scalars(select(Identity).where(Identity.person_id == person_id))
+        payload = change.model_dump(mode="json")
+        items = [
+            {
+                "connector": identity.connector,
+                "kind": change.kind,
+                "key": f"optout:{person_id}",
+                "record_id": identity.crm_id,
+                "person_record_id": identity.crm_id,
+                "person_id": person_id,
+                "response_id": None,
+                "payload": payload,
+            }
+            for identity in identities
+            if identity.connector in self.hub.connectors
+        ]
+        await self.run(s, items)
+        return len(items)
+
+    async def upsert(
+        self,
+        s: AsyncSession,
+        connector: str,
+        kind: str,
+        key: str,
+        record_id: str,
+        person_record_id: str | None,
+        person_id: int | None,
+        response_id: str | None,
+        payload: dict[str, Any] | None,
+    ) -> None:
+        """Insert one item, or re-arm the item of that (connector, key) with the newer payload."""
         item = {
             "connector": connector,
             "kind": kind,
             "key": key,
             "record_id": record_id,
             "person_record_id": person_record_id,
-            "person_id": resp.person_id,
-            "response_id": resp.id,
+            "person_id": person_id,
+            "response_id": response_id,
             "payload": payload,
         }
         await self.run(s, [item])

@@ -17,10 +17,10 @@ import secrets
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -32,7 +32,7 @@ from hub.engine import SurveyPage
 from hub.errors import BadInput
 from hub.models import SCALES, SurveyKind
 from hub.texts import SMILEY_KEYS, answer_label, followup_key, preferred_language, text
-from hub.web.deps import client_address
+from hub.web.deps import HubDep, client_address
 from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_token, csrf_valid, new_csrf_cookie
 
 WEB_DIR = Path(__file__).parent
@@ -43,15 +43,6 @@ COMMENT_LIMIT = 5000
 _SCORE = re.compile(r"-?[0-9]{1,3}")
 
 router = APIRouter(include_in_schema=False)
-
-
-async def running_hub(request: Request) -> Hub:
-    """The app's hub, as ``hub.web.deps.HubDep`` gives it, but as a coroutine: FastAPI runs a plain function
-    dependency in its thread pool, a thread hop on every request of the hub's busiest pages."""
-    return cast(Hub, request.app.state.hub)
-
-
-HubDep = Annotated[Hub, Depends(running_hub)]
 
 
 @cache
