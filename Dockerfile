@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# CX Hub with the built-in plugins (Salesforce, Dynamics 365, SuperOffice, email). See docs/operations.md.
+# CX Hub with the built-in plugins (Salesforce, Dynamics 365, SuperOffice, email, SMS). See docs/operations.md.
 #
 #   docker build -t cxhub .            (podman: podman build --format docker -t cxhub . keeps the HEALTHCHECK)
 #   docker run --rm -p 8000:8000 -v ./cxhub.toml:/etc/cxhub/cxhub.toml:ro --env-file cxhub.env cxhub
@@ -25,7 +25,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CXHUB_CONFIG=/etc/cxhub/cxhub.toml
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels "cxhub[salesforce,dynamics,superoffice,email]" \
+    pip install --no-cache-dir --no-index --find-links /wheels "cxhub[salesforce,dynamics,superoffice,email,sms]" \
     && groupadd --system --gid 10001 cxhub \
     && useradd --system --uid 10001 --gid cxhub --home-dir /var/lib/cxhub --create-home \
         --shell /usr/sbin/nologin cxhub \

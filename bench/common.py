@@ -1,10 +1,13 @@
-"""What the write-back benchmarks share, whatever the CRM: the answers, the hub's queue, the child processes.
+"""What the write-back benchmarks share, whatever the CRM: the answers, the hub's queue, the child processes,
+and the report.
 
-``salesforce_writeback.py`` and ``superoffice_writeback.py`` measure the same thing the same way: this
-process seeds an emulator and stores answered surveys in the hub's database, a child runs the hub's
-real sync against the emulator, another child runs a naive one-record-at-a-time baseline, and this
-process counts the calls in the emulator's log and prints one report. Only the CRM's ids, record
-types, the baseline's calls and the check of what was written differ; they stay in each script.
+``salesforce_writeback.py``, ``superoffice_writeback.py`` and ``dynamics_writeback.py`` measure the same
+thing the same way: this process seeds an emulator and stores answered surveys in the hub's database, a
+child runs the hub's real sync against the emulator, another child runs a naive one-record-at-a-time
+baseline, and this process counts the calls in the emulator's log and prints one report (``Report``: the
+rates, ratios, verdicts and the common part of the JSON results). Only the CRM's ids, record types, the
+baseline's calls, the lower bound and the check of what was written differ; they stay in each script.
+``run_live_sync`` is live operation, answers arriving one at a time, for a bench that reports it.
 
 Each script imports this module as ``common``: a script run as a file (``python bench/<name>.py``, as
 ``uv run`` does and as the children are started) has its own folder first on ``sys.path``.
@@ -110,9 +113,9 @@ class BenchState:
 StateT = TypeVar("StateT", bound=BenchState)
 
 
-def save_state(state: BenchState, workdir: Path) -> Path:
-    """Write the state to ``state.json`` in ``workdir``, where the children read it (``child_phase``)."""
-    path = workdir / "state.json"
+def save_state(state: BenchState, workdir: Path, name: str = "state.json") -> Path:
+    """Write the state to ``name`` in ``workdir``, where the children read it (``child_phase``)."""
+    path = workdir / name
     path.write_text(json.dumps(asdict(state)))
     return path
 
@@ -200,89 +203,101 @@ async def _store_answered_surveys(config: HubConfig, state: BenchState, records:
     """The rows of ``queue_write_backs``; returns how many write-back items are queued."""
     hub = await open_hub(config)
     try:
-        campaign = hub.config.campaigns[CAMPAIGN]
-        survey = hub.config.surveys[campaign.survey]
-        answers = state.answers()
-        noun = records.person_noun
         async with hub.store.session() as s:
-            people = [
-                Person(email=f"{noun}{j}@bench.example", name=f"Bench {noun.capitalize()} {j}", language="en")
-                for j in range(state.people)
-            ]
-            s.add_all(people)
-            await s.flush()
-            s.add_all(
-                Identity(person_id=person.id, connector=records.connector, crm_id=crm_id)
-                for person, crm_id in zip(people, records.person_ids, strict=True)
-            )
-            events = []
-            for answer in answers:
-                case_id = records.case_ids[answer.index]
-                closed = answer.answered_at - timedelta(hours=2)
-                case = CaseEvent(
-                    event_id=f"{records.event_prefix}:{case_id}:closed:{closed:%Y%m%dT%H%M%SZ}",
-                    event_type="case.closed",
-                    occurred_at=closed,
-                    record_type=records.record_type,
-                    record_id=case_id,
-                    person_id=records.person_ids[answer.person],
-                )
-                events.append(
-                    Event(
-                        connector=records.connector,
-                        event_id=case.event_id,
-                        event_type=case.event_type,
-                        record_id=case.record_id,
-                        source="poll",
-                        payload=case.model_dump(mode="json"),
-                        received_at=closed,
-                        processed_at=closed,
-                    )
-                )
-            s.add_all(events)
-            await s.flush()
-            invitations = [
-                Invitation(
-                    campaign=CAMPAIGN,
-                    event_pk=event.id,
-                    person_id=people[answer.person].id,
-                    status="answered",
-                    channel="memory",
-                    language="en",
-                    sent_at=answer.answered_at - timedelta(hours=1),
-                    created_at=answer.answered_at - timedelta(hours=2),
-                    updated_at=answer.answered_at,
-                )
-                for answer, event in zip(answers, events, strict=True)
-            ]
-            s.add_all(invitations)
-            await s.flush()
-            rows = [
-                Response(
-                    id=answer.response_id,
-                    invitation_id=invitation.id,
-                    person_id=people[answer.person].id,
-                    campaign=CAMPAIGN,
-                    survey_kind=survey.kind.value,
-                    rating=answer.rating,
-                    score=survey.score_of(answer.rating),
-                    category=nps_category(answer.rating).value,
-                    comment=answer.comment,
-                    language="en",
-                    channel="memory",
-                    answered_at=answer.answered_at,
-                    updated_at=answer.answered_at,
-                )
-                for answer, invitation in zip(answers, invitations, strict=True)
-            ]
-            s.add_all(rows)
-            await s.flush()
-            for row, invitation, event in zip(rows, invitations, events, strict=True):
-                await hub.engine._queue_write_backs(s, row, invitation, event, campaign)
+            people = await _store_people(s, state, records)
+            await _store_answers(hub, s, people, state.answers(), records)
         async with hub.store.session() as s:
             return int(await s.scalar(select(func.count()).select_from(WriteBack)) or 0)
     finally:
         await hub.close()
+
+
+async def _store_people(s: Any, state: BenchState, records: CrmRecords) -> list[Person]:
+    """The hub's persons, each known to the CRM by its id there."""
+    noun = records.person_noun
+    people = [
+        Person(email=f"{noun}{j}@bench.example", name=f"Bench {noun.capitalize()} {j}", language="en")
+        for j in range(state.people)
+    ]
+    s.add_all(people)
+    await s.flush()
+    s.add_all(
+        Identity(person_id=person.id, connector=records.connector, crm_id=crm_id)
+        for person, crm_id in zip(people, records.person_ids, strict=True)
+    )
+    return people
+
+
+async def _store_answers(
+    hub: Hub, s: Any, people: list[Person], answers: Sequence[Answer], records: CrmRecords
+) -> None:
+    """Each answer's closed case, invitation and response, and its write-backs queued by the engine."""
+    campaign = hub.config.campaigns[CAMPAIGN]
+    survey = hub.config.surveys[campaign.survey]
+    events = []
+    for answer in answers:
+        case_id = records.case_ids[answer.index]
+        closed = answer.answered_at - timedelta(hours=2)
+        case = CaseEvent(
+            event_id=f"{records.event_prefix}:{case_id}:closed:{closed:%Y%m%dT%H%M%SZ}",
+            event_type="case.closed",
+            occurred_at=closed,
+            record_type=records.record_type,
+            record_id=case_id,
+            person_id=records.person_ids[answer.person],
+        )
+        events.append(
+            Event(
+                connector=records.connector,
+                event_id=case.event_id,
+                event_type=case.event_type,
+                record_id=case.record_id,
+                source="poll",
+                payload=case.model_dump(mode="json"),
+                received_at=closed,
+                processed_at=closed,
+            )
+        )
+    s.add_all(events)
+    await s.flush()
+    invitations = [
+        Invitation(
+            campaign=CAMPAIGN,
+            event_pk=event.id,
+            person_id=people[answer.person].id,
+            status="answered",
+            channel="memory",
+            language="en",
+            sent_at=answer.answered_at - timedelta(hours=1),
+            created_at=answer.answered_at - timedelta(hours=2),
+            updated_at=answer.answered_at,
+        )
+        for answer, event in zip(answers, events, strict=True)
+    ]
+    s.add_all(invitations)
+    await s.flush()
+    rows = [
+        Response(
+            id=answer.response_id,
+            invitation_id=invitation.id,
+            person_id=people[answer.person].id,
+            campaign=CAMPAIGN,
+            survey_kind=survey.kind.value,
+            rating=answer.rating,
+            score=survey.score_of(answer.rating),
+            category=nps_category(answer.rating).value,
+            comment=answer.comment,
+            language="en",
+            channel="memory",
+            answered_at=answer.answered_at,
+            updated_at=answer.answered_at,
+        )
+        for answer, invitation in zip(answers, invitations, strict=True)
+    ]
+    s.add_all(rows)
+    await s.flush()
+    for row, invitation, event in zip(rows, invitations, events, strict=True):
+        await hub.engine._queue_write_backs(s, row, invitation, event, campaign)
 
 
 # --- child: the hub's path -----------------------------------------------------------------------------
@@ -373,6 +388,51 @@ async def _sync_runs(hub: Hub, connector_name: str, until_drained: bool) -> dict
             await asyncio.sleep(max(0.1, quiet / 4))
 
 
+async def run_live_sync(
+    config: HubConfig,
+    connector_name: str,
+    state: BenchState,
+    records: CrmRecords,
+    sample: int,
+    *,
+    counters: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Live operation: the first ``sample`` answers arrive one at a time, and each is written to
+    the CRM (``hub.sync.run``) before the next arrives, as the prompt sync does when answers trickle in.
+
+    Nothing is coalesced across answers: a person's summary is written once per answer, and every batch
+    holds one answer's item of one kind. The hub's database is ``state.database``, empty but for the
+    persons this stores first (before the clock).
+    """
+    hub = await open_hub(config)
+    try:
+        connector: Any = hub.connectors[connector_name]
+        async with hub.store.session() as s:
+            people = await _store_people(s, state, records)
+        answers = state.answers()[:sample]
+        totals: dict[str, Any] = {"written": 0, "retried": 0, "dead": 0, "batches": 0, "error": None}
+        rss_ready = max_rss_mib()
+        started = time.perf_counter()
+        for answer in answers:
+            async with hub.store.session() as s:
+                await _store_answers(hub, s, people, [answer], records)
+            stats = await hub.sync.run(connector_name)
+            for key in ("written", "retried", "dead", "batches"):
+                totals[key] += getattr(stats, key)
+            totals["error"] = totals["error"] or stats.error
+        elapsed = time.perf_counter() - started
+        return {
+            "elapsed": elapsed,
+            "responses": len(answers),
+            **totals,
+            **(counters(connector) if counters is not None else {}),
+            "rss_ready_mib": rss_ready,
+            "rss_peak_mib": max_rss_mib(),
+        }
+    finally:
+        await hub.close()
+
+
 # --- child: the naive baseline -------------------------------------------------------------------------
 
 
@@ -410,7 +470,7 @@ def parse_arguments(
     A child (``spawn_phase``) is the same script with the hidden ``--phase`` and ``--state``: it runs
     ``child(phase, state_file)`` and nothing else.
     """
-    parser.add_argument("--phase", choices=["hub", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["hub", "baseline", "live"], help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.phase:
@@ -586,6 +646,97 @@ class BaselineScale:
             "rss_before_write_back_mib": b["rss_ready_mib"],
             "calls_by_kind": dict(self.phase.calls),
         }
+
+
+#: the sync's totals every report keeps in its JSON results
+SYNC_KEYS = ("written", "retried", "dead", "batches", "error", "states")
+
+
+@dataclass
+class Report:
+    """What every write-back report derives from its phases alike: rates, ratios, the JSON results' common
+    part, the table's head, the verdicts and the time line. Each script adds what only its CRM has."""
+
+    responses: int
+    hub: Phase
+    baseline: Phase | None
+    problems: list[str]
+
+    @property
+    def scale(self) -> BaselineScale | None:
+        return BaselineScale.of(self.baseline) if self.baseline is not None else None
+
+    @property
+    def hub_rate(self) -> float:
+        return self.responses / float(self.hub.result["elapsed"])
+
+    def hub_summary(self, sync_keys: Sequence[str] = SYNC_KEYS, **extra: Any) -> dict[str, Any]:
+        """The hub's part of the JSON results: calls, time, memory, the sync's totals, the verdict."""
+        h = self.hub.result
+        return {
+            "api_calls": self.hub.api_calls,
+            "logins": self.hub.logins,
+            "api_calls_per_response": self.hub.api_calls / self.responses,
+            "seconds": h["elapsed"],
+            "seconds_inside_write_back": h["inside_write_back"],
+            "responses_per_second": self.hub_rate,
+            "rss_peak_mib": h["rss_peak_mib"],
+            "rss_before_write_back_mib": h["rss_ready_mib"],
+            "calls_by_kind": dict(self.hub.calls),
+            "sync": {k: h[k] for k in sync_keys},
+            **extra,
+            "verified": not self.problems,
+            "problems": self.problems,
+        }
+
+    def ratios(self) -> dict[str, float] | None:
+        """How many times fewer calls and how many times more answers a second than the baseline."""
+        scale = self.scale
+        if scale is None:
+            return None
+        return {
+            "fewer_calls": scale.per_response * self.responses / self.hub.api_calls,
+            "faster": self.hub_rate / scale.rate,
+        }
+
+    def add_baseline(self, summary: dict[str, Any], round_trip_seconds: float | None = None) -> None:
+        """The baseline's part of the JSON results and the ratios, when there is a baseline."""
+        scale, ratios = self.scale, self.ratios()
+        if scale is not None and ratios is not None:
+            summary["baseline"] = scale.summary(self.responses, round_trip_seconds)
+            summary["ratios"] = ratios
+
+    def print_head(self, title: str, rows: Sequence[Row]) -> None:
+        """The title, the machine and the results table."""
+        print()
+        print(title)
+        print(f"machine: {machine()}")
+        print()
+        print_table(rows, self.baseline)
+
+    def bound_verdict(self, bound: int, noun: str = "calls") -> str:
+        """Whether the hub stayed within 1.1x of the lower bound."""
+        times = self.hub.api_calls / bound
+        return (
+            f"{noun} within 1.1x of the lower bound ({bound:,}): "
+            f"{'met' if times <= 1.1 else 'NOT met'} ({times:.2f}x)"
+        )
+
+    def baseline_verdict(self, noun: str = "calls", target: float = 20.0) -> str:
+        """Whether the hub made ``target`` times fewer calls than the baseline; empty without one."""
+        ratios = self.ratios()
+        if ratios is None:
+            return ""
+        return (
+            f"; at least {target:.0f}x fewer {noun} than the baseline: "
+            f"{'met' if ratios['fewer_calls'] >= target else 'NOT met'} ({ratios['fewer_calls']:.1f}x); "
+            f"{ratios['faster']:.1f}x more responses per second"
+        )
+
+    def time_line(self, rest: str = "the rest is the hub's own database work between batches") -> str:
+        """How much of the hub's time was spent inside ``connector.write_back``."""
+        h = self.hub.result
+        return f"{h['inside_write_back']:.1f} s of {h['elapsed']:.1f} s inside connector.write_back ({rest})"
 
 
 def comparison_rows(

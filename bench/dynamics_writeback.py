@@ -440,7 +440,7 @@ def report(
 ) -> dict[str, Any]:
     n = args.responses
     h = hub.result
-    hub_rate = n / h["elapsed"]
+    shared = common.Report(n, hub, baseline, problems)
     operations = sum(hub.operations.values())
     refused = sum(1 for call in hub.throttled if call.path == "/$batch")
     times_bound = hub.api_calls / bound.requests
@@ -456,36 +456,20 @@ def report(
             "feedback_operations": bound.feedback_operations,
             "batch_requests": bound.requests,
         },
-        "hub": {
-            "requests": hub.api_calls,
-            "token_calls": hub.logins,
-            "requests_per_response": hub.api_calls / n,
-            "times_lower_bound": times_bound,
-            "batch_operations": operations,
-            "batch_operations_per_response": operations / n,
-            "throttled_429": len(hub.throttled),
-            "unhonoured_429": hub.unhonoured,
-            "seconds_waited_after_429": hub.waited,
-            "seconds": h["elapsed"],
-            "seconds_inside_write_back": h["inside_write_back"],
-            "responses_per_second": hub_rate,
-            "rss_peak_mib": h["rss_peak_mib"],
-            "rss_before_write_back_mib": h["rss_ready_mib"],
-            "calls_by_kind": dict(hub.calls),
-            "operations_by_kind": dict(hub.operations),
-            "operations_per_batch_request": hub.batch_sizes,
-            "sync": {k: h[k] for k in ("written", "retried", "dead", "batches", "runs", "error", "states")},
-            "verified": not problems,
-            "problems": problems,
-        },
+        "hub": shared.hub_summary(
+            (*common.SYNC_KEYS, "runs"),
+            times_lower_bound=times_bound,
+            batch_operations=operations,
+            batch_operations_per_response=operations / n,
+            throttled_429=len(hub.throttled),
+            unhonoured_429=hub.unhonoured,
+            seconds_waited_after_429=hub.waited,
+            operations_by_kind=dict(hub.operations),
+            operations_per_batch_request=hub.batch_sizes,
+        ),
     }
-    scale = common.BaselineScale.of(baseline) if baseline is not None else None
-    if scale is not None:
-        summary["baseline"] = scale.summary(n)
-        summary["ratios"] = {
-            "fewer_requests": scale.per_response * n / hub.api_calls,
-            "faster": hub_rate / scale.rate,
-        }
+    shared.add_baseline(summary)
+    scale = shared.scale
     rows = common.comparison_rows(n, hub, scale, per_response_digits=4)
     rows[1:3] = [
         (label.replace("API calls", "HTTP requests"), hub_value, baseline_value)
@@ -506,14 +490,11 @@ def report(
         ),
     ]
 
-    print()
-    print(
+    shared.print_head(
         f"Dynamics 365 write-back: {common.fmt(n)} responses of {common.fmt(args.contacts)} contacts, "
-        f"{args.latency * 1000:.0f} ms per Web API request, emulator over TLS on loopback"
+        f"{args.latency * 1000:.0f} ms per Web API request, emulator over TLS on loopback",
+        rows,
     )
-    print(f"machine: {summary['machine']}")
-    print()
-    common.print_table(rows, baseline)
     print()
     print(
         f"lower bound: {bound.contact_operations:,} contact PATCHes + {bound.activity_operations:,} activity upserts + "
@@ -521,15 +502,10 @@ def report(
         f"ceil({bound.operations:,}/{BATCH_LIMIT:,}) = {bound.requests} $batch requests; {hub.logins} token calls apart"
     )
     print(
-        f"targets: requests within 1.1x of the lower bound: {'met' if times_bound <= 1.1 else 'NOT met'} ({times_bound:.2f}x, "
-        f"{refused} of them refused with 429 and sent again)"
-        + (
-            f"; at least 20x fewer requests than the baseline: "
-            f"{'met' if summary['ratios']['fewer_requests'] >= 20 else 'NOT met'} "
-            f"({summary['ratios']['fewer_requests']:.1f}x); {summary['ratios']['faster']:.1f}x more responses per second"
-            if baseline
-            else ""
-        )
+        "targets: "
+        + shared.bound_verdict(bound.requests, "requests")
+        + f" ({refused} of them refused with 429 and sent again)"
+        + shared.baseline_verdict("requests")
         + f"; every 429 waited out: {'met' if not hub.unhonoured else 'NOT met: ' + '; '.join(hub.unhonoured[:3])}"
         + f" ({len(hub.throttled)} answered 429, Retry-After {args.retry_after:.0f} s)"
     )
@@ -545,9 +521,11 @@ def report(
         f"{full} of them full ({BATCH_LIMIT:,} operations), the others {sorted(s for s in sizes if s != BATCH_LIMIT)}"
     )
     print(
-        f"time: {h['inside_write_back']:.1f} s of {h['elapsed']:.1f} s inside connector.write_back "
-        f"(the rest is the hub's own database work between batches, and {hub.waited:.1f} s from the 429's answer "
-        "to the next request: its Retry-After, or the retry's backoff when longer, then the prompt sync's settling)"
+        "time: "
+        + shared.time_line(
+            f"the rest is the hub's own database work between batches, and {hub.waited:.1f} s from the 429's answer "
+            "to the next request: its Retry-After, or the retry's backoff when longer, then the prompt sync's settling"
+        )
     )
     common.print_memory_and_verdict(hub, baseline, problems)
     return summary

@@ -19,8 +19,18 @@ customers come from their own addresses and the hub's per-client limits would ot
 Checks: every acknowledged webhook is stored as an event, every acknowledged answer as a response, every
 acknowledged anchor insert as a row; a shortfall is printed and makes the exit status 1.
 
+Freshness (answer -> CRM), on the same hub with its default settings before the load runs: ``--fresh-answers``
+people (200) each answer their survey as a browser does (the page, a POST of the score with its CSRF cookie and
+field, the follow-up page it redirects to), one every ``1 / --fresh-rate`` seconds (5 a second) whatever the
+hub's response times. Each gives a score alone, the slow case: the hub waits for a follow-up comment before it
+writes (``sync.prompt_seconds``). The fake CRM (``--crm-latency`` per call, as a real one's round trip) stamps
+every write as it arrives; the latency of an answer is from its POST to the arrival of the last of its three
+write-backs (timeline entry, case feedback, the person's summary), p50 / p95 / max, and each must arrive exactly
+once with the posted score (a missing or repeated one is a problem, exit status 1). Target: p95 at most 5 s.
+
     uv run --frozen --all-packages python bench/hot_paths.py                 # 10 s, 32 workers, both databases
     uv run --frozen --all-packages python bench/hot_paths.py --seconds 3 --concurrency 8 --databases sqlite
+    uv run --frozen --all-packages python bench/hot_paths.py --sections freshness --fresh-answers 50
 
 PostgreSQL is reached as the tests reach it (``CXHUB_TEST_POSTGRES_URL``, default postgres@127.0.0.1:5432),
 in a fresh database dropped afterwards. Timings depend on the machine and on what else runs on it: compare
@@ -34,6 +44,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -205,10 +216,45 @@ def serve_child(kind: str, port: int, database_url: str) -> None:
     if kind == "anchor":
         app = anchor_app(database_url)
     else:
-        from tests.fakes.crm import FakeState, create_app
-
-        app = create_app(FakeState())
+        app = timed_crm(float(os.environ.get("BENCH_CRM_LATENCY", "0")))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+class TimedBatches(list[list[dict[str, Any]]]):
+    """The fake CRM's record of write batches, each stamped (wall clock) as the CRM stores it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[tuple[float, list[dict[str, Any]]]] = []
+
+    def append(self, items: list[dict[str, Any]]) -> None:
+        self.arrivals.append((time.time(), items))
+        super().append(items)
+
+
+def timed_crm(latency: float) -> Any:
+    """The fake CRM, each call taking ``latency`` seconds, with ``GET /bench/arrivals``: every write as
+    (arrival time, key, person's record, kind, rating)."""
+    from tests.fakes.crm import FakeState, create_app
+
+    batches = TimedBatches()
+    app = create_app(FakeState(batches=batches, latency=latency))
+
+    @app.get("/bench/arrivals")
+    async def arrivals() -> list[tuple[float, str, str, str, int | None]]:
+        return [
+            (at, item["key"], item["person_record_id"], item["key"].split(":", 1)[0], _rating(item))
+            for at, items in batches.arrivals
+            for item in items
+        ]
+
+    return app
+
+
+def _rating(item: dict[str, Any]) -> int | None:
+    payload = item.get("payload") or {}
+    rating = payload.get("rating", payload.get("latest_rating"))
+    return int(rating) if rating is not None else None
 
 
 # --- the load ---------------------------------------------------------------------------------------------
@@ -386,29 +432,32 @@ def page_ok(_i: int, status: int) -> bool:
 # --- the hub's data and the checks ------------------------------------------------------------------------
 
 
-async def seed_tokens(config_path: Path, count: int) -> list[str]:
-    """``count`` sent invitations, one person each, with the survey tokens their messages would carry."""
+async def seed_tokens(config_path: Path, count: int, prefix: str = "S") -> list[str]:
+    """``count`` sent invitations, one person each (CRM ids ``<prefix><k>``), with the survey tokens their
+    messages would carry."""
     hub = await Hub.open(config_path)
     try:
         now = hub.now()
         tokens = []
         async with hub.store.session() as s:
             for k in range(count):
-                record = PersonRecord(crm_id=f"S{k}", email=f"bench{k}@example.com", first_name=f"Bench {k}")
+                record = PersonRecord(
+                    crm_id=f"{prefix}{k}", email=f"{prefix.lower()}{k}@example.com", first_name=f"Bench {k}"
+                )
                 person, _identity = await upsert_person(s, "crm", record)
                 event = Event(
                     connector="crm",
-                    event_id=f"case:seed-{k}:closed",
+                    event_id=f"case:{prefix}seed-{k}:closed",
                     event_type="case.closed",
-                    record_id=f"seed-{k}",
+                    record_id=f"{prefix}seed-{k}",
                     source="poll",
                     payload={
-                        "event_id": f"case:seed-{k}:closed",
+                        "event_id": f"case:{prefix}seed-{k}:closed",
                         "event_type": "case.closed",
                         "occurred_at": now.isoformat(),
                         "record_type": "case",
-                        "record_id": f"seed-{k}",
-                        "person_id": f"S{k}",
+                        "record_id": f"{prefix}seed-{k}",
+                        "person_id": f"{prefix}{k}",
                     },
                     received_at=now,
                     processed_at=now,
@@ -490,6 +539,106 @@ async def settle(database_url: str, limit: float) -> float:
     return time.monotonic() - start
 
 
+# --- freshness: answer -> CRM ------------------------------------------------------------------------------
+
+
+@dataclass
+class Freshness:
+    """Answers posted at a steady rate, and when the CRM had each of them."""
+
+    database: str
+    rate: float
+    #: person's CRM id -> (when the POST was sent, the score)
+    posted: dict[str, tuple[float, int]] = field(default_factory=dict)
+    failed: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    #: how long each POST of an answer took to be answered (stored)
+    acks: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def quantile(self, q: float, of: list[float] | None = None) -> float:
+        ordered = sorted(self.latencies if of is None else of)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+#: the survey form's CSRF field, as a browser submits it
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+#: the write-backs of one answer in the bench's campaign
+ANSWER_KINDS = ("timeline", "case", "summary")
+
+
+async def answer_as_a_browser(
+    hub_url: str, token: str, k: int, score: int, acks: list[float]
+) -> tuple[float, str]:
+    """A browser of its own (its own cookies and address): the survey page, the POST of the score with the
+    page's CSRF field, the follow-up page it leads to; returns when the POST was sent, and what went wrong
+    ("" for nothing)."""
+    forwarded = {"x-forwarded-for": address(100_000 + k)}
+    async with httpx.AsyncClient(base_url=hub_url, timeout=60, headers=forwarded) as browser:
+        page = await browser.get(f"/s/{token}")
+        field = CSRF_FIELD.search(page.text)
+        if page.status_code != 200 or field is None:
+            return 0.0, f"page {page.status_code}"
+        sent = time.time()
+        posted = await browser.post(f"/s/{token}", data={"score": str(score), "csrf": field[1]})
+        acks.append(time.time() - sent)
+        if posted.status_code != 303:
+            return sent, f"answer {posted.status_code}"
+        followup = await browser.get(posted.headers["location"])
+        return sent, "" if followup.status_code == 200 else f"follow-up {followup.status_code}"
+
+
+async def measure_freshness(
+    kind: str, hub_url: str, crm_url: str, tokens: list[str], prefix: str, args: Any
+) -> Freshness:
+    """Post the answers at ``args.fresh_rate`` a second (each on its schedule, however slow the last one),
+    then wait for the CRM to have every one; checks each arrived exactly once with its score."""
+    result = Freshness(kind, args.fresh_rate)
+    start = time.monotonic()
+
+    async def one(k: int) -> None:
+        await asyncio.sleep(max(0.0, start + k / args.fresh_rate - time.monotonic()))
+        score = k % 11
+        sent, error = await answer_as_a_browser(hub_url, tokens[k], k, score, result.acks)
+        if error:
+            result.failed[error] += 1
+        else:
+            result.posted[f"{prefix}{k}"] = (sent, score)
+
+    await asyncio.gather(*(one(k) for k in range(len(tokens))))
+    expected = {(person, what) for person in result.posted for what in ANSWER_KINDS}
+    deadline = time.monotonic() + args.fresh_wait
+    async with httpx.AsyncClient(base_url=crm_url, timeout=30) as crm:
+        while True:
+            arrivals = (await crm.get("/bench/arrivals")).json()
+            mine = [a for a in arrivals if a[2] in result.posted]
+            if {(a[2], a[3]) for a in mine} >= expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        # a second write of the same answer would come later (a lost outcome, an expired lease): look again
+        await asyncio.sleep(args.fresh_grace)
+        mine = [a for a in (await crm.get("/bench/arrivals")).json() if a[2] in result.posted]
+    seen: dict[tuple[str, str], list[tuple[float, int | None]]] = {}
+    for at, _key, person, what, rating in mine:
+        seen.setdefault((person, what), []).append((at, rating))
+    missing = expected - set(seen)
+    repeated = [k for k, v in seen.items() if len(v) > 1]
+    wrong = [k for k, v in seen.items() if any(r != result.posted[k[0]][1] for _, r in v)]
+    for person, (sent, _score) in result.posted.items():
+        arrived = [seen[(person, what)][0][0] for what in ANSWER_KINDS if (person, what) in seen]
+        if len(arrived) == len(ANSWER_KINDS):
+            result.latencies.append(max(arrived) - sent)
+    if result.failed:
+        result.problems.append(f"{kind}: answers refused: {dict(result.failed)}")
+    if missing:
+        result.problems.append(f"{kind}: {len(missing)} write-backs never reached the CRM")
+    if repeated:
+        result.problems.append(f"{kind}: {len(repeated)} write-backs reached the CRM more than once")
+    if wrong:
+        result.problems.append(f"{kind}: {len(wrong)} write-backs carried another score than the answer")
+    return result
+
+
 # --- one database -----------------------------------------------------------------------------------------
 
 
@@ -506,61 +655,110 @@ def load_average() -> str:
     return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
 
 
-def run_database(kind: str, args: Any, folder: Path, problems: list[str]) -> list[Row]:
-    """Anchor first, then the hub, each on its own uvicorn; returns the three paths' rows."""
+def run_database(
+    kind: str, args: Any, folder: Path, problems: list[str], fresh: list[Freshness]
+) -> list[Row]:
+    """Anchor first, then the hub, each on its own uvicorn; returns the three paths' rows, and adds the
+    freshness measurement (made first on the hub, before any load) to ``fresh``."""
     rows: dict[str, list[Load]] = {}
+    load = "load" in args.sections
     with fresh_database(kind, folder, prefix="cxhub_bench") as database_url:
         print(f"\n== {kind} ({load_average()})", flush=True)
         me = [sys.executable, str(Path(__file__).resolve())]
-        port = free_port()
-        anchor = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
-        with child([*me, "--serve", "anchor", str(port), database_url], port, folder / "anchor.log") as url:
-            for name, make, ok in (
-                ("POST /hooks/<connector>", anchor.webhook, anchor.webhook_ok),
-                ("GET /s/<token>", anchor.page, page_ok),
-                ("POST /s/<token>", anchor.answer, lambda _i, status: status == 303),
-            ):
-                rows[name] = [asyncio.run(measure(url, make, ok, args))]
-                print(f"  anchor {name}: {rows[name][0].rate:,.0f} req/s", flush=True)
-        stored = asyncio.run(scalar(database_url, f"SELECT count(*) FROM {ANCHOR_TABLE}"))
-        if stored < len(anchor.acked_events):
-            problems.append(
-                f"{kind}: anchor acknowledged {len(anchor.acked_events)} inserts, stored {stored}"
-            )
-
+        if load:
+            run_anchor(kind, args, folder, problems, rows, database_url, me)
         crm_port, hub_port = free_port(), free_port()
         crm = [*me, "--serve", "crm", str(crm_port), ""]
+        os.environ["BENCH_CRM_LATENCY"] = str(args.crm_latency)
         with child(crm, crm_port, folder / "crm.log") as crm_url:
             config = folder / "cxhub.toml"
             config.write_text(hub_config(database_url, crm_url))
             os.environ.update(ENV)
-            tokens = asyncio.run(seed_tokens(config, args.tokens))
+            tokens = asyncio.run(seed_tokens(config, args.tokens if load else 0))
+            fresh_tokens = asyncio.run(seed_tokens(config, args.fresh_answers, prefix="F"))
             paths = Paths("/hooks/crm", tokens, f"B{time.time_ns()}")
             serve = [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(hub_port)]
             with child(serve, hub_port, folder / "hub.log") as url:
-                for name, make, ok in (
-                    ("GET /s/<token>", paths.page, page_ok),
-                    ("POST /s/<token>", paths.answer, paths.answer_ok),
-                ):
-                    rows[name].append(asyncio.run(measure(url, make, ok, args)))
-                    print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s", flush=True)
-                waited = asyncio.run(settle(database_url, 60))
-                print(f"  (write-back queue drained in {waited:.1f} s before the webhooks)", flush=True)
-                name = "POST /hooks/<connector>"
-                rows[name].append(asyncio.run(measure(url, paths.webhook, paths.webhook_ok, args)))
-                print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s ({load_average()})", flush=True)
-        events = asyncio.run(stored_event_ids(database_url, paths.tag))
-        missing = paths.acked_events - events
-        print(f"  webhooks acknowledged {len(paths.acked_events):,}, stored {len(events):,}", flush=True)
-        if missing:
-            problems.append(f"{kind}: {len(missing)} acknowledged webhooks not stored")
-        answered = asyncio.run(answered_tokens(database_url, tokens, paths.acked_tokens))
-        print(
-            f"  surveys answered (acknowledged) {len(paths.acked_tokens):,}, stored {answered:,}", flush=True
-        )
-        if answered < len(paths.acked_tokens):
-            problems.append(f"{kind}: {len(paths.acked_tokens) - answered} acknowledged answers not stored")
+                if "freshness" in args.sections:
+                    measured = asyncio.run(measure_freshness(kind, url, crm_url, fresh_tokens, "F", args))
+                    fresh.append(measured)
+                    problems += measured.problems
+                    print(
+                        f"  hub    answer -> CRM: p95 {measured.quantile(0.95):.2f} s over"
+                        f" {len(measured.latencies)} answers; POST answered in p95"
+                        f" {measured.quantile(0.95, measured.acks):.2f} s ({load_average()})",
+                        flush=True,
+                    )
+                # --- DISPATCH RATE (issue 11, item 5) ------------------------------------------------------
+                # The events -> invitations a second measurement of bench/dispatch_rate.py is called here, on
+                # this hub and database, and its figures printed beside these; the integrator adds the call.
+                # ---------------------------------------------------------------------------------------------
+                if load:
+                    run_hub_load(kind, args, problems, rows, database_url, url, paths)
+        if load:
+            check_stored(kind, problems, database_url, paths)
     return [Row(kind, name, *loads) for name, loads in rows.items()]
+
+
+def run_anchor(
+    kind: str,
+    args: Any,
+    folder: Path,
+    problems: list[str],
+    rows: dict[str, list[Load]],
+    database_url: str,
+    me: list[str],
+) -> None:
+    """The bare endpoints under the same load, on their own uvicorn."""
+    port = free_port()
+    anchor = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
+    with child([*me, "--serve", "anchor", str(port), database_url], port, folder / "anchor.log") as url:
+        for name, make, ok in (
+            ("POST /hooks/<connector>", anchor.webhook, anchor.webhook_ok),
+            ("GET /s/<token>", anchor.page, page_ok),
+            ("POST /s/<token>", anchor.answer, lambda _i, status: status == 303),
+        ):
+            rows[name] = [asyncio.run(measure(url, make, ok, args))]
+            print(f"  anchor {name}: {rows[name][0].rate:,.0f} req/s", flush=True)
+    stored = asyncio.run(scalar(database_url, f"SELECT count(*) FROM {ANCHOR_TABLE}"))
+    if stored < len(anchor.acked_events):
+        problems.append(f"{kind}: anchor acknowledged {len(anchor.acked_events)} inserts, stored {stored}")
+
+
+def run_hub_load(
+    kind: str,
+    args: Any,
+    problems: list[str],
+    rows: dict[str, list[Load]],
+    database_url: str,
+    url: str,
+    paths: Paths,
+) -> None:
+    """The hub's paths under the anchors' load."""
+    for name, make, ok in (
+        ("GET /s/<token>", paths.page, page_ok),
+        ("POST /s/<token>", paths.answer, paths.answer_ok),
+    ):
+        rows[name].append(asyncio.run(measure(url, make, ok, args)))
+        print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s", flush=True)
+    waited = asyncio.run(settle(database_url, 60))
+    print(f"  (write-back queue drained in {waited:.1f} s before the webhooks)", flush=True)
+    name = "POST /hooks/<connector>"
+    rows[name].append(asyncio.run(measure(url, paths.webhook, paths.webhook_ok, args)))
+    print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s ({load_average()})", flush=True)
+
+
+def check_stored(kind: str, problems: list[str], database_url: str, paths: Paths) -> None:
+    """Every acknowledged webhook stored as an event, every acknowledged answer as a response."""
+    events = asyncio.run(stored_event_ids(database_url, paths.tag))
+    missing = paths.acked_events - events
+    print(f"  webhooks acknowledged {len(paths.acked_events):,}, stored {len(events):,}", flush=True)
+    if missing:
+        problems.append(f"{kind}: {len(missing)} acknowledged webhooks not stored")
+    answered = asyncio.run(answered_tokens(database_url, paths.tokens, paths.acked_tokens))
+    print(f"  surveys answered (acknowledged) {len(paths.acked_tokens):,}, stored {answered:,}", flush=True)
+    if answered < len(paths.acked_tokens):
+        problems.append(f"{kind}: {len(paths.acked_tokens) - answered} acknowledged answers not stored")
 
 
 def ms(value: float) -> str:
@@ -584,6 +782,26 @@ def print_table(rows: list[Row], args: Any) -> None:
         )
 
 
+def print_freshness(fresh: list[Freshness], args: Any) -> None:
+    print(
+        f"\n{args.fresh_answers} answers (a score each, from a browser) at {args.fresh_rate:g} a second, each by"
+        f" another person; CRM {args.crm_latency * 1000:.0f} ms a call; default settings; target p95 <= 5 s"
+    )
+    print(
+        "\n| database | path | answers written | p50 s | p95 s | max s | POST answered p95 s "
+        "| each exactly once | p95 target |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    for row in fresh:
+        once = "no" if any("more than once" in p or "never" in p for p in row.problems) else "yes"
+        target = "met" if row.quantile(0.95) <= 5.0 else "missed"
+        print(
+            f"| {row.database} | answer -> CRM | {len(row.latencies)} / {len(row.posted)} "
+            f"| {row.quantile(0.5):.2f} | {row.quantile(0.95):.2f} | {max(row.latencies, default=float('nan')):.2f} "
+            f"| {row.quantile(0.95, row.acks):.2f} | {once} | {target} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -594,6 +812,24 @@ def main() -> None:
         "--databases", default="sqlite,postgresql", help="comma-separated [sqlite,postgresql]"
     )
     parser.add_argument("--tokens", type=int, default=2000, help="survey invitations seeded [2000]")
+    parser.add_argument(
+        "--sections", default="load,freshness", help="comma-separated: load, freshness [load,freshness]"
+    )
+    parser.add_argument("--fresh-answers", type=int, default=200, help="answers of the freshness run [200]")
+    parser.add_argument("--fresh-rate", type=float, default=5.0, help="answers a second [5]")
+    parser.add_argument(
+        "--fresh-wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the CRM after the last answer [120]",
+    )
+    parser.add_argument(
+        "--fresh-grace",
+        type=float,
+        default=10.0,
+        help="seconds to watch for repeated writes once every answer arrived [10]",
+    )
+    parser.add_argument("--crm-latency", type=float, default=0.1, help="seconds per fake CRM call [0.1]")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -602,12 +838,17 @@ def main() -> None:
     print(f"hot paths: {args.concurrency} workers, {args.seconds:g} s per path ({load_average()})")
     problems: list[str] = []
     rows: list[Row] = []
+    fresh: list[Freshness] = []
+    args.sections = {section.strip() for section in args.sections.split(",")}
     with tempfile.TemporaryDirectory(prefix="cxhub-hot-paths-") as tmp:
         for kind in args.databases.split(","):
             folder = Path(tmp) / kind
             folder.mkdir()
-            rows += run_database(kind.strip(), args, folder, problems)
-    print_table(rows, args)
+            rows += run_database(kind.strip(), args, folder, problems, fresh)
+    if rows:
+        print_table(rows, args)
+    if fresh:
+        print_freshness(fresh, args)
     for problem in problems:
         print(f"PROBLEM: {problem}")
     sys.exit(1 if problems else 0)

@@ -11,6 +11,10 @@ One run, three processes:
   the function ``record_answer`` queues with) and counts every call with the emulator's own call log;
 * a child runs the hub's path: ``Hub.open`` with a SuperOffice connector pointed at the emulator, then
   ``hub.sync.run(connector)``, the real sync and the real connector, at full size;
+* a child runs live operation (``--live-sample``, default 300): answers of another seed arrive one at a
+  time in a hub database of their own, and each is written (``hub.sync.run``) before the next arrives,
+  as the prompt sync does when answers trickle in; nothing is coalesced across answers, so this is the
+  cost per answer of a hub that keeps up with its answers, beside the coalesced cost of a backlog;
 * a child runs the naive baseline with the same client and credentials, sequentially: per answer, one
   PATCH per person summary field, one POST of the activity, one PATCH per ticket feedback field. At
   ~0.6 s per answer the full baseline would take close to an hour, so it runs on the first
@@ -40,7 +44,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,7 @@ class State(common.BenchState):
     key_file: str
     max_in_flight: int
     internal_message: bool
+    live_sample: int
     person_ids: list[int]
     ticket_ids: list[int]
 
@@ -232,6 +237,12 @@ async def run_baseline(state: State, private_key: str) -> dict[str, Any]:
     }
 
 
+async def run_live(state: State) -> dict[str, Any]:
+    return await common.run_live_sync(
+        hub_config(state), CONNECTOR, state, crm_records(state), state.live_sample, counters=client_counters
+    )
+
+
 def child(phase: str, state_file: str) -> None:
     common.child_phase(
         phase,
@@ -239,6 +250,7 @@ def child(phase: str, state_file: str) -> None:
         State,
         {
             "hub": lambda state: asyncio.run(run_hub(state)),
+            "live": lambda state: asyncio.run(run_live(state)),
             "baseline": lambda state: asyncio.run(run_baseline(state, Path(state.key_file).read_text())),
         },
     )
@@ -274,14 +286,26 @@ def run_phase(
     )
 
 
+def activity_keys(emulator: SuperOfficeEmulator) -> Counter[str]:
+    """How many activities hold each hub key."""
+    return Counter(
+        appointment["ExtraFields"].get("x_cxhub_response_id", "")
+        for appointment in list(emulator.store.data.appointments.values())
+    )
+
+
+def verify_live_writes(emulator: SuperOfficeEmulator, state: State) -> list[str]:
+    """Each answer of live operation has its activity in SuperOffice, once."""
+    keys = activity_keys(emulator)
+    wrong = sum(1 for a in state.answers()[: state.live_sample] if keys[f"timeline:{a.response_id}"] != 1)
+    return [f"{wrong} live answers without exactly one activity"] if wrong else []
+
+
 def verify_hub_writes(emulator: SuperOfficeEmulator, state: State) -> list[str]:
     """What the hub's path should have left in SuperOffice; an empty list when it is all there, once."""
     problems = []
     answers = state.answers()
-    keys = Counter(
-        appointment["ExtraFields"].get("x_cxhub_response_id", "")
-        for appointment in list(emulator.store.data.appointments.values())
-    )
+    keys = activity_keys(emulator)
     expected = {f"timeline:{a.response_id}" for a in answers}
     missing = expected - set(keys)
     doubled = [key for key, count in keys.items() if key in expected and count > 1]
@@ -319,11 +343,15 @@ def verify_hub_writes(emulator: SuperOfficeEmulator, state: State) -> list[str]:
 
 
 def report(
-    args: argparse.Namespace, hub: SuperOfficePhase, baseline: common.Phase | None, problems: list[str]
+    args: argparse.Namespace,
+    hub: SuperOfficePhase,
+    baseline: common.Phase | None,
+    live: common.Phase | None,
+    problems: list[str],
 ) -> dict[str, Any]:
     n = args.responses
     h = hub.result
-    hub_rate = n / h["elapsed"]
+    shared = common.Report(n, hub, baseline, problems)
     hub_per_response = hub.api_calls / n
     in_flight_inside = h["client_call_seconds"] / h["inside_write_back"] if h["inside_write_back"] else 0.0
     in_flight_overall = h["client_call_seconds"] / h["elapsed"]
@@ -336,66 +364,70 @@ def report(
         "internal_message": args.internal_message,
         "tcp_nodelay": not args.keep_nagle,
         "machine": common.machine(),
-        "hub": {
-            "api_calls": hub.api_calls,
-            "logins": hub.logins,
-            "api_calls_per_response": hub_per_response,
-            "seconds": h["elapsed"],
-            "responses_per_second": hub_rate,
-            "seconds_inside_write_back": h["inside_write_back"],
-            "mean_call_round_trip_seconds": round_trip,
-            "mean_calls_in_flight_inside_write_back": in_flight_inside,
-            "mean_calls_in_flight_overall": in_flight_overall,
-            "max_calls_in_flight_seen": hub.max_in_flight_seen,
-            "rss_peak_mib": h["rss_peak_mib"],
-            "rss_before_write_back_mib": h["rss_ready_mib"],
-            "calls_by_kind": dict(hub.calls),
-            "sync": {k: h[k] for k in ("written", "retried", "dead", "batches", "error", "states")},
-            "timeline_lookups": h["timeline_lookups"],
-            "timeline_keys_looked_up": h["timeline_keys_looked_up"],
-            "verified": not problems,
-            "problems": problems,
-        },
+        "hub": shared.hub_summary(
+            mean_call_round_trip_seconds=round_trip,
+            mean_calls_in_flight_inside_write_back=in_flight_inside,
+            mean_calls_in_flight_overall=in_flight_overall,
+            max_calls_in_flight_seen=hub.max_in_flight_seen,
+            timeline_lookups=h["timeline_lookups"],
+            timeline_keys_looked_up=h["timeline_keys_looked_up"],
+        ),
     }
-    scale = common.BaselineScale.of(baseline) if baseline is not None else None
-    if scale is not None:
-        b = scale.phase.result
-        summary["baseline"] = scale.summary(
-            n, round_trip_seconds=b["client_call_seconds"] / max(b["client_calls"], 1)
-        )
-        summary["ratios"] = {
-            "fewer_calls": scale.per_response / hub_per_response,
-            "faster": hub_rate / scale.rate,
+    if baseline is not None:
+        b = baseline.result
+        shared.add_baseline(summary, round_trip_seconds=b["client_call_seconds"] / max(b["client_calls"], 1))
+    rows = common.comparison_rows(n, hub, shared.scale, per_response_digits=2)
+    live_per_response = live.api_calls / live.result["responses"] if live is not None else None
+    if live is not None and live_per_response is not None:
+        summary["live"] = {
+            "responses": live.result["responses"],
+            "api_calls": live.api_calls,
+            "api_calls_per_response": live_per_response,
+            "seconds": live.result["elapsed"],
+            "calls_by_kind": dict(live.calls),
+            "sync": {k: live.result[k] for k in ("written", "retried", "dead", "batches", "error")},
         }
-    rows = common.comparison_rows(n, hub, scale, per_response_digits=2)
+        rows[3:3] = [
+            (
+                f"API calls per response, live (first {live.result['responses']:,} one at a time, each synced)",
+                common.fmt(live_per_response, 2),
+                "",
+            )
+        ]
 
-    print()
-    print(
+    shared.print_head(
         f"SuperOffice write-back: {common.fmt(n)} responses of {common.fmt(args.persons)} persons, "
         f"{args.latency * 1000:.0f} ms per API call, max_in_flight {args.max_in_flight}, "
-        f"internal ticket message {'on' if args.internal_message else 'off (the default)'}"
+        f"internal ticket message {'on' if args.internal_message else 'off (the default)'}",
+        rows,
     )
-    print(f"machine: {summary['machine']}")
-    print()
-    common.print_table(rows, baseline)
-    if baseline is not None:
-        ratios = summary["ratios"]
+    ratios = shared.ratios()
+    if ratios is not None:
         print()
         print(
             f"ratios: {ratios['fewer_calls']:.1f}x fewer API calls, {ratios['faster']:.1f}x more responses "
             "per second (target: 5x and 5x)"
         )
     common.print_calls_by_kind(hub, baseline)
+    if live is not None and live_per_response is not None:
+        print(
+            f"live operation: {live.result['responses']:,} answers arriving one at a time, each written "
+            f"(hub.sync.run) before the next: {live.api_calls:,} API calls, {live_per_response:.2f} per answer "
+            f"against {hub_per_response:.2f} coalesced; by kind:"
+        )
+        for kind, count in live.calls.most_common():
+            print(f"  {count:>8,}  {kind}")
+        print()
     print(
         f"hub sync: {h['written']:,} items written in {h['batches']} batches, {h['retried']} retried, "
         f"{h['dead']} dead; {h['timeline_keys_looked_up']:,} timeline keys looked up in "
         f"{h['timeline_lookups']} batched look-ups"
     )
     print(
-        f"concurrency: {h['inside_write_back']:.1f} s of {h['elapsed']:.1f} s inside connector.write_back "
-        f"(the rest is the hub's own database work between batches); mean calls in flight "
-        f"{in_flight_inside:.1f} inside write_back, {in_flight_overall:.1f} over the whole run; most seen "
-        f"at once by the emulator {hub.max_in_flight_seen}"
+        "concurrency: "
+        + shared.time_line()
+        + f"; mean calls in flight {in_flight_inside:.1f} inside write_back, {in_flight_overall:.1f} over the "
+        f"whole run; most seen at once by the emulator {hub.max_in_flight_seen}"
     )
     print(
         f"round trip per API call as the client saw it: hub {round_trip * 1000:.0f} ms"
@@ -418,6 +450,12 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per API call (emulator)")
     parser.add_argument("--max-in-flight", type=int, default=8, help="the connector's max_in_flight")
     common.add_baseline_sample_argument(parser, default=300)
+    parser.add_argument(
+        "--live-sample",
+        type=int,
+        default=300,
+        help="answers written in live operation, one at a time, each synced before the next (0 = none)",
+    )
     parser.add_argument(
         "--internal-message",
         action="store_true",
@@ -477,6 +515,7 @@ def main(argv: Iterable[str] | None = None) -> None:
                     max_in_flight=args.max_in_flight,
                     internal_message=args.internal_message,
                     baseline_sample=min(args.baseline_sample, args.responses),
+                    live_sample=min(args.live_sample, args.responses),
                     person_ids=person_ids,
                     ticket_ids=ticket_ids,
                 )
@@ -488,9 +527,20 @@ def main(argv: Iterable[str] | None = None) -> None:
                     lambda name: run_phase(name, emulator, state_file, env),
                     lambda: verify_hub_writes(emulator, state),
                 )
+                live = None
+                if state.live_sample:
+                    # answers of their own (another seed), in a hub database of their own
+                    live_state = replace(state, database=str(workdir / "live.db"), seed=args.seed + 1)
+                    live_file = common.save_state(live_state, workdir, "live-state.json")
+                    print(
+                        f"running live operation on {state.live_sample:,} answers, one at a time ...",
+                        flush=True,
+                    )
+                    live = run_phase("live", emulator, live_file, env)
+                    problems += verify_live_writes(emulator, live_state)
         finally:
             emulator.close()
-        common.finish(report(args, hub, baseline, problems), args.json, problems)
+        common.finish(report(args, hub, baseline, live, problems), args.json, problems)
 
 
 if __name__ == "__main__":

@@ -255,11 +255,22 @@ def check(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False
                 all_ok &= result.ok
                 mark = ("ok", "green") if result.ok else ("failed", "red")
                 report.add(name, result.name, mark, scrub(result.detail))
+        _text_warnings(hub, report)
         report.show(as_json)
         return all_ok
 
     if not run_with_hub(config, work):
         raise typer.Exit(1)
+
+
+def _text_warnings(hub: Hub, report: Report) -> None:
+    """A row per warning a channel has about a campaign's text in one language: shown, never a failure."""
+    from hub.engine.text_checks import text_warnings
+    from hub.logging import scrub
+
+    for found in text_warnings(hub):
+        check = f"text of campaign {found.campaign} in {found.language}"
+        report.add(found.channel, check, ("warning", "yellow"), scrub(found.warning))
 
 
 async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
@@ -605,11 +616,15 @@ def explain(
                 console.print(f"nobody with {who} is known to the hub", markup=False)
                 return
             for person in people:
-                notes = [f"unsubscribed {person.opted_out_at:%Y-%m-%d}"] if person.opted_out_at else []
+                notes = []
+                if person.opted_out_at:
+                    how = f" ({person.opt_out_reason})" if person.opt_out_reason else ""
+                    notes.append(f"unsubscribed {person.opted_out_at:%Y-%m-%d}{how}")
                 for kind, flag in (("email", person.email_rejected), ("phone", person.phone_rejected)):
                     if flag:
                         notes.append(f"{kind} not used since it was refused ({flag})")
-                report = Report(None, ("created", "campaign", "event", "status", "channel", "why"))
+                columns = ("created", "campaign", "event", "status", "channel", "delivery", "why")
+                report = Report(None, columns)
                 rows = (
                     await s.execute(
                         select(Invitation, Event)
@@ -625,7 +640,8 @@ def explain(
                         f"{event.connector} {event.event_type} {event.record_id}",
                         inv.status,
                         inv.channel or "-",
-                        inv.reason or _why(inv.status, inv.sent_at),
+                        inv.delivery_status or "-",
+                        inv.reason or inv.delivery_error or _why(inv.status, inv.sent_at),
                     )
                 found.append(
                     {
@@ -665,6 +681,10 @@ def demo(
         bool, typer.Option(help="answer the survey like a browser, print the result and exit")
     ] = False,
     crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
+    channel: Annotated[
+        str,
+        typer.Option(help='how the survey goes: "email", or "sms" (answered by text on the phone page)'),
+    ] = "email",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -674,7 +694,8 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Run a whole hub on SQLite against a CRM emulator and a local mail catcher, all on 127.0.0.1."""
+    """Run a whole hub on SQLite against a CRM emulator and a local mail catcher (and with --channel sms an
+    SMS emulator with phones), all on 127.0.0.1."""
     import asyncio
     import tempfile
 
@@ -690,7 +711,9 @@ def demo(
         elif not config.is_file():
             fail(f"{config}: no such config file; leave --config out to use the demo's own")
         try:
-            asyncio.run(run_demo(config, crm, auto, console._get()))
+            if channel not in ("email", "sms"):
+                fail(f'--channel {channel}: the demo sends by "email" or "sms"')
+            asyncio.run(run_demo(config, crm, auto, console._get(), channel))
         except ConfigError as exc:
             fail(str(exc))
         except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from hub.models import (
     InboundReply,
     OutboundMessage,
     PersonRecord,
+    SurveyMessage,
     WebhookReply,
     WebhookRequest,
     WriteBackItem,
@@ -68,7 +69,8 @@ class Connector(Protocol):
     """
 
     #: how many write-back items one ``write_back`` call takes (the CRM's batch limit, or a sane chunk).
-    #: Every batch holds items of one kind only. A connector with a bulk API may also declare
+    #: Every batch holds items of one kind only (``person_opt_out`` with ``person_summary``: both update the
+    #: person). A connector with a bulk API may also declare
     #: ``bulk_batch_size`` (optional): a full re-sync (``cxhub sync --full``) then hands it batches that
     #: large, and the connector picks its bulk API for them.
     batch_size: int
@@ -140,6 +142,23 @@ class Channel(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class MessageDescriber(Protocol):
+    """Optional for a channel: it can say what is wrong with a campaign's text before anything is sent.
+
+    ``cxhub check`` builds the survey message the hub would send for every enabled campaign, in every language
+    the hub ships, and shows each warning as a row: a text that costs more than one SMS segment, a reply asked
+    from a sender people cannot reply to. Warnings do not fail the check: the hub still sends.
+    """
+
+    def describe(self, message: SurveyMessage) -> list[str]:
+        """Warnings about this message as this channel would send it, each one sentence; empty when all is well.
+
+        No I/O: it is called once per campaign, language and channel.
+        """
         ...
 
 
@@ -234,6 +253,35 @@ class ChannelEmulator(Emulator, Protocol):
 
     def survey_link(self, recipient: str | None = None) -> str | None:
         """The survey link of the newest invitation delivered (to ``recipient``), None if none yet."""
+        ...
+
+
+@runtime_checkable
+class PhoneEmulator(ChannelEmulator, Protocol):
+    """A channel emulator with a phone (SMS): the demo's ``/admin/phone`` page shows each conversation as a
+    phone would and lets the demo user type a reply; ``cxhub demo --channel sms --auto`` texts through it.
+
+    Both methods are synchronous like every emulator method and are called from a worker thread, so they
+    must not need the caller's event loop, and must not hold a lock while delivering to the hub (the hub
+    texts back while it handles the reply).
+    """
+
+    def conversations(self) -> list[dict[str, Any]]:
+        """One dict per phone number the emulator exchanged texts with, oldest conversation first::
+
+        {"number": "+4520123456",            # the person's phone, E.164
+         "messages": [                        # oldest first
+             {"sender": "hub" | "phone",      # texted by the hub to the phone, or typed on the phone
+              "text": "...",                  # the body as delivered
+              "at": "2026-12-05T17:30:00+00:00",  # ISO 8601, UTC
+              "status": "delivered"}]}        # optional: the provider's status of a "hub" message
+        """
+        ...
+
+    def reply(self, number: str, text: str) -> None:
+        """The phone ``number`` (E.164) texts ``text`` to the hub's sender: recorded in its conversation and
+        posted to ``{hub_url}/inbound/{instance}`` (those given to ``start``) as the provider's signed inbound
+        request. Returns once the hub has answered it; raises when the hub answers other than 2xx."""
         ...
 
 

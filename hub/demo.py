@@ -4,6 +4,11 @@ The story: a CRM user closes a ticket in the emulated CRM; its webhook reaches t
 survey to the local mail catcher; with ``--auto`` the demo answers it the way a browser does (GET the page,
 POST the score with its CSRF token, POST a comment) and prints what the CRM user now sees on the person and
 the ticket. Nothing here knows a particular CRM: it uses ``hub.ConnectorEmulator`` / ``hub.ChannelEmulator``.
+
+With ``--channel sms`` the survey goes by text message instead (email stays the fallback), in
+``answer_by = "reply"`` mode: the SMS emulator's phones (``hub.PhoneEmulator``) are shown at
+``/admin/phone``, where the demo user texts the score and then the reason; with ``--auto`` the demo texts
+them through the phone itself.
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ import uvicorn
 from rich.console import Console
 from rich.panel import Panel
 from rich.pretty import Pretty
+from sqlalchemy import select
 
 from hub.app import Hub
 from hub.config import HubConfig, parse_config
-from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator, EmulatorType
+from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator, EmulatorType, PhoneEmulator
 from hub.plugins import PluginManager
 from hub.scheduler import Scheduler
+from hub.store.tables import Person
 from hub.web import create_app
 
-CONNECTOR, CHANNEL = "crm", "mail"
+CONNECTOR, CHANNEL, SMS = "crm", "mail", "sms"
 #: the demo's base config, shipped with the hub (``cxhub demo`` copies it into a fresh folder)
 DEMO_CONFIG = Path(__file__).with_name("demo.toml")
 
@@ -86,7 +93,27 @@ def _create(emulator_type: EmulatorType) -> Emulator:
         ) from exc
 
 
-def demo_config(path: Path, crm: str, connector: Emulator, channel: Emulator, port: int) -> HubConfig:
+def pick_phone() -> PhoneEmulator:
+    """The SMS plugin's emulator, with its phones."""
+    plugins = PluginManager()
+    plugins.load()
+    phone_type = plugins.emulator_types.get(("channel", SMS))
+    if phone_type is None:
+        raise SystemExit("the SMS channel plugin (cxhub-sms) is needed for the demo's phone")
+    phone = _create(phone_type)
+    if not isinstance(phone, PhoneEmulator):
+        raise SystemExit("the installed SMS emulator has no phone (hub.PhoneEmulator) for the demo")
+    return phone
+
+
+def demo_config(
+    path: Path,
+    crm: str,
+    connector: Emulator,
+    channel: Emulator,
+    port: int,
+    phone: Emulator | None = None,
+) -> HubConfig:
     data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     hub = data.setdefault("hub", {})
     hub["port"] = port
@@ -99,6 +126,11 @@ def demo_config(path: Path, crm: str, connector: Emulator, channel: Emulator, po
         CONNECTOR: {"plugin": crm, "poll_interval_seconds": 30, **connector.instance_settings()}
     }
     data["channels"] = {CHANNEL: {"plugin": "email", **channel.instance_settings()}}
+    if phone is not None:  # surveys by text, answered by reply; email stays the fallback
+        data["channels"][SMS] = {"plugin": SMS, **phone.instance_settings()}
+        for campaign in data.get("campaigns", {}).values():
+            campaign["channels"] = [SMS, *campaign.get("channels", [])]
+            campaign["answer_by"] = "reply"
     return parse_config(data, path)
 
 
@@ -146,19 +178,27 @@ def prepare_workdir(config_path: Path) -> tuple[Path, int]:
     return workdir, port
 
 
-async def run_demo(config_path: Path, crm: str, auto: bool, console: Console) -> None:
+async def run_demo(
+    config_path: Path, crm: str, auto: bool, console: Console, channel_name: str = "email"
+) -> None:
     connector, channel = pick_emulators(crm)
+    phone = pick_phone() if channel_name == SMS else None
     workdir, port = prepare_workdir(config_path)
     hub_url = f"http://127.0.0.1:{port}"
     connector.start(workdir, hub_url, CONNECTOR)
     channel.start(workdir, hub_url, CHANNEL)
-    os.environ.update({**connector.environment(), **channel.environment()})
+    if phone is not None:
+        phone.start(workdir, hub_url, SMS)
+    os.environ.update(
+        {**connector.environment(), **channel.environment(), **(phone.environment() if phone else {})}
+    )
     server: uvicorn.Server | None = None
     hub: Hub | None = None
     try:
-        config = demo_config(config_path, crm, connector, channel, port)
+        config = demo_config(config_path, crm, connector, channel, port, phone)
         hub = await Hub.open(config)
         app = create_app(hub, scheduler=False)
+        app.state.phone = phone  # the /admin/phone page shows it
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         )
@@ -166,30 +206,17 @@ async def run_demo(config_path: Path, crm: str, auto: bool, console: Console) ->
         jobs = Scheduler(hub, tick_seconds=1)
         jobs.start()
         await wait_for("the web server", lambda: asyncio.sleep(0, server.started))
-        console.print(
-            Panel.fit(f"CX Hub runs at {hub_url} on SQLite, with the {crm} emulator and a local mail catcher")
-        )
+        by = "an SMS emulator with phones and a local mail catcher" if phone else "a local mail catcher"
+        console.print(Panel.fit(f"CX Hub runs at {hub_url} on SQLite, with the {crm} emulator and {by}"))
 
         case = await asyncio.to_thread(connector.close_case)
         console.print(f"[bold]1.[/bold] {case.description}")
-        survey_url = await wait_for("the survey email", lambda: asyncio.to_thread(channel.survey_link))
-        links = {
-            "the survey email": f"{hub_url}{channel.links().get('mailbox', '')}",
-            "the survey": survey_url,
-            **case.links,
-        }
-        console.print("[bold]2.[/bold] The survey email arrived. Open:")
-        for name, url in links.items():
-            console.print(f"   {name}: {url}")
+        if phone is None or not await _by_text(phone, channel, hub, case.links, auto, console):
+            await _by_email(channel, hub_url, case.links, auto, console)
         if not auto:
-            console.print("Answer the survey in your browser; Ctrl-C stops the demo.")
+            console.print("Ctrl-C stops the demo.")
             await serving
             return
-        comment = "Quick and friendly help, thank you! 👍"
-        await answer_like_a_browser(survey_url, 9, comment)
-        console.print(
-            f'[bold]3.[/bold] Answered 9 with the comment "{comment}" (as a browser: GET, then POST).'
-        )
         await wait_for("the write-back", lambda: asyncio.to_thread(connector.written_back, case))
         console.print("[bold]4.[/bold] Written back. The CRM now shows:")
         console.print(Pretty(await asyncio.to_thread(connector.show, case), expand_all=True))
@@ -204,3 +231,73 @@ async def run_demo(config_path: Path, crm: str, auto: bool, console: Console) ->
                 await hub.close()
         connector.stop()
         channel.stop()
+        if phone is not None:
+            phone.stop()
+
+
+async def _by_email(
+    channel: ChannelEmulator, hub_url: str, case_links: dict[str, str], auto: bool, console: Console
+) -> None:
+    survey_url = await wait_for("the survey email", lambda: asyncio.to_thread(channel.survey_link))
+    links = {"the survey email": f"{hub_url}{channel.links().get('mailbox', '')}", "the survey": survey_url}
+    console.print("[bold]2.[/bold] The survey email arrived. Open:")
+    for name, url in {**links, **case_links}.items():
+        console.print(f"   {name}: {url}")
+    if not auto:
+        console.print("Answer the survey in your browser.")
+        return
+    comment = "Quick and friendly help, thank you! 👍"
+    await answer_like_a_browser(survey_url, 9, comment)
+    console.print(f'[bold]3.[/bold] Answered 9 with the comment "{comment}" (as a browser: GET, then POST).')
+
+
+def texts_from_hub(phone: PhoneEmulator) -> dict[str, list[str]]:
+    """Per number, the texts the hub sent to that phone so far, oldest first."""
+    return {
+        str(c["number"]): [str(m["text"]) for m in c.get("messages", []) if m.get("sender") == "hub"]
+        for c in phone.conversations()
+    }
+
+
+async def _by_text(
+    phone: PhoneEmulator,
+    mailbox: ChannelEmulator,
+    hub: Hub,
+    case_links: dict[str, str],
+    auto: bool,
+    console: Console,
+) -> bool:
+    """The survey by text; False when the SMS channel could not reach the person and email took over (the
+    campaign's next channel), so the demo goes on by email."""
+    hub_url = hub.config.hub.public_url
+
+    def first_survey() -> tuple[str, str] | None:
+        for number, texts in texts_from_hub(phone).items():
+            if texts:
+                return number, texts[0]
+        return ("", "") if mailbox.survey_link() else None
+
+    number, survey = await wait_for("the survey", lambda: asyncio.to_thread(first_survey))
+    if not number:
+        async with hub.store.session() as s:
+            refused = await s.scalar(select(Person.phone_rejected).where(Person.phone_rejected.is_not(None)))
+        why = f" ({refused})" if refused else ""
+        console.print(f"   The SMS channel could not text the person{why}: the survey went by email instead.")
+        return False
+    console.print(f"[bold]2.[/bold] The survey was texted to {number}: {survey}")
+    for name, url in {"the phone": f"{hub_url}/admin/phone", **case_links}.items():
+        console.print(f"   {name}: {url}")
+    if not auto:
+        console.print("Reply on the phone page: a number, then the reason the hub asks for.")
+        return True
+    await asyncio.to_thread(phone.reply, number, "9")
+
+    def followup() -> str | None:
+        texts = texts_from_hub(phone).get(number, [])
+        return texts[1] if len(texts) > 1 else None
+
+    question = await wait_for("the follow-up question", lambda: asyncio.to_thread(followup))
+    reason = "Quick and friendly help, thank you!"
+    await asyncio.to_thread(phone.reply, number, reason)
+    console.print(f'[bold]3.[/bold] Texted "9"; the hub asked "{question}"; texted "{reason}".')
+    return True

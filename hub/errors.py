@@ -59,6 +59,18 @@ class AddressRejected(SkippableError):
         self.address = address
 
 
+class RecipientOptedOut(SkippableError):
+    """The provider refuses to message this person because they opted out with it (an SMS "STOP").
+
+    The hub records the person's opt-out for every channel and campaign, exactly as its own unsubscribe, and
+    reports it to the CRMs; no other channel is tried.
+    """
+
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 class BadInput(HubError):
     """An inbound request (webhook, channel reply) is malformed or unverified; answered with a 4xx.
 

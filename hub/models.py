@@ -202,7 +202,31 @@ class CaseFeedback(Model):
     internal_comment: bool = False
 
 
-WriteBackPayload = Annotated[PersonSummary | TimelineEntry | CaseFeedback, Field(discriminator="kind")]
+class PersonOptOut(Model):
+    """The hub's own opt-out of a person (an unsubscribe link, an SMS "STOP"), or its end ("START").
+
+    Written to the CRM person so the people who work there see that the customer asked the hub not to
+    survey them, and why; the hub honours it in every campaign and channel whatever the CRM does with it.
+    """
+
+    kind: Literal["person_opt_out"] = "person_opt_out"
+    opted_out: bool
+    changed_at: datetime
+    channel: str | None = Field(None, description="the channel the person used, e.g. sms; None for a link")
+    reason: str = Field(description='what the person did, e.g. "replied STOPP by SMS"')
+
+    def shown(self) -> dict[str, Any]:
+        """What the CRM person's opt-out fields show after this change, by name: ``opted_out``,
+        ``changed_at`` and ``reason``. An opt-in clears the date and the reason, so nobody reads an old
+        STOP as current; the values depend on the change alone, so a retried write writes them again."""
+        if not self.opted_out:
+            return {"opted_out": False, "changed_at": None, "reason": None}
+        return {"opted_out": True, "changed_at": self.changed_at, "reason": self.reason}
+
+
+WriteBackPayload = Annotated[
+    PersonSummary | TimelineEntry | CaseFeedback | PersonOptOut, Field(discriminator="kind")
+]
 
 
 class WriteBackItem(Model):
@@ -287,6 +311,10 @@ class SurveyMessage(Model):
     survey_url: str
     unsubscribe_url: str
     unsubscribe_text: str
+    reply_instructions: str = Field(
+        "",
+        description='how to answer by replying, in the language (e.g. "Reply with a number from 0 to 10.")',
+    )
 
 
 class AlertMessage(Model):
@@ -301,7 +329,19 @@ class AlertMessage(Model):
     link: str | None = None
 
 
-OutboundMessage = SurveyMessage | AlertMessage
+class ReplyMessage(Model):
+    """A message in a conversation the person started by replying: the follow-up question after a texted
+    score, or a request to answer with a number. Only channels that read replies are sent these."""
+
+    kind: Literal["reply"] = "reply"
+    invitation_id: int
+    campaign: str
+    recipient: Recipient
+    language: str
+    text: str
+
+
+OutboundMessage = SurveyMessage | AlertMessage | ReplyMessage
 
 
 class Delivery(Model):
@@ -320,10 +360,37 @@ class InboundAnswer(Model):
     message_id: str | None = None
 
 
+class DeliveryStatus(Model):
+    """A provider's report on a message the hub sent (an SMS status callback).
+
+    Providers report at least once and out of order, sometimes before the send call has returned: the hub
+    keeps the most final report per message and applies it once it knows which invitation the message was.
+    """
+
+    message_id: str = Field(
+        description="the provider's id of the message, as ``Delivery.message_id`` gave it"
+    )
+    status: str = Field(
+        description="the provider's own word: queued, sent, delivered, undelivered, failed, ..."
+    )
+    outcome: Literal["pending", "delivered", "failed"]
+    error_code: str | None = None
+    error: str | None = Field(None, description="what the provider said went wrong, for the admin")
+    address_rejected: bool = Field(
+        False,
+        description="the address can never be reached (invalid, a landline): flagged like a hard bounce",
+    )
+    opted_out: bool = Field(
+        False, description="the recipient opted out with the provider (e.g. replied STOP)"
+    )
+    reported_at: datetime
+
+
 class InboundReply(Model):
     """A channel's reading of an inbound request, and the answer its provider expects."""
 
     answers: list[InboundAnswer] = Field(default_factory=list)
+    statuses: list[DeliveryStatus] = Field(default_factory=list)
     status_code: int = 200
     body: str = ""
     media_type: str = "text/plain"

@@ -14,17 +14,25 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.app import Hub
-from hub.store.tables import Event, Invitation, RejectedWebhook, Token
+from hub.store.tables import DeliveryReport, Event, InboundMessage, Invitation, RejectedWebhook, Token
 
 log = structlog.get_logger("hub.scheduler")
 
 TICK_SECONDS = 5.0
+#: an item of the prompt sync that settles sooner than this after a run is waited for within the run (a run
+#: timed that close to its own end could start before APScheduler counted the end, and be skipped); answers
+#: woken during a run are looked at after this too, so a burst of answers costs a pass per gap, not per answer
+SYNC_MIN_GAP_SECONDS = 0.2
+#: when another run holds a connector's lock (another process, the cron sync), which writes what is ready
+#: itself, the prompt sync looks again after this, in case that run ended just before the item was ready
+SYNC_LOCKED_RETRY_SECONDS = 1.0
 #: how long a stopping process lets its running jobs finish before it cancels them and hands their work back
 GRACE_SECONDS = 20.0
 #: invitations claimed at a time by the dispatch job, and the most claims of one run
@@ -40,25 +48,26 @@ class Scheduler:
         self.running: set[asyncio.Task[Any]] = set()
         #: set by shutdown(): jobs that loop over a backlog stop taking more
         self.stopping = False
-        #: jobs asked to run again (``Hub.wake``) since they last started, and the jobs running now
-        self.woken: set[str] = set()
+        #: the prompt sync runs now, and an answer arrived since its pass began (see ``_wake_sync``)
+        self._sync_running = False
+        self._sync_again = False
+        #: jobs running now, and jobs woken since their last run started (see ``_run_soon``)
         self.active: set[str] = set()
+        self.woken: set[str] = set()
 
     def _add(
-        self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, *, exclusive: bool = True
+        self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, *, locked: bool = True
     ) -> None:
-        """Schedule ``func``; an ``exclusive`` job runs in one process at a time (a database lock), the others
-        in every process at once, for work whose rows are claimed one by one (a lease)."""
+        """Schedule ``func``; ``locked`` runs it under the job's database lock (see ``_singleton``)."""
 
         async def run() -> None:
             task = asyncio.current_task()
+            self.woken.discard(job_id)  # a wake from now on asks for one more run
             if task is not None:
                 self.running.add(task)
+                self.active.add(job_id)
             try:
-                if exclusive:
-                    await self._singleton(f"job:{job_id}", func)
-                else:
-                    await func()
+                await (self._singleton(f"job:{job_id}", func) if locked else func())
             except asyncio.CancelledError:
                 # cancelled by shutdown() after the grace period; the executor would log it as a crash
                 log.warning("job.cancelled", job=job_id)
@@ -67,6 +76,8 @@ class Scheduler:
             finally:
                 if task is not None:
                     self.running.discard(task)
+                    # after the executor's own callback, which ends this run in its count of instances
+                    task.add_done_callback(lambda _task: self._ran(job_id))
 
         self.scheduler.add_job(
             run,
@@ -84,9 +95,8 @@ class Scheduler:
         self._add("events", self._events, tick)
         # every process dispatches: invitations are claimed with a lease (FOR UPDATE SKIP LOCKED), so each
         # goes out from one process, and more processes send more at once
-        self._add("dispatch", self._dispatch, tick, exclusive=False)
-        prompt = hub.config.sync.prompt_seconds
-        self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.1, prompt / 4)))
+        self._add("dispatch", self._dispatch, tick, locked=False)
+        self._add_prompt_sync()
         for name, instance in hub.config.connectors.items():
             if name not in hub.connectors:
                 continue
@@ -102,75 +112,137 @@ class Scheduler:
         hub.on_wake("events", lambda: self._run_soon("events"))
         hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
 
-    async def _singleton(self, name: str, func: Callable[[], Awaitable[Any]]) -> None:
+    async def _singleton(self, name: str, func: Callable[[], Awaitable[Any]]) -> bool:
         """Run ``func`` under the database lock ``name``; its start and end are logged (debug) with the owner,
-        so the logs of every process show which one ran a job when, and that no two ran it at once."""
+        so the logs of every process show which one ran a job when, and that no two ran it at once.
+
+        False when another run held the lock and ``func`` did not run."""
         owner = self.hub.sync.owner
 
-        async def logged() -> None:
+        async def logged() -> bool:
             log.debug("job.started", job=name, owner=owner)
             try:
                 await func()
             finally:
                 log.debug("job.finished", job=name, owner=owner)
+            return True
 
-        await self.hub.singleton(name, logged)
+        return bool(await self.hub.singleton(name, logged))
 
     def _run_soon(self, job_id: str) -> None:
-        # a job running now would turn this run away (max_instances=1) and wait for its next tick: it looks
-        # at ``woken`` when it ends instead, and runs again
-        self.woken.add(job_id)
-        if job_id in self.active:  # one wake-up per event would otherwise reschedule the job each time
+        """Run the job now, or once more after its running run: one job-store update per run of the job,
+        however many wakes (one per stored webhook) arrive meanwhile."""
+        if job_id in self.woken:
             return
+        self.woken.add(job_id)
+        if job_id not in self.active:
+            self._reschedule_now(job_id)
+
+    def _ran(self, job_id: str) -> None:
+        self.active.discard(job_id)
+        if job_id in self.woken and self.scheduler.running:
+            self._reschedule_now(job_id)
+
+    def _reschedule_now(self, job_id: str) -> None:
         job = self.scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=datetime.now().astimezone())
 
-    async def _again(self, job_id: str, run: Callable[[], Awaitable[Any]]) -> None:
-        """``run`` once, and again as long as it was woken while it ran (new events, new invitations)."""
-        self.active.add(job_id)
-        try:
-            while not self.stopping:
-                self.woken.discard(job_id)
-                await run()
-                if job_id not in self.woken:
-                    break
-        finally:
-            self.active.discard(job_id)
-
     async def _events(self) -> None:
-        async def backlog() -> None:
-            await self.hub.engine.intake.process_backlog(stop=lambda: self.stopping)
-
-        await self._again("events", backlog)
+        await self.hub.engine.intake.process_backlog(stop=lambda: self.stopping)
 
     async def _dispatch(self) -> None:
         """Send what is due, claim after claim, until a claim comes back short: a backlog (a burst of closed
         cases) goes out in one run rather than one claim per tick. A stopping process claims nothing more, so
         its grace period is spent finishing what it holds."""
+        for send in (self.hub.engine.dispatch_due, self.hub.engine.send_reminders):
+            for _ in range(DISPATCH_ROUNDS):
+                if self.stopping or await send(DISPATCH_CLAIM) < DISPATCH_CLAIM:
+                    break
 
-        async def due() -> None:
-            for send in (self.hub.engine.dispatch_due, self.hub.engine.send_reminders):
-                for _ in range(DISPATCH_ROUNDS):
-                    if self.stopping or await send(DISPATCH_CLAIM) < DISPATCH_CLAIM:
-                        break
+    # --- the prompt sync ----------------------------------------------------------------------------------------
 
-        await self._again("dispatch", due)
+    def _add_prompt_sync(self) -> None:
+        """The near-real-time write-back: woken by every answer, and timed to the moment the next item settles.
+
+        A poll every fraction of ``sync.prompt_seconds`` would add its interval to every answer's way to the
+        CRM, and cost a query per connector when nothing happens. Instead the job runs when an answer asks for
+        it (``hub.wake("sync")``: a complete answer is ready at once) and, after each run, at the moment its
+        next waiting item becomes ready (``SyncService.next_ready_at``). The interval of one quiet period
+        remains as the safety net for answers that another process stored.
+
+        The job takes no database lock of its own: each connector's run takes the connector's lock
+        (``job:sync:<name>``, shared with the cron sync), and a job woken five times a second would otherwise
+        add two writes to the database for each wake-up.
+        """
+        prompt = self.hub.config.sync.prompt_seconds
+        self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.5, prompt)), locked=False)
+        self.hub.on_wake("sync", self._wake_sync)
+
+    def _wake_sync(self) -> None:
+        """An answer was stored: run the prompt sync now, or once more right after the run in progress.
+
+        Moving a running job's next run time would make APScheduler skip it (one instance at a time) with a
+        warning, and the answer would wait for the next interval.
+        """
+        if self._sync_running:
+            self._sync_again = True
+        else:
+            self._run_at("sync-prompt", 0.0)
+
+    def _run_at(self, job_id: str, delay: float) -> None:
+        """Run the job in ``delay`` seconds, unless it is due sooner anyway."""
+        job = self.scheduler.get_job(job_id)
+        when = datetime.now().astimezone() + timedelta(seconds=delay)
+        if job is not None and (job.next_run_time is None or job.next_run_time > when):
+            job.modify(next_run_time=when)
 
     async def _sync_due(self) -> None:
-        """Near-real-time write-back: write the items whose own key has settled (debounced), per connector.
+        """Near-real-time write-back: write the items that are ready (``SyncService._ready``), per connector.
 
-        Only those: an item re-armed a moment ago (a comment after the score) waits for its quiet period,
-        while other people's answers arriving meanwhile never hold back one that has settled.
+        Only those: a score alone waits for its follow-up comment for ``sync.prompt_seconds``, while other
+        people's answers arriving meanwhile never hold back one that is ready. A wake-up during the run
+        makes it look once more; then the next run is timed to the next item that settles.
         """
         quiet = self.hub.config.sync.prompt_seconds
+        self._sync_running = True
+        waited = False
+        try:
+            while True:
+                self._sync_again = False
+                soonest = await self._sync_settled(quiet)
+                delay = None if soonest is None else (soonest - self.hub.now()).total_seconds()
+                if self._sync_again and self.scheduler.state == STATE_RUNNING:  # not while stopping
+                    # answers arriving faster than passes take: one pass per gap, not one per answer
+                    await asyncio.sleep(SYNC_MIN_GAP_SECONDS)
+                    continue
+                if delay is not None and delay < SYNC_MIN_GAP_SECONDS and not waited:
+                    waited = True  # once: an item that stays ready (a lock race) is no reason to spin
+                    await asyncio.sleep(max(0.0, delay))
+                    continue
+                break
+        finally:
+            self._sync_running = False
+        if delay is not None:
+            self._run_at("sync-prompt", max(delay, SYNC_MIN_GAP_SECONDS))
+
+    async def _sync_settled(self, quiet: float) -> datetime | None:
+        """One pass over the connectors; when the next of their waiting items settles (None: none waits)."""
+        soonest: datetime | None = None
         for name in self.hub.connectors:
+            ready: datetime | None = None
             if await self.hub.sync.settled(name, quiet):
 
                 async def settled(connector: str = name) -> None:
                     await self.hub.sync.run(connector, quiet_seconds=quiet)
 
-                await self._singleton(f"job:sync:{name}", settled)
+                if not await self._singleton(f"job:sync:{name}", settled):
+                    ready = self.hub.now() + timedelta(seconds=SYNC_LOCKED_RETRY_SECONDS)
+            if ready is None:
+                ready = await self.hub.sync.next_ready_at(name, quiet)
+            if ready is not None and (soonest is None or ready < soonest):
+                soonest = ready
+        return soonest
 
     def _poller(self, name: str) -> Callable[[], Awaitable[Any]]:
         async def poll() -> None:
@@ -207,8 +279,10 @@ class Scheduler:
             )
 
     async def _retention(self) -> None:
-        """Past the retention period drop raw webhook bodies and kept rejected requests; expire old
-        invitations; delete dead tokens."""
+        """Past the retention period drop raw webhook bodies, kept rejected requests and kept replies; expire
+        old invitations; delete dead tokens, and delivery reports a month old (applied ones live on their
+        invitation; one never applied by then was about a message that no invitation holds, e.g. a
+        follow-up question)."""
         hub = self.hub
         now = hub.now()
         async with hub.store.session() as s:
@@ -221,6 +295,10 @@ class Scheduler:
                 .values(status="expired")
             )
             await s.execute(delete(Token).where(Token.expires_at < now - timedelta(days=30)))
+            await s.execute(delete(InboundMessage).where(InboundMessage.received_at < cutoff))
+            await s.execute(
+                delete(DeliveryReport).where(DeliveryReport.received_at < now - timedelta(days=30))
+            )
 
     def start(self) -> None:
         self.setup()

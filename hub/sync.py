@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
 from hub.models import WriteBackItem, WriteBackResult
-from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
+from hub.store.tables import Cursor, Response, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summary
 
 if TYPE_CHECKING:
@@ -50,6 +50,13 @@ WRITTEN = Counter("cxhub_writebacks_total", "Write-back items by outcome", ["con
 RUN_SECONDS = Histogram("cxhub_sync_run_seconds", "Duration of sync runs", ["connector", "kind"])
 
 EVENTS_STREAM = "events"
+
+#: kinds a batch holds together: a person's summary and opt-out are fields on the same CRM person, which a
+#: connector writes in one update (so an opt-out costs no call of its own when it comes with a summary)
+BATCH_FAMILIES: dict[str, tuple[str, ...]] = {
+    "person_summary": ("person_summary", "person_opt_out"),
+    "person_opt_out": ("person_summary", "person_opt_out"),
+}
 
 
 def _lost_a_lock_race(exc: DBAPIError) -> bool:
@@ -95,7 +102,7 @@ class SyncService:
             return int(await s.scalar(q) or 0)
 
     async def settled(self, connector: str, quiet_seconds: float) -> bool:
-        """Debounce for the prompt sync: whether an item of ``connector`` is ready (see ``_quiet``).
+        """Debounce for the prompt sync: whether an item of ``connector`` is ready (see ``_ready``).
 
         Each item is judged by its own key, so a steady stream of other people's answers never delays one.
         """
@@ -103,10 +110,36 @@ class SyncService:
         async with self.hub.store.session() as s:
             found = await s.scalar(
                 select(WriteBack.id)
-                .where(*self._due(connector, now), self._quiet(now, quiet_seconds))
+                .where(*self._due(connector, now), self._ready(now, quiet_seconds))
                 .limit(1)
             )
         return found is not None
+
+    async def next_ready_at(self, connector: str, quiet_seconds: float) -> datetime | None:
+        """When the prompt sync should look at ``connector`` again: the moment its next waiting item settles.
+
+        Never later than that moment, sometimes earlier (an item held by a retry's backoff counts from its
+        due time, one re-armed meanwhile from its quiet period): looking early costs one query, looking late
+        costs freshness. None when nothing of the connector waits.
+        """
+        now = self.hub.now()
+        quiet = timedelta(seconds=quiet_seconds)
+        waiting = (
+            WriteBack.connector == connector,
+            WriteBack.state == "queued",
+            or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now),
+        )
+        if await self.settled(connector, quiet_seconds):
+            return now  # left ready by a run of another process, or re-armed during this one
+        async with self.hub.store.session() as s:
+            rearmed = await s.scalar(
+                select(func.min(WriteBack.updated_at)).where(*waiting, WriteBack.updated_at > now - quiet)
+            )
+            backoff = await s.scalar(
+                select(func.min(WriteBack.next_attempt_at)).where(*waiting, WriteBack.next_attempt_at > now)
+            )
+        times = [t for t in (rearmed + quiet if rearmed else None, backoff) if t is not None]
+        return min(times) if times else None
 
     @staticmethod
     def _due(connector: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
@@ -118,20 +151,84 @@ class SyncService:
             or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now),
         )
 
-    @staticmethod
-    def _quiet(now: datetime, quiet_seconds: float) -> ColumnElement[bool]:
-        """Items whose own key was not re-armed for ``quiet_seconds``, or that wait since ten times that.
+    def _ready(self, now: datetime, quiet_seconds: float) -> ColumnElement[bool]:
+        """Items the prompt sync writes now: complete answers at once, the others once their key is quiet.
 
-        A customer who gives a score and then a comment a moment later re-arms the same keys (``updated_at``),
-        so the two cause one write, not two. The cap holds for items never written yet (``created_at``): an
-        item written before and re-armed later has no record of when it was re-armed other than
-        ``updated_at``, so one re-armed again and again (a person answering every few seconds) waits for its
-        own quiet moment or for the scheduled full sync.
+        The debounce exists for one case: a customer gives a score, the survey page shows the follow-up
+        question, and the comment (or a topic) arrives a moment later, re-arming the same keys. Waiting is
+        worth it only while that can still happen, so:
+
+        * an item whose answer is complete (a comment or a topic given, or a campaign whose survey asks no
+          follow-up) is written at once: nothing more is coming in the common case, so waiting would only
+          make the CRM later;
+        * an item whose answer is a score alone waits until its own key was not re-armed for
+          ``quiet_seconds``, so a comment within that time makes score and comment one write. A comment
+          typed for longer costs a second write; holding every score for as long as people type would make
+          the CRM minutes late for the many who leave no comment, which is what the CRM's users see;
+        * however often a key is re-armed, it waits at most ten times ``quiet_seconds`` (``_capped``).
+
+        Each item is judged by its own key (the summary key is one per person, the others one per answer),
+        so a steady stream of other people's answers never delays one.
         """
         quiet = timedelta(seconds=quiet_seconds)
+        complete = (
+            select(Response.id)
+            .where(
+                Response.id == WriteBack.response_id,
+                or_(
+                    Response.comment.is_not(None),
+                    Response.topic.is_not(None),
+                    Response.campaign.in_(self._without_followup()),
+                ),
+            )
+            .exists()
+        )
+        return or_(WriteBack.updated_at <= now - quiet, complete, self._capped(now, 10 * quiet))
+
+    def _without_followup(self) -> list[str]:
+        """Campaigns whose survey ends with the score (no comment box, no topics): a score is the whole answer.
+
+        A survey with topics in some languages only counts as asking a follow-up, so an answer in another
+        language waits for the quiet period instead of going out at once: later, never twice.
+        """
+        config = self.hub.config
+        return [
+            name
+            for name, campaign in config.campaigns.items()
+            if (survey := config.surveys.get(campaign.survey)) is not None
+            and not survey.comment
+            and not any(survey.topics.values())
+        ]
+
+    @staticmethod
+    def _capped(now: datetime, cap: timedelta) -> ColumnElement[bool]:
+        """Items pending for ``cap`` or longer since they were first (re-)armed after their last write.
+
+        An item never written counts from ``created_at``. One written before keeps no record of when it was
+        re-armed (``updated_at`` moves with every re-arm), but every re-arm comes from an answer being
+        stored: the first answer after the write that re-armed it was answered (``answered_at``) no later
+        than that re-arm, and was updated (``updated_at``) after the write. So the item has waited at least
+        ``cap`` once such an answer, of the key's person for a summary or of the key's own answer otherwise,
+        and the write both lie ``cap`` in the past. Other answers of the person can only make the cap come
+        earlier (one more write), never later, so a summary re-armed again and again by a person answering
+        every second is written at least once per ``cap``, as is a score changed over and over.
+        """
+        before = now - cap
+        rearmed_by = (
+            select(Response.id)
+            .where(
+                or_(
+                    and_(WriteBack.kind == "person_summary", Response.person_id == WriteBack.person_id),
+                    Response.id == WriteBack.response_id,
+                ),
+                Response.updated_at > WriteBack.done_at,
+                Response.answered_at <= before,
+            )
+            .exists()
+        )
         return or_(
-            WriteBack.updated_at <= now - quiet,
-            and_(WriteBack.done_at.is_(None), WriteBack.created_at <= now - 10 * quiet),
+            and_(WriteBack.done_at.is_(None), WriteBack.created_at <= before),
+            and_(WriteBack.done_at.is_not(None), WriteBack.done_at <= before, rearmed_by),
         )
 
     # --- claiming -------------------------------------------------------------------------------------------------
@@ -139,19 +236,20 @@ class SyncService:
     async def claim(self, connector: str, limit: int, quiet_seconds: float | None = None) -> list[WriteBack]:
         """Lease up to ``limit`` due items of one connector and one kind to this worker.
 
-        With ``quiet_seconds`` (the prompt sync) only the items that have settled (``_quiet``) are taken;
+        With ``quiet_seconds`` (the prompt sync) only the items that are ready (``_ready``) are taken;
         without, every due item (the scheduled sync, ``cxhub sync``).
 
         A batch holds one kind only (the kind of the oldest due item), because CRM batch limits are per
         call and per object: 200 timeline records fill one Salesforce call, while a batch mixing 67
-        summaries, 67 timeline entries and 66 case updates would take three half-empty calls.
+        summaries, 67 timeline entries and 66 case updates would take three half-empty calls. Summaries
+        and opt-outs go together (``BATCH_FAMILIES``): both update the person record.
         """
         now = self.hub.now()
         until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
         free = or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now)
         due = self._due(connector, now)
         if quiet_seconds is not None:
-            due = (*due, self._quiet(now, quiet_seconds))
+            due = (*due, self._ready(now, quiet_seconds))
         async with self.hub.store.session() as s:
             kind = await s.scalar(
                 select(WriteBack.kind).where(*due).order_by(WriteBack.next_attempt_at, WriteBack.id).limit(1)
@@ -161,7 +259,7 @@ class SyncService:
             ids = list(
                 await s.scalars(
                     select(WriteBack.id)
-                    .where(*due, WriteBack.kind == kind)
+                    .where(*due, WriteBack.kind.in_(BATCH_FAMILIES.get(kind, (kind,))))
                     .order_by(WriteBack.next_attempt_at, WriteBack.id)
                     .limit(limit)
                     .with_for_update(skip_locked=True)
@@ -521,7 +619,7 @@ class SyncService:
                 )
             if again:
                 # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued;
-                # ``updated_at`` stays when the row was last re-armed, so the prompt sync's debounce (``_quiet``)
+                # ``updated_at`` stays when the row was last re-armed, so the prompt sync's debounce (``_ready``)
                 # does not hold a retry back once its backoff is over
                 await conn.execute(
                     table.update()

@@ -17,7 +17,7 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
-from hub.models import NpsCategory, SurveyKind
+from hub.models import SCALES, NpsCategory, SurveyKind
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "cxhub"
@@ -108,3 +108,25 @@ def answer_label(language: str, kind: SurveyKind, rating: int) -> str:
     if kind is SurveyKind.SMILEY and rating in SMILEY_KEYS:
         return text(language, SMILEY_KEYS[rating])
     return str(rating)
+
+
+def reply_instructions(language: str, kind: SurveyKind) -> str:
+    """How to answer by replying, e.g. "Reply with a number from 0 (Not likely) to 10 (Very likely).".
+
+    Short on purpose: with the question it must fit one SMS where the language allows.
+    """
+    low, high = SCALES[kind]
+    return text(
+        language,
+        "reply.instructions",
+        low=low,
+        high=high,
+        low_label=text(language, f"low.{kind.value}"),
+        high_label=text(language, f"high.{kind.value}"),
+    )
+
+
+def ask_again(language: str, kind: SurveyKind) -> str:
+    """The one reminder sent when a reply to a texted survey holds no score."""
+    low, high = SCALES[kind]
+    return text(language, "reply.again", low=low, high=high)

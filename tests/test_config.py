@@ -119,6 +119,53 @@ def test_the_starter_config_is_valid() -> None:
     assert config.surveys["nps"].kind.value == "nps"
 
 
+def _uncommented(text: str, header: str) -> str:
+    """``text`` with the commented example section that starts at ``header`` (and its comments) written out."""
+    lines = text.splitlines()
+    start = lines.index(f"# {header}")
+    ends = (i for i in range(start, len(lines)) if not lines[i].startswith("#") or lines[i] == "#")
+    end = next(ends, len(lines))
+    lines[start:end] = [line[2:] for line in lines[start:end]]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_starter_configs_sms_examples_are_valid_once_uncommented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commented SMS channel and campaign answered by reply, as `cxhub init` writes them, pass the SMS
+    plugin's own settings model and the campaign rules when an admin takes them as they are."""
+    from hub.app import validate_instances
+    from hub.plugins import PluginManager
+
+    starter = (Path(__file__).parents[1] / "hub" / "starter.toml").read_text(encoding="utf-8")
+    assert starter == (Path(__file__).parents[1] / "config" / "cxhub.example.toml").read_text(
+        encoding="utf-8"
+    )
+    for header in ("[channels.mail]", "[channels.sms]", "[campaigns.case_closed_by_text]"):
+        starter = _uncommented(starter, header)
+    text = starter
+    text += '\n[connectors.service]\nplugin = "fakecrm"\nbase_url = "http://127.0.0.1:1"\ntoken = "env:FAKE_CRM_TOKEN"\n'
+    text += 'webhook_secret = "env:FAKE_WEBHOOK_SECRET"\n'
+    text = text.replace(
+        '# plugin_modules = ["my_company.cxhub_plugin"]', 'plugin_modules = ["tests.fakes.plugin"]'
+    )
+    for name, value in {
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "t",
+        "SMTP_PASSWORD": "p",
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = parse_config(tomllib.loads(text), tmp_path / "cxhub.toml")
+    campaign = config.campaigns["case_closed_by_text"]
+    assert campaign.answer_by == "reply" and campaign.channels == ["sms", "mail"]
+    plugins = PluginManager()
+    plugins.load(["sms", "email"], config.hub.plugin_modules)
+    settings = validate_instances(config, plugins)
+    sms = settings["channels.sms"]
+    assert sms.from_number == "+4552512345" and sms.default_region == "DK"  # type: ignore[attr-defined]
+    assert sms.messages_per_second == 1  # type: ignore[attr-defined]
+
+
 def test_score_maps_stay_on_the_scale() -> None:
     text = BASE + '\n[surveys.smile]\nkind = "smiley"\nscore_map = { 1 = 0, 2 = 50, 4 = 100 }\n'
     assert problems_of(text) == [

@@ -29,6 +29,8 @@ TEST_AND_DEMO = [
     "hub.testing",
     "hub_email.catcher",
     "hub_email.emulator",
+    "hub_sms.emulator",
+    "hub_sms.twilio_api",
     "hub_superoffice.demo",
     "hub_superoffice.emulator",
     "hub_superoffice.emulation",
@@ -72,7 +74,7 @@ def test_cli_loads_every_plugin_without_test_or_demo_packages(tmp_path: Path) ->
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for plugin in ("superoffice", "salesforce", "email"):
+    for plugin in ("superoffice", "salesforce", "email", "sms"):
         assert plugin in result.stdout
 
 

@@ -26,7 +26,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "name", "tests"), [("connector", "acme_crm", 9), ("channel", "textit", 6)])
+@pytest.mark.parametrize(("kind", "name", "tests"), [("connector", "acme_crm", 9), ("channel", "textit", 10)])
 def test_generated_plugin_passes_its_tests(kind: str, name: str, tests: int, tmp_path: Path) -> None:
     result = subprocess.run(
         [str(BIN / "cxhub"), "new-plugin", kind, name, "--dir", str(tmp_path)],

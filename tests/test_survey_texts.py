@@ -72,7 +72,20 @@ def test_every_catalogue_has_every_key_with_the_same_placeholders(lang: str) -> 
     assert set(translated) == set(ENGLISH), f"{lang}: missing {set(ENGLISH) - set(translated)}"
     for key, english in ENGLISH.items():
         assert placeholders(translated[key]) == placeholders(english), f"{lang} {key}: {translated[key]!r}"
-        text(lang, key, company="Acme", low=0, high=10, limit=5, answer=3, category="X", person="Y", rating=1)
+        values = {"low_label": "L", "high_label": "H"}
+        text(
+            lang,
+            key,
+            company="Acme",
+            low=0,
+            high=10,
+            limit=5,
+            answer=3,
+            category="X",
+            person="Y",
+            rating=1,
+            **values,
+        )
 
 
 @pytest.mark.parametrize("lang", TRANSLATED)

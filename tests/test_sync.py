@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from structlog.testing import capture_logs
 
 from hub.errors import AuthError, TransientError
 from hub.models import WriteBackResult
-from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
+from hub.store.tables import Cursor, Invitation, SyncRun, WriteBack, utcnow
 from hub.sync import RunStats, SyncService
 from tests.fakes.crm import free_port
 from tests.helpers import case_event, survey_flow, token_of
@@ -513,8 +514,8 @@ async def test_a_steady_stream_of_other_answers_never_delays_an_answer_that_has_
 async def test_a_score_then_a_comment_within_the_quiet_period_is_one_write_amid_other_answers(
     make_hub, crm_state
 ) -> None:
-    """The case the debounce exists for: the comment re-arms the score's keys, so both go out in one write,
-    however many other answers arrive meanwhile."""
+    """The case the debounce exists for: the score waits for the follow-up, the comment re-arms the score's keys
+    and completes the answer, so both go out in one write at once, however many other answers arrive."""
     from hub.scheduler import Scheduler
 
     hub = await make_hub()
@@ -526,18 +527,149 @@ async def test_a_score_then_a_comment_within_the_quiet_period_is_one_write_amid_
     token = await survey_flow(hub, crm_state, "C1", "P1")
     _, page = await hub.engine.page_for_token(token)
     score = await hub.engine.record_answer(page.invitation_id, 3)
-    await _stream(hub, crm_state, clock, start + quiet * 0.6, quiet / 5)
-    await hub.engine.record_answer(page.invitation_id, 3, comment="Too slow")  # 0.6 of the quiet period later
-    await _stream(hub, crm_state, clock, start + quiet * 1.4, quiet / 5)
-    await Scheduler(hub)._sync_due()  # the score's own quiet period is over, the comment's is not
     mine = {f"timeline:{score.id}", f"case:{score.id}", "summary:1"}
-    assert _written(crm_state) and not mine & set(_written(crm_state))
-    clock[0] = start + quiet * 1.7
+    await _stream(hub, crm_state, clock, start + quiet * 0.6, quiet / 5)
     await Scheduler(hub)._sync_due()
+    assert not mine & set(_written(crm_state))  # a score alone waits for the follow-up
+    await hub.engine.record_answer(page.invitation_id, 3, comment="Too slow")  # 0.6 of the quiet period later
+    await Scheduler(hub)._sync_due()  # the answer is complete: nothing more to wait for
     items = [item for batch in crm_state.batches for item in batch if item["key"] in mine]
     assert sorted(item["key"] for item in items) == sorted(mine)  # each once
     case = next(item for item in items if item["key"] == f"case:{score.id}")
     assert (case["payload"]["rating"], case["payload"]["comment"]) == (3, "Too slow")
+    await _stream(hub, crm_state, clock, start + quiet * 3, quiet / 5)
+    await Scheduler(hub)._sync_due()
+    assert sorted(key for key in _written(crm_state) if key in mine) == sorted(mine)  # and never again
+
+
+async def test_a_complete_answer_is_written_at_once_and_a_score_alone_after_the_quiet_period(
+    make_hub, crm_state
+) -> None:
+    """A score with its comment, or the score of a survey that asks no follow-up, is the whole answer: the
+    prompt sync writes it at once. A score whose follow-up is still open waits ``prompt_seconds`` for it."""
+    from hub.scheduler import Scheduler
+
+    hub = await make_hub(
+        """
+        [surveys.bare]
+        kind = "nps"
+        comment = false
+
+        [campaigns.won]
+        trigger = { connector = "crm", event = "opportunity.won" }
+        survey = "bare"
+        channels = ["mail"]
+        """
+    )
+    hub.config.sync.prompt_seconds = 10
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    for person in ("Q1", "Q2", "Q3"):
+        crm_state.people[person] = {"id": person, "email": f"{person.lower()}@example.com"}
+    with_comment = await answer(hub, crm_state, "C1", "Q1", 9, comment="Quick and friendly")
+    score_alone = await answer(hub, crm_state, "C2", "Q2", 8)
+    won = case_event("O3", "Q3").model_copy(
+        update={
+            "event_id": "opportunity:O3:won",
+            "event_type": "opportunity.won",
+            "record_type": "opportunity",
+        }
+    )
+    await hub.engine.receive("crm", [won], source="webhook")
+    await hub.engine.process_pending()
+    await hub.engine.dispatch_due()
+    async with hub.store.session() as s:
+        [bare] = await s.scalars(select(Invitation.id).where(Invitation.campaign == "won"))
+    no_followup = (await hub.engine.record_answer(bare, 10)).id
+
+    await Scheduler(hub)._sync_due()
+
+    written = set(_written(crm_state))
+    assert {f"timeline:{with_comment}", f"case:{with_comment}", f"timeline:{no_followup}"} <= written
+    assert f"timeline:{score_alone}" not in written
+    clock[0] += timedelta(seconds=10)
+    await Scheduler(hub)._sync_due()
+    assert f"timeline:{score_alone}" in _written(crm_state)
+    assert await hub.sync.pending("crm", due_only=False) == 0
+
+
+async def test_a_summary_re_armed_without_a_pause_is_still_written_within_the_cap(
+    make_hub, crm_state
+) -> None:
+    """A person whose answers keep re-arming their summary every few seconds never lets it be quiet; it is
+    written at least once per ten quiet periods all the same, with the latest answers, and then waits for a
+    quiet moment again (the cap is no poll). Before, only items never written had a cap."""
+    from hub.scheduler import Scheduler
+
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.config.sync.prompt_seconds = 10
+    step = timedelta(seconds=4)
+    clock = [utcnow()]
+    hub.now = lambda: clock[0]
+    pages = []
+    for i in range(4):
+        token = await survey_flow(hub, crm_state, f"C{i}", "P1")
+        pages.append((await hub.engine.page_for_token(token))[1])
+    await hub.engine.record_answer(pages[0].invitation_id, 9, comment="Fine")
+    await hub.sync.run("crm")  # the summary is written once
+    assert _written(crm_state).count("summary:1") == 1
+    start = clock[0] = clock[0] + timedelta(hours=1)  # an hour later, the person answers again and again
+
+    writes = []
+    rating = 0
+    while clock[0] < start + timedelta(seconds=250):
+        clock[0] += step
+        rating = (rating + 1) % 11
+        await hub.engine.record_answer(pages[1 + rating % 3].invitation_id, rating)  # changing their scores
+        await Scheduler(hub)._sync_due()
+        if _written(crm_state).count("summary:1") > 1 + len(writes):
+            writes.append(clock[0])
+
+    assert writes, "the summary was never written while re-armed every 4 seconds"
+    assert writes[0] - start <= timedelta(seconds=100 + 4)  # within the cap of ten quiet periods
+    assert all(b - a <= timedelta(seconds=100 + 4) for a, b in itertools.pairwise(writes))
+    assert all(b - a > timedelta(seconds=10) for a, b in itertools.pairwise(writes))  # still debounced
+    latest = crm_state.records["summary:1"]["payload"]
+    assert latest["count"] == 4
+
+
+async def _until_written(crm_state, key: str, seconds: float = 30) -> None:
+    for _ in range(int(seconds * 20)):
+        if key in crm_state.records:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_the_running_scheduler_writes_an_answer_when_it_is_ready_not_at_its_next_interval(
+    make_hub, crm_state
+) -> None:
+    """The prompt sync is woken by the answer (a complete one goes at once) and then timed to the moment the
+    next waiting item is ready (a score alone, after its quiet period), not left to an interval: here the
+    safety-net interval is ten minutes, far beyond the wait below."""
+    from hub.scheduler import Scheduler
+
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.config.sync.prompt_seconds = 600  # the safety net runs every 600 s
+    invitations = []
+    for case in ("C1", "C2"):  # sent before the scheduler runs, whose own jobs would race these calls
+        token = await survey_flow(hub, crm_state, case, "P1")
+        invitations.append((await hub.engine.page_for_token(token))[1].invitation_id)
+    jobs = Scheduler(hub)
+    jobs.start()
+    try:
+        await asyncio.sleep(0.5)  # the jobs' first runs, at start, are over
+        hub.config.sync.prompt_seconds = 1  # a score alone now waits one second for its follow-up
+        complete = (await hub.engine.record_answer(invitations[0], 9, comment="Quick")).id
+        await _until_written(crm_state, f"timeline:{complete}")
+        assert f"timeline:{complete}" in crm_state.records  # woken by the answer
+        score_alone = (await hub.engine.record_answer(invitations[1], 4)).id
+        await _until_written(crm_state, f"timeline:{score_alone}")
+        assert f"timeline:{score_alone}" in crm_state.records  # timed to its quiet period's end
+        assert crm_state.records[f"timeline:{score_alone}"]["payload"]["rating"] == 4
+    finally:
+        await jobs.shutdown(grace_seconds=5)
 
 
 async def test_the_scheduled_sync_still_writes_what_has_not_settled(make_hub, crm_state) -> None:

@@ -4,7 +4,10 @@ Each stage lives in its own module, so each hot path can be read, measured and t
 
 - ``intake``: events in (``receive``) and the decision for each campaign (``process_pending``);
 - ``invitations``: due invitations and reminders out through the channels (``dispatch_due``);
-- ``answers``: survey pages, answers, replies by channel, alerts, unsubscribes;
+- ``answers``: survey pages, answers, alerts, unsubscribes;
+- ``conversations``: replies through a channel (scores, the follow-up, opt-out keywords);
+- ``deliveries``: providers' delivery reports, applied to invitations whichever comes first;
+- ``optouts``: the hub's opt-out of a person, and its report to the CRMs;
 - ``writebacks``: what an answer queues for each CRM.
 
 Each step commits before the next begins, so a crash anywhere resumes from the database: unprocessed events
@@ -18,11 +21,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hub.config import SurveySettings
-from hub.engine.answers import Answers, SurveyPage, parse_reply
+from hub.engine.answers import Answers, SurveyPage
 from hub.engine.common import hash_token, invitation_record, question, response_record
+from hub.engine.conversations import Conversations, parse_reply
+from hub.engine.deliveries import Deliveries
 from hub.engine.intake import ACTIVE_STATUSES, EVENT_KEYS, Intake, matches, unstorable
 from hub.engine.invitations import Invitations
 from hub.engine.writebacks import WriteBackQueue
+from hub.models import InboundReply, ResponseRecord
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -31,6 +37,8 @@ __all__ = [
     "ACTIVE_STATUSES",
     "EVENT_KEYS",
     "Answers",
+    "Conversations",
+    "Deliveries",
     "Engine",
     "Intake",
     "Invitations",
@@ -54,6 +62,9 @@ class Engine:
         self.intake = Intake(hub)
         self.invitations = Invitations(hub)
         self.answers = Answers(hub, self.write_backs)
+        self.optouts = self.answers.optouts
+        self.conversations = Conversations(hub, self.answers, self.optouts)
+        self.deliveries = Deliveries(hub, self.optouts)
         # each stage's entry points, where the web, the scheduler, the sync and the plugins' tests call them
         self.receive = self.intake.receive
         self.process_pending = self.intake.process_pending
@@ -63,10 +74,17 @@ class Engine:
         self.survey_message = self.invitations.survey_message
         self.page_for_token = self.answers.page_for_token
         self.record_answer = self.answers.record_answer
-        self.record_inbound = self.answers.record_inbound
+        self.record_inbound = self.conversations.record_inbound
         self.unsubscribe = self.answers.unsubscribe
         self.queue = self.write_backs.queue
         self._queue_write_backs = self.write_backs.queue_answer
+
+    async def receive_inbound(self, channel: str, reply: InboundReply) -> list[ResponseRecord | None]:
+        """What a channel read from one inbound request: its delivery reports first (a reply may be about a
+        message whose report came with it), then its replies; returns what each reply recorded."""
+        if reply.statuses:
+            await self.deliveries.record(channel, reply.statuses)
+        return [await self.record_inbound(channel, answer) for answer in reply.answers]
 
     def question(self, survey: SurveySettings, lang: str) -> str:
         """The survey's question in one language (see ``hub.engine.common.question``)."""

@@ -6,25 +6,30 @@ within the amend window, and a concurrent double-click is resolved by the unique
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.config import Campaign, SurveySettings
+from hub.engine.answer_writer import BatchWriter
 from hub.engine.common import hash_token, invitation_record, question, response_record
-from hub.engine.writebacks import WriteBackQueue
+from hub.engine.optouts import OptOuts
+from hub.engine.writebacks import WriteBackQueue, identities_query
 from hub.errors import BadInput, HubError
 from hub.http import with_retries
 from hub.models import (
     SCALES,
     AlertMessage,
     CaseEvent,
-    InboundAnswer,
     InvitationRecord,
     NpsCategory,
     Recipient,
@@ -32,8 +37,8 @@ from hub.models import (
     SurveyKind,
     nps_category,
 )
-from hub.people import normalise_email, normalise_phone, upsert_person
-from hub.store.tables import Event, Identity, Invitation, Person, Response, Token
+from hub.people import upsert_person
+from hub.store.tables import Event, Invitation, Person, Response, Token
 from hub.texts import text
 
 if TYPE_CHECKING:
@@ -72,42 +77,138 @@ class SurveyPage:
     amendable: bool
 
 
+#: a stored answer: the response, its invitation, what the response held before (None: a first answer), the
+#: event, the campaign and the survey's kind
+_Stored = tuple[
+    ResponseRecord, InvitationRecord, "tuple[int, str | None, str | None] | None", Event, Campaign, SurveyKind
+]
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """One answer for the batch writer; ``resolve``: first look the person up in targets that lack them."""
+
+    invitation_id: int
+    answer: _Answer
+    resolve: bool
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What became of one answer: stored, and whether it changed anything (a repeated answer does not)."""
+
+    stored: _Stored
+    changed: bool
+
+
+@dataclass
+class _Step:
+    """One batch's moment and amend window, and what its answers leave to write after them."""
+
+    now: datetime
+    window: timedelta
+    answered: set[int] = field(default_factory=set)
+    queued: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _UnknownTargets(Exception):
+    """Write-back targets that do not know the person yet: looked up outside the transaction, then again."""
+
+    def __init__(self, person_id: int, targets: list[str]) -> None:
+        super().__init__(", ".join(targets))
+        self.person_id = person_id
+        self.targets = targets
+
+
+_TOKENS, _INVITATIONS, _RESPONSES = Token.__table__, Invitation.__table__, Response.__table__
+#: the one read behind a survey link: the token, its invitation, and the answer so far (``r_*``, all None when
+#: there is none yet); by primary key, the invitation's key and the unique response per invitation
+_PAGE_QUERY = (
+    select(
+        _TOKENS.c.purpose,
+        _TOKENS.c.expires_at,
+        _INVITATIONS.c.id,
+        _INVITATIONS.c.campaign,
+        _INVITATIONS.c.language,
+        *(column.label(f"r_{column.name}") for column in _RESPONSES.c),
+    )
+    .select_from(
+        _TOKENS.join(_INVITATIONS, _INVITATIONS.c.id == _TOKENS.c.invitation_id).outerjoin(
+            _RESPONSES, _RESPONSES.c.invitation_id == _INVITATIONS.c.id
+        )
+    )
+    .where(_TOKENS.c.hash == bindparam("hash"))
+)
+
+
+def _response_of(row: Row[Any]) -> ResponseRecord | None:
+    """The answer so far from a row of ``_PAGE_QUERY``: its ``r_*`` columns are a response's."""
+    if row.r_id is None:
+        return None
+    found = row._mapping
+    return ResponseRecord.model_validate({column.name: found[f"r_{column.name}"] for column in _RESPONSES.c})
+
+
+#: page reads at once, per process: below the store's pool of five connections, leaving room for the answers'
+#: writer and the scheduled jobs
+PAGE_READERS = 3
+
+
 class Answers:
     """Shows survey pages, records answers (from the page or a channel's reply), alerts, and unsubscribes."""
 
     def __init__(self, hub: Hub, write_backs: WriteBackQueue) -> None:
         self.hub = hub
         self.write_backs = write_backs
+        self.optouts = OptOuts(hub, write_backs)
+        self.writer: BatchWriter[_Submitted, _Written] = BatchWriter(self._write_answers)
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def _readers(self) -> asyncio.Semaphore:
+        """At most ``PAGE_READERS`` page reads at once. A read takes a millisecond, so a queue of them moves
+        fast; without the bound a burst of links would take every pooled connection and open more, each new
+        one set up (a PostgreSQL login; on SQLite a thread) and closed again for one query."""
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate[0] is not loop:  # a hub used from a new event loop (tests, CLI)
+            self._gate = (loop, asyncio.Semaphore(PAGE_READERS))
+        return self._gate[1]
 
     # --- 4. answer --------------------------------------------------------------------------------------------
 
     async def page_for_token(self, token: str, purpose: str = "survey") -> tuple[str, SurveyPage | None]:
-        """Look a token up: ("ok", page), ("expired", page), ("closed", page) or ("unknown", None)."""
+        """Look a token up: ("ok", page), ("expired", page), ("closed", page) or ("unknown", None).
+
+        One indexed read (token, its invitation, the answer so far) on a connection of its own, no session:
+        every survey page and every answer starts here, and mail scanners open links by the thousand.
+        """
         token_hash = hash_token(token)
-        async with self.hub.store.session() as s:
-            row = await s.get(Token, token_hash)
-            if row is None or row.purpose != purpose:
-                return "unknown", None
-            inv = await s.get(Invitation, row.invitation_id)
-            assert inv is not None
-            campaign = self.hub.config.campaigns.get(inv.campaign)
-            if campaign is None:
-                return "unknown", None
-            survey = self.hub.config.surveys[campaign.survey]
-            resp = await s.scalar(select(Response).where(Response.invitation_id == inv.id))
+        async with self._readers(), self.hub.store.engine.connect() as conn:
+            if not self.hub.store.is_sqlite:
+                # one statement needs no transaction: no BEGIN and no ROLLBACK round trip around it (on
+                # SQLite, whose driver begins no transaction for a read, switching would cost two thread hops)
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await conn.execute(_PAGE_QUERY, {"hash": token_hash})).first()
+        if row is None or row.purpose != purpose:
+            return "unknown", None
+        campaign = self.hub.config.campaigns.get(row.campaign)
+        if campaign is None:
+            return "unknown", None
+        survey = self.hub.config.surveys[campaign.survey]
+        language = row.language
+        resp = _response_of(row)
         now = self.hub.now()
         window = timedelta(hours=self.hub.config.hub.amend_window_hours)
         amendable = resp is None or now - resp.answered_at <= window
         page = SurveyPage(
-            invitation_id=inv.id,
+            invitation_id=row.id,
             token_hash=token_hash,
             survey=survey,
             survey_kind=survey.kind,
-            language=inv.language,
-            question=question(self.hub, survey, inv.language),
-            low_label=text(inv.language, f"low.{survey.kind.value}"),
-            high_label=text(inv.language, f"high.{survey.kind.value}"),
-            response=response_record(resp) if resp is not None else None,
+            language=language,
+            question=question(self.hub, survey, language),
+            low_label=text(language, f"low.{survey.kind.value}"),
+            high_label=text(language, f"high.{survey.kind.value}"),
+            response=resp,
             amendable=amendable,
         )
         if row.expires_at <= now and resp is None:
@@ -124,42 +225,39 @@ class Answers:
         topic: str | None = None,
         channel: str | None = None,
     ) -> ResponseRecord:
-        """Store an answer (or amend it: a later comment updates the same response) and queue write-backs."""
+        """Store an answer (or amend it: a later comment updates the same response) and queue write-backs.
+
+        The answer, the invitation's status and every write-back item are written in one short transaction,
+        shared with the other answers of the same moment (``hub.engine.answer_writer``); nothing is left half
+        done by a failure. What follows (hooks, alerts, waking the sync) reads nothing back. Looking the person
+        up in another CRM (an HTTP call) happens outside any transaction, and only when a write-back target
+        does not know the person yet.
+        """
         hub = self.hub
-        async with hub.store.session() as s:
-            inv = await s.get(Invitation, invitation_id)
-            if inv is None or inv.person_id is None:
-                raise BadInput("no such invitation", 404)
-            event = await s.get(Event, inv.event_pk)
-            campaign = hub.config.campaigns.get(inv.campaign)
-            if campaign is None or event is None:
-                raise BadInput("this survey is no longer available", 410)
-            survey = hub.config.surveys[campaign.survey]
-            existing = await s.scalar(select(Response).where(Response.invitation_id == inv.id))
-        if rating is None and existing is None:
-            raise BadInput("choose a score first")
-        if rating is not None:
-            low, high = SCALES[survey.kind]
-            if not low <= rating <= high:
-                raise BadInput(text(inv.language, "out_of_range", low=low, high=high))
-        await self._resolve_targets(inv.person_id, campaign, event.connector)
         answer = _Answer(rating, comment, topic, channel)
-        for attempt in range(2):
+        resolve = True
+        retried = False
+        while True:
             try:
-                stored = await self._store_answer(inv, event, campaign, survey, answer)
+                written = await self.writer.submit(_Submitted(invitation_id, answer, resolve))
                 break
+            except _UnknownTargets as missing:
+                # nothing was written: find the person in those CRMs, then store the answer
+                await self._resolve_targets(missing.person_id, missing.targets)
+                resolve = False
             except IntegrityError:
                 # a concurrent request (a double-click) stored the first answer a moment before this one:
                 # the second pass finds it and amends it like any later answer
-                if attempt:
+                if retried:
                     raise
-        record, inv_record, before = stored
-        if before is not None and before == (record.rating, record.comment, record.topic):
+                retried = True
+        record, inv_record, before, event, campaign, kind = written.stored
+        if not written.changed:
             return record  # the same answer again: nothing to write back, nobody to tell twice
         first = before is None
         log.info("response.recorded", response=record.id, campaign=record.campaign, amended=not first)
         await hub.plugins.notify("hub_on_response_received", response=record, invitation=inv_record)
-        previous = (None, None) if before is None else (_category(survey.kind, before[0]), before[1])
+        previous = (None, None) if before is None else (_category(kind, before[0]), before[1])
         if first or previous[0] != record.category:
             await self._alert(record, inv_record, event, campaign, comment_added=False)
         elif record.comment and previous[1] != record.comment:
@@ -167,61 +265,145 @@ class Answers:
         hub.wake("sync")
         return record
 
-    async def _store_answer(
-        self, inv: Invitation, event: Event, campaign: Campaign, survey: SurveySettings, answer: _Answer
-    ) -> tuple[ResponseRecord, InvitationRecord, tuple[int, str | None, str | None] | None]:
-        """Insert or amend the response in one transaction; also returns what it held before (None: new).
+    async def _write_answers(self, batch: list[_Submitted]) -> list[_Written | BaseException]:
+        """Store a batch of answers in one transaction: responses, invitations' status, write-back items.
 
-        The insert of a first answer raises IntegrityError when a concurrent request inserted it first.
+        The transaction starts with a write that changes nothing to the batch's invitations: on PostgreSQL it
+        locks their rows, on SQLite it takes the write lock, so what is read next is what the answers before
+        these stored (another process's double-click included), and nobody changes it until the commit.
+        Then three reads (invitations with their events and answers so far; the people's identities in the
+        write-back targets) and three writes, however many answers the batch holds.
         """
         hub = self.hub
         now = hub.now()
+        ids = sorted({item.invitation_id for item in batch})
         async with hub.store.session() as s:
-            resp = await s.scalar(select(Response).where(Response.invitation_id == inv.id))
-            before = (resp.rating, resp.comment, resp.topic) if resp is not None else None
-            if resp is None:
-                assert answer.rating is not None
-                resp = Response(
-                    id=str(uuid.uuid4()),
-                    invitation_id=inv.id,
-                    person_id=inv.person_id,
-                    campaign=inv.campaign,
-                    survey_kind=survey.kind.value,
-                    language=inv.language,
-                    channel=answer.channel or inv.channel,
-                    answered_at=now,
-                    rating=answer.rating,
-                    score=0.0,
+            await s.execute(
+                update(Invitation)
+                .where(Invitation.id.in_(ids))
+                .values(status=Invitation.status, updated_at=Invitation.updated_at)
+                .execution_options(synchronize_session=False)
+            )
+            rows = await s.execute(
+                select(Invitation, Event, Response)
+                .join(Event, Event.id == Invitation.event_pk)
+                .outerjoin(Response, Response.invitation_id == Invitation.id)
+                .where(Invitation.id.in_(ids))
+                .options(defer(Event.raw))
+            )
+            found: dict[int, tuple[Invitation, Event, Response | None]] = {
+                inv.id: (inv, event, resp) for inv, event, resp in rows
+            }
+            identities = await self._identities(s, [inv for inv, _, _ in found.values()])
+            step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
+            outcomes: list[_Written | BaseException] = []
+            for item in batch:
+                try:
+                    outcomes.append(self._apply(s, item, found, identities, step))
+                except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
+                    outcomes.append(refused)
+            if step.answered:
+                await s.flush()  # the new responses (one INSERT) and the amended ones
+                await s.execute(
+                    update(Invitation)
+                    .where(Invitation.id.in_(sorted(step.answered)))
+                    .values(status="answered", updated_at=now)
+                    .execution_options(synchronize_session=False)
                 )
-                s.add(resp)
-            elif now - resp.answered_at > timedelta(hours=hub.config.hub.amend_window_hours):
-                raise BadInput("this answer can no longer be changed", 409)
-            if answer.rating is not None:
-                resp.rating = answer.rating
-            if answer.comment is not None:
-                resp.comment = answer.comment.strip() or resp.comment
-            if answer.topic is not None:
-                resp.topic = answer.topic or resp.topic
-            if before is not None and before == (resp.rating, resp.comment, resp.topic):
-                return response_record(resp), invitation_record(inv, event), before
+            await self.write_backs.run(s, step.queued, now)
+        return outcomes
+
+    async def _identities(self, s: AsyncSession, invitations: list[Invitation]) -> dict[int, dict[str, str]]:
+        """Person id -> connector -> record id, in every write-back target of these invitations (one read)."""
+        people = {inv.person_id for inv in invitations if inv.person_id is not None}
+        targets = {
+            target
+            for inv in invitations
+            if (campaign := self.hub.config.campaigns.get(inv.campaign)) is not None
+            for target in campaign.targets()
+        }
+        found: dict[int, dict[str, str]] = {}
+        if people and targets:
+            for person_id, connector, crm_id in await s.execute(identities_query(people, targets)):
+                found.setdefault(person_id, {})[connector] = crm_id
+        return found
+
+    def _apply(
+        self,
+        s: AsyncSession,
+        item: _Submitted,
+        found: dict[int, tuple[Invitation, Event, Response | None]],
+        identities: dict[int, dict[str, str]],
+        step: _Step,
+    ) -> _Written:
+        """One answer of a batch, in memory: checked first (raising before it changes anything), then applied
+        to its response (new or amended); its invitation and write-back items are noted in ``step``."""
+        hub, answer = self.hub, item.answer
+        row = found.get(item.invitation_id)
+        if row is None or row[0].person_id is None:
+            raise BadInput("no such invitation", 404)
+        inv, event, resp = row
+        person_id = row[0].person_id
+        campaign = hub.config.campaigns.get(inv.campaign)
+        if campaign is None:
+            raise BadInput("this survey is no longer available", 410)
+        survey = hub.config.surveys[campaign.survey]
+        if answer.rating is None and resp is None:
+            raise BadInput("choose a score first")
+        if answer.rating is not None:
+            low, high = SCALES[survey.kind]
+            if not low <= answer.rating <= high:
+                raise BadInput(text(inv.language, "out_of_range", low=low, high=high))
+        known = identities.get(person_id, {})
+        unknown = [t for t in campaign.targets() if t not in known and t in hub.connectors]
+        if unknown and item.resolve:
+            raise _UnknownTargets(person_id, unknown)
+        if resp is not None and step.now - resp.answered_at > step.window:
+            raise BadInput("this answer can no longer be changed", 409)
+        before = (resp.rating, resp.comment, resp.topic) if resp is not None else None
+        if resp is None:
+            assert answer.rating is not None
+            resp = Response(
+                id=str(uuid.uuid4()),
+                invitation_id=inv.id,
+                person_id=person_id,
+                campaign=inv.campaign,
+                survey_kind=survey.kind.value,
+                language=inv.language,
+                channel=answer.channel or inv.channel,
+                answered_at=step.now,
+                rating=answer.rating,
+                score=0.0,
+            )
+            s.add(resp)
+            found[inv.id] = (inv, event, resp)  # a second answer in this batch amends it
+        if answer.rating is not None:
+            resp.rating = answer.rating
+        if answer.comment is not None:
+            resp.comment = answer.comment.strip() or resp.comment
+        if answer.topic is not None:
+            resp.topic = answer.topic or resp.topic
+        changed = before is None or before != (resp.rating, resp.comment, resp.topic)
+        if changed:
             resp.score = survey.score_of(resp.rating)
             category = _category(survey.kind, resp.rating)
             resp.category = category.value if category is not None else None
-            resp.updated_at = now
-            await s.execute(update(Invitation).where(Invitation.id == inv.id).values(status="answered"))
-            inv.status = "answered"
-            await s.flush()
-            await self.write_backs.queue_answer(s, resp, inv, event, campaign)
-            return response_record(resp), invitation_record(inv, event), before
+            resp.updated_at = step.now
+            set_committed_value(inv, "status", "answered")  # written for the whole batch by one UPDATE
+            step.answered.add(inv.id)
+            step.queued.extend(self.write_backs.items(resp, event, campaign, known))
+        stored = (response_record(resp), invitation_record(inv, event), before, event, campaign, survey.kind)
+        return _Written(stored, changed)
 
-    async def _resolve_targets(self, person_id: int, campaign: Campaign, source: str) -> None:
-        """Find the person in write-back targets other than the triggering CRM (by email/phone)."""
+    async def _resolve_targets(self, person_id: int, targets: list[str]) -> None:
+        """Find the person in write-back targets that do not know them yet (by email/phone)."""
         async with self.hub.store.session() as s:
             person = await s.get(Person, person_id)
-            known = set(await s.scalars(select(Identity.connector).where(Identity.person_id == person_id)))
-        for target in campaign.targets():
+        if person is None:
+            return
+        for target in targets:
             connector = self.hub.connectors.get(target)
-            if target in known or connector is None or person is None:
+            if connector is None:
                 continue
             try:
                 record = await connector.find_person(person.email, person.phone)
@@ -250,6 +432,8 @@ class Answers:
         Customers give the score first and the comment a moment later; the owner should not wait for a
         comment that may never come, nor miss one that does.
         """
+        if not campaign.alerts:
+            return  # most campaigns: nothing to read, nobody to tell
         case_event = CaseEvent.model_validate(event.payload)
         async with self.hub.store.session() as s:
             person = await s.get(Person, response.person_id)
@@ -295,7 +479,8 @@ class Answers:
     # --- unsubscribe ------------------------------------------------------------------------------------------
 
     async def unsubscribe(self, token: str) -> bool:
-        """Set the hub's opt-out for the person behind an unsubscribe token; honoured by every channel."""
+        """Set the hub's opt-out for the person behind an unsubscribe token; honoured by every channel and
+        reported to the person's CRMs like an opt-out keyword (``hub.engine.optouts``)."""
         async with self.hub.store.session() as s:
             row = await s.get(Token, hash_token(token))
             if row is None or row.purpose != "unsubscribe":
@@ -304,48 +489,6 @@ class Answers:
             if inv is None or inv.person_id is None:
                 return False
             person = await s.get(Person, inv.person_id)
-            if person is not None and person.opted_out_at is None:
-                person.opted_out_at = self.hub.now()
+            if person is not None:
+                await self.optouts.change(s, person, True, None, "unsubscribed with the survey's link")
         return True
-
-    # --- replies through a channel ------------------------------------------------------------------------
-
-    async def record_inbound(self, channel: str, answer: InboundAnswer) -> ResponseRecord | None:
-        """A reply like "9 quick and friendly": the newest open invitation sent to that address by this channel."""
-        rating, comment = parse_reply(answer.text)
-        sender_email = normalise_email(answer.sender)
-        sender_phone = normalise_phone(answer.sender)
-        async with self.hub.store.session() as s:
-            who = []
-            if sender_email:
-                who.append(Person.email == sender_email)
-            if sender_phone:
-                who.append(Person.phone == sender_phone)
-            if not who:
-                return None
-            inv_id = await s.scalar(
-                select(Invitation.id)
-                .join(Person, Person.id == Invitation.person_id)
-                .where(or_(*who), Invitation.channel == channel, Invitation.status.in_(("sent", "answered")))
-                .order_by(Invitation.sent_at.desc())
-                .limit(1)
-            )
-        if inv_id is None:
-            log.info("inbound.unmatched", channel=channel)
-            return None
-        try:
-            return await self.record_answer(inv_id, rating, comment=comment, channel=channel)
-        except BadInput as exc:
-            log.info("inbound.refused", channel=channel, reason=str(exc))
-            return None
-
-
-def parse_reply(body: str) -> tuple[int | None, str | None]:
-    """``"9 quick and friendly"`` -> (9, "quick and friendly"); ``"thanks!"`` -> (None, "thanks!")."""
-    stripped = body.strip()
-    head, _, rest = stripped.partition(" ")
-    head = head.rstrip(".,:;!")
-    # decimal digits only: "²" is a digit to str.isdigit() but no number to int(); "٣" (Arabic-Indic) is both
-    if head.isdecimal() and len(head) <= 2:
-        return int(head), (rest.strip() or None)
-    return None, (stripped or None)

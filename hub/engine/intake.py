@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +28,7 @@ from hub.http import never_sent
 from hub.models import CaseEvent, InvitationRecord, PersonRecord
 from hub.people import upsert_person
 from hub.policy import PersonFacts, RecentSurvey, decide
+from hub.store.group_commit import GroupCommit
 from hub.store.queries import insert_for
 from hub.store.tables import NUL, Event, Identity, Invitation, clean_text, utcnow
 from hub.texts import choose_language
@@ -90,12 +93,23 @@ def matches(campaign: Campaign, connector: str, event: CaseEvent) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """The storable events of one webhook or poll, waiting for the transaction they share with others."""
+
+    connector: str
+    events: list[CaseEvent]
+    source: str
+    raw: bytes | None
+
+
 class Intake:
     """Stores events as they arrive, then decides for each matching campaign: an invitation or a suppression."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.bounds = Bounds(self._concurrency)
+        self._writer: GroupCommit[Arrival, set[int]] = GroupCommit(self._store_arrivals)
 
     def _concurrency(self, connector: str) -> int:
         instance = self.hub.config.connectors.get(connector)
@@ -108,46 +122,83 @@ class Intake:
     ) -> list[bool]:
         """Store events (duplicates dropped by (connector, event id)); True for each one that was new.
 
+        Returns once the events are durable (see ``hub.store.group_commit``): the events of every request
+        arriving in the same moment are written with one statement in one transaction. Nothing else happens
+        before the caller may answer its sender: the campaigns are matched and the person read later, by
+        ``process_pending``.
+
         An event that cannot be stored (see ``unstorable``) is skipped with a logged error and counts as not
         new, so one bad record never stops the others of a poll or a webhook.
         """
-        fresh: list[bool] = []
-        async with self.hub.store.session() as s:
-            for event in events:
-                problem = unstorable(event)
-                if problem is not None:
-                    log.error(
-                        "event.unstorable",
-                        connector=connector,
-                        source=source,
-                        event_id=event.event_id[:100].replace(NUL, "\\0"),
-                        problem=problem,
-                    )
-                    fresh.append(False)
-                    continue
-                stmt = (
-                    insert_for(s, Event)
-                    .values(
-                        connector=connector,
-                        event_id=event.event_id,
-                        event_type=event.event_type,
-                        record_id=event.record_id,
-                        source=source,
-                        payload=event.model_dump(mode="json"),
-                        raw=raw,
-                        received_at=utcnow(),
-                    )
-                    .on_conflict_do_nothing(index_elements=["connector", "event_id"])
-                )
-                result = await s.execute(stmt)
-                fresh.append(bool(result.rowcount))  # type: ignore[attr-defined]
-        for event, new in zip(events, fresh, strict=True):
-            await self.hub.plugins.notify(
-                "hub_on_case_event_received", connector=connector, event=event, new=new
+        storable: list[CaseEvent] = []
+        for event in events:
+            problem = unstorable(event)
+            if problem is None:
+                storable.append(event)
+                continue
+            log.error(
+                "event.unstorable",
+                connector=connector,
+                source=source,
+                event_id=event.event_id[:100].replace(NUL, "\\0"),
+                problem=problem,
             )
-        if any(fresh):
+        new = await self._writer.submit(Arrival(connector, storable, source, raw)) if storable else set()
+        fresh = [id(event) in new for event in events]
+        for event, is_new in zip(events, fresh, strict=True):
+            await self.hub.plugins.notify(
+                "hub_on_case_event_received", connector=connector, event=event, new=is_new
+            )
+        if new:
             self.hub.wake("events")
         return fresh
+
+    async def _store_arrivals(self, arrivals: list[Arrival]) -> list[set[int]]:
+        """One transaction for the events of many requests: one multi-row INSERT that skips the (connector,
+        event id) pairs already stored and returns those it inserted. For each request, the ``id()`` of its
+        events that were new; an event id twice in one moment is new for its first sender only.
+
+        A batch written again after a lost connection (``GroupCommit``) finds what a commit that did reach the
+        database stored: those events are then reported as not new, and are processed all the same.
+        """
+        now = utcnow()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for arrival in arrivals:
+            for event in arrival.events:
+                rows.setdefault(
+                    (arrival.connector, event.event_id),
+                    {
+                        "connector": arrival.connector,
+                        "event_id": event.event_id,
+                        "event_type": event.event_type,
+                        "record_id": event.record_id,
+                        "source": arrival.source,
+                        "payload": event.model_dump(mode="json"),
+                        "raw": arrival.raw,
+                        "received_at": now,
+                        "processed_at": None,
+                        "process_error": None,
+                    },
+                )
+
+        def insert(conn: Connection) -> set[tuple[str, str]]:
+            stmt = (
+                insert_for(conn, Event)
+                .on_conflict_do_nothing(index_elements=["connector", "event_id"])
+                .returning(Event.connector, Event.event_id)
+            )
+            return {(c, e) for c, e in conn.execute(stmt, list(rows.values()))}
+
+        inserted = await self.hub.store.write(insert)
+        results: list[set[int]] = []
+        for arrival in arrivals:
+            new: set[int] = set()
+            for event in arrival.events:
+                if (arrival.connector, event.event_id) in inserted:
+                    inserted.discard((arrival.connector, event.event_id))  # only its first sender's
+                    new.add(id(event))
+            results.append(new)
+        return results
 
     # --- 2. decide --------------------------------------------------------------------------------------------
 

@@ -19,12 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.config import Campaign
 from hub.engine.bounds import Bounds
 from hub.engine.common import hash_token, invitation_record, question
-from hub.errors import AddressRejected, AuthError, ConfigError, SkippableError, TransientError
+from hub.errors import (
+    AddressRejected,
+    AuthError,
+    ConfigError,
+    RecipientOptedOut,
+    SkippableError,
+    TransientError,
+)
 from hub.http import backoff_delay, never_sent
 from hub.models import SCALES, Delivery, InvitationRecord, Recipient, ScaleOption, SurveyMessage
 from hub.people import normalise_email, normalise_phone
 from hub.store.tables import Event, Invitation, Person, Token
-from hub.texts import text
+from hub.texts import reply_instructions, text
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -174,7 +181,12 @@ class Invitations:
                     survey_token = self.issue_token(s, inv.id, "survey", expires)
                     unsub_token = self.issue_token(s, inv.id, "unsubscribe", now + timedelta(days=365))
                     message = self.survey_message(inv, campaign, person, survey_token, unsub_token, reminder)
-                    channels = [inv.channel] if reminder and inv.channel else list(campaign.channels)
+                    tried = inv.tried_channels or []  # failed for good after a send (a delivery report)
+                    channels = (
+                        [inv.channel]
+                        if reminder and inv.channel
+                        else [c for c in campaign.channels if c not in tried]
+                    )
                     remind = None if reminder else campaign.reminder_after_hours
                     ready.append(Outgoing(inv.id, message, channels, invitation_record(inv, event), remind))
                     continue
@@ -199,6 +211,9 @@ class Invitations:
             try:
                 async with self.bounds.slot(channel_name):
                     delivery = await channel.send(message)
+            except RecipientOptedOut as exc:  # opted out with the provider: out of every channel
+                await self._opted_out(inv_id, channel_name, exc)
+                return
             except AddressRejected as exc:
                 errors.append(f"{channel_name}: {exc}")
                 await self._flag_address(inv_id, exc)
@@ -243,6 +258,18 @@ class Invitations:
                 person.phone_rejected = note
         log.info("address.flagged", invitation=inv_id)
 
+    async def _opted_out(self, inv_id: int, channel: str, exc: RecipientOptedOut) -> None:
+        """The provider refuses: the person opted out with it. The hub opts them out too; no channel is tried."""
+        async with self.hub.store.session() as s:
+            inv = await s.get(Invitation, inv_id)
+            assert inv is not None
+            inv.status, inv.reason, inv.lease_until = "suppressed", f"{channel}: {exc}", None
+            person_id = inv.person_id
+        if person_id is not None:
+            reason = f"{channel} refused: the person opted out with the provider"
+            await self.hub.engine.optouts.by_id(person_id, True, channel, reason)
+        log.info("survey.opted_out", invitation=inv_id, channel=channel)
+
     async def _mark_sent(self, outgoing: Outgoing, channel: str, delivery: Delivery, reminder: bool) -> None:
         """One UPDATE, committed at once: the invitation is sent (or reminded), its lease released."""
         hub = self.hub
@@ -253,6 +280,7 @@ class Invitations:
             values["reminded_at"] = sent_at
         else:
             values.update(status="sent", channel=channel, sent_at=sent_at, message_id=delivery.message_id)
+            values.update(delivery_status=None, delivery_error=None)
             if outgoing.remind_after_hours:
                 values["remind_after"] = sent_at + timedelta(hours=outgoing.remind_after_hours)
             record = record.model_copy(update={"status": "sent", "channel": channel, "sent_at": sent_at})
@@ -261,6 +289,8 @@ class Invitations:
                 update(Invitation).where(Invitation.id == outgoing.invitation_id).values(**values)
             )
         log.info("survey.sent", invitation=outgoing.invitation_id, channel=channel, reminder=reminder)
+        if not reminder:  # a report on the message may have come before the send call returned
+            await hub.engine.deliveries.apply(channel, delivery.message_id)
         await hub.plugins.notify("hub_on_survey_sent", invitation=record, channel=channel, delivery=delivery)
 
     async def _retry_send(self, inv_id: int, channel: str, exc: Exception, reminder: bool) -> None:
@@ -326,4 +356,5 @@ class Invitations:
             survey_url=survey_url,
             unsubscribe_url=f"{base}/u/{unsub_token}",
             unsubscribe_text=text(lang, "unsubscribe"),
+            reply_instructions=reply_instructions(lang, survey.kind) if campaign.answer_by == "reply" else "",
         )

@@ -2,25 +2,107 @@
 
 One row per (connector, key): queuing a key that exists re-arms it with a higher version, so a score followed
 by a comment leaves one item, written once with the latest state.
+
+Queueing is on every answer's path, so it is built for that: the upsert statement is built and compiled once
+per database dialect and run once per answer with all of that answer's items (executemany), and the person's
+identities in every target come from one read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.config import Campaign
-from hub.models import CaseEvent, CaseFeedback, NpsCategory, SurveyKind, TimelineEntry
-from hub.store.queries import insert_for
+from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
 if TYPE_CHECKING:
     from hub.app import Hub
 
 log = structlog.get_logger("hub.engine.writebacks")
+
+#: the columns an item is queued with; ``now`` fills the times
+_ITEM_FIELDS = (
+    "connector",
+    "kind",
+    "key",
+    "record_id",
+    "person_record_id",
+    "person_id",
+    "response_id",
+    "payload",
+)
+
+
+@cache
+def upsert_statement(dialect: str) -> Any:
+    """The queue's upsert for one dialect, with bound parameters only: built once, compiled once, and then run
+    with a list of items (executemany). Re-queuing a key re-arms it: queued again, a higher version, attempts
+    reset, the newer payload."""
+    if dialect == "postgresql":
+        insert: Any = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:
+        raise RuntimeError(f"unsupported database dialect {dialect}; use SQLite or PostgreSQL")
+    now: Any = bindparam("now")
+    stmt = insert(WriteBack).values(
+        **{name: bindparam(name) for name in _ITEM_FIELDS},
+        state="queued",
+        version=1,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["connector", "key"],
+        set_={
+            "state": "queued",
+            "version": WriteBack.version + 1,
+            "attempts": 0,
+            "next_attempt_at": stmt.excluded.next_attempt_at,
+            "payload": stmt.excluded.payload,
+            "record_id": stmt.excluded.record_id,
+            "response_id": stmt.excluded.response_id,
+            "last_error": None,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
+#: ``Session.info`` keys: answers queued by ``queue_answer`` until the commit, and whether it listens
+_PENDING = "cxhub.writebacks.pending"
+_LISTENING = "cxhub.writebacks.listening"
+#: people whose identities one read asks for (SQLite and asyncpg take at most 32,766 parameters a statement)
+_PEOPLE_PER_READ = 5000
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def identities_query(people: Iterable[int], targets: Iterable[str]) -> Select[int, str, str]:
+    """(person id, connector, record id) of these people in these write-back targets."""
+    return select(Identity.person_id, Identity.connector, Identity.crm_id).where(
+        Identity.person_id.in_(sorted(people)), Identity.connector.in_(sorted(targets))
+    )
+
+
+def _item(
+    base: dict[str, Any], kind: str, key: str, record_id: str, payload: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {**base, "kind": kind, "key": key, "record_id": record_id, "payload": payload}
 
 
 class WriteBackQueue:
@@ -32,20 +114,67 @@ class WriteBackQueue:
     async def queue_answer(
         self, s: AsyncSession, resp: Response, inv: Invitation, event: Event, campaign: Campaign
     ) -> None:
-        """Queue what the campaign writes back for one answer, in each target CRM the person is known in."""
-        case_event = CaseEvent.model_validate(event.payload)
+        """Queue what the campaign writes back for one answer, in each target CRM the person is known in.
+
+        The items are written when the session's transaction commits, together with every other answer queued
+        in it: one read of the people's identities and one upsert for all, built by the same code as the survey
+        pages' answers (``items``, ``run``). Answers imported or seeded by the thousand in one transaction cost
+        little more than their rows; a rollback drops what was queued with the rest.
+        """
+        pending = s.info.get(_PENDING)
+        if pending is None:
+            pending = s.info[_PENDING] = []
+            if not s.info.get(_LISTENING):
+                s.info[_LISTENING] = True
+                sa_event.listen(s.sync_session, "before_commit", self._write_pending)
+                sa_event.listen(s.sync_session, "after_rollback", _drop_pending)
+        pending.append((resp, event, campaign))
+
+    def _write_pending(self, session: Session) -> None:
+        """``before_commit``: the queued answers' items, in the committing transaction (run in its greenlet)."""
+        pending: list[tuple[Response, Event, Campaign]] = session.info.pop(_PENDING, None) or []
+        if not pending:
+            return
+        people = {resp.person_id for resp, _, _ in pending}
+        targets = {target for _, _, campaign in pending for target in campaign.targets()}
+        identities: dict[int, dict[str, str]] = {}
+        ordered = sorted(people)
+        for start in range(0, len(ordered), _PEOPLE_PER_READ):  # within every database's bound parameters
+            chunk = ordered[start : start + _PEOPLE_PER_READ]
+            for person_id, connector, crm_id in session.execute(identities_query(chunk, targets)):
+                identities.setdefault(person_id, {})[connector] = crm_id
+        items = [
+            item
+            for resp, event, campaign in pending
+            for item in self.items(resp, event, campaign, identities.get(resp.person_id, {}))
+        ]
+        if items:
+            now = self.hub.now()
+            statement = upsert_statement(session.get_bind().dialect.name)
+            session.execute(statement, [{**item, "now": now} for item in items])
+
+    def items(
+        self, resp: Response, event: Event, campaign: Campaign, identities: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The queue's rows for one answer (without times): per target that knows the person, its summary,
+        timeline entry and (in the CRM the case came from) the case's feedback, as the campaign asks."""
         settings = campaign.write_back
+        category = NpsCategory(resp.category) if resp.category else None
+        items: list[dict[str, Any]] = []
         for target in campaign.targets():
-            identity = await s.scalar(
-                select(Identity).where(Identity.person_id == resp.person_id, Identity.connector == target)
-            )
-            if identity is None:
+            crm_id = identities.get(target)
+            if crm_id is None:
                 log.info("write_back.no_person", connector=target, response=resp.id)
                 continue
-            category = NpsCategory(resp.category) if resp.category else None
-            items: list[tuple[str, str, str, dict[str, Any] | None]] = []
+
+            base = {
+                "connector": target,
+                "person_record_id": crm_id,
+                "person_id": resp.person_id,
+                "response_id": resp.id,
+            }
             if settings.person_summary:
-                items.append(("person_summary", f"summary:{resp.person_id}", identity.crm_id, None))
+                items.append(_item(base, "person_summary", f"summary:{resp.person_id}", crm_id, None))
             if settings.timeline:
                 entry = TimelineEntry(
                     response_id=resp.id,
@@ -62,7 +191,9 @@ class WriteBackQueue:
                     language=resp.language,
                 )
                 items.append(
-                    ("timeline_entry", f"timeline:{resp.id}", identity.crm_id, entry.model_dump(mode="json"))
+                    _item(
+                        base, "timeline_entry", f"timeline:{resp.id}", crm_id, entry.model_dump(mode="json")
+                    )
                 )
             if settings.case_feedback and target == event.connector:
                 feedback = CaseFeedback(
@@ -75,16 +206,17 @@ class WriteBackQueue:
                     set_status=settings.case_status_after_feedback,
                     internal_comment=settings.internal_comment,
                 )
+                # the closed record: the event's record id (stored from its payload when it came in)
                 items.append(
-                    (
+                    _item(
+                        base,
                         "case_feedback",
                         f"case:{resp.id}",
-                        case_event.record_id,
+                        event.record_id,
                         feedback.model_dump(mode="json"),
                     )
                 )
-            for kind, key, record_id, payload in items:
-                await self.queue(s, target, kind, key, record_id, identity.crm_id, resp, payload)
+        return items
 
     async def queue(
         self,
@@ -98,35 +230,64 @@ class WriteBackQueue:
         payload: dict[str, Any] | None,
     ) -> None:
         """Queue one write-back; an existing item with the same key is re-armed with the newer payload."""
-        now = self.hub.now()
-        stmt = insert_for(s, WriteBack).values(
-            connector=connector,
-            kind=kind,
-            key=key,
-            record_id=record_id,
-            person_record_id=person_record_id,
-            person_id=resp.person_id,
-            response_id=resp.id,
-            payload=payload,
-            state="queued",
-            version=1,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
+        await self.upsert(
+            s, connector, kind, key, record_id, person_record_id, resp.person_id, resp.id, payload
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connector", "key"],
-            set_={
-                "state": "queued",
-                "version": WriteBack.version + 1,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "payload": stmt.excluded.payload,
-                "record_id": stmt.excluded.record_id,
-                "response_id": stmt.excluded.response_id,
-                "last_error": None,
-                "updated_at": now,
-            },
-        )
-        await s.execute(stmt)
+
+    async def queue_opt_out(self, s: AsyncSession, person_id: int, change: PersonOptOut) -> int:
+        """Queue the hub's opt-out (or its end) for every configured CRM the person is known in.
+
+        One item per person and CRM (``optout:<person>``): a STOP then a START before the sync leaves one
+        item holding the latest state, written once. Returns how many CRMs get it.
+        """
+        identities = await s.scalars(select(Identity).where(Identity.person_id == person_id))
+        payload = change.model_dump(mode="json")
+        items = [
+            {
+                "connector": identity.connector,
+                "kind": change.kind,
+                "key": f"optout:{person_id}",
+                "record_id": identity.crm_id,
+                "person_record_id": identity.crm_id,
+                "person_id": person_id,
+                "response_id": None,
+                "payload": payload,
+            }
+            for identity in identities
+            if identity.connector in self.hub.connectors
+        ]
+        await self.run(s, items)
+        return len(items)
+
+    async def upsert(
+        self,
+        s: AsyncSession,
+        connector: str,
+        kind: str,
+        key: str,
+        record_id: str,
+        person_record_id: str | None,
+        person_id: int | None,
+        response_id: str | None,
+        payload: dict[str, Any] | None,
+    ) -> None:
+        """Insert one item, or re-arm the item of that (connector, key) with the newer payload."""
+        item = {
+            "connector": connector,
+            "kind": kind,
+            "key": key,
+            "record_id": record_id,
+            "person_record_id": person_record_id,
+            "person_id": person_id,
+            "response_id": response_id,
+            "payload": payload,
+        }
+        await self.run(s, [item])
+
+    async def run(self, s: AsyncSession, items: list[dict[str, Any]], now: datetime | None = None) -> None:
+        """All ``items`` (from ``items``) in one execution of the dialect's precompiled upsert."""
+        if not items:
+            return
+        moment = now or self.hub.now()
+        statement = upsert_statement(s.get_bind().dialect.name)
+        await s.execute(statement, [{**item, "now": moment} for item in items])

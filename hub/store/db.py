@@ -9,24 +9,29 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, event, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, delete, event, make_url, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from hub.store.tables import JobLock, Setting, utcnow
 
+T = TypeVar("T")
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: a PostgreSQL connection older than this is replaced at checkout (below common idle timeouts of proxies)
+POOL_RECYCLE_SECONDS = 300
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -37,6 +42,11 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL with ``synchronous=NORMAL``: a commit is in the WAL file when it returns, so it survives the process
+    being killed (SIGKILL, OOM) at any moment after; only a power loss or an OS crash could take the last
+    commits back. A webhook is acknowledged only after its commit (``hub.store.group_commit``), so what the
+    hub acknowledged survives a crash of the hub, which is the promise made to senders; a host that must also
+    survive power loss runs PostgreSQL."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -51,19 +61,50 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        # no pre-ping: it costs a round trip per checkout. A connection the server dropped fails its statement
+        # once, and SQLAlchemy then invalidates every pooled connection of that moment; long idle ones are
+        # replaced before a server or a proxy times them out. Group commit writes again after such a loss.
+        kwargs: dict[str, Any] = {} if self.is_sqlite else {"pool_recycle": POOL_RECYCLE_SECONDS}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer: Engine | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        if self.is_sqlite and ":memory:" not in url:
+            # one connection on one thread of its own: a whole transaction is one hand-off to that thread,
+            # where aiosqlite hands every statement (begin, execute, fetch, commit) over and back again
+            self._writer = create_engine(
+                make_url(url).set(drivername="sqlite"), pool_size=1, max_overflow=0, **kwargs
+            )
+            event.listen(self._writer, "connect", _sqlite_pragmas)
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="cxhub-sqlite-writer")
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed on success and rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction, committed before this returns (rolled back if it raises).
+
+        On a SQLite file the writer connection runs it on its own thread, in one hand-off; on PostgreSQL a
+        pooled connection runs it, each statement one round trip. For writes that batch many requests into
+        one transaction (``hub.store.group_commit``), so they never wait for each other's thread hops.
+        """
+        if self._writer is None or self._writer_thread is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
+        writer = self._writer
+
+        def transaction() -> T:
+            with writer.begin() as conn:
+                return work(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, transaction)
 
     async def upgrade(self) -> None:
         """Apply every pending migration (run at start and by `cxhub db upgrade`).
@@ -100,6 +141,8 @@ class Store:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._writer is not None and self._writer_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
 
     # --- singleton jobs across processes ----------------------------------------------------------------------
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 
-def insert_for(session: AsyncSession, table: Any) -> Any:
+def insert_for(session: AsyncSession | AsyncConnection | Connection, table: Any) -> Any:
     """An INSERT that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update`` on this database."""
-    dialect = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, AsyncSession) else session
+    dialect = bind.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":

@@ -179,7 +179,15 @@ class Person(Base):
     name: Mapped[str | None] = mapped_column(CleanString(300))
     language: Mapped[str | None] = mapped_column(CleanString(20))
     timezone: Mapped[str | None] = mapped_column(CleanString(64))
-    opted_out_at: Mapped[datetime | None] = mapped_column(doc="the hub's own opt-out, set by unsubscribe")
+    opted_out_at: Mapped[datetime | None] = mapped_column(
+        doc="the hub's own opt-out: an unsubscribe link, an opt-out keyword replied through a channel"
+    )
+    opt_out_channel: Mapped[str | None] = mapped_column(
+        CleanString(100), doc="the channel the opt-out (or its end) came by; None for the link"
+    )
+    opt_out_reason: Mapped[str | None] = mapped_column(
+        CleanString(300), doc='what the person did, e.g. "replied STOPP by sms"'
+    )
     email_rejected: Mapped[str | None] = mapped_column(
         CleanText(), doc="why the email address bounced for good"
     )
@@ -225,7 +233,19 @@ class Invitation(Base):
     send_after: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column()
-    message_id: Mapped[str | None] = mapped_column(CleanString(300))
+    message_id: Mapped[str | None] = mapped_column(CleanString(300), index=True)
+    delivery_status: Mapped[str | None] = mapped_column(
+        CleanString(30), doc="the provider's most final report on the message: sent, delivered, failed, ..."
+    )
+    delivery_error: Mapped[str | None] = mapped_column(CleanText(), doc="what the provider said went wrong")
+    tried_channels: Mapped[list[str] | None] = mapped_column(
+        CleanJSON, doc="channels whose delivery failed for good after the send: not tried again"
+    )
+    conversation: Mapped[str | None] = mapped_column(
+        CleanString(20),
+        doc="where a conversation by reply is: asked_again (a non-score was answered once), "
+        "awaiting_comment (the follow-up question was sent), commented",
+    )
     remind_after: Mapped[datetime | None] = mapped_column(index=True)
     reminded_at: Mapped[datetime | None] = mapped_column()
     expires_at: Mapped[datetime | None] = mapped_column()
@@ -263,6 +283,56 @@ class Response(Base):
     channel: Mapped[str | None] = mapped_column(CleanString(100))
     answered_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundMessage(Base):
+    """A reply through a channel, kept: the hub's record of what people texted and what it made of it.
+
+    ``outcome`` says what happened: answer, comment, asked_again, opted_out, opted_in; and, for replies the
+    hub could not use (shown to admins at /admin/replies, never guessed): unmatched (no open invitation
+    from that sender) and not_a_score (asked once already). Unique per (channel, message id), so a provider
+    that delivers a reply twice is answered once.
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("channel", "message_id", name="uq_inbound_messages_channel_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(CleanString(100))
+    sender: Mapped[str] = mapped_column(CleanString(320), index=True)
+    text: Mapped[str] = mapped_column(CleanText())
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    message_id: Mapped[str | None] = mapped_column(CleanString(300))
+    outcome: Mapped[str] = mapped_column(CleanString(20), index=True)
+    reason: Mapped[str | None] = mapped_column(CleanText(), doc="why it could not be used")
+    invitation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("invitations.id", ondelete="SET NULL"), index=True
+    )
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryReport(Base):
+    """The most final delivery report per (channel, message id), as providers send them: at least once,
+    out of order, and sometimes before the send call returned. ``applied_at`` is None while no invitation
+    has that message id yet; dispatch applies it once it stores the id."""
+
+    __tablename__ = "delivery_reports"
+    __table_args__ = (UniqueConstraint("channel", "message_id", name="uq_delivery_reports_channel_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(CleanString(100))
+    message_id: Mapped[str] = mapped_column(CleanString(300))
+    status: Mapped[str] = mapped_column(CleanString(30))
+    outcome: Mapped[str] = mapped_column(CleanString(10), doc="pending | delivered | failed")
+    rank: Mapped[int] = mapped_column(Integer, doc="how final the status is; a lower one never replaces it")
+    error_code: Mapped[str | None] = mapped_column(CleanString(50))
+    error: Mapped[str | None] = mapped_column(CleanText())
+    address_rejected: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    reported_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column()
 
 
 class WriteBack(Base):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hub.testing.channel_suite import ChannelHarness, ChannelSuite
     from hub.testing.harness import Capabilities, ConnectorHarness, PollingHarness, build_hub
+    from hub.testing.items import opt_out_item
     from hub.testing.memory import MemoryChannel, memory_channel_plugin
     from hub.testing.server import BackgroundServer, TlsServer
     from hub.testing.suite import ConnectorSuite
@@ -39,6 +40,7 @@ __all__ = [
     "TlsServer",
     "build_hub",
     "memory_channel_plugin",
+    "opt_out_item",
 ]
 
 _MODULES = {
@@ -50,6 +52,7 @@ _MODULES = {
     "build_hub": "hub.testing.harness",
     "MemoryChannel": "hub.testing.memory",
     "memory_channel_plugin": "hub.testing.memory",
+    "opt_out_item": "hub.testing.items",
     "ConnectorSuite": "hub.testing.suite",
     "ChannelHarness": "hub.testing.channel_suite",
     "ChannelSuite": "hub.testing.channel_suite",

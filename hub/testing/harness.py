@@ -29,13 +29,17 @@ class Capabilities:
     A poll-only CRM sets ``webhooks=False, polling=True``; one of the two is needed. ``timeline``: the CRM
     keeps timeline (activity) records, so the hub writes one per answer and the harness implements
     ``timeline_entries``. ``inbound_replies`` (channels): people can answer through the channel (an SMS
-    reply), so the harness implements ``inbound_reply`` and ``tamper``.
+    reply), so the harness implements ``inbound_reply``, ``tamper`` and ``messages_to`` (the two-way
+    conversation: the follow-up question and the request for a number are texted back).
+    ``delivery_statuses`` (channels): the provider reports on each message it was given (an SMS status
+    callback), so the harness implements ``status_callback`` and ``last_message_id``.
     """
 
     webhooks: bool = True
     polling: bool = False
     timeline: bool = True
     inbound_replies: bool = True
+    delivery_statuses: bool = False
 
 
 def capabilities_of(harness: object) -> Capabilities:

@@ -20,6 +20,7 @@ from hub.models import (
     FetchResult,
     InboundReply,
     OutboundMessage,
+    PersonOptOut,
     PersonRecord,
     WebhookReply,
     WebhookRequest,
@@ -65,11 +66,16 @@ class MemoryConnector:
     """A CRM that is a dict of people (class-wide, like ``MemoryChannel.sent``); writes are kept in a list.
 
     Events are handed to the hub by the test (``hub.engine.receive``): it has no webhooks and polls nothing.
+    ``opt_outs`` holds what a CRM person's opt-out fields would show: the last ``PersonOptOut`` written to
+    each person, in the order the hub wrote them (last write wins, as on a real field), so a test sees
+    an older change written after a newer one. The people's own ``opted_out`` (the CRM's consent) is never
+    touched by it.
     """
 
     batch_size = 50
     people: ClassVar[dict[str, PersonRecord]] = {}
     written: ClassVar[list[WriteBackItem]] = []
+    opt_outs: ClassVar[dict[str, PersonOptOut]] = {}
 
     def __init__(self, settings: MemorySettings, ctx: PluginContext) -> None:
         self.ctx = ctx
@@ -94,6 +100,9 @@ class MemoryConnector:
 
     async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
         MemoryConnector.written.extend(batch)
+        for item in batch:
+            if isinstance(item.payload, PersonOptOut):
+                MemoryConnector.opt_outs[item.record_id] = item.payload
         return [WriteBackResult(item_id=item.id, status="ok") for item in batch]
 
     def diagnostics(self) -> dict[str, Any]:

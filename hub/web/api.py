@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select
 
 from hub.engine import response_record
+from hub.engine.conversations import kept_replies
 from hub.metrics import connector_health
 from hub.models import ResponseRecord
 from hub.store.tables import Event, Invitation, Person, RejectedWebhook, Response, SyncRun, WriteBack
@@ -47,6 +48,9 @@ class PersonOut(BaseModel):
     name: str | None
     language: str | None
     opted_out_at: datetime | None
+    #: how the opt-out (or its end) came: the channel (None for the link) and what the person did
+    opt_out_channel: str | None = None
+    opt_out_reason: str | None = None
 
 
 class InvitationOut(BaseModel):
@@ -61,6 +65,11 @@ class InvitationOut(BaseModel):
     send_after: datetime | None
     sent_at: datetime | None
     created_at: datetime
+    #: the provider's most final report on the message (sent, delivered, undelivered, ...); None: no report
+    delivery_status: str | None = None
+    delivery_error: str | None = None
+    #: where a conversation by reply is (asked_again, awaiting_comment, commented); None: none began
+    conversation: str | None = None
 
 
 class SyncRunOut(BaseModel):
@@ -179,6 +188,9 @@ async def list_invitations(
             send_after=i.send_after,
             sent_at=i.sent_at,
             created_at=i.created_at,
+            delivery_status=i.delivery_status,
+            delivery_error=i.delivery_error,
+            conversation=i.conversation,
         )
         for i, e in rows
     ]
@@ -223,6 +235,26 @@ async def list_rejected_webhooks(hub: HubDep, limit: Limit = 100, offset: Offset
             )
             for r in rows
         ]
+
+
+class ReplyOut(BaseModel):
+    """A reply through a channel the hub kept instead of using: from nobody it surveyed (unmatched), or no
+    score after it asked once (not_a_score). Never guessed: an admin reads them here or at /admin/replies."""
+
+    id: int
+    channel: str
+    sender: str
+    text: str
+    received_at: datetime
+    outcome: str
+    reason: str | None
+    invitation_id: int | None
+
+
+@router.get("/replies", response_model=list[ReplyOut])
+async def list_kept_replies(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[Any]:
+    async with hub.store.session() as s:
+        return _rows(await kept_replies(s, limit, offset), ReplyOut)
 
 
 class ConnectorOut(BaseModel):

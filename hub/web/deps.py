@@ -12,7 +12,9 @@ from hub.errors import BadInput
 from hub.models import WebhookRequest
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
+    """The hub of this app. A coroutine on purpose: FastAPI runs a plain function dependency in its thread
+    pool, a thread hand-off on every request for a lookup."""
     return cast(Hub, request.app.state.hub)
 
 

@@ -203,8 +203,7 @@ async def receive_inbound(channel: str, request: Request, hub: HubDep) -> Respon
     if isinstance(reply, Response):
         return reply
     try:
-        for answer in reply.answers:
-            await hub.engine.record_inbound(channel, answer)
+        await hub.engine.receive_inbound(channel, reply)
     except Exception as exc:
         return await _store_failed(hub, channel, request, body, exc)
     WEBHOOKS.labels(channel, "accepted").inc()

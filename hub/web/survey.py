@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import escape
 from starlette.datastructures import FormData
 
 from hub.app import Hub
@@ -58,6 +59,7 @@ templates = Jinja2Templates(
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # the templates ship with the release: no stat() of every file on every page
     )
 )
 templates.env.globals["static"] = static_url
@@ -199,6 +201,56 @@ def secure(response: Response, policy: str) -> Response:
     return response
 
 
+#: stand-ins rendered where a page's per-request values go (its CSP nonce, its CSRF field): a page rendered
+#: once with them is kept, and each request puts its own values in their place. Random per process, letters
+#: and digits only, so escaping leaves them as they are and no configured text can contain them by chance.
+_MARKS = {name: f"cxhub{secrets.token_hex(12)}{name}" for name in ("nonce", "csrf", "token")}
+#: rendered pages by what they show (see ``render``); dropped whole when full, they render again on demand
+_RENDERED: dict[tuple[Any, ...], str] = {}
+_RENDERED_MAX = 2048
+
+
+def _page_key(
+    hub: Hub, name: str, lang: str, status: int, page: SurveyPage | None, context: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    """What a page's HTML depends on besides its nonce and CSRF field, as a key to keep it under; None for a
+    page that shows something of one response or request (a comment, an error), which is rendered each time.
+
+    Only the question page is kept: it is the page every survey link opens. Everything it shows comes from
+    the configuration (branding, the survey's texts) and the choice pre-selected, and all of it is in the key,
+    so a changed configuration (a test's other hub) can never be served an old page.
+    """
+    if name != "survey.html" or page is None or context.get("error") is not None:
+        return None
+    branding = hub.config.hub.branding
+    return (
+        name,
+        lang,
+        status,
+        page.survey_kind,
+        page.question,
+        page.low_label,
+        page.high_label,
+        context.get("selected"),
+        branding.company_name,
+        branding.logo_url,
+        branding.colour,
+    )
+
+
+def _render_html(hub: Hub, name: str, lang: str, page: SurveyPage | None, context: dict[str, Any]) -> str:
+    branding = hub.config.hub.branding
+    context.setdefault("error", None)
+    context.update(
+        page=page,
+        branding=branding,
+        theme=theme_for(branding.colour),
+        lang=lang,
+        t=lambda key, **kw: text(lang, key, company=branding.company_name, **kw),
+    )
+    return templates.env.get_template(name).render(context)
+
+
 def render(
     request: Request,
     hub: Hub,
@@ -209,26 +261,34 @@ def render(
     page: SurveyPage | None = None,
     **context: Any,
 ) -> HTMLResponse:
-    """A page in ``lang``, with the brand, a CSRF field bound to the survey (when there is one) and headers."""
+    """A page in ``lang``, with the brand, a CSRF field bound to the survey (when there is one) and headers.
+
+    The question page is rendered once per survey, language and choice, and then served from memory with this
+    request's nonce and CSRF field put in (see ``_page_key``).
+    """
     cookie = request.cookies.get(CSRF_COOKIE) or new_csrf_cookie()
-    branding = hub.config.hub.branding
     nonce = secrets.token_urlsafe(16)
-    context.setdefault("error", None)
-    context.update(
-        page=page,
-        branding=branding,
-        theme=theme_for(branding.colour),
-        nonce=nonce,
-        lang=lang,
-        t=lambda key, **kw: text(lang, key, company=branding.company_name, **kw),
-        csrf=csrf_token(hub.secret_key, cookie, page.token_hash) if page else "",
-    )
-    response = templates.TemplateResponse(request, name, context, status_code=status)
+    csrf = csrf_token(hub.secret_key, cookie, page.token_hash) if page else ""
+    key = _page_key(hub, name, lang, status, page, context)
+    if key is None:
+        html = _render_html(hub, name, lang, page, {**context, "nonce": nonce, "csrf": csrf})
+    else:
+        kept = _RENDERED.get(key)
+        if kept is None:
+            if len(_RENDERED) >= _RENDERED_MAX:
+                _RENDERED.clear()
+            marked = {**context, "nonce": _MARKS["nonce"], "csrf": _MARKS["csrf"], "token": _MARKS["token"]}
+            kept = _RENDERED[key] = _render_html(hub, name, lang, page, marked)
+        token = str(escape(context.get("token", "")))
+        html = (
+            kept.replace(_MARKS["nonce"], nonce).replace(_MARKS["csrf"], csrf).replace(_MARKS["token"], token)
+        )
+    response = HTMLResponse(html, status_code=status)
     if CSRF_COOKIE not in request.cookies:
         response.set_cookie(
             CSRF_COOKIE, cookie, httponly=True, samesite="lax", secure=request.url.scheme == "https"
         )
-    secure(response, content_security_policy(nonce, branding.logo_url))
+    secure(response, content_security_policy(nonce, hub.config.hub.branding.logo_url))
     return response
 
 

@@ -110,6 +110,7 @@ class LiveHub:
             self._loop = asyncio.get_running_loop()
             self._hub = await Hub.open(config)
             app = create_app(self._hub, scheduler=False)
+            self.prepare(app)
             server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
             self._server = server
             try:
@@ -121,6 +122,9 @@ class LiveHub:
             asyncio.run(main())
         except BaseException as exc:
             self._failure = exc
+
+    def prepare(self, app: Any) -> None:
+        """Adjust the web app before it serves (a subclass adds what its pages need)."""
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -25,6 +25,9 @@ class FakeState:
     people: dict[str, dict[str, Any]] = field(default_factory=dict)
     cases: list[dict[str, Any]] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: person id -> the payload of the last ``person_opt_out`` written to them (last write wins, as on a
+    #: real CRM field, so a test sees an older change written after a newer one)
+    opt_outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
     creates: int = 0
     updates: int = 0
@@ -108,6 +111,8 @@ def create_app(state: FakeState) -> FastAPI:
             else:
                 state.creates += 1
             state.records[item["key"]] = item
+            if item["payload"]["kind"] == "person_opt_out":
+                state.opt_outs[item["record_id"]] = item["payload"]
             results.append({"id": item["id"], "ok": True, "remote_id": f"R-{item['key']}"})
         return results
 

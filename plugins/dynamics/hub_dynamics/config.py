@@ -75,6 +75,22 @@ class ContactColumns(_Section):
         return {name: column for name, column in self.model_dump().items() if column}
 
 
+class OptOutColumns(_Section):
+    """Columns of ``contact`` that show the hub's own opt-out of the person (an unsubscribe link, an SMS
+    "STOP") and its end ("START"); None leaves a value out, all None writes nothing.
+
+    An opt-out sets the flag, the date and the reason ("replied STOPP by SMS"); an opt-in clears all three.
+    The contact's own ``donot*`` columns are the CRM's, which the hub reads and never writes.
+    """
+
+    opted_out: str | None = Field("cxhub_surveyoptout", description="a Yes/No column")
+    changed_at: str | None = Field("cxhub_surveyoptoutdate", description="a date and time column")
+    reason: str | None = Field("cxhub_surveyoptoutreason", description="a text column (200 characters)")
+
+    def mapped(self) -> dict[str, str]:
+        return {name: column for name, column in self.model_dump().items() if column}
+
+
 class TimelineSettings(_Section):
     """One row of a custom activity table per answer, regarding the case (or the contact without a case).
 
@@ -130,6 +146,7 @@ class DynamicsSettings(_Section):
         0.5, gt=0, le=1, description="share of the 6000 requests per 5 minutes the hub allows itself"
     )
     contact: ContactColumns = Field(default_factory=ContactColumns)
+    opt_out: OptOutColumns = Field(default_factory=OptOutColumns)
     category_options: dict[str, int] = Field(
         default_factory=lambda: {"promoter": 100000000, "passive": 100000001, "detractor": 100000002},
         description="NPS category -> option value of the category choice columns",

@@ -141,6 +141,9 @@ CUSTOM_CONTACT = {
     "cxhub_averagescore": Column("decimal"),
     "cxhub_averagescore30d": Column("decimal"),
     "cxhub_responsecount": Column("int"),
+    "cxhub_surveyoptout": Column("bool"),
+    "cxhub_surveyoptoutdate": Column("datetime"),
+    "cxhub_surveyoptoutreason": Column("string", 200),
 }
 CUSTOM_INCIDENT = {
     "cxhub_feedbackscore": Column("int"),

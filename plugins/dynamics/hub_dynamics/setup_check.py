@@ -16,6 +16,7 @@ FIX = "import the cxhub solution (python -m hub_dynamics.solution) or create the
 def wanted_columns(settings: DynamicsSettings) -> dict[str, dict[str, str]]:
     """table -> {column: config key} of every column the connector writes."""
     contact = {column: f"contact.{name}" for name, column in settings.contact.mapped().items()}
+    contact |= {column: f"opt_out.{name}" for name, column in settings.opt_out.mapped().items()}
     case = settings.case
     incident = {
         column: f"case.{key}"

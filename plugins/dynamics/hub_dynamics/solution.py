@@ -1,6 +1,6 @@
 """Build the unmanaged solution an admin imports: ``python -m hub_dynamics.solution DIR``.
 
-The solution's source is the XML in ``solution_src/`` (publisher ``cxhub``, the summary columns on contact,
+The solution's source is the XML in ``solution_src/`` (publisher ``cxhub``, the summary and opt-out columns on contact,
 the feedback columns on incident, the ``cxhub_surveyresponse`` activity table, the category choice and the
 "CX Hub Integration" security role). Building checks every file is well-formed XML and that every column
 the connector writes by default is defined, then zips them as Dataverse expects (files at the zip's root).
@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from xml.etree import ElementTree
 
-from hub_dynamics.config import CaseSettings, ContactColumns, TimelineSettings
+from hub_dynamics.config import CaseSettings, ContactColumns, OptOutColumns, TimelineSettings
 
 FILES = ("[Content_Types].xml", "solution.xml", "customizations.xml")
 ZIP_NAME = "cxhub_solution.zip"
@@ -24,6 +24,7 @@ def default_columns() -> set[str]:
     """Every column the connector writes with its default settings."""
     timeline, case = TimelineSettings(), CaseSettings()
     columns: set[str | None] = set(ContactColumns().mapped().values())
+    columns |= set(OptOutColumns().mapped().values())
     columns |= {timeline.score_column, timeline.category_column, timeline.comment_column}
     columns |= {timeline.response_id_column, case.score_column, case.comment_column, case.date_column}
     return {column for column in columns if column is not None}

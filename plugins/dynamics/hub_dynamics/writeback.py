@@ -3,6 +3,8 @@
 - person summary: one PATCH of the contact's summary columns (``If-Match: *``: update only, a deleted contact
   is a failed item, never a new empty contact); several summaries of one contact in a batch coalesce into one
   PATCH carrying the newest;
+- person opt-out: the contact's opt-out columns (flag, date, reason; cleared by an opt-in), in the same PATCH
+  as the contact's summary when both are in the batch;
 - timeline entry: an upsert (PATCH by id) of a ``cxhub_surveyresponse`` activity whose id is a uuid5 of the
   hub's key, regarding the case (or the contact without a case), with the contact as its Customer party in
   the same body (a deep insert of ``<activity>_activity_parties``): it shows on the case's timeline and on
@@ -23,7 +25,15 @@ from typing import Any
 
 import structlog
 
-from hub import CaseFeedback, PersonSummary, TimelineEntry, TransientError, WriteBackItem, WriteBackResult
+from hub import (
+    CaseFeedback,
+    PersonOptOut,
+    PersonSummary,
+    TimelineEntry,
+    TransientError,
+    WriteBackItem,
+    WriteBackResult,
+)
 from hub_dynamics.batch import Operation, PartReply
 from hub_dynamics.client import DataverseClient
 from hub_dynamics.config import DynamicsSettings
@@ -34,6 +44,8 @@ log = structlog.get_logger("hub_dynamics.writeback")
 #: ActivityParty.participationtypemask of the contact who answered: Customer (a custom activity table
 #: accepts every party type; the contact's timeline shows the activities it is a party of)
 CUSTOMER = 11
+#: an opt-out reason is cut to the length of the solution's reason column
+OPT_OUT_REASON_LENGTH = 200
 
 
 @dataclass
@@ -60,6 +72,9 @@ class WriteBack:
         return self.settings.category_options.get(str(category)) if category else None
 
     def summary(self, record_id: str, summary: PersonSummary) -> Operation:
+        return self._contact_patch(record_id, self.summary_values(summary))
+
+    def summary_values(self, summary: PersonSummary) -> dict[str, Any]:
         values: dict[str, Any] = {
             "latest_score": summary.latest_rating,
             "latest_category": self._category(summary.latest_category),
@@ -71,7 +86,20 @@ class WriteBack:
             else None,
             "count": summary.count,
         }
-        body = {column: values[name] for name, column in self.settings.contact.mapped().items()}
+        return {column: values[name] for name, column in self.settings.contact.mapped().items()}
+
+    def opt_out_values(self, opt_out: PersonOptOut) -> dict[str, Any]:
+        """Flag, date and reason of an opt-out; an opt-in clears all three (``PersonOptOut.shown``)."""
+        shown = opt_out.shown()
+        values = shown | {
+            "changed_at": odata_datetime(shown["changed_at"]) if shown["changed_at"] else None,
+            "reason": _cut(shown["reason"], OPT_OUT_REASON_LENGTH),
+        }
+        return {column: values[name] for name, column in self.settings.opt_out.mapped().items()}
+
+    @staticmethod
+    def _contact_patch(record_id: str, body: dict[str, Any]) -> Operation:
+        """Update only (``If-Match: *``): a deleted contact fails the item instead of coming back empty."""
         return Operation("PATCH", f"contacts({record_id})", body, {"If-Match": "*"})
 
     def timeline(self, item: WriteBackItem, entry: TimelineEntry) -> tuple[str, Operation]:
@@ -136,14 +164,14 @@ class WriteBack:
         """The batch's groups, and the results of items settled without a request (bad ids, nothing to write)."""
         groups: list[Group] = []
         settled: list[WriteBackResult] = []
-        summaries: dict[str, list[WriteBackItem]] = {}
+        people: dict[str, list[WriteBackItem]] = {}
         for item in batch:
             if record_ref(item.record_id) is None:
                 settled.append(WriteBackResult.failed(item, f"{item.record_id!r} is not a Dataverse id"))
                 continue
             payload = item.payload
-            if isinstance(payload, PersonSummary):
-                summaries.setdefault(item.record_id.lower(), []).append(item)
+            if isinstance(payload, PersonSummary | PersonOptOut):
+                people.setdefault(item.record_id.lower(), []).append(item)
             elif isinstance(payload, TimelineEntry):
                 if not self.settings.timeline.enabled:
                     settled.append(WriteBackResult.ok(item))
@@ -156,13 +184,29 @@ class WriteBack:
                     groups.append(Group([item], operations, item.record_id))
                 else:  # an opportunity without a note: nothing of it is kept in Dataverse
                     settled.append(WriteBackResult.ok(item))
-        for record_id, items in summaries.items():
-            newest = max(
-                items, key=lambda i: i.payload.latest_date if isinstance(i.payload, PersonSummary) else 0
-            )
-            assert isinstance(newest.payload, PersonSummary)
-            groups.append(Group(items, [self.summary(record_id, newest.payload)], record_id))
+        for record_id, items in people.items():
+            body = self.contact_body(items)
+            if body:
+                groups.append(Group(items, [self._contact_patch(record_id, body)], record_id))
+            else:  # no column mapped for what these items carry (opt-outs with opt_out all unset)
+                log.info("dynamics.contact_columns_not_mapped", items=len(items))
+                settled += [WriteBackResult.ok(item) for item in items]
         return groups, settled
+
+    def contact_body(self, items: Sequence[WriteBackItem]) -> dict[str, Any]:
+        """The columns one PATCH writes on a contact: the newest summary's and the newest opt-out's.
+
+        An opt-out travelling with a summary therefore costs no request of its own, and of two opt-out
+        changes of one contact in a batch only the newer (``changed_at``) is written.
+        """
+        summaries = [i.payload for i in items if isinstance(i.payload, PersonSummary)]
+        opt_outs = [i.payload for i in items if isinstance(i.payload, PersonOptOut)]
+        body: dict[str, Any] = {}
+        if summaries:
+            body |= self.summary_values(max(summaries, key=lambda summary: summary.latest_date))
+        if opt_outs:
+            body |= self.opt_out_values(max(opt_outs, key=lambda opt_out: opt_out.changed_at))
+        return body
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ same bearer token: every HTTP call of the connector, JSON or CSV, passes the one
 classification in ``_run``.
 
 Writes that must commit together (a Case's feedback marker and the notes it stands for) go as one Composite
-request with allOrNone (``composite``): one API call, and nothing is kept when any part fails.
+request with allOrNone (``composite``): one API call, and nothing is kept when any part fails. Writes that
+need not go up to five sObject Collections calls at once as one Composite request without it
+(``save_collections``), and up to five queries likewise (``query_many``): one API call for what would take five.
 
 Trust is explicit: the ``requests.Session`` ignores the environment (``trust_env = False``) and verifies
 against ``ca_bundle`` or the system store, whatever REQUESTS_CA_BUNDLE a machine sets.
@@ -29,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 import structlog
@@ -76,6 +78,19 @@ class SaveResult:
     created: bool | None
     codes: list[str]
     message: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One kind of sObject Collections call: its method and path below ``/services/data/vXX.X/``."""
+
+    method: str
+    path: str
+    what: str
+
+
+#: what became of one sObject Collections part: its per-record results, or the error that refused it
+Saved = list[SaveResult] | RecordError | TransientError
 
 
 @dataclass(frozen=True)
@@ -310,6 +325,44 @@ class SalesforceClient:
             records += more
         return records
 
+    async def query_many(self, soqls: list[str]) -> list[list[dict[str, Any]]]:
+        """Every record of up to five queries, for one API call: the queries of one Composite request.
+
+        One query goes as itself (``query_all``). A page of a subrequest that is not the last is followed
+        with ``nextRecordsUrl``, one call a page as always; a refused query raises as a refused call does.
+        """
+        if len(soqls) > COMPOSITE_COLLECTION_LIMIT:
+            raise ValueError(
+                f"Composite takes at most {COMPOSITE_COLLECTION_LIMIT} queries, not {len(soqls)}"
+            )
+        if len(soqls) == 1:
+            return [await self.query_all(soqls[0])]
+        subrequests = [
+            {
+                "method": "GET",
+                "url": self.data_url(f"query?{urlencode({'q': soql})}"),
+                "referenceId": f"query{n}",
+            }
+            for n, soql in enumerate(soqls)
+        ]
+        answers = await self.composite(subrequests, all_or_none=False)
+        found: list[list[dict[str, Any]]] = []
+        for answer in answers:
+            page = answer.body if isinstance(answer.body, dict) else None
+            if answer.status >= 300 or page is None:
+                error = answer.error
+                message = f"query: HTTP {answer.status} {error.message}"
+                if answer.status in TRANSIENT_STATUSES:
+                    raise TransientError(message)
+                raise RecordError(message, answer.status, error.codes)
+            records = [dict(r) for r in page.get("records", [])]
+            next_url = None if page.get("done", True) else page.get("nextRecordsUrl")
+            while next_url:
+                more, next_url = await self.query_page(next_url)
+                records += more
+            found.append(records)
+        return found
+
     async def describe(self, sobject: str) -> dict[str, Any]:
         reply = await self.call(lambda sf: sf.restful(f"sobjects/{sobject}/describe"), f"describe {sobject}")
         return dict(reply or {})
@@ -342,7 +395,7 @@ class SalesforceClient:
 
     async def update_records(self, records: list[dict[str, Any]]) -> list[SaveResult]:
         """``PATCH /composite/sobjects``: update records by Id (each has ``attributes.type`` and ``id``)."""
-        return await self._collection("PATCH", "composite/sobjects", records, "update records")
+        return await self._collection(UPDATE.method, UPDATE.path, records, UPDATE.what)
 
     async def create_records(self, records: list[dict[str, Any]]) -> list[SaveResult]:
         """``POST /composite/sobjects``: create records (each has ``attributes.type``)."""
@@ -352,37 +405,84 @@ class SalesforceClient:
         self, sobject: str, external_id_field: str, records: list[dict[str, Any]]
     ) -> list[SaveResult]:
         """``PATCH /composite/sobjects/{Object}/{ExtIdField}``: upsert by external id, one object type."""
-        path = f"composite/sobjects/{sobject}/{external_id_field}"
-        return await self._collection("PATCH", path, records, f"upsert {sobject}")
+        upsert = upsert_collection(sobject, external_id_field)
+        return await self._collection(upsert.method, upsert.path, records, upsert.what)
 
     def data_url(self, path: str) -> str:
         """``/services/data/vXX.X/{path}``: the url of a Composite subrequest (a path, no host)."""
         return f"/services/data/v{self.settings.api_version}/{path}"
 
     def collection_subrequest(
-        self, method: str, records: list[dict[str, Any]], reference_id: str
+        self,
+        method: str,
+        records: list[dict[str, Any]],
+        reference_id: str,
+        path: str = "composite/sobjects",
+        all_or_none: bool = True,
     ) -> dict[str, Any]:
-        """An sObject Collections call (``POST`` create, ``PATCH`` update) as a Composite subrequest."""
+        """An sObject Collections call (``POST`` create, ``PATCH`` update, or ``PATCH`` upsert when ``path``
+        names the object and its external id field) as a Composite subrequest."""
         if len(records) > COLLECTION_LIMIT:
             raise ValueError(
                 f"sObject Collections take at most {COLLECTION_LIMIT} records, not {len(records)}"
             )
         return {
             "method": method,
-            "url": self.data_url("composite/sobjects"),
+            "url": self.data_url(path),
             "referenceId": reference_id,
-            "body": {"allOrNone": True, "records": records},
+            "body": {"allOrNone": all_or_none, "records": records},
         }
 
-    async def composite(self, subrequests: list[dict[str, Any]]) -> list[SubResult]:
-        """``POST /composite`` with allOrNone: the subrequests commit together or not at all, in one API call.
+    async def save_collections(
+        self, collection: Collection, parts: list[list[dict[str, Any]]]
+    ) -> list[Saved]:
+        """Up to five sObject Collections calls of one kind (200 records each) for one API call.
 
-        When one subrequest fails, Salesforce rolls back every other one and answers them with
-        PROCESSING_HALTED; the caller reads the failed subrequest's body to learn which record was at fault.
+        One part goes as a plain sObject Collections call; several go as the Collections subrequests of one
+        Composite request without allOrNone, so each record is saved or refused on its own, as in a plain
+        call. The answer has one entry per part, in order: the per-record results, or the error that
+        refused that part as a whole (a ``RecordError``, or a ``TransientError`` for a part Salesforce could
+        not run just now). A refusal of the whole request raises, as every call does.
+        """
+        if len(parts) > COMPOSITE_COLLECTION_LIMIT:
+            raise ValueError(
+                f"Composite takes at most {COMPOSITE_COLLECTION_LIMIT} sObject Collections, not {len(parts)}"
+            )
+        if len(parts) == 1:
+            try:
+                return [await self._collection(collection.method, collection.path, parts[0], collection.what)]
+            except RecordError as exc:
+                return [exc]
+        subrequests = [
+            self.collection_subrequest(collection.method, records, f"part{n}", collection.path, False)
+            for n, records in enumerate(parts)
+        ]
+        answers = await self.composite(subrequests, all_or_none=False)
+        saved: list[Saved] = []
+        for answer, records in zip(answers, parts, strict=True):
+            results = answer.record_results()
+            if answer.status < 300 and results is not None and len(results) == len(records):
+                saved.append(results)
+                continue
+            error = answer.error
+            message = f"{collection.what}: HTTP {answer.status} {error.message}"
+            if answer.status < 300 or answer.status in TRANSIENT_STATUSES:
+                # a 2xx without one result per record: what was saved is unknown, so the part is retried
+                saved.append(TransientError(message))
+            else:
+                saved.append(RecordError(message, answer.status, error.codes))
+        return saved
+
+    async def composite(self, subrequests: list[dict[str, Any]], all_or_none: bool = True) -> list[SubResult]:
+        """``POST /composite``: the subrequests in order, in one API call.
+
+        With allOrNone (the default) they commit together or not at all: when one subrequest fails,
+        Salesforce rolls back every other one and answers them with PROCESSING_HALTED; the caller reads the
+        failed subrequest's body to learn which record was at fault. Without it, each subrequest stands alone.
         """
         if len(subrequests) > COMPOSITE_LIMIT:
             raise ValueError(f"Composite takes at most {COMPOSITE_LIMIT} subrequests, not {len(subrequests)}")
-        body = {"allOrNone": True, "compositeRequest": subrequests}
+        body = {"allOrNone": all_or_none, "compositeRequest": subrequests}
         reply = await self.call(
             lambda sf: sf.restful("composite", method="POST", json=body), "composite request"
         )
@@ -439,6 +539,15 @@ class SalesforceClient:
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.session.close()
+
+
+#: ``PATCH /composite/sobjects``: records updated by Id
+UPDATE = Collection("PATCH", "composite/sobjects", "update records")
+
+
+def upsert_collection(sobject: str, external_id_field: str) -> Collection:
+    """``PATCH /composite/sobjects/{Object}/{ExtIdField}``: records of one object upserted by external id."""
+    return Collection("PATCH", f"composite/sobjects/{sobject}/{external_id_field}", f"upsert {sobject}")
 
 
 def never_sent(exc: requests.RequestException) -> bool:

@@ -103,6 +103,23 @@ class ContactFields(_Section):
         return {name: field for name, field in self.model_dump().items() if field}
 
 
+class OptOutFields(_Section):
+    """Contact fields that show the hub's own opt-out of the person (an unsubscribe link, an SMS "STOP")
+    and its end ("START"); an empty name leaves that value out, all empty writes nothing.
+
+    An opt-out ticks ``opted_out`` and sets ``changed_at`` and ``reason`` ("replied STOPP by SMS"); an
+    opt-in clears all three. The contact's own HasOptedOutOfEmail / DoNotCall are the org's consent, which
+    the hub reads and never writes.
+    """
+
+    opted_out: str | None = Field("CXHub_Survey_Opt_Out__c", description="a Checkbox")
+    changed_at: str | None = Field("CXHub_Survey_Opt_Out_Date__c", description="a Date/Time")
+    reason: str | None = Field("CXHub_Survey_Opt_Out_Reason__c", description="a Text(255)")
+
+    def mapped(self) -> dict[str, str]:
+        return {name: field for name, field in self.model_dump().items() if field}
+
+
 class ResponseObject(_Section):
     """The custom object holding one record per answer: the timeline entry on the Contact and the Case."""
 
@@ -256,6 +273,7 @@ class SalesforceSettings(_Section):
     )
     initial_lookback_hours: float = Field(24, ge=0, description="where the very first poll starts")
     contact: ContactFields = Field(default_factory=ContactFields)
+    opt_out: OptOutFields = Field(default_factory=OptOutFields)
     person: PersonFields = Field(default_factory=PersonFields)
     response_object: ResponseObject = Field(default_factory=ResponseObject)
     case: CaseFields = Field(default_factory=CaseFields)

@@ -30,7 +30,7 @@ from hub import (
     WriteBackItem,
     WriteBackResult,
 )
-from hub_salesforce.client import COLLECTION_LIMIT, RecordError, SalesforceClient
+from hub_salesforce.client import COLLECTION_LIMIT, COMPOSITE_COLLECTION_LIMIT, RecordError, SalesforceClient
 from hub_salesforce.config import SalesforceSettings
 from hub_salesforce.mapping import (
     CASE_FIELDS,
@@ -64,8 +64,8 @@ NOTIFICATION_MEMORY = 5000
 class SalesforceConnector:
     """One Salesforce org, as the hub sees it."""
 
-    #: write-back items per call: the sObject Collections limit
-    batch_size = COLLECTION_LIMIT
+    #: write-back items per batch: what one Composite request carries (five sObject Collections of 200)
+    batch_size = COLLECTION_LIMIT * COMPOSITE_COLLECTION_LIMIT
     bulk_batch_size = 10_000  # a full re-sync: items per batch, written as one Bulk API 2.0 job per kind
 
     def __init__(self, settings: SalesforceSettings, ctx: PluginContext) -> None:

@@ -84,6 +84,8 @@ class Fault:
     methods: frozenset[str]
     code: str = "SERVER_UNAVAILABLE"
     message: str = "emulated fault"
+    #: matching calls answered normally before the fault starts
+    skip: int = 0
 
 
 def _errors(status: int, code: str, message: str, fields: list[str] | None = None) -> JSONResponse:
@@ -140,10 +142,12 @@ class SalesforceEmulator:
         methods: set[str] | None = None,
         code: str = "SERVER_UNAVAILABLE",
         message: str = "emulated fault",
+        skip: int = 0,
     ) -> None:
-        """Answer the next ``count`` data calls (of ``methods``) with ``status`` and that error."""
+        """Answer the next ``count`` data calls (of ``methods``) with ``status`` and that error, once
+        ``skip`` of them were answered normally."""
         every = frozenset(methods or {"GET", "POST", "PATCH", "PUT", "DELETE"})
-        self.faults.append(Fault(count, status, retry_after, every, code, message))
+        self.faults.append(Fault(count, status, retry_after, every, code, message, skip))
 
     def refuse_concurrent(self, count: int = 1) -> None:
         """The next ``count`` data calls meet the org's limit of concurrent long-running requests, as
@@ -338,6 +342,9 @@ class SalesforceEmulator:
     def _fault(self, method: str) -> Fault | None:
         for fault in self.faults:
             if fault.remaining > 0 and method in fault.methods:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.remaining -= 1
                 return fault
         return None

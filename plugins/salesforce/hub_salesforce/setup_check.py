@@ -69,6 +69,7 @@ def needs(settings: SalesforceSettings) -> list[Need]:
         found += [Need("Opportunity", name, "read") for name in OPPORTUNITY_FIELDS if "." not in name]
         found += [Need("OpportunityContactRole", name, "read", optional=True) for name in PRIMARY_ROLE_FIELDS]
     found += _mapped("contact", settings.contact, "Contact", "update", every=True)
+    found += _mapped("opt_out", settings.opt_out, "Contact", "update", every=True)
     case = settings.case
     found += _mapped("case", case, "Case", "update")
     if case.status_after_feedback or case.statuses:

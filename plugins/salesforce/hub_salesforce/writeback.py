@@ -1,20 +1,25 @@
-"""Writing answers back with as few API calls as Salesforce allows: sObject Collections, 200 records a call,
-or one Bulk API 2.0 job for a large group.
+"""Writing answers back with as few API calls as Salesforce allows: sObject Collections of 200 records, five
+of them in one Composite request (1,000 records a call), or one Bulk API 2.0 job for a large group.
 
-- person summaries: one Contact update per contact (ten answers in a batch become one write);
+- person summaries: one Contact update per contact (ten answers in a batch become one write), carrying the
+  contact's opt-out fields too when an opt-out is in the batch (``opt_out.py``);
 - timeline entries: ``Survey_Response__c`` upserted by the external id ``Response_Id__c`` (the hub's response
   id), so a retried write updates the record it created instead of adding one;
 - case feedback: one Case update per case. The optional internal CaseComment and Chatter posts (FeedItem
   records on the Case and/or the contact) are added only when the case's ``CXHub_Response_Id__c`` does not
-  yet hold this answer (read in one query per 200 cases), and then in one Composite request with allOrNone
-  together with the Case update that writes that marker: either both are saved or neither, so a retry after
-  a failure notes the answer once, and a retry after success finds the marker and notes nothing. 200 cases
-  with a comment and a post each cost that query and one Composite call, where a Chatter post through the
-  Connect API would cost one call per post.
+  yet hold this answer (read in one query per 200 cases, five queries a call), and then in one Composite
+  request with allOrNone together with the Case update that writes that marker: either both are saved or
+  neither, so a retry after a failure notes the answer once, and a retry after success finds the marker and
+  notes nothing. 200 cases with a comment and a post each cost that query and one Composite call, where a
+  Chatter post through the Connect API would cost one call per post.
 
 A group of ``bulk_threshold`` records or more (a full re-sync hands the connector up to ``bulk_batch_size``
 items of one kind) goes as one Bulk API 2.0 ingest job (``bulk.py``): a handful of calls instead of one per
 200 records. Results stay per item either way: each item gets the outcome of its own record.
+
+A Composite request is one API call whatever it carries, and without allOrNone each of its Collections
+subrequests saves or refuses each record on its own, exactly as a plain Collections call would: so a batch
+of 1,000 records costs one call, and every item still gets its own record's result.
 
 Per-record errors are classified: lock contention and limits are retried, and so are records a Bulk job did
 not process; anything else is this item's fault.
@@ -26,6 +31,7 @@ import html
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -43,11 +49,16 @@ from hub_salesforce.client import (
     COLLECTION_LIMIT,
     COMPOSITE_COLLECTION_LIMIT,
     TRANSIENT_STATUSES,
+    UPDATE,
+    Collection,
     RecordError,
     SalesforceClient,
+    Saved,
     SaveResult,
+    upsert_collection,
 )
 from hub_salesforce.config import SalesforceSettings
+from hub_salesforce.opt_out import contact_order, is_contact_item, opt_out_fields, writes_nothing
 from hub_salesforce.soql import is_record_id, quote_list, select
 
 log = structlog.get_logger("hub_salesforce.writeback")
@@ -73,6 +84,8 @@ FEED_BODY_LIMIT = 10000
 T = TypeVar("T")
 Results = dict[int, WriteBackResult]
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[SaveResult]]]
+#: sends parts of up to 200 records in one API call; one answer per part
+SendParts = Callable[[list[list[dict[str, Any]]]], Awaitable[list[Saved]]]
 
 
 def cut_utf16(text: str, limit: int) -> str:
@@ -128,7 +141,7 @@ def outcome(item: WriteBackItem, result: SaveResult) -> WriteBackResult:
 
 
 class Writer:
-    """Turns a batch of write-back items into sObject Collections calls and their results into one per item."""
+    """Turns a batch of write-back items into Collections/Composite calls and their results into one per item."""
 
     def __init__(self, client: SalesforceClient, settings: SalesforceSettings) -> None:
         self.client = client
@@ -144,7 +157,7 @@ class Writer:
 
     async def write(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
         results: Results = {}
-        summaries = [i for i in batch if isinstance(i.payload, PersonSummary)]
+        summaries = [i for i in batch if is_contact_item(i)]  # opt-outs ride with the summaries
         entries = [i for i in batch if isinstance(i.payload, TimelineEntry)]
         feedback = [i for i in batch if isinstance(i.payload, CaseFeedback)]
         stop: TransientError | None = None
@@ -181,60 +194,86 @@ class Writer:
         self,
         groups: dict[str, list[WriteBackItem]],
         record: Callable[[str, WriteBackItem], dict[str, Any]],
-        send: Send,
+        collection: Collection,
         bulk: Send | None = None,
     ) -> Results:
         """Send the newest item of each group as one record; every item shares its group's result.
 
-        Records go 200 a call through ``send`` (sObject Collections), or all in one ``bulk`` job when there
-        are at least ``bulk_threshold`` of them. A record holding the literal text ``#N/A``, which Bulk CSV
-        would turn into null, still goes through Collections.
+        Records go 200 to an sObject Collections part and up to five parts to one API call (a Composite
+        request, ``SalesforceClient.save_collections``), or all in one ``bulk`` job when there are at least
+        ``bulk_threshold`` of them. A record holding the literal text ``#N/A``, which Bulk CSV would turn
+        into null, still goes through Collections. When Salesforce cannot be reached after some calls got
+        through, what they saved keeps its results and the rest waits for the next attempt.
         """
         results: Results = {}
         records = {key: record(key, group[-1]) for key, group in groups.items()}
         keys = list(records)
-        parts: list[tuple[Sequence[str], Send]]
+        steps: list[tuple[Sequence[Sequence[str]], SendParts]] = []
         if bulk is not None and self._use_bulk(len(keys)):
-            literal = [key for key in keys if has_null_marker(records[key])]
-            kept_back = set(literal)
+            kept_back = {key for key in keys if has_null_marker(records[key])}
             bulk_keys = [key for key in keys if key not in kept_back]
-            parts = [(bulk_keys, bulk), *((part, send) for part in chunks(literal))]
-        else:
-            parts = [(part, send) for part in chunks(keys)]
-        for part, sender in parts:
-            if not part:
-                continue
+            if bulk_keys:
+                steps.append(([bulk_keys], _one_part(bulk)))
+            keys = [key for key in keys if key in kept_back]
+        for parts in chunks(chunks(keys), COMPOSITE_COLLECTION_LIMIT):
+            steps.append((parts, partial(self.client.save_collections, collection)))
+        for index, (parts, send) in enumerate(steps):
             try:
-                saved = await sender([records[key] for key in part])
-            except RecordError as exc:
-                for key in part:
-                    results.update({i.id: WriteBackResult.failed(i, str(exc)) for i in groups[key]})
-                continue
-            for key, result in zip(part, saved, strict=True):
-                results.update({i.id: outcome(i, result) for i in groups[key]})
+                saved = await send([[records[key] for key in part] for part in parts])
+            except TransientError as exc:
+                if not results:
+                    raise  # nothing of this step got through: the run stops and honours retry_after
+                # this call's records may have been sent; the later calls' certainly were not
+                for later, (later_parts, _) in enumerate(steps[index:]):
+                    sent = exc.sent if later == 0 else False
+                    for key in (key for part in later_parts for key in part):
+                        results.update(
+                            {
+                                i.id: WriteBackResult.transient(i, str(exc), exc.retry_after, sent=sent)
+                                for i in groups[key]
+                            }
+                        )
+                break
+            for part, answer in zip(parts, saved, strict=True):
+                for key, result in _per_record(part, answer):
+                    results.update({i.id: _item_result(i, result) for i in groups[key]})
         return results
 
     # -- person summary ---------------------------------------------------------------------------
 
     async def _summaries(self, items: list[WriteBackItem]) -> Results:
         groups: dict[str, list[WriteBackItem]] = defaultdict(list)
-        for item in sorted(items, key=_summary_order):
+        for item in sorted(items, key=contact_order):
             groups[item.record_id].append(item)
+        unwritten = self._contacts_without_fields(groups)
         mapped = self.settings.contact.mapped()
 
         def record(contact_id: str, item: WriteBackItem) -> dict[str, Any]:
             summary = item.payload
-            assert isinstance(summary, PersonSummary)
+            opt_out = self._opt_out_fields(groups[contact_id])
+            if not isinstance(summary, PersonSummary):  # opt-outs only
+                return {"attributes": {"type": "Contact"}, "id": contact_id, **opt_out}
             values = {name: getattr(summary, name) for name in mapped}
             if "latest_comment" in values:
                 values["latest_comment"] = self._text(summary.latest_comment)
             fields = {mapped[name]: _value(value) for name, value in values.items()}
-            return {"attributes": {"type": "Contact"}, "id": contact_id, **fields}
+            return {"attributes": {"type": "Contact"}, "id": contact_id, **fields, **opt_out}
 
         async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
             return await self.bulk.update("Contact", records)
 
-        return await self._apply(groups, record, self.client.update_records, bulk)
+        return unwritten | await self._apply(groups, record, UPDATE, bulk)
+
+    def _opt_out_fields(self, group: list[WriteBackItem]) -> dict[str, Any]:
+        """The opt-out fields a contact's update carries: its newest opt-out change's, if it has one."""
+        return opt_out_fields(self.settings.opt_out, group)
+
+    def _contacts_without_fields(self, groups: dict[str, list[WriteBackItem]]) -> Results:
+        """Take out the contacts whose items write no field (opt-outs, none mapped): written, without a call."""
+        empty = [contact for contact, group in groups.items() if writes_nothing(self.settings.opt_out, group)]
+        if empty:
+            log.info("salesforce.opt_out_not_mapped", contacts=len(empty))
+        return {i.id: WriteBackResult.ok(i) for contact in empty for i in groups.pop(contact)}
 
     # -- timeline ---------------------------------------------------------------------------------
 
@@ -263,13 +302,12 @@ class Writer:
                 fields[field] = _value(self._text(value) if name == "comment" else value)
             return fields
 
-        async def send(records: list[dict[str, Any]]) -> list[SaveResult]:
-            return await self.client.upsert_records(target.object, target.external_id_field, records)
-
         async def bulk(records: list[dict[str, Any]]) -> list[SaveResult]:
             return await self.bulk.upsert(target.object, target.external_id_field, records)
 
-        return await self._apply(groups, record, send, bulk)
+        return await self._apply(
+            groups, record, upsert_collection(target.object, target.external_id_field), bulk
+        )
 
     # -- case feedback ----------------------------------------------------------------------------
 
@@ -303,7 +341,7 @@ class Writer:
             return await self.bulk.update("Case", records)
 
         plain = {case_id: group for case_id, group in groups.items() if case_id not in notes}
-        results = await self._apply(plain, record, self.client.update_records, bulk)
+        results = await self._apply(plain, record, UPDATE, bulk)
         noted = [case_id for case_id in groups if case_id in notes]
         for part in chunks(noted):
             results.update(await self._noted(list(part), groups, record, notes))
@@ -413,8 +451,9 @@ class Writer:
     async def _due_notes(self, newest: dict[str, WriteBackItem]) -> dict[str, list[dict[str, Any]]]:
         """The CaseComment and FeedItem records of each case whose answer is not noted yet.
 
-        One query per 200 cases reads the marker field (and, for posts on the contact, the Case's ContactId):
-        a case already holding this answer's response id was noted by an earlier attempt and gets none.
+        One query per 200 cases, five of them in one Composite call, reads the marker field (and, for posts on
+        the contact, the Case's ContactId): a case already holding this answer's response id was noted by an
+        earlier attempt and gets none.
         """
         case = self.settings.case
         feeds = case.chatter_feeds
@@ -432,9 +471,13 @@ class Writer:
         fields = ["Id", *([marker] if marker else []), *(["ContactId"] if contact_needed else [])]
         rows: dict[str, dict[str, Any]] = {}
         if len(fields) > 1:
-            for part in chunks(list(due)):  # a full re-sync's 10,000 ids would overflow one SOQL query
-                found = await self.client.query_all(select(fields, "Case", f"Id IN {quote_list(list(part))}"))
-                rows.update({row["Id"]: row for row in found})
+            # 200 ids a query (a full re-sync's 10,000 would overflow one), five queries a Composite call
+            queries = [
+                select(fields, "Case", f"Id IN {quote_list(list(part))}") for part in chunks(list(due))
+            ]
+            for group in chunks(queries, COMPOSITE_COLLECTION_LIMIT):
+                for found in await self.client.query_many(list(group)):
+                    rows.update({row["Id"]: row for row in found})
         if marker:
             due = {
                 case_id: item
@@ -489,6 +532,33 @@ def already_noted(marker: object, feedback: CaseFeedback) -> bool:
     return marker in (rid, f"{rid}+comment", noted_marker(feedback))
 
 
+def _one_part(bulk: Send) -> SendParts:
+    """A Bulk job as a sender of parts: one part, all its records; a refused job is that part's error."""
+
+    async def send(parts: list[list[dict[str, Any]]]) -> list[Saved]:
+        try:
+            return [await bulk(parts[0])]
+        except RecordError as exc:
+            return [exc]
+
+    return send
+
+
+def _per_record(part: Sequence[str], answer: Saved) -> list[tuple[str, SaveResult | Exception]]:
+    """Each key of a part with its record's result, or with the error that refused the whole part."""
+    if isinstance(answer, list):
+        return list(zip(part, answer, strict=True))
+    return [(key, answer) for key in part]
+
+
+def _item_result(item: WriteBackItem, result: SaveResult | Exception) -> WriteBackResult:
+    if isinstance(result, SaveResult):
+        return outcome(item, result)
+    if isinstance(result, TransientError):
+        return WriteBackResult.transient(item, str(result), result.retry_after, sent=result.sent)
+    return WriteBackResult.failed(item, str(result))
+
+
 def _rolled_back(codes: list[str]) -> bool:
     """Undone because another record or subrequest failed: not this record's fault."""
     return bool(codes) and set(codes) <= ROLLED_BACK_CODES
@@ -505,11 +575,6 @@ def _contact_of(item: WriteBackItem, case_row: dict[str, Any]) -> str | None:
 def _feedback(item: WriteBackItem) -> CaseFeedback:
     assert isinstance(item.payload, CaseFeedback)
     return item.payload
-
-
-def _summary_order(item: WriteBackItem) -> tuple[Any, ...]:
-    assert isinstance(item.payload, PersonSummary)
-    return (item.payload.latest_date, item.payload.count, item.id)
 
 
 def _feedback_order(item: WriteBackItem) -> tuple[Any, ...]:

@@ -112,7 +112,8 @@ def bulk_calls(calls: list[Call]) -> list[Call]:
 
 
 def collection_calls(calls: list[Call]) -> list[Call]:
-    return [c for c in calls if c.path.startswith("/composite/sobjects")]
+    """sObject Collections calls, plain or packed as the subrequests of one Composite request."""
+    return [c for c in calls if c.path.startswith("/composite/sobjects") or c.path == "/composite"]
 
 
 @pytest.fixture
@@ -214,7 +215,10 @@ async def test_bulk_threshold_zero_never_uses_bulk(
     finally:
         await connector.aclose()
     assert emulator.calls_to("POST", "/jobs/ingest") == []
-    assert len(emulator.calls_to("PATCH", "/composite/sobjects")) == 3
+    (composite,) = emulator.calls_to("POST", "/composite")
+    parts = composite.body["compositeRequest"]
+    assert [len(part["body"]["records"]) for part in parts] == [200, 200, 50]
+    assert emulator.calls_to("PATCH", "/composite/sobjects") == []
 
 
 async def test_rows_refused_in_a_job_fail_exactly_their_items(
@@ -364,14 +368,14 @@ async def test_full_resync_through_the_hub_takes_one_bulk_job_per_kind(
             states = set(await s.scalars(select(WriteBack.state)))
         assert states == {"done"}
 
-        # an ordinary sync of the same items keeps the Collections batches of 200
+        # an ordinary sync of the same items keeps the Collections, 1,000 records (one Composite) a call
         await hub.sync.requeue_all(CONNECTOR)
         jobs = len(emulator.calls_to("POST", "/jobs/ingest"))
         since = len(emulator.calls)
         stats = await hub.sync.run(CONNECTOR)
         assert stats.written == 4500
         assert len(emulator.calls_to("POST", "/jobs/ingest")) == jobs
-        assert len(collection_calls(new_calls(emulator, since))) == math.ceil(2500 / 200) + 2000 // 200
+        assert len(collection_calls(new_calls(emulator, since))) == math.ceil(2500 / 1000) + 2000 // 1000
         assert len(emulator.records("Survey_Response__c")) == 2500
     finally:
         await hub.close()

@@ -235,10 +235,11 @@ REQUIRED_BY_TYPE = {
     "Picklist": {"valueSet"},
     "DateTime": set(),
     "Lookup": {"referenceTo", "relationshipName", "deleteConstraint"},
+    "Checkbox": {"defaultValue"},
 }
 #: CustomField elements this package may use; anything else is a typo the deploy would refuse
 CUSTOM_FIELD_ELEMENTS = {
-    "fullName", "caseSensitive", "deleteConstraint", "description", "externalId", "inlineHelpText", "label",
+    "fullName", "caseSensitive", "defaultValue", "deleteConstraint", "description", "externalId", "inlineHelpText", "label",
     "length", "precision", "referenceTo", "relationshipLabel", "relationshipName", "required", "scale",
     "trackHistory", "type", "unique", "valueSet", "visibleLines",
 }  # fmt: skip

@@ -93,6 +93,23 @@ class PersonFields(_Section):
         return {name: field for name, field in self.model_dump().items() if field}
 
 
+class OptOutFields(_Section):
+    """Where the hub's own opt-out of a person goes (an unsubscribe link, an SMS "STOP", and its end).
+
+    Names as in ``person``. An opt-out ticks ``opted_out``, sets ``changed_at`` to when the person asked
+    and ``reason`` to what they did ("replied STOPP by SMS"); an opt-in ("START") clears all three. With
+    every name empty the connector writes nothing and reports the item written.
+    """
+
+    opted_out: str | None = "x_cxhub_opted_out"
+    changed_at: str | None = "x_cxhub_opt_out_date"
+    reason: str | None = "x_cxhub_opt_out_reason"
+
+    def mapped(self) -> dict[str, str]:
+        """Opt-out attribute -> field name, for the values that are written."""
+        return {name: field for name, field in self.model_dump().items() if field}
+
+
 class ExtraTableColumns(_Section):
     """Columns of the extra table that receives one row per answer (``timeline.mode = "extra_table"``)."""
 
@@ -185,6 +202,7 @@ class SuperOfficeSettings(_Section):
     poll_page_size: int = Field(200, ge=1, le=1000)
     initial_lookback_hours: float = Field(24, ge=0, description="where the very first poll starts")
     person: PersonFields = Field(default_factory=PersonFields)
+    opt_out: OptOutFields = Field(default_factory=OptOutFields)
     timeline: TimelineSettings = Field(default_factory=TimelineSettings)
     ticket: TicketSettings = Field(default_factory=TicketSettings)
     comment_max_length: int = Field(2000, ge=1, description="longer comments are cut before they are written")

@@ -48,7 +48,7 @@ from hub_superoffice.mapping import (
 )
 from hub_superoffice.polling import PollCursor, RowCache, StreamCursor
 from hub_superoffice.webhooks import WebhookPayload, is_test_request, read_payload, verify_signature
-from hub_superoffice.writeback import APPOINTMENT_TABLE, Writer
+from hub_superoffice.writeback import APPOINTMENT_TABLE, Writer, person_units
 
 log = structlog.get_logger("hub_superoffice.connector")
 
@@ -99,14 +99,20 @@ class SuperOfficeConnector:
             )
         ]
         results += [
-            _field_result("Person", field, f"person.{name}", person_fields)
-            for name, field in self.settings.person.mapped().items()
+            _field_result("Person", field, setting, person_fields)
+            for setting, field in self._person_field_settings().items()
         ]
         results += await self._guarded("ticket fields", self._check_ticket_fields)
         results += await self._guarded("timeline", self._check_timeline)
         if self.settings.webhook_secret is not None:
             results += await self._guarded("webhook", self._check_webhook)
         return results
+
+    def _person_field_settings(self) -> dict[str, str]:
+        """Setting -> person field, for every field the connector writes on a person."""
+        return {f"person.{name}": field for name, field in self.settings.person.mapped().items()} | {
+            f"opt_out.{name}": field for name, field in self.settings.opt_out.mapped().items()
+        }
 
     async def _guarded(self, name: str, check: Any) -> list[CheckResult]:
         try:
@@ -303,8 +309,8 @@ class SuperOfficeConnector:
         return []
 
     def _only_our_own_fields(self, changes: list[str]) -> bool:
-        """A person.changed caused by this connector writing the summary fields is not news to the hub."""
-        own = {field.lower() for field in self.settings.person.mapped().values()}
+        """A person.changed caused by this connector writing its person fields is not news to the hub."""
+        own = {field.lower() for field in self._person_field_settings().values()}
         changed = {change.lower() for change in changes} - BOOKKEEPING_CHANGES
         return bool(changes) and changed <= own
 
@@ -366,26 +372,29 @@ class SuperOfficeConnector:
     async def write_back(self, batch: Sequence[WriteBackItem]) -> list[WriteBackResult]:
         """All items concurrently (``max_in_flight`` calls at a time), one result each.
 
+        The summary and the opt-out of one person are one unit, written in one PATCH (``person_units``).
+
         After a 429 nothing more of the batch is sent: items already written are ``ok``, the others are
         ``transient`` with SuperOffice's Retry-After and ``sent=False`` (a 429 applies nothing), so waiting
         for the rate limit never uses an attempt. Only when no item reached SuperOffice at all (refused,
         unreachable, throttled from the first call) is the batch's error raised: the hub then stops this
         run instead of sending the rest of the queue into the same wall, and honours Retry-After.
         """
+        units = person_units(batch)
         with throttle_scope():
             outcomes = await asyncio.gather(
-                *(self._writer.write(item) for item in batch), return_exceptions=True
+                *(self._writer.write_unit(unit) for unit in units), return_exceptions=True
             )
         for outcome in outcomes:
             if isinstance(outcome, AuthError | ConfigError):
                 raise outcome
-        results: list[WriteBackResult] = []
-        for item, outcome in zip(batch, outcomes, strict=True):
+        by_id: dict[int, WriteBackResult] = {}
+        for unit, outcome in zip(units, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                log.warning("superoffice.write_failed", item_id=item.id, error_type=type(outcome).__name__)
-                results.append(WriteBackResult.failed(item, f"{type(outcome).__name__}: {outcome}"))
-            else:
-                results.append(outcome)
+                log.warning("superoffice.write_failed", item_id=unit[0].id, error_type=type(outcome).__name__)
+                outcome = [WriteBackResult.failed(i, f"{type(outcome).__name__}: {outcome}") for i in unit]
+            by_id.update({result.item_id: result for result in outcome})
+        results = [by_id[item.id] for item in batch]
         if results and all(r.status == "transient" and not r.sent for r in results):
             waits = [r.retry_after for r in results if r.retry_after is not None]
             raise TransientError(

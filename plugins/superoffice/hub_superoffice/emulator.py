@@ -103,6 +103,9 @@ CXHUB_FIELDS: dict[str, dict[str, str]] = {
         "x_cxhub_avg_rating": "decimal",
         "x_cxhub_avg_rating_30d": "decimal",
         "x_cxhub_count": "int",
+        "x_cxhub_opted_out": "bool",
+        "x_cxhub_opt_out_date": "datetime",
+        "x_cxhub_opt_out_reason": "string",
     },
     "ticket": {
         "x_cxhub_rating": "int",
@@ -287,7 +290,7 @@ class SuperOfficeEmulator:
                 "Emma",
                 "Clarke",
                 "emma.clarke@brightwater.example",
-                "+44 7700 900123",
+                "+61 491 570 156",  # reserved for fiction (ACMA) yet a valid mobile, so texts reach the demo phone
                 "brightwater",
                 "GB",
                 "English",

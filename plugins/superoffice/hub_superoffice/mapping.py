@@ -14,7 +14,7 @@ from typing import Any
 
 import phonenumbers
 
-from hub import CaseEvent, PersonRecord
+from hub import CaseEvent, PersonOptOut, PersonRecord
 from hub_superoffice.config import SuperOfficeSettings
 
 CLOSED_BASE_STATUSES = {"closed", "2"}
@@ -300,6 +300,12 @@ def custom_fields_body(values: dict[str, Any]) -> dict[str, dict[str, str]]:
         bucket = "ExtraFields" if field.startswith("x_") else "UserDefinedFields"
         body.setdefault(bucket, {})[field] = field_value(value)
     return body
+
+
+def opt_out_values(opt_out: PersonOptOut, reason_length: int) -> dict[str, Any]:
+    """What an opt-out writes (tick, date, reason) by ``OptOutFields`` name; an opt-in clears each one."""
+    values = opt_out.shown()
+    return values | {"reason": truncate(values["reason"], reason_length)}
 
 
 _PLACEHOLDER = re.compile(r"\[\[(\w+)\]\]")

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from hub import (
     CaseFeedback,
+    PersonOptOut,
     PersonSummary,
     SkippableError,
     TimelineEntry,
@@ -35,13 +38,36 @@ from hub_superoffice.mapping import (
     custom_fields_body,
     field_operations,
     message_id_for,
+    opt_out_values,
     render,
     truncate,
 )
 
+#: an opt-out reason is cut to fit a short text field (SuperOffice's extra text fields hold 254)
+OPT_OUT_REASON_LENGTH = 254
 APPOINTMENT_TABLE = "appointment"
 APPOINTMENT_ID_COLUMN = "appointment_id"
 TABLE_ID_COLUMN = "id"
+
+log = structlog.get_logger("hub_superoffice.writeback")
+
+#: the kinds written to fields of the person, coalesced per person into one PATCH (``Writer.write_unit``)
+PERSON_KINDS = (PersonSummary, PersonOptOut)
+
+
+def person_units(batch: Sequence[WriteBackItem]) -> list[list[WriteBackItem]]:
+    """The batch as units of work: the person-field items of one person together, every other item alone."""
+    units: list[list[WriteBackItem]] = []
+    people: dict[str, list[WriteBackItem]] = {}
+    for item in batch:
+        if not isinstance(item.payload, PERSON_KINDS):
+            units.append([item])
+        elif item.record_id in people:
+            people[item.record_id].append(item)
+        else:
+            people[item.record_id] = [item]
+            units.append(people[item.record_id])
+    return units
 
 
 class KeyLocks:
@@ -128,16 +154,29 @@ def _record_id(value: str | None, what: str) -> int:
         raise SkippableError(f"{what} id {value!r} is not a SuperOffice id") from None
 
 
+async def _settled(items: Sequence[WriteBackItem], work: Awaitable[str | None]) -> list[WriteBackResult]:
+    """Run ``work`` for ``items`` and give each item its outcome.
+
+    ``TransientError`` becomes a transient result (with Retry-After and whether it was sent),
+    ``SkippableError`` (including a 4xx from SuperOffice) a failed one; ``AuthError`` propagates, because
+    no other item can succeed either.
+    """
+    try:
+        remote_id = await work
+    except TransientError as exc:  # sent=False: nothing reached SuperOffice, so no attempt is used
+        return [WriteBackResult.transient(i, str(exc), exc.retry_after, sent=exc.sent) for i in items]
+    except SkippableError as exc:
+        return [WriteBackResult.failed(i, str(exc)) for i in items]
+    return [WriteBackResult.ok(i, remote_id) for i in items]
+
+
 def _display_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Writer:
-    """Turns write-back items into SuperOffice calls; one result per item, never an exception per item.
-
-    ``TransientError`` becomes a transient result (with Retry-After and whether it was sent), ``SkippableError`` (including a 4xx
-    from SuperOffice) a failed one; ``AuthError`` propagates, because no other item can succeed either.
-    """
+    """Turns write-back items into SuperOffice calls; one result per item, never an exception per item
+    (see ``_settled``)."""
 
     def __init__(self, client: SuperOfficeClient, settings: SuperOfficeSettings) -> None:
         self._client = client
@@ -146,24 +185,42 @@ class Writer:
         self.timeline_lookups = KeyBatcher(self._find_timeline_records)
 
     async def write(self, item: WriteBackItem) -> WriteBackResult:
-        try:
-            payload = item.payload
-            if isinstance(payload, PersonSummary):
-                remote_id = await self._person_summary(item, payload)
-            elif isinstance(payload, TimelineEntry):
-                remote_id = await self._timeline_entry(item, payload)
-            else:
-                remote_id = await self._case_feedback(item, payload)
-        except TransientError as exc:  # sent=False: nothing reached SuperOffice, so no attempt is used
-            return WriteBackResult.transient(item, str(exc), exc.retry_after, sent=exc.sent)
-        except SkippableError as exc:
-            return WriteBackResult.failed(item, str(exc))
-        return WriteBackResult.ok(item, remote_id)
+        """A timeline entry or case feedback item (person fields go through ``write_unit``)."""
+        payload = item.payload
+        if isinstance(payload, TimelineEntry):
+            return (await _settled([item], self._timeline_entry(item, payload)))[0]
+        if isinstance(payload, CaseFeedback):
+            return (await _settled([item], self._case_feedback(item, payload)))[0]
+        return (await self.write_unit([item]))[0]
 
-    # -- person summary
+    async def write_unit(self, items: Sequence[WriteBackItem]) -> list[WriteBackResult]:
+        """One unit of ``person_units``: a lone timeline or feedback item, or the summaries and opt-outs of
+        one person, written in one PATCH with the newest of each; one result per item.
 
-    async def _person_summary(self, item: WriteBackItem, summary: PersonSummary) -> str | None:
-        person_id = _record_id(item.record_id, "person")
+        An opt-out that travels with a summary therefore costs no call of its own, and of two opt-out
+        changes of one person in a batch only the newer (``changed_at``) is written.
+        """
+        if len(items) == 1 and not isinstance(items[0].payload, PERSON_KINDS):
+            return [await self.write(items[0])]
+        return await _settled(items, self._person_fields(items))
+
+    # -- person fields
+
+    async def _person_fields(self, items: Sequence[WriteBackItem]) -> str | None:
+        person_id = _record_id(items[0].record_id, "person")
+        operations: list[dict[str, Any]] = []
+        summaries = [i.payload for i in items if isinstance(i.payload, PersonSummary)]
+        if summaries:
+            operations += self._summary_operations(max(summaries, key=lambda s: s.latest_date))
+        opt_outs = [i.payload for i in items if isinstance(i.payload, PersonOptOut)]
+        if opt_outs:
+            operations += self._opt_out_operations(max(opt_outs, key=lambda o: o.changed_at))
+        if not operations:
+            return None
+        await self._client.patch_entity("Person", person_id, operations)
+        return str(person_id)
+
+    def _summary_operations(self, summary: PersonSummary) -> list[dict[str, Any]]:
         values = {
             "latest_rating": summary.latest_rating,
             "latest_score": summary.latest_score,
@@ -176,11 +233,16 @@ class Writer:
             "count": summary.count,
         }
         mapping = self._settings.person.mapped()
+        return field_operations({field: values[name] for name, field in mapping.items()})
+
+    def _opt_out_operations(self, opt_out: PersonOptOut) -> list[dict[str, Any]]:
+        """Tick, date and reason of an opt-out; an opt-in clears all three (the same values on a retry)."""
+        mapping = self._settings.opt_out.mapped()
         if not mapping:
-            return None
-        operations = field_operations({field: values[name] for name, field in mapping.items()})
-        await self._client.patch_entity("Person", person_id, operations)
-        return str(person_id)
+            log.info("superoffice.opt_out_not_mapped", hint="set opt_out.opted_out to write opt-outs")
+            return []
+        values = opt_out_values(opt_out, OPT_OUT_REASON_LENGTH)
+        return field_operations({field: values[name] for name, field in mapping.items()})
 
     # -- timeline
 

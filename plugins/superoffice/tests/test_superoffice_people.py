@@ -34,7 +34,7 @@ async def test_danish_and_english_people_get_their_language_and_e164_phone(
         "+4520123456",
         "Karen",
     )
-    assert emma is not None and (emma.language, emma.phone) == ("en", "+447700900123")
+    assert emma is not None and (emma.language, emma.phone) == ("en", "+61491570156")
     assert oliver is not None and (oliver.language, oliver.phone) == ("en", "+447700900456")
     assert not karen.opted_out
 

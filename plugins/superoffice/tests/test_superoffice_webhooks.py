@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from superoffice_support import WEBHOOK_SECRET, WebhookReceiver, make_connector, make_settings
 
 from hub import BadInput, NpsCategory, PersonSummary, WebhookRequest, WriteBackItem
+from hub.testing import opt_out_item
 
 Hooked = tuple[SuperOfficeConnector, WebhookReceiver]
 
@@ -105,27 +106,32 @@ async def test_sale_sold_and_person_changed(
     assert changed.fields["changes"] == ["nomailing"]
 
 
-async def test_our_own_summary_write_does_not_come_back_as_a_person_event(
-    hooked: Hooked, emulator: SuperOfficeEmulator, seed: DemoSeed
+@pytest.mark.parametrize("kind", ["person_summary", "person_opt_out"])
+async def test_our_own_person_field_write_does_not_come_back_as_a_person_event(
+    kind: str, hooked: Hooked, emulator: SuperOfficeEmulator, seed: DemoSeed
 ) -> None:
     connector, receiver = hooked
-    summary = WriteBackItem(
-        id=1,
-        key="summary:karen",
-        record_id=str(seed.persons["karen"]),
-        payload=PersonSummary(
-            latest_rating=9,
-            latest_score=90.0,
-            latest_category=NpsCategory.PROMOTER,
-            latest_date=datetime.now(UTC),
-            latest_comment=None,
-            average_rating=9.0,
-            average_rating_30_days=9.0,
-            average_score=90.0,
-            count=1,
-        ),
+    written = (
+        opt_out_item(1, str(seed.persons["karen"]))
+        if kind == "person_opt_out"
+        else WriteBackItem(
+            id=1,
+            key="summary:karen",
+            record_id=str(seed.persons["karen"]),
+            payload=PersonSummary(
+                latest_rating=9,
+                latest_score=90.0,
+                latest_category=NpsCategory.PROMOTER,
+                latest_date=datetime.now(UTC),
+                latest_comment=None,
+                average_rating=9.0,
+                average_rating_30_days=9.0,
+                average_score=90.0,
+                count=1,
+            ),
+        )
     )
-    assert [r.status for r in await connector.write_back([summary])] == ["ok"]
+    assert [r.status for r in await connector.write_back([written])] == ["ok"]
     emulator.update_person(seed.persons["karen"], Lastname="Jensen-Holm")
     deliveries = await receiver.wait_for(3)
     # the two deliveries may arrive in either order: ours brings no event, the user's edit brings one

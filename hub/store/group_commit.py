@@ -1,0 +1,111 @@
+"""Group commit: the writes that arrive in one moment share one transaction, each caller answered after it.
+
+A webhook must not be acknowledged before its event is durable, but one transaction (and on SQLite one
+thread hand-off per statement, on PostgreSQL one round trip per statement) per request makes the commit, not
+the hub's logic, the cost of a request. Here one task writes: the requests that queue while it commits form
+its next batch, so under load a commit carries many requests and when idle a lone request waits for nobody.
+Only one batch is in flight at a time, so on SQLite these writes never fight each other for the write lock.
+
+Each caller's future is resolved only after the batch's COMMIT returned: what is acknowledged is durable as far
+as the database promises (PostgreSQL: flushed WAL; SQLite in WAL mode with ``synchronous=NORMAL``: written to
+the WAL file, which survives the process being killed but not a power loss, see ``hub.store.db``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+#: the most requests one transaction carries (a bound on its statement's size, not a tuning knob)
+MAX_BATCH = 500
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or was busy: every write of the batch would fail the same way."""
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Writes submitted items in batches with ``write`` (one transaction per call, one result per item).
+
+    A batch that fails for a reason other than an unreachable database is written again one item at a time,
+    so one bad item fails its own caller only. A batch cut by a lost connection is written once more on a
+    fresh one (the pool replaces connections a disconnect invalidated): no pre-ping round trip per request.
+    """
+
+    def __init__(
+        self, write: Callable[[list[Item]], Awaitable[list[Result]]], max_batch: int = MAX_BATCH
+    ) -> None:
+        self._write = write
+        self._max = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Result:
+        """Queue ``item`` and return its result once the transaction that wrote it has committed."""
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._task.get_loop() is not loop:
+            self._task, self._pending = None, []  # a hub used from a new event loop (a CLI command, a test)
+        future: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Write batches while requests are queued; end when none is (the next submit starts a new run)."""
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                await self._run(batch)
+        except BaseException:  # cancelled (the loop is closing): no caller may wait for an answer forever
+            for _, future in batch + self._pending:
+                future.cancel()
+            self._pending = []
+            raise
+
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._attempt([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1 or _unavailable(exc):
+                for _, future in batch:
+                    _settle(future, exc=exc)
+                return
+            for item, future in batch:  # find the one at fault: the others are written alone
+                try:
+                    [result] = await self._attempt([item])
+                except Exception as alone:
+                    _settle(future, exc=alone)
+                else:
+                    _settle(future, result)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+    async def _attempt(self, items: list[Item]) -> list[Result]:
+        try:
+            return await self._write(items)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return await self._write(items)  # the connection was lost: once more on a fresh one
+
+
+def _settle(
+    future: asyncio.Future[Result], result: Result | None = None, exc: BaseException | None = None
+) -> None:
+    """Answer a caller unless it stopped waiting (its client went away): the write stands either way."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -1,0 +1,140 @@
+"""An answer is one transaction: the response, the invitation's status and its write-back items together.
+
+Answers arriving at the same moment share that transaction; one that is refused (its amend window closed)
+costs the others nothing, and a failure part-way leaves nothing of any of them behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from hub.errors import BadInput
+from hub.store.tables import Event, Invitation, Response, WriteBack
+from tests.helpers import survey_flow
+
+
+async def _count(hub, table) -> int:
+    async with hub.store.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def _invitation_ids(hub, crm_state, people: list[str]) -> list[int]:
+    for k, person in enumerate(people):
+        crm_state.people.setdefault(person, {"id": person, "email": f"{person.lower()}@example.com"})
+        await survey_flow(hub, crm_state, case_id=f"T{k}", person=person)
+    async with hub.store.session() as s:
+        return list(await s.scalars(select(Invitation.id).order_by(Invitation.id)))
+
+
+async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(
+    make_hub, crm_state, monkeypatch
+) -> None:
+    hub = await make_hub()
+    [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
+    queue = hub.engine.write_backs
+    real_run = queue.run
+
+    async def broken(*_args, **_kwargs) -> None:
+        raise RuntimeError("the database went away while queueing the write-backs")
+
+    monkeypatch.setattr(queue, "run", broken)
+    with pytest.raises(RuntimeError):
+        await hub.engine.record_answer(inv_id, 3, comment="slow")
+    # the response and the invitation's status were written before the failure: both rolled back with it
+    assert await _count(hub, Response) == 0 and await _count(hub, WriteBack) == 0
+    async with hub.store.session() as s:
+        assert await s.scalar(select(Invitation.status)) == "sent"
+
+    monkeypatch.setattr(queue, "run", real_run)
+    record = await hub.engine.record_answer(inv_id, 3, comment="slow")
+    assert (record.rating, record.comment) == (3, "slow")
+    async with hub.store.session() as s:
+        assert await s.scalar(select(Invitation.status)) == "answered"
+        kinds = sorted(await s.scalars(select(WriteBack.kind).where(WriteBack.response_id == record.id)))
+    assert kinds == ["case_feedback", "person_summary", "timeline_entry"]
+
+
+async def test_answers_of_one_moment_are_stored_together_and_a_refused_one_costs_the_others_nothing(
+    make_hub, crm_state
+) -> None:
+    hub = await make_hub()
+    first, second, third = await _invitation_ids(hub, crm_state, ["P1", "P4", "P5"])
+    closed = await hub.engine.record_answer(third, 8)
+    async with hub.store.session() as s:  # answered long ago: its amend window has closed
+        await s.execute(
+            update(Response)
+            .where(Response.id == closed.id)
+            .values(answered_at=hub.now() - timedelta(hours=hub.config.hub.amend_window_hours + 1))
+        )
+    outcomes = await asyncio.gather(
+        hub.engine.record_answer(first, 10),
+        hub.engine.record_answer(second, 0, comment="never again"),
+        hub.engine.record_answer(third, 2),
+        hub.engine.record_answer(first, None, comment="quick"),  # the same person's comment right after
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[2], BadInput) and outcomes[2].status_code == 409
+    async with hub.store.session() as s:
+        stored = {r.invitation_id: r for r in await s.scalars(select(Response))}
+        statuses = set(await s.scalars(select(Invitation.status)))
+        items = {(w.kind, w.response_id) for w in await s.scalars(select(WriteBack))}
+    assert (stored[first].rating, stored[first].comment) == (10, "quick")
+    assert (stored[second].rating, stored[second].comment) == (0, "never again")
+    assert stored[third].rating == 8  # the refused change left the closed answer as it was
+    assert statuses == {"answered"}
+    for invitation_id in (first, second, third):
+        response_id = stored[invitation_id].id
+        assert {kind for kind, rid in items if rid == response_id} >= {"timeline_entry", "case_feedback"}
+
+
+async def test_answers_queued_by_the_thousand_are_written_at_the_commit_and_dropped_by_a_rollback(
+    make_hub, crm_state
+) -> None:
+    """Answers stored directly (imported, seeded) queue their write-backs with ``queue_answer``: all of one
+    transaction are written with its commit, in one upsert, and a rollback leaves none behind."""
+    hub = await make_hub()
+    await _invitation_ids(hub, crm_state, ["P1", "P4", "P5"])
+    campaign = hub.config.campaigns["case_closed"]
+
+    async def store_and_queue(fail: bool) -> None:
+        async with hub.store.session() as s:
+            pairs = (
+                await s.execute(select(Invitation, Event).join(Event, Event.id == Invitation.event_pk))
+            ).all()
+            rows = [
+                Response(
+                    id=str(uuid.uuid4()),
+                    invitation_id=inv.id,
+                    person_id=inv.person_id,
+                    campaign=inv.campaign,
+                    survey_kind="nps",
+                    rating=7,
+                    score=70.0,
+                    category="passive",
+                    language=inv.language,
+                    answered_at=hub.now(),
+                    updated_at=hub.now(),
+                )
+                for inv, _ in pairs
+            ]
+            s.add_all(rows)
+            await s.flush()
+            for row, (inv, event) in zip(rows, pairs, strict=True):
+                await hub.engine._queue_write_backs(s, row, inv, event, campaign)
+            if fail:
+                raise RuntimeError("the import failed after queueing")
+
+    with pytest.raises(RuntimeError):
+        await store_and_queue(fail=True)
+    assert await _count(hub, Response) == 0 and await _count(hub, WriteBack) == 0
+    await store_and_queue(fail=False)
+    async with hub.store.session() as s:
+        items = list(await s.scalars(select(WriteBack)))
+    assert len(items) == 9  # three answers, three items each: summary, timeline, the case's feedback
+    assert {w.person_record_id for w in items} == {"P1", "P4", "P5"}
+    assert all(w.state == "queued" and w.version == 1 for w in items)
