@@ -316,6 +316,33 @@ def load_average() -> str:
     return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
 
 
+def run_all(
+    databases: list[str], events: int, crm_latency: float, baseline_events: int
+) -> tuple[list[tuple[DispatchRate, DispatchRate]], list[str]]:
+    """Each database with the default bounds, then one at a time as the baseline; the runs and their problems."""
+    rows: list[tuple[DispatchRate, DispatchRate]] = []
+    problems: list[str] = []
+    for kind in databases:
+        hub = measure(kind, events=events, crm_latency=crm_latency)
+        print(f"  {kind}: default bounds, {hub.rate:,.1f} invitations/s ({load_average()})", flush=True)
+        baseline = measure(kind, events=baseline_events, crm_latency=crm_latency, concurrency=1)
+        print(f"  {kind}: one at a time, {baseline.rate:,.1f} invitations/s ({load_average()})", flush=True)
+        rows.append((hub, baseline))
+        problems += hub.problems + baseline.problems
+    return rows, problems
+
+
+def print_rates(rows: list[tuple[DispatchRate, DispatchRate]]) -> None:
+    print("\n| database | events | default bounds: invitations/s | one at a time: invitations/s | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for hub, baseline in rows:
+        print(
+            f"| {hub.database} | {hub.events:,} | {hub.rate:,.1f} ({hub.delivered:,} in {hub.seconds:.1f} s) "
+            f"| {baseline.rate:,.1f} ({baseline.delivered:,} in {baseline.seconds:.1f} s) "
+            f"| {hub.rate / baseline.rate if baseline.rate else float('nan'):.1f}x |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -342,23 +369,10 @@ def main() -> None:
         f"baseline on {baseline_events:,} events ({load_average()})",
         flush=True,
     )
-    rows: list[tuple[DispatchRate, DispatchRate]] = []
-    problems: list[str] = []
-    for kind in (k.strip() for k in args.databases.split(",")):
-        hub = measure(kind, events=args.events, crm_latency=args.crm_latency)
-        print(f"  {kind}: default bounds, {hub.rate:,.1f} invitations/s ({load_average()})", flush=True)
-        baseline = measure(kind, events=baseline_events, crm_latency=args.crm_latency, concurrency=1)
-        print(f"  {kind}: one at a time, {baseline.rate:,.1f} invitations/s ({load_average()})", flush=True)
-        rows.append((hub, baseline))
-        problems += hub.problems + baseline.problems
-    print("\n| database | events | default bounds: invitations/s | one at a time: invitations/s | ratio |")
-    print("|---|---:|---:|---:|---:|")
-    for hub, baseline in rows:
-        print(
-            f"| {hub.database} | {hub.events:,} | {hub.rate:,.1f} ({hub.delivered:,} in {hub.seconds:.1f} s) "
-            f"| {baseline.rate:,.1f} ({baseline.delivered:,} in {baseline.seconds:.1f} s) "
-            f"| {hub.rate / baseline.rate if baseline.rate else float('nan'):.1f}x |"
-        )
+    rows, problems = run_all(
+        [k.strip() for k in args.databases.split(",")], args.events, args.crm_latency, baseline_events
+    )
+    print_rates(rows)
     for problem in problems:
         print(f"PROBLEM: {problem}")
     sys.exit(1 if problems else 0)

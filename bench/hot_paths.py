@@ -28,6 +28,11 @@ every write as it arrives; the latency of an answer is from its POST to the arri
 write-backs (timeline entry, case feedback, the person's summary), p50 / p95 / max, and each must arrive exactly
 once with the posted score (a missing or repeated one is a problem, exit status 1). Target: p95 at most 5 s.
 
+Dispatch (events -> invitations at the mail catcher), last: ``bench/dispatch_rate.py`` runs a hub of its own per
+database on a fresh database, with a CRM at 50 ms a call and the email channel to a local SMTP catcher, once
+with the default concurrency bounds (``--dispatch-events``, 1,000) and once one at a time as the baseline in
+the same run; every invitation must reach the catcher exactly once. Target: at least 50 a second.
+
     uv run --frozen --all-packages python bench/hot_paths.py                 # 10 s, 32 workers, both databases
     uv run --frozen --all-packages python bench/hot_paths.py --seconds 3 --concurrency 8 --databases sqlite
     uv run --frozen --all-packages python bench/hot_paths.py --sections freshness --fresh-answers 50
@@ -64,6 +69,7 @@ sys.path.insert(0, str(ROOT))  # the fake CRM and its plugin live in tests/fakes
 
 import aiosqlite  # noqa: E402
 import asyncpg  # type: ignore[import-untyped]  # noqa: E402
+import dispatch_rate  # noqa: E402  # bench/ is the script's folder, on the path
 import h11  # noqa: E402
 import httpx  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
@@ -689,10 +695,6 @@ def run_database(
                         f" {measured.quantile(0.95, measured.acks):.2f} s ({load_average()})",
                         flush=True,
                     )
-                # --- DISPATCH RATE (issue 11, item 5) ------------------------------------------------------
-                # The events -> invitations a second measurement of bench/dispatch_rate.py is called here, on
-                # this hub and database, and its figures printed beside these; the integrator adds the call.
-                # ---------------------------------------------------------------------------------------------
                 if load:
                     run_hub_load(kind, args, problems, rows, database_url, url, paths)
         if load:
@@ -813,8 +815,12 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=2000, help="survey invitations seeded [2000]")
     parser.add_argument(
-        "--sections", default="load,freshness", help="comma-separated: load, freshness [load,freshness]"
+        "--sections",
+        default="load,freshness,dispatch",
+        help="comma-separated: load, freshness, dispatch (events -> invitations at the mail catcher, "
+        "bench/dispatch_rate.py) [load,freshness,dispatch]",
     )
+    parser.add_argument("--dispatch-events", type=int, default=1000, help="events of the dispatch run [1000]")
     parser.add_argument("--fresh-answers", type=int, default=200, help="answers of the freshness run [200]")
     parser.add_argument("--fresh-rate", type=float, default=5.0, help="answers a second [5]")
     parser.add_argument(
@@ -849,6 +855,17 @@ def main() -> None:
         print_table(rows, args)
     if fresh:
         print_freshness(fresh, args)
+    if "dispatch" in args.sections:
+        # each run starts a hub of its own on a fresh database, a CRM at 50 ms a call and a mail catcher
+        print(f"\nevents -> mail catcher: {args.dispatch_events:,} events, CRM at 50 ms a call")
+        dispatch, found = dispatch_rate.run_all(
+            [k.strip() for k in args.databases.split(",")],
+            args.dispatch_events,
+            0.05,
+            max(100, args.dispatch_events // 5),
+        )
+        dispatch_rate.print_rates(dispatch)
+        problems += found
     for problem in problems:
         print(f"PROBLEM: {problem}")
     sys.exit(1 if problems else 0)
