@@ -601,7 +601,7 @@ def explain(
     from hub.store.tables import Event, Invitation, Person
 
     async def work(cfg: HubConfig, store: Store) -> None:
-        email, phone = normalise_email(who), normalise_phone(who)
+        email, phone = normalise_email(who), normalise_phone(who, cfg.hub.phone_region)
         found: list[dict[str, Any]] = []
         async with store.session() as s:
             clauses = [

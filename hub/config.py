@@ -90,6 +90,18 @@ def _check_proxy(value: str) -> str:
     return value
 
 
+def _check_region(value: str | None) -> str | None:
+    """An ISO 3166 country code that libphonenumber knows ("DK", "gb" -> "GB")."""
+    if value is None:
+        return None
+    import phonenumbers  # only when the setting is used
+
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f'"{value}" is no country code for phone numbers; write e.g. "DK", "SE" or "GB"')
+    return region
+
+
 #: a crontab expression (``sync.cron``, a connector's ``sync_cron``); may be written ``env:NAME``
 Cron = Annotated[EnvStr, AfterValidator(check_cron)]
 #: a time of day; TOML writes it natively (21:00:00) or as a string ("21:00")
@@ -98,6 +110,11 @@ TimeOfDay = Annotated[time, Strict(False)]
 
 class HubSettings(Section):
     public_url: EnvStr = Field("http://127.0.0.1:8000", description="where customers and CRMs reach the hub")
+    phone_region: Annotated[str | None, AfterValidator(_check_region)] = Field(
+        None,
+        description='country of the phone numbers a CRM stores without a country code (e.g. "DK": '
+        '"31 22 44 66" is +4531224466); unset = such numbers cannot be read and are not used',
+    )
     host: EnvStr = Field("127.0.0.1", description="address `cxhub serve` listens on")
     port: int = Field(8000, ge=0, le=65535)
     trusted_proxies: list[Annotated[EnvStr, AfterValidator(_check_proxy)]] = Field(

@@ -38,11 +38,15 @@ def display_name(record: PersonRecord) -> str | None:
 
 
 async def upsert_person(
-    session: AsyncSession, connector: str, record: PersonRecord
+    session: AsyncSession, connector: str, record: PersonRecord, phone_region: str | None = None
 ) -> tuple[Person, Identity]:
-    """Find or create the hub's person for a CRM record and refresh what the CRM says of them."""
+    """Find or create the hub's person for a CRM record and refresh what the CRM says of them.
+
+    ``phone_region`` (``hub.phone_region``) reads a number written without a country code, as CRMs of one
+    country often keep them; without it such a number cannot be told from another country's and is dropped.
+    """
     email = normalise_email(record.email)
-    phone = normalise_phone(record.phone)
+    phone = normalise_phone(record.phone, phone_region)
     identity = await session.scalar(
         select(Identity).where(Identity.connector == connector, Identity.crm_id == record.crm_id)
     )

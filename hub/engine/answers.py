@@ -415,7 +415,7 @@ class Answers:
                 continue
             if record is not None:
                 async with self.hub.store.session() as s:
-                    await upsert_person(s, target, record)
+                    await upsert_person(s, target, record, self.hub.config.hub.phone_region)
 
     # --- 5. react ---------------------------------------------------------------------------------------------
 

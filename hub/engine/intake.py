@@ -373,7 +373,7 @@ class Intake:
         """One event's invitations or suppressions; the event is marked processed. Returns the suppressed."""
         suppressed: list[InvitationRecord] = []
         if record is not None and event.event_type == "person.changed":
-            await upsert_person(s, row.connector, record)
+            await upsert_person(s, row.connector, record, self.hub.config.hub.phone_region)
         for name, campaign in campaigns:
             inv = await self._invite(s, row, event, name, campaign, record)
             if inv is not None and inv.status == "suppressed":
@@ -402,7 +402,7 @@ class Intake:
         if record is None:
             inv.status, inv.reason = "suppressed", f"no person on the {event.record_type} in {row.connector}"
         else:
-            person, identity = await upsert_person(s, row.connector, record)
+            person, identity = await upsert_person(s, row.connector, record, self.hub.config.hub.phone_region)
             inv.person_id = person.id
             inv.language = choose_language(record.language or event.language, campaign.default_language)
             policy = self.hub.config.policy
