@@ -37,12 +37,12 @@ async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(
     hub = await make_hub()
     [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
     queue = hub.engine.write_backs
-    real_run = queue.run
+    real_write = queue.write
 
-    async def broken(*_args, **_kwargs) -> None:
+    def broken(*_args, **_kwargs) -> None:
         raise RuntimeError("the database went away while queueing the write-backs")
 
-    monkeypatch.setattr(queue, "run", broken)
+    monkeypatch.setattr(queue, "write", broken)
     with pytest.raises(RuntimeError):
         await hub.engine.record_answer(inv_id, 3, comment="slow")
     # the response and the invitation's status were written before the failure: both rolled back with it
@@ -50,7 +50,7 @@ async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(
     async with hub.store.session() as s:
         assert await s.scalar(select(Invitation.status)) == "sent"
 
-    monkeypatch.setattr(queue, "run", real_run)
+    monkeypatch.setattr(queue, "write", real_write)
     record = await hub.engine.record_answer(inv_id, 3, comment="slow")
     assert (record.rating, record.comment) == (3, "slow")
     async with hub.store.session() as s:

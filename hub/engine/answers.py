@@ -6,17 +6,15 @@ within the amend window, and a concurrent double-click is resolved by the unique
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.config import Campaign, SurveySettings
@@ -149,11 +147,6 @@ def _response_of(row: Row[Any]) -> ResponseRecord | None:
     return ResponseRecord.model_validate({column.name: found[f"r_{column.name}"] for column in _RESPONSES.c})
 
 
-#: page reads at once, per process: below the store's pool of five connections, leaving room for the answers'
-#: writer and the scheduled jobs
-PAGE_READERS = 3
-
-
 class Answers:
     """Shows survey pages, records answers (from the page or a channel's reply), alerts, and unsubscribes."""
 
@@ -162,32 +155,21 @@ class Answers:
         self.write_backs = write_backs
         self.optouts = OptOuts(hub, write_backs)
         self.writer: BatchWriter[_Submitted, _Written] = BatchWriter(self._write_answers)
-        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-
-    def _readers(self) -> asyncio.Semaphore:
-        """At most ``PAGE_READERS`` page reads at once. A read takes a millisecond, so a queue of them moves
-        fast; without the bound a burst of links would take every pooled connection and open more, each new
-        one set up (a PostgreSQL login; on SQLite a thread) and closed again for one query."""
-        loop = asyncio.get_running_loop()
-        if self._gate is None or self._gate[0] is not loop:  # a hub used from a new event loop (tests, CLI)
-            self._gate = (loop, asyncio.Semaphore(PAGE_READERS))
-        return self._gate[1]
 
     # --- 4. answer --------------------------------------------------------------------------------------------
 
     async def page_for_token(self, token: str, purpose: str = "survey") -> tuple[str, SurveyPage | None]:
         """Look a token up: ("ok", page), ("expired", page), ("closed", page) or ("unknown", None).
 
-        One indexed read (token, its invitation, the answer so far) on a connection of its own, no session:
+        One indexed read (token, its invitation, the answer so far) through ``Store.read``, no session:
         every survey page and every answer starts here, and mail scanners open links by the thousand.
         """
         token_hash = hash_token(token)
-        async with self._readers(), self.hub.store.engine.connect() as conn:
-            if not self.hub.store.is_sqlite:
-                # one statement needs no transaction: no BEGIN and no ROLLBACK round trip around it (on
-                # SQLite, whose driver begins no transaction for a read, switching would cost two thread hops)
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await conn.execute(_PAGE_QUERY, {"hash": token_hash})).first()
+
+        def lookup(conn: Connection) -> Row[Any] | None:
+            return conn.execute(_PAGE_QUERY, {"hash": token_hash}).first()
+
+        row = await self.hub.store.read(lookup)
         if row is None or row.purpose != purpose:
             return "unknown", None
         campaign = self.hub.config.campaigns.get(row.campaign)
@@ -266,7 +248,12 @@ class Answers:
         return record
 
     async def _write_answers(self, batch: list[_Submitted]) -> list[_Written | BaseException]:
-        """Store a batch of answers in one transaction: responses, invitations' status, write-back items.
+        """Store a batch of answers in one transaction (``Store.write``: on SQLite one hand-off to the writer
+        thread for the whole batch, not one per statement)."""
+        return await self.hub.store.write(lambda conn: self._write_batch(conn, batch))
+
+    def _write_batch(self, conn: Connection, batch: list[_Submitted]) -> list[_Written | BaseException]:
+        """Responses, invitations' status and write-back items of a batch, in the transaction of ``conn``.
 
         The transaction starts with a write that changes nothing to the batch's invitations: on PostgreSQL it
         locks their rows, on SQLite it takes the write lock, so what is read next is what the answers before
@@ -277,14 +264,15 @@ class Answers:
         hub = self.hub
         now = hub.now()
         ids = sorted({item.invitation_id for item in batch})
-        async with hub.store.session() as s:
-            await s.execute(
+        # the session joins the transaction of ``conn`` (committed by ``Store.write``, not by the session)
+        with Session(bind=conn, expire_on_commit=False, autoflush=False) as s:
+            s.execute(
                 update(Invitation)
                 .where(Invitation.id.in_(ids))
                 .values(status=Invitation.status, updated_at=Invitation.updated_at)
                 .execution_options(synchronize_session=False)
             )
-            rows = await s.execute(
+            rows = s.execute(
                 select(Invitation, Event, Response)
                 .join(Event, Event.id == Invitation.event_pk)
                 .outerjoin(Response, Response.invitation_id == Invitation.id)
@@ -294,7 +282,7 @@ class Answers:
             found: dict[int, tuple[Invitation, Event, Response | None]] = {
                 inv.id: (inv, event, resp) for inv, event, resp in rows
             }
-            identities = await self._identities(s, [inv for inv, _, _ in found.values()])
+            identities = self._identities(s, [inv for inv, _, _ in found.values()])
             step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
             outcomes: list[_Written | BaseException] = []
             for item in batch:
@@ -302,18 +290,18 @@ class Answers:
                     outcomes.append(self._apply(s, item, found, identities, step))
                 except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
                     outcomes.append(refused)
+            s.flush()  # the new responses (one INSERT) and the amended ones
             if step.answered:
-                await s.flush()  # the new responses (one INSERT) and the amended ones
-                await s.execute(
+                s.execute(
                     update(Invitation)
                     .where(Invitation.id.in_(sorted(step.answered)))
                     .values(status="answered", updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
-            await self.write_backs.run(s, step.queued, now)
+            self.write_backs.write(s, step.queued, now)
         return outcomes
 
-    async def _identities(self, s: AsyncSession, invitations: list[Invitation]) -> dict[int, dict[str, str]]:
+    def _identities(self, s: Session, invitations: list[Invitation]) -> dict[int, dict[str, str]]:
         """Person id -> connector -> record id, in every write-back target of these invitations (one read)."""
         people = {inv.person_id for inv in invitations if inv.person_id is not None}
         targets = {
@@ -324,13 +312,13 @@ class Answers:
         }
         found: dict[int, dict[str, str]] = {}
         if people and targets:
-            for person_id, connector, crm_id in await s.execute(identities_query(people, targets)):
+            for person_id, connector, crm_id in s.execute(identities_query(people, targets)):
                 found.setdefault(person_id, {})[connector] = crm_id
         return found
 
     def _apply(
         self,
-        s: AsyncSession,
+        s: Session,
         item: _Submitted,
         found: dict[int, tuple[Invitation, Event, Response | None]],
         identities: dict[int, dict[str, str]],

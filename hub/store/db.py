@@ -32,6 +32,17 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: a PostgreSQL connection older than this is replaced at checkout (below common idle timeouts of proxies)
 POOL_RECYCLE_SECONDS = 300
+#: PostgreSQL connections kept open per process, and how many more a burst may open (closed again when they
+#: are returned, so each costs a login for a few queries)
+POOL_SIZE = 12
+POOL_OVERFLOW = 10
+#: reads through ``Store.read`` at once on PostgreSQL: fewer than the pool keeps open, so a burst of survey
+#: links queues for a kept connection (a millisecond) rather than logging in new ones, and leaves kept
+#: connections to the writers and the scheduled jobs
+POSTGRES_READERS = 8
+#: reads at once on a SQLite file, each on a connection and thread of its own (WAL lets readers run beside
+#: each other and beside the writer); a read waiting for one of them waits a fraction of a millisecond
+SQLITE_READERS = 4
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -67,12 +78,18 @@ class Store:
         kwargs: dict[str, Any] = {} if self.is_sqlite else {"pool_recycle": POOL_RECYCLE_SECONDS}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        pool: dict[str, Any] = (
+            {} if self.is_sqlite else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        )
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs, **pool)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
+        self._reader: Engine | None = None
+        self._reader_threads: ThreadPoolExecutor | None = None
+        self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         if self.is_sqlite and ":memory:" not in url:
             # one connection on one thread of its own: a whole transaction is one hand-off to that thread,
             # where aiosqlite hands every statement (begin, execute, fetch, commit) over and back again
@@ -81,6 +98,18 @@ class Store:
             )
             event.listen(self._writer, "connect", _sqlite_pragmas)
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="cxhub-sqlite-writer")
+            # readers alike: a read is one hand-off to a reader thread, which keeps its connection open
+            # (a connection may serve a read on any reader thread, one thread at a time)
+            self._reader = create_engine(
+                make_url(url).set(drivername="sqlite"),
+                pool_size=SQLITE_READERS,
+                max_overflow=0,
+                connect_args={**kwargs["connect_args"], "check_same_thread": False},
+            )
+            event.listen(self._reader, "connect", _sqlite_pragmas)
+            self._reader_threads = ThreadPoolExecutor(
+                SQLITE_READERS, thread_name_prefix="cxhub-sqlite-reader"
+            )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -105,6 +134,33 @@ class Store:
                 return work(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, transaction)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, which only reads, on a connection of its own without a transaction around it.
+
+        For the reads every request makes (a survey link's page): on a SQLite file one hand-off to a reader
+        thread, where aiosqlite hands each step (connect, execute, fetch, close) over and back again; on
+        PostgreSQL a pooled connection in autocommit, so no BEGIN and ROLLBACK round trips surround the query.
+        """
+        if self._reader is None or self._reader_threads is None:
+            if self.is_sqlite:  # in memory: the one connection there is
+                async with self.engine.connect() as conn:
+                    return await conn.run_sync(work)
+            loop = asyncio.get_running_loop()
+            if (
+                self._readers is None or self._readers[0] is not loop
+            ):  # a store used from a new loop (tests, CLI)
+                self._readers = (loop, asyncio.Semaphore(POSTGRES_READERS))
+            async with self._readers[1], self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await conn.run_sync(work)
+        reader = self._reader
+
+        def run() -> T:
+            with reader.connect() as conn:
+                return work(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader_threads, run)
 
     async def upgrade(self) -> None:
         """Apply every pending migration (run at start and by `cxhub db upgrade`).
@@ -141,8 +197,11 @@ class Store:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        loop = asyncio.get_running_loop()
         if self._writer is not None and self._writer_thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
+            await loop.run_in_executor(self._writer_thread, self._writer.dispose)
+        if self._reader is not None and self._reader_threads is not None:
+            await loop.run_in_executor(self._reader_threads, self._reader.dispose)
 
     # --- singleton jobs across processes ----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ MAX_ID = 2**31 - 1
 MAX_REPLAY_IDS = 10_000
 
 
-def require_token(hub: HubDep, request: Request) -> None:
+async def require_token(hub: HubDep, request: Request) -> None:
     """The API's bearer token (``hub.api_token``); 404 while the API is off."""
     require_bearer(request, hub.config.hub.api_token, "the admin API is off: set hub.api_token to turn it on")
 

@@ -49,7 +49,7 @@ SwaggerUIBundle({
 """
 
 
-def require_metrics_token(running: HubDep, request: Request) -> None:
+async def require_metrics_token(running: HubDep, request: Request) -> None:
     require_bearer(request, running.config.hub.metrics_token, "metrics are off: set hub.metrics_token")
 
 
