@@ -22,8 +22,14 @@ from pydantic import BaseModel, SecretStr
 from hub.secrets import REDACTED, redact
 
 _SECRETS: set[str] = set()
+#: the configured secrets, longest first (a secret inside another is not left half shown); kept in step
+#: with ``_SECRETS`` by ``register_secrets``, so a log line does not sort them again
+_ORDERED: list[str] = []
 #: a survey (``/s/``) or unsubscribe (``/u/``) link's token, wherever the path appears in a line
 _TOKEN_PATH = re.compile(r"(/[su]/)[A-Za-z0-9_%~.-]+")
+_TOKEN_REPLACEMENT = r"\1" + REDACTED.replace("\\", "\\\\")
+#: set on a record once scrubbed: uvicorn's loggers and the hub's handler both filter, a line is scrubbed once
+_SCRUBBED = "_cxhub_scrubbed"
 
 
 def _collect(value: Any, into: set[str]) -> None:
@@ -50,12 +56,17 @@ def secret_values(*models: Any) -> set[str]:
 def register_secrets(config: BaseModel, plugin_settings: Iterable[BaseModel]) -> None:
     """Remember every secret of the config so log lines can be scrubbed of them."""
     _SECRETS.update(secret_values(config, *plugin_settings))
+    _ORDERED[:] = sorted(_SECRETS, key=len, reverse=True)
 
 
 def scrub(text: str) -> str:
-    """The text without any configured secret value and without the token of any survey link."""
-    text = _TOKEN_PATH.sub(lambda match: match.group(1) + REDACTED, text)
-    return redact(text, sorted(_SECRETS, key=len, reverse=True))
+    """The text without any configured secret value and without the token of any survey link.
+
+    Every request writes an access line through this, so the common cases are cheap: a line without ``/s/``
+    or ``/u/`` skips the search for tokens, and the secrets are not sorted again for each line."""
+    if "/s/" in text or "/u/" in text:
+        text = _TOKEN_PATH.sub(_TOKEN_REPLACEMENT, text)
+    return redact(text, _ORDERED)
 
 
 def _scrub_processor(
@@ -74,6 +85,9 @@ def _scrub_processor(
 
 class _ScrubFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _SCRUBBED, False):
+            return True
+        setattr(record, _SCRUBBED, True)
         record.msg = scrub(record.getMessage())
         record.args = ()
         if record.exc_info and not record.exc_text:
