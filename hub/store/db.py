@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, delete, event, make_url, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from hub.store.tables import JobLock, Setting, utcnow
@@ -66,6 +66,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _never_wait(dbapi_connection: Any, _record: Any) -> None:
+    """A read on the event loop's own thread must never wait for a lock: busy at once, read on a thread."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    cursor.close()
+
+
 class Store:
     """The database of one hub: an async engine, a session factory and the migration runner."""
 
@@ -90,6 +97,7 @@ class Store:
         self._reader: Engine | None = None
         self._reader_threads: ThreadPoolExecutor | None = None
         self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._inline: Engine | None = None
         if self.is_sqlite and ":memory:" not in url:
             # one connection on one thread of its own: a whole transaction is one hand-off to that thread,
             # where aiosqlite hands every statement (begin, execute, fetch, commit) over and back again
@@ -107,6 +115,17 @@ class Store:
                 connect_args={**kwargs["connect_args"], "check_same_thread": False},
             )
             event.listen(self._reader, "connect", _sqlite_pragmas)
+            # and one connection that reads on the event loop's thread: an indexed read of a few pages in the
+            # page cache takes less than handing it to a thread and back; it never waits (``_never_wait``)
+            self._inline = create_engine(
+                make_url(url).set(drivername="sqlite"),
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"timeout": 0, "check_same_thread": False},
+                pool_reset_on_return=None,  # it only reads, outside any transaction: nothing to roll back
+            )
+            event.listen(self._inline, "connect", _sqlite_pragmas)
+            event.listen(self._inline, "connect", _never_wait)
             self._reader_threads = ThreadPoolExecutor(
                 SQLITE_READERS, thread_name_prefix="cxhub-sqlite-reader"
             )
@@ -138,9 +157,11 @@ class Store:
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work``, which only reads, on a connection of its own without a transaction around it.
 
-        For the reads every request makes (a survey link's page): on a SQLite file one hand-off to a reader
-        thread, where aiosqlite hands each step (connect, execute, fetch, close) over and back again; on
-        PostgreSQL a pooled connection in autocommit, so no BEGIN and ROLLBACK round trips surround the query.
+        For the reads every request makes (a survey link's page). On a SQLite file it runs right here on the
+        event loop's thread, on a connection that never waits for a lock: an indexed read of pages in the
+        cache costs less than a thread hand-off (aiosqlite makes one per step: connect, execute, fetch,
+        close). Should the file be busy it runs on a reader thread instead, which may wait. On PostgreSQL a
+        pooled connection in autocommit, so no BEGIN and ROLLBACK round trips surround the query.
         """
         if self._reader is None or self._reader_threads is None:
             if self.is_sqlite:  # in memory: the one connection there is
@@ -155,6 +176,12 @@ class Store:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 return await conn.run_sync(work)
         reader = self._reader
+        if self._inline is not None:
+            try:
+                with self._inline.connect() as inline:
+                    return work(inline)
+            except OperationalError:  # the file was busy (a recovery, a checkpoint's reset): on a thread
+                pass
 
         def run() -> T:
             with reader.connect() as conn:
@@ -202,6 +229,8 @@ class Store:
             await loop.run_in_executor(self._writer_thread, self._writer.dispose)
         if self._reader is not None and self._reader_threads is not None:
             await loop.run_in_executor(self._reader_threads, self._reader.dispose)
+        if self._inline is not None:
+            self._inline.dispose()
 
     # --- singleton jobs across processes ----------------------------------------------------------------------
 
