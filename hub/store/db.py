@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,7 +99,11 @@ class Store:
         self._reader_threads: ThreadPoolExecutor | None = None
         self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._inline: Engine | None = None
+        #: on a SQLite file: the database's path, beside which the job locks' files are (``acquire_lock``)
+        self._lock_files: str | None = None
+        self._held: dict[str, tuple[str, int]] = {}
         if self.is_sqlite and ":memory:" not in url:
+            self._lock_files = make_url(url).database
             # one connection on one thread of its own: a whole transaction is one hand-off to that thread,
             # where aiosqlite hands every statement (begin, execute, fetch, commit) over and back again
             self._writer = create_engine(
@@ -223,6 +228,9 @@ class Store:
             return await conn.run_sync(current) == head
 
     async def dispose(self) -> None:
+        for _owner, fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
         await self.engine.dispose()
         loop = asyncio.get_running_loop()
         if self._writer is not None and self._writer_thread is not None:
@@ -235,7 +243,15 @@ class Store:
     # --- singleton jobs across processes ----------------------------------------------------------------------
 
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
-        """Take or renew the named lock for ``ttl`` seconds; False when another live owner holds it."""
+        """Take or renew the named lock for ``ttl`` seconds; False when another live owner holds it.
+
+        On a SQLite file the lock is a file lock beside the database instead of a row: every process of that
+        hub runs on this machine, and taking the row would be a write transaction per job run and per renewal,
+        each fighting the answers and webhooks for SQLite's one write lock. The operating system drops a
+        file lock when its process ends, killed or not, so it needs no lease; renewing it costs nothing.
+        """
+        if self._lock_files is not None:
+            return self._lock_file(name, owner)
         now = utcnow()
         until = now + timedelta(seconds=ttl)
         async with self.session() as s:
@@ -253,7 +269,28 @@ class Store:
             return False
         return True
 
+    def _lock_file(self, name: str, owner: str) -> bool:
+        held = self._held.get(name)
+        if held is not None:
+            return held[0] == owner
+        assert self._lock_files is not None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        fd = os.open(f"{self._lock_files}.{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[name] = (owner, fd)
+        return True
+
     async def release_lock(self, name: str, owner: str) -> None:
+        if self._lock_files is not None:
+            held = self._held.get(name)
+            if held is not None and held[0] == owner:
+                del self._held[name]
+                os.close(held[1])  # closing the only descriptor of the lock file releases its lock
+            return
         async with self.session() as s:
             await s.execute(delete(JobLock).where(JobLock.name == name, JobLock.owner == owner))
 
