@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -393,10 +393,18 @@ def _followup(
     )
 
 
-@router.api_route("/s/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def show_survey(
-    token: str, request: Request, hub: HubDep, score: str | None = None, change: str | None = None
-) -> Response:
+def _hub(request: Request) -> Hub:
+    return cast(Hub, request.app.state.hub)
+
+
+async def show_survey(request: Request) -> Response:
+    """``GET /s/{token}``: a plain route, like the POST of an answer. The two pages every survey link opens
+    take nothing FastAPI would check for them (the token is any text, the query only pre-selects), so they
+    skip its dependency solving and parameter validation, a large part of a page's cost."""
+    token: str = request.path_params["token"]
+    hub = _hub(request)
+    score = request.query_params.get("score")
+    change = request.query_params.get("change")
     if (refused := too_many_views(request, hub)) is not None:
         return refused
     state, page = await hub.engine.page_for_token(token)
@@ -447,8 +455,10 @@ def read_answer(form: FormData, page: SurveyPage) -> Answer:
     return Answer(rating, comment_text, chosen)
 
 
-@router.post("/s/{token}", response_class=HTMLResponse)
-async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
+async def answer_survey(request: Request) -> Response:
+    """``POST /s/{token}``: the answer (a plain route, see ``show_survey``)."""
+    token: str = request.path_params["token"]
+    hub = _hub(request)
     rate = limits(request)
     if not rate.per_client.allow(client_address(request)) or not rate.per_token.allow(token):
         return too_many(request, hub)
@@ -487,6 +497,10 @@ async def answer_survey(token: str, request: Request, hub: HubDep) -> Response:
     # a score (first answer or a change) leads to the follow-up; the follow-up leads to the thank-you page
     done = "score" not in form or "comment" in form or "topic" in form or not has_followup(page)
     return RedirectResponse(f"/s/{token}/thanks" if done else f"/s/{token}", status_code=303)
+
+
+router.add_route("/s/{token}", show_survey, methods=["GET", "HEAD"], include_in_schema=False)
+router.add_route("/s/{token}", answer_survey, methods=["POST"], include_in_schema=False)
 
 
 @router.api_route("/s/{token}/thanks", methods=["GET", "HEAD"], response_class=HTMLResponse)
