@@ -127,7 +127,6 @@ class Store:
                 pool_size=1,
                 max_overflow=0,
                 connect_args={"timeout": 0, "check_same_thread": False},
-                pool_reset_on_return=None,  # it only reads, outside any transaction: nothing to roll back
             )
             event.listen(self._inline, "connect", _sqlite_pragmas)
             event.listen(self._inline, "connect", _never_wait)
