@@ -48,9 +48,6 @@ class Scheduler:
         self.running: set[asyncio.Task[Any]] = set()
         #: set by shutdown(): jobs that loop over a backlog stop taking more
         self.stopping = False
-        #: the prompt sync runs now, and an answer arrived since its pass began (see ``_wake_sync``)
-        self._sync_running = False
-        self._sync_again = False
         #: jobs running now, and jobs woken since their last run started (see ``_run_soon``)
         self.active: set[str] = set()
         self.woken: set[str] = set()
@@ -177,18 +174,8 @@ class Scheduler:
         """
         prompt = self.hub.config.sync.prompt_seconds
         self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.5, prompt)), locked=False)
-        self.hub.on_wake("sync", self._wake_sync)
-
-    def _wake_sync(self) -> None:
-        """An answer was stored: run the prompt sync now, or once more right after the run in progress.
-
-        Moving a running job's next run time would make APScheduler skip it (one instance at a time) with a
-        warning, and the answer would wait for the next interval.
-        """
-        if self._sync_running:
-            self._sync_again = True
-        else:
-            self._run_at("sync-prompt", 0.0)
+        # an answer runs it now, or marks the run in progress to look once more (``_sync_due``)
+        self.hub.on_wake("sync", lambda: self._run_soon("sync-prompt"))
 
     def _run_at(self, job_id: str, delay: float) -> None:
         """Run the job in ``delay`` seconds, unless it is due sooner anyway."""
@@ -205,24 +192,20 @@ class Scheduler:
         makes it look once more; then the next run is timed to the next item that settles.
         """
         quiet = self.hub.config.sync.prompt_seconds
-        self._sync_running = True
         waited = False
-        try:
-            while True:
-                self._sync_again = False
-                soonest = await self._sync_settled(quiet)
-                delay = None if soonest is None else (soonest - self.hub.now()).total_seconds()
-                if self._sync_again and self.scheduler.state == STATE_RUNNING:  # not while stopping
-                    # answers arriving faster than passes take: one pass per gap, not one per answer
-                    await asyncio.sleep(SYNC_MIN_GAP_SECONDS)
-                    continue
-                if delay is not None and delay < SYNC_MIN_GAP_SECONDS and not waited:
-                    waited = True  # once: an item that stays ready (a lock race) is no reason to spin
-                    await asyncio.sleep(max(0.0, delay))
-                    continue
-                break
-        finally:
-            self._sync_running = False
+        while True:
+            self.woken.discard("sync-prompt")  # a wake from now on asks for one more pass
+            soonest = await self._sync_settled(quiet)
+            delay = None if soonest is None else (soonest - self.hub.now()).total_seconds()
+            if "sync-prompt" in self.woken and self.scheduler.state == STATE_RUNNING:  # not while stopping
+                # answers arriving faster than passes take: one pass per gap, not one per answer
+                await asyncio.sleep(SYNC_MIN_GAP_SECONDS)
+                continue
+            if delay is not None and delay < SYNC_MIN_GAP_SECONDS and not waited:
+                waited = True  # once: an item that stays ready (a lock race) is no reason to spin
+                await asyncio.sleep(max(0.0, delay))
+                continue
+            break
         if delay is not None:
             self._run_at("sync-prompt", max(delay, SYNC_MIN_GAP_SECONDS))
 
