@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.config import Campaign, SurveySettings
-from hub.engine.answer_writer import BatchWriter
 from hub.engine.common import hash_token, invitation_record, question, response_record
 from hub.engine.optouts import OptOuts
 from hub.engine.writebacks import WriteBackQueue, identities_query
@@ -36,6 +35,7 @@ from hub.models import (
     nps_category,
 )
 from hub.people import upsert_person
+from hub.store.group_commit import GroupCommit
 from hub.store.tables import Event, Invitation, Person, Response, Token
 from hub.texts import text
 
@@ -74,6 +74,9 @@ class SurveyPage:
     response: ResponseRecord | None
     amendable: bool
 
+
+#: the most answers one transaction carries (a bound on its statements' size, not a tuning knob)
+ANSWER_BATCH = 200
 
 #: a stored answer: the response, its invitation, what the response held before (None: a first answer), the
 #: event, the campaign and the survey's kind
@@ -154,7 +157,10 @@ class Answers:
         self.hub = hub
         self.write_backs = write_backs
         self.optouts = OptOuts(hub, write_backs)
-        self.writer: BatchWriter[_Submitted, _Written] = BatchWriter(self._write_answers)
+        # the answers of one moment share one transaction, each caller answered after its COMMIT; an answer
+        # that cannot be stored is refused alone, and a batch that fails on a unique key (two processes storing
+        # the same first answer) is written again one answer at a time
+        self.writer: GroupCommit[_Submitted, _Written] = GroupCommit(self._write_answers, ANSWER_BATCH)
 
     # --- 4. answer --------------------------------------------------------------------------------------------
 
@@ -210,7 +216,7 @@ class Answers:
         """Store an answer (or amend it: a later comment updates the same response) and queue write-backs.
 
         The answer, the invitation's status and every write-back item are written in one short transaction,
-        shared with the other answers of the same moment (``hub.engine.answer_writer``); nothing is left half
+        shared with the other answers of the same moment (``hub.store.group_commit``); nothing is left half
         done by a failure. What follows (hooks, alerts, waking the sync) reads nothing back. Looking the person
         up in another CRM (an HTTP call) happens outside any transaction, and only when a write-back target
         does not know the person yet.

@@ -14,7 +14,7 @@ the WAL file, which survives the process being killed but not a power loss, see 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -32,7 +32,9 @@ def _unavailable(exc: BaseException) -> bool:
 
 
 class GroupCommit(Generic[Item, Result]):
-    """Writes submitted items in batches with ``write`` (one transaction per call, one result per item).
+    """Writes submitted items in batches with ``write`` (one transaction per call, one outcome per item: its
+    result, or the exception that refuses that item alone while the others are written, e.g. an answer whose
+    amend window closed).
 
     A batch that fails for a reason other than an unreachable database is written again one item at a time,
     so one bad item fails its own caller only. A batch cut by a lost connection is written once more on a
@@ -40,7 +42,9 @@ class GroupCommit(Generic[Item, Result]):
     """
 
     def __init__(
-        self, write: Callable[[list[Item]], Awaitable[list[Result]]], max_batch: int = MAX_BATCH
+        self,
+        write: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]],
+        max_batch: int = MAX_BATCH,
     ) -> None:
         self._write = write
         self._max = max_batch
@@ -85,18 +89,25 @@ class GroupCommit(Generic[Item, Result]):
                 except Exception as alone:
                     _settle(future, exc=alone)
                 else:
-                    _settle(future, result)
+                    _settle_outcome(future, result)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, result)
+            _settle_outcome(future, result)
 
-    async def _attempt(self, items: list[Item]) -> list[Result]:
+    async def _attempt(self, items: list[Item]) -> Sequence[Result | BaseException]:
         try:
             return await self._write(items)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
         return await self._write(items)  # the connection was lost: once more on a fresh one
+
+
+def _settle_outcome(future: asyncio.Future[Result], outcome: Result | BaseException) -> None:
+    if isinstance(outcome, BaseException):
+        _settle(future, exc=outcome)
+    else:
+        _settle(future, outcome)
 
 
 def _settle(
