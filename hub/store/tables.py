@@ -425,6 +425,50 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(CleanText())
 
 
+class AdminUser(Base):
+    """A named user of the admin cockpit. ``password_hash`` is an Argon2id hash (None: signs in by single
+    sign-on only); ``session_epoch`` goes up with every password change or removal, which ends that user's
+    sessions, since each session cookie carries the epoch it was issued under."""
+
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(CleanString(200), unique=True)
+    role: Mapped[str] = mapped_column(CleanString(10), doc="viewer | admin")
+    password_hash: Mapped[str | None] = mapped_column(CleanString(300))
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEntry(Base):
+    """One action taken in the cockpit, the API or the CLI: who, what, on what, when. Never updated."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(CleanString(200), doc="a user name, 'api', or 'cli:<os user>'")
+    action: Mapped[str] = mapped_column(CleanString(100), doc="e.g. sync.run, person.erase, user.add")
+    target: Mapped[str | None] = mapped_column(CleanString(300))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON)
+
+
+class ConnectorControl(Base):
+    """What an admin changed about a connector at run time, kept beside (and winning over) its config:
+    paused or not, and the sync and poll schedules. A missing row or a None value means: as configured."""
+
+    __tablename__ = "connector_controls"
+
+    connector: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    sync_seconds: Mapped[int | None] = mapped_column(Integer)
+    poll_seconds: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(CleanString(200))
+
+
 def _clean_on_assignment() -> None:
     """Clean text as it is assigned to a mapped object, so what the code goes on using is what was stored.
 

@@ -36,9 +36,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from hub.app import Hub
+from hub.web.cockpit.access import Role, User
+from hub.web.cockpit.render import render
 from hub.web.deps import HubDep, client_address
-from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_token, csrf_valid, new_csrf_cookie
-from hub.web.survey import secure, templates
+from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_valid
+from hub.web.survey import secure
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -54,10 +56,6 @@ _HEAD = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
 _DOCTYPE = re.compile(r"\s*<!doctype[^>]*>", re.IGNORECASE)
 _PARSER = BytesParser(policy=policy.default)
 
-PAGE_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
 #: the HTML part of a message: sandboxed even when opened on its own; only its links may open new tabs
 MAIL_HTML_POLICY = (
     "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; img-src data: https: http:; "
@@ -144,20 +142,8 @@ def _limiter(request: Request) -> RateLimiter:
 
 
 def _render(request: Request, hub: Hub, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    cookie = request.cookies.get(CSRF_COOKIE) or new_csrf_cookie()
-    context.setdefault("error", None)
-    context.update(
-        csrf=csrf_token(hub.secret_key, cookie, "admin"),
-        logout=_password(hub) is not None and signed_in(request, hub),
-        demo=hub.config.hub.demo,
-    )
-    response = templates.TemplateResponse(request, name, context, status_code=status)
-    if CSRF_COOKIE not in request.cookies:
-        response.set_cookie(
-            CSRF_COOKIE, cookie, httponly=True, samesite="strict", secure=request.url.scheme == "https"
-        )
-    secure(response, PAGE_POLICY)
-    return response
+    user = User(USER, Role.ADMIN) if signed_in(request, hub) else None
+    return render(request, hub, name, user, status, **context)
 
 
 async def _csrf_ok(request: Request, hub: Hub) -> bool:
