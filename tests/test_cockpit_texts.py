@@ -168,6 +168,12 @@ async def test_lang_picks_the_language_and_the_cookie_keeps_it(demo_app: object)
         assert '<option value="de" selected lang="de">Deutsch</option>' in page.text
         assert client.cookies.get(LANGUAGE_COOKIE) == "de"
 
+        link = re.search(r'<a href="(/admin/mailbox/[^"]+)">', page.text)
+        assert link, "the list has no message"
+        message = await client.get(link.group(1))
+        assert h1(message.text) == "(kein Betreff)" and "<dt>Von</dt>" in message.text
+        assert "<dt>An</dt>" in message.text and "<h2>Reiner Text</h2>" in message.text
+
         following = await client.get("/admin/replies", headers={"Accept-Language": "fr"})
         assert page_language(following.text) == "de", "the cookie wins over the browser"
         assert h1(following.text) == "Antworten" and "Keine aufbewahrten Antworten." in following.text
