@@ -133,7 +133,17 @@ class HubSettings(Section):
     metrics_token: Secret | None = Field(
         None, description="bearer token Prometheus sends to /metrics; unset = /metrics off (404)"
     )
-    admin_password: Secret | None = Field(None, description="password of the admin pages (user `admin`)")
+    admin_password: Secret | None = Field(
+        None,
+        description="password of the built-in cockpit user `admin` (role admin); named users are added with "
+        "`cxhub user add`; with neither (and no single sign-on) the cockpit is off",
+    )
+    admin_session_idle_minutes: float = Field(
+        30, gt=0, description="a cockpit session ends after this long without a request"
+    )
+    admin_session_hours: float = Field(
+        12, gt=0, description="a cockpit session ends this long after the sign-in, however active"
+    )
     plugins: list[str] | None = Field(None, description="plugins to enable; unset = every installed plugin")
     plugin_modules: list[str] = Field(
         default_factory=list, description="extra plugin modules to load by import path (local plugins)"
