@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Select, distinct, func, select
+from sqlalchemy import Select, func, select
 
 from hub.store.tables import AuditEntry
 from hub.web.cockpit.access import Viewer
@@ -69,10 +69,10 @@ async def audit_page(
         ).scalars()
         lines = [Line(r.at, r.actor, r.action, r.target or "", _detail(r.detail)) for r in rows]
         actors = (
-            await s.execute(select(distinct(AuditEntry.actor)).order_by(AuditEntry.actor).limit(MENU_SIZE))
+            await s.execute(select(AuditEntry.actor).distinct().order_by(AuditEntry.actor).limit(MENU_SIZE))
         ).scalars()
         actions = (
-            await s.execute(select(distinct(AuditEntry.action)).order_by(AuditEntry.action).limit(MENU_SIZE))
+            await s.execute(select(AuditEntry.action).distinct().order_by(AuditEntry.action).limit(MENU_SIZE))
         ).scalars()
         actor_menu, action_menu = list(actors), list(actions)
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
