@@ -85,7 +85,7 @@ async def require_admin(request: Request, hub: Hub, *, role: Role = Role.VIEWER)
     return None
 
 
-def _safe_next(target: str | None, hub: Hub) -> str:
+def safe_next(target: str | None, hub: Hub) -> str:
     """Only a path inside the admin pages: a login must not redirect anywhere else. Without one: the
     mailbox in the demo, else the home page (both exist)."""
     inside = target is not None and (target == "/admin" or target.startswith("/admin/"))
@@ -143,16 +143,17 @@ async def admin_home(request: Request, hub: HubDep) -> Response:
 def _login_page(
     request: Request, hub: Hub, target: str, status: int = 200, error: str | None = None
 ) -> Response:
-    return render(request, hub, "admin/login.html", None, status, next=target, error=error)
+    sso = hub.config.hub.sso is not None
+    return render(request, hub, "admin/login.html", None, status, next=target, error=error, sso=sso)
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, hub: HubDep, next: str | None = None) -> Response:
     if not await cockpit_on(hub):
         if await open_without_login(request, hub):
-            return RedirectResponse(_safe_next(next, hub), status_code=303)
+            return RedirectResponse(safe_next(next, hub), status_code=303)
         raise HTTPException(404)
-    return _login_page(request, hub, _safe_next(next, hub))
+    return _login_page(request, hub, safe_next(next, hub))
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -160,7 +161,7 @@ async def login(request: Request, hub: HubDep) -> Response:
     if not await cockpit_on(hub):
         raise HTTPException(404)
     form = await request.form()
-    target = _safe_next(str(form.get("next") or ""), hub)
+    target = safe_next(str(form.get("next") or ""), hub)
     _ = translator(page_language(request))
     if not _limiter(request).allow(client_address(request)):
         return _login_page(request, hub, target, 429, _("Too many attempts. Wait a minute and try again."))

@@ -60,12 +60,20 @@ def test_a_wrong_password_is_said_and_the_viewer_sees_no_action(page: Page, user
     assert page.url.endswith("/admin/audit")
     expect(page.get_by_role("heading", name="Audit log", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Users")).to_have_count(0)
-    actions = page.locator("form[method=post]").evaluate_all("forms => forms.map(f => f.getAttribute('action'))")
+    actions = page.locator("form[method=post]").evaluate_all(
+        "forms => forms.map(f => f.getAttribute('action'))"
+    )
     assert actions == ["/admin/logout"]  # the only thing a viewer can post here is signing out
     csrf = page.locator("input[name=csrf]").first.input_value()
     refused = page.request.post(
         "/admin/users",
-        form={"csrf": csrf, "name": "eve", "role": "admin", "password": VIEWER[1], "password_again": VIEWER[1]},
+        form={
+            "csrf": csrf,
+            "name": "eve",
+            "role": "admin",
+            "password": VIEWER[1],
+            "password_again": VIEWER[1],
+        },
     )
     assert refused.status == 403
     assert page.request.post("/admin/users/ada/remove", form={"csrf": csrf}).status == 403

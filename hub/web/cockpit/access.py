@@ -113,8 +113,9 @@ def is_local(request: Request) -> bool:
 
 
 async def cockpit_on(hub: Hub) -> bool:
-    """Whether anyone can sign in: the built-in admin's password is set, or a named user exists."""
-    if builtin_password(hub) is not None:
+    """Whether anyone can sign in: the built-in admin's password or single sign-on is set up, or a named user
+    exists."""
+    if builtin_password(hub) is not None or hub.config.hub.sso is not None:
         return True
     async with hub.store.session() as s:
         return await accounts.any_users(s)
@@ -165,6 +166,8 @@ async def _still_valid(hub: Hub, session: Session) -> User | None:
         if row is None or str(row.session_epoch) != session.key:
             return None
         return User(row.name, Role(row.role))
+    if session.kind == "sso" and hub.config.hub.sso is not None:
+        return session.user
     return None
 
 
