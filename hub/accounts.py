@@ -31,6 +31,15 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 
+# why a change is refused, in English with placeholders (the users page shows them translated)
+TOO_SHORT = "a password has at least {n} characters"
+TOO_LONG = "a password has at most {n} characters"
+BAD_NAME = "a user name is 1 to 100 letters, digits or . _ @ + - and starts with a letter or digit"
+BAD_ROLE = "the role is viewer or admin, not {role}"
+NO_SUCH_USER = "there is no user {name}"
+TAKEN = "there is already a user {name}"
+LAST_ADMIN = "{name} is the last admin: make someone else admin first"
+
 
 class AccountError(ValueError):
     """A change to the users that is refused. ``text`` says why in English, with ``{placeholders}`` filled
@@ -71,22 +80,20 @@ def hash_password(password: str) -> str:
 
 def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise AccountError("a password has at least {n} characters", n=MIN_PASSWORD)
+        raise AccountError(TOO_SHORT, n=MIN_PASSWORD)
     if len(password) > MAX_PASSWORD:
-        raise AccountError("a password has at most {n} characters", n=MAX_PASSWORD)
+        raise AccountError(TOO_LONG, n=MAX_PASSWORD)
 
 
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name):
-        raise AccountError(
-            "a user name is 1 to 100 letters, digits or . _ @ + - and starts with a letter or digit"
-        )
+        raise AccountError(BAD_NAME)
     return name
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise AccountError("the role is viewer or admin, not {role}", role=role)
+        raise AccountError(BAD_ROLE, role=role)
     return role
 
 
@@ -101,7 +108,7 @@ async def find(s: AsyncSession, name: str) -> AdminUser | None:
 async def _existing(s: AsyncSession, name: str) -> AdminUser:
     found = await find(s, name)
     if found is None:
-        raise AccountError("there is no user {name}", name=name)
+        raise AccountError(NO_SUCH_USER, name=name)
     return found
 
 
@@ -132,7 +139,7 @@ async def add(s: AsyncSession, actor: str, name: str, role: str, password: str |
     check_role(role)
     digest = hash_password(password) if password is not None else None
     if await find(s, name) is not None:
-        raise AccountError("there is already a user {name}", name=name)
+        raise AccountError(TAKEN, name=name)
     s.add(AdminUser(name=name, role=role, password_hash=digest, session_epoch=0))
     _record(s, actor, "user.add", name, role=role)
 
@@ -153,7 +160,7 @@ async def set_role(s: AsyncSession, actor: str, name: str, role: str, *, builtin
     if user.role == role:
         return
     if role != "admin" and not await _admins_left(s, name, builtin_admin):
-        raise AccountError("{name} is the last admin: make someone else admin first", name=name)
+        raise AccountError(LAST_ADMIN, name=name)
     _record(s, actor, "user.role", name, role=role, was=user.role)
     user.role = role
     user.updated_at = utcnow()
@@ -162,7 +169,7 @@ async def set_role(s: AsyncSession, actor: str, name: str, role: str, *, builtin
 async def remove(s: AsyncSession, actor: str, name: str, *, builtin_admin: bool) -> None:
     user = await _existing(s, name)
     if user.role == "admin" and not await _admins_left(s, name, builtin_admin):
-        raise AccountError("{name} is the last admin: make someone else admin first", name=name)
+        raise AccountError(LAST_ADMIN, name=name)
     await s.delete(user)
     _record(s, actor, "user.remove", name)
 

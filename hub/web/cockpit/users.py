@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import accounts
 from hub.app import Hub
 from hub.web.cockpit.access import Admin, CheckedForm, User, builtin_password
-from hub.web.cockpit.i18n import page_language, translator
+from hub.web.cockpit.i18n import Translate, page_language, translator
 from hub.web.cockpit.render import render
 from hub.web.deps import HubDep
 
@@ -33,6 +33,24 @@ def _field(form: CheckedForm, name: str, *, strip: bool = True) -> str:
     if not isinstance(value, str):
         return ""
     return value.strip() if strip else value
+
+
+def reason(_: Translate, error: accounts.AccountError) -> str:
+    """Why a change was refused, in the page's language (``hub.accounts`` says it in English for the CLI)."""
+    v = error.values
+    texts = {
+        accounts.TOO_SHORT: lambda: _("A password has at least {n} characters.", **v),
+        accounts.TOO_LONG: lambda: _("A password has at most {n} characters.", **v),
+        accounts.BAD_NAME: lambda: _(
+            "A user name is 1 to 100 letters, digits or . _ @ + - and starts with a letter or digit."
+        ),
+        accounts.BAD_ROLE: lambda: _("The role is viewer or admin, not {role}.", **v),
+        accounts.NO_SUCH_USER: lambda: _("There is no user {name}.", **v),
+        accounts.TAKEN: lambda: _("There is already a user {name}.", **v),
+        accounts.LAST_ADMIN: lambda: _("{name} is the last admin: make someone else admin first.", **v),
+    }
+    found = texts.get(error.text)
+    return found() if found is not None else str(error)
 
 
 async def _page(
@@ -65,7 +83,7 @@ async def _change(
             await work(s, builtin_password(hub) is not None)
     except accounts.AccountError as exc:
         _ = translator(page_language(request))
-        return await _page(request, hub, user, 400, _(exc.text, **exc.values))
+        return await _page(request, hub, user, 400, reason(_, exc))
     return RedirectResponse(f"/admin/users?done={quote(done)}", status_code=303)
 
 
