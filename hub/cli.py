@@ -678,8 +678,15 @@ def _why(status: str, sent_at: datetime | None) -> str:
 @app.command()
 def demo(
     auto: Annotated[
-        bool, typer.Option(help="answer the survey like a browser, print the result and exit")
+        bool, typer.Option(help="answer the survey like a browser and print what the CRM shows")
     ] = False,
+    stay: Annotated[
+        bool,
+        typer.Option(
+            "--stay/--exit",
+            help="with --auto: keep the hub and its cockpit up after the story until Ctrl-C, or exit there",
+        ),
+    ] = True,
     crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
     channel: Annotated[
         str,
@@ -713,7 +720,7 @@ def demo(
         try:
             if channel not in ("email", "sms"):
                 fail(f'--channel {channel}: the demo sends by "email" or "sms"')
-            asyncio.run(run_demo(config, crm, auto, console._get(), channel))
+            asyncio.run(run_demo(config, crm, auto, console._get(), channel, stay=stay))
         except ConfigError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
