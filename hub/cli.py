@@ -13,7 +13,6 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from hub.app import Hub
     from hub.config import HubConfig
@@ -276,10 +275,11 @@ def _text_warnings(hub: Hub, report: Report) -> None:
 async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
     """Whether the last write-back run got through: a spent API budget or a CRM that refuses shows here,
     from the store, even though this process has made no write itself."""
+    from hub.controls import last_runs
     from hub.models import CheckResult
 
     async with hub.store.session() as s:
-        run = (await _last_runs(s, connector))["sync"]
+        run = (await last_runs(s, connector))["sync"]
     if run is None:
         return [CheckResult(name="last sync", ok=True, detail="nothing written back yet")]
     when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
@@ -442,6 +442,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
     from apscheduler.triggers.cron import CronTrigger
     from sqlalchemy import func, select
 
+    from hub.controls import last_runs
     from hub.logging import scrub
     from hub.store.tables import Cursor, WriteBack, utcnow
 
@@ -454,7 +455,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
         now = utcnow()
         async with store.session() as s:
             for name, instance in cfg.connectors.items():
-                last = await _last_runs(s, name)
+                last = await last_runs(s, name)
                 cursor = await s.get(Cursor, (name, "events"))
                 counts = dict(
                     (
@@ -490,40 +491,6 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
             console.print(problem, style="red", markup=False, overflow="fold")
 
     run_with_store(config, work)
-
-
-async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
-    """The newest write-back run (``sync``, a full re-sync counts) that did something, and the newest finished
-    ``poll``.
-
-    A sync run of the cron with nothing due would hide the one that stopped, so those are skipped. A poll is
-    different: one that found no new event still ran, advanced the watermark and proves the CRM answers, so
-    the newest finished poll counts, whatever it found (a poll still running has no finish time yet).
-    """
-    from sqlalchemy import or_, select
-
-    from hub.store.tables import SyncRun
-
-    did_something = or_(
-        SyncRun.error.is_not(None),
-        SyncRun.written > 0,
-        SyncRun.retried > 0,
-        SyncRun.dead > 0,
-        SyncRun.events > 0,
-    )
-    wanted = {
-        "sync": (SyncRun.kind.in_(("sync", "full")), did_something),
-        "poll": (SyncRun.kind == "poll", SyncRun.finished_at.is_not(None)),
-    }
-    last: dict[str, SyncRun | None] = {}
-    for kind, conditions in wanted.items():
-        last[kind] = await session.scalar(
-            select(SyncRun)
-            .where(SyncRun.connector == connector, *conditions)
-            .order_by(SyncRun.id.desc())
-            .limit(1)
-        )
-    return last
 
 
 def _run_text(run: SyncRun | None) -> Cell:

@@ -24,7 +24,8 @@ import hub as hub_package
 from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
-from hub.web import admin, api, conversations, inbound, survey
+from hub.web import admin, api, conversations, inbound, survey, sync_api
+from hub.web.cockpit import sync as cockpit_sync
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
@@ -69,6 +70,7 @@ def create_app(
 
             jobs = Scheduler(running)
             jobs.start()
+        app.state.scheduler = jobs  # the cockpit shows its next runs
         try:
             yield
         finally:
@@ -98,8 +100,10 @@ def create_app(
     app.include_router(inbound.router)
     app.include_router(survey.router)
     app.include_router(api.router)
+    app.include_router(sync_api.router)
     app.include_router(admin.router)
     app.include_router(conversations.router)
+    app.include_router(cockpit_sync.router)
     app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])
