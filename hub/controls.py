@@ -34,7 +34,7 @@ from hub.sync import BATCH_FAMILIES, EVENTS_STREAM, RunStats
 
 if TYPE_CHECKING:
     from hub.app import Hub
-    from hub.config import ConnectorInstance
+    from hub.config import HubConfig
 
 #: how long an action waits for its run before answering "running in the background"
 RUN_WAIT_SECONDS = 5.0
@@ -143,9 +143,10 @@ class Schedule:
         return max(now, last + timedelta(seconds=self.poll_seconds)) if last else now
 
 
-def schedule(hub: Hub, name: str, row: ConnectorControl | None) -> Schedule:
-    instance: ConnectorInstance = hub.config.connectors[name]
-    cron = instance.sync_cron or hub.config.sync.cron
+def schedule(config: HubConfig, name: str, row: ConnectorControl | None) -> Schedule:
+    """The connector's schedule in ``config``, with the admin's override ``row`` (None: none stored)."""
+    instance = config.connectors[name]
+    cron = instance.sync_cron or config.sync.cron
     poll = float(instance.poll_interval_seconds)
     override = row.poll_seconds if row is not None else None
     return Schedule(
@@ -154,6 +155,11 @@ def schedule(hub: Hub, name: str, row: ConnectorControl | None) -> Schedule:
         sync_seconds=row.sync_seconds if row is not None else None,
         poll_seconds=float(override) if override is not None else poll,
     )
+
+
+async def polls(hub: Hub, name: str) -> bool:
+    """Whether the connector polls, as configured or as an admin set it."""
+    return schedule(hub.config, name, await control(hub, name)).polls
 
 
 # --- running now -----------------------------------------------------------------------------------------------
@@ -358,7 +364,7 @@ async def connector_state(
             plugin=instance.plugin,
             enabled=instance.enabled and name in hub.connectors,
             paused=bool(row and row.paused),
-            schedule=schedule(hub, name, row),
+            schedule=schedule(hub.config, name, row),
             updated_by=row.updated_by if row else None,
             updated_at=row.updated_at if row else None,
             last_sync=last["sync"],

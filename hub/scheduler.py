@@ -96,7 +96,7 @@ class Scheduler:
         self._add("dispatch", self._dispatch, tick, locked=False)
         self._add_prompt_sync()
         for name in self.hub.connectors:
-            self._time(name, controls.schedule(self.hub, name, None))
+            self._time(name, controls.schedule(self.hub.config, name, None))
         # every process times its own jobs: the admin's schedules are re-read at every tick, and at once when
         # this process changed them
         self._add("controls", self._controls, tick, locked=False)
@@ -133,7 +133,7 @@ class Scheduler:
         """Apply the schedules admins stored (``ConnectorControl``), whichever process stored them."""
         stored = await controls.controls(self.hub)
         for name in self.hub.connectors:
-            self._time(name, controls.schedule(self.hub, name, stored.get(name)))
+            self._time(name, controls.schedule(self.hub.config, name, stored.get(name)))
 
     def next_runs(self, name: str) -> tuple[datetime | None, datetime | None]:
         """When this process's scheduler runs the connector's safety-net sync and its poll next."""

@@ -412,4 +412,30 @@ async def test_controls_refuse_schedules_out_of_range(make_hub) -> None:
             continue
         raise AssertionError(f"accepted {sync_seconds}, {poll_seconds}")
     await controls.set_schedule(hub, "crm", None, 0, "cli:test")
-    assert not controls.schedule(hub, "crm", await controls.control(hub, "crm")).polls
+    assert not await controls.polls(hub, "crm")
+
+
+async def test_the_cli_pauses_and_resumes_and_its_sync_and_status_honour_it(
+    make_hub, crm_state, database_url, fake_crm, tmp_path
+) -> None:
+    from tests.conftest import config_text
+    from tests.test_cli import cxhub
+
+    config_file = tmp_path / "cxhub.toml"
+    config_file.write_text(config_text(database_url, fake_crm.url))
+    hub = await make_hub()
+    await answered(hub, crm_state, 1)
+    code, out = await asyncio.to_thread(cxhub, "pause", "crm", "-c", str(config_file))
+    assert code == 0 and "crm: paused" in out, out
+    code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
+    assert code == 0 and "crm: paused" in out and not crm_state.batches, out
+    code, out = await asyncio.to_thread(cxhub, "status", "-c", str(config_file))
+    assert "paused by cli:" in " ".join(out.split()), out
+    code, out = await asyncio.to_thread(cxhub, "resume", "crm", "-c", str(config_file))
+    assert code == 0 and "crm: resumed" in out, out
+    code, out = await asyncio.to_thread(cxhub, "sync", "--full", "-c", str(config_file))
+    assert code == 0 and "written 3" in out, out
+    assert (await asyncio.to_thread(cxhub, "pause", "nope", "-c", str(config_file)))[0] == 2
+    log = await audit_log(hub)
+    assert [action for _, action, _ in log] == ["sync.pause", "sync.resume", "sync.full"]
+    assert all(actor.startswith("cli:") for actor, _, _ in log)

@@ -194,7 +194,7 @@ async def sync_now(hub: HubDep, name: str) -> RunOut:
 async def poll_now(hub: HubDep, name: str) -> RunOut:
     """Fetch the connector's new events now; 409 when it does not poll."""
     running(hub, name)
-    if not controls.schedule(hub, name, await controls.control(hub, name)).polls:
+    if not await controls.polls(hub, name):
         raise HTTPException(409, f'connector "{name}" does not poll')
     outcome = await controls.run_poll(hub, name)
     await audit(hub, ACTOR, "sync.poll", name, status=outcome.status)

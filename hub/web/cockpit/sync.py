@@ -106,7 +106,7 @@ async def run_now(hub: HubDep, user: Admin, form: CheckedForm, name: str) -> Res
 @router.post("/sync/{name}/poll")
 async def poll_now(hub: HubDep, user: Admin, form: CheckedForm, name: str) -> Response:
     running(hub, name)
-    if not controls.schedule(hub, name, await controls.control(hub, name)).polls:
+    if not await controls.polls(hub, name):
         raise HTTPException(409, "this connector does not poll")
     outcome = await controls.run_poll(hub, name)
     await audit(hub, user.name, "sync.poll", name, status=outcome.status)
