@@ -199,6 +199,19 @@ async def run_poll(hub: Hub, name: str, wait: float | None = None) -> Outcome:
     return await _start(hub, f"job:poll:{name}", lambda: hub.sync.poll(name), wait)
 
 
+async def finish_runs(hub: Hub, grace_seconds: float) -> None:
+    """For a clean stop of a web process: let the runs that actions started finish within ``grace_seconds``,
+    cancel the rest and hand back their items (written again later under the same keys, by any process)."""
+    if not _background:
+        return
+    _, late = await asyncio.wait(set(_background), timeout=grace_seconds)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=5)  # their clean-up releases their job locks
+        await hub.sync.release_leases()
+
+
 # --- full re-sync ----------------------------------------------------------------------------------------------
 
 

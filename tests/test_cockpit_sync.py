@@ -19,10 +19,19 @@ from sqlalchemy import func, select, update
 
 from hub import controls
 from hub.scheduler import Scheduler
-from hub.store.tables import AuditEntry, ConnectorControl, Cursor, RejectedWebhook, SyncRun, WriteBack, utcnow
+from hub.store.tables import (
+    AuditEntry,
+    ConnectorControl,
+    Cursor,
+    Event,
+    RejectedWebhook,
+    SyncRun,
+    WriteBack,
+    utcnow,
+)
 from hub.web import create_app
 from hub.web.cockpit.access import Role, User, current_user
-from tests.helpers import asgi_client, csrf_of, survey_flow
+from tests.helpers import asgi_client, csrf_of, survey_flow, webhook
 
 PASSWORD = "correct horse battery staple"
 API = {"authorization": "Bearer api-token-for-tests-42"}
@@ -174,7 +183,10 @@ async def test_pause_stops_the_scheduled_jobs_and_resume_lets_them_run(make_hub,
         refused = await act(client, "/admin/sync/crm/run")
         assert "done=sync-paused" in refused.headers["location"]
         # webhooks are still taken and stored while paused
-        await hub.engine.receive("crm", [], source="webhook")
+        body, headers = webhook("C-while-paused", "P1")
+        assert (await client.post("/hooks/crm", content=body, headers=headers)).status_code == 200
+        async with hub.store.session() as s:
+            assert await s.scalar(select(Event.id).where(Event.record_id == "C-while-paused")) is not None
         assert (await act(client, "/admin/sync/crm/resume")).headers["location"].endswith("done=resumed")
         await jobs._syncer("crm")()
     assert not await writebacks(hub, state="queued") and len(crm_state.records) == 3
@@ -439,3 +451,20 @@ async def test_the_cli_pauses_and_resumes_and_its_sync_and_status_honour_it(
     log = await audit_log(hub)
     assert [action for _, action, _ in log] == ["sync.pause", "sync.resume", "sync.full"]
     assert all(actor.startswith("cli:") for actor, _, _ in log)
+
+
+async def test_run_now_goes_on_in_the_background_and_steps_aside_for_another_process(
+    make_hub, crm_state
+) -> None:
+    hub = await make_hub()
+    await answered(hub, crm_state, 1)
+    # another process holds the connector's job lock: nothing starts, and that run writes what is due
+    assert await hub.store.acquire_lock("job:sync:crm", "elsewhere:1", 60)
+    assert (await controls.run_sync(hub, "crm")).status == "busy"
+    assert not crm_state.batches
+    await hub.store.release_lock("job:sync:crm", "elsewhere:1")
+    # a slow CRM: the action answers at once, the run goes on and a clean stop lets it finish
+    crm_state.latency = 0.3
+    assert (await controls.run_sync(hub, "crm", wait=0)).status == "running"
+    await controls.finish_runs(hub, 10)
+    assert len(crm_state.records) == 3 and not await writebacks(hub, state="queued")

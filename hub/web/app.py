@@ -7,6 +7,7 @@ shell (Swagger UI) that exists while the API is on; it asks for the token and se
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 import hub as hub_package
+from hub import controls
 from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
@@ -30,6 +32,8 @@ from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
 OPENAPI_URL = "/api/v1/openapi.json"
+#: how long a stopping web process lets a sync or poll an admin started finish (see ``hub.controls``)
+GRACE_SECONDS = 20.0
 #: Swagger UI from the same CDN FastAPI uses; the token typed once is kept for the browser tab only
 DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>CX Hub API</title>
@@ -74,8 +78,11 @@ def create_app(
         try:
             yield
         finally:
+            # the scheduled jobs and the runs admins started get the same grace, side by side
+            stopping = [controls.finish_runs(running, GRACE_SECONDS)]
             if jobs is not None:
-                await jobs.shutdown()
+                stopping.append(jobs.shutdown())
+            await asyncio.gather(*stopping)
             if own:
                 await running.close()
 
