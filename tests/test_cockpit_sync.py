@@ -468,3 +468,38 @@ async def test_run_now_goes_on_in_the_background_and_steps_aside_for_another_pro
     assert (await controls.run_sync(hub, "crm", wait=0)).status == "running"
     await controls.finish_runs(hub, 10)
     assert len(crm_state.records) == 3 and not await writebacks(hub, state="queued")
+
+
+async def test_a_worker_in_another_process_follows_what_the_web_process_stored(make_hub, crm_state) -> None:
+    """``cxhub serve --no-scheduler`` beside ``cxhub worker``: two hubs on one database, the scheduler in one."""
+    web, worker = await make_hub(), await make_hub()
+    jobs = Scheduler(worker, tick_seconds=0.2)
+    jobs.start()
+    try:
+        async with admin_client(web) as client:
+            await act(client, "/admin/sync/crm/schedule", sync_seconds="900", poll_seconds="30")
+            for _ in range(100):  # the worker re-reads the controls at its next tick
+                sync_job, poll_job = jobs.scheduler.get_job("sync:crm"), jobs.scheduler.get_job("poll:crm")
+                if isinstance(sync_job.trigger, IntervalTrigger) and poll_job is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert sync_job.trigger.interval.total_seconds() == 900
+            assert poll_job.trigger.interval.total_seconds() == 30
+            page = await client.get("/admin/sync/crm")
+            assert "next runs are estimated" in page.text and "every 900 seconds" in page.text
+            await act(client, "/admin/sync/crm/pause")
+            # an answer while paused: the worker's prompt sync and scheduled sync leave it queued
+            await answered(web, crm_state, 1)
+            worker.wake("sync")
+            await jobs._syncer("crm")()
+            await asyncio.sleep(0.5)
+            assert not crm_state.batches and len(await writebacks(web, state="queued")) == 3
+            await act(client, "/admin/sync/crm/resume")
+            worker.wake("sync")
+            for _ in range(100):  # the worker's prompt sync writes it now
+                if len(crm_state.records) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(crm_state.records) == 3
+    finally:
+        await jobs.shutdown()
