@@ -375,7 +375,6 @@ def sync(
 
     from hub import controls
     from hub.logging import scrub
-    from hub.web.cockpit.access import audit
 
     async def work(hub: Hub) -> int:
         names = [connector] if connector else list(hub.connectors)
@@ -391,6 +390,8 @@ def sync(
                     bar.console.print(f"{name}: paused; `cxhub resume {name}` lets it sync again")
                     continue
                 if full:
+                    from hub.web.cockpit.access import audit  # the web's modules, loaded for a re-sync only
+
                     requeued = await hub.sync.requeue_all(name)
                     await audit(hub, cli_actor(), "sync.full", name, requeued=requeued)
                 task = bar.add_task(name, total=await hub.sync.pending(name) or 1)
