@@ -367,8 +367,9 @@ async def test_the_api_acts_as_api_and_its_document_covers_the_actions(make_hub,
         }
         assert (await client.post("/api/v1/connectors/crm/poll", headers=API)).status_code == 409
         assert (await client.post("/api/v1/connectors/crm/resume", headers=API)).json()["paused"] is False
-        bad = await client.put("/api/v1/connectors/crm/schedule", headers=API, json={"sync_seconds": 5})
-        assert bad.status_code == 422
+        for bad in ({"sync_seconds": 5}, {"sync_seconds": True}, {"poll_seconds": "60"}, {"every": 60}):
+            refused = await client.put("/api/v1/connectors/crm/schedule", headers=API, json=bad)
+            assert refused.status_code == 422, bad
         timed = await client.put(
             "/api/v1/connectors/crm/schedule", headers=API, json={"sync_seconds": 300, "poll_seconds": 60}
         )

@@ -10,11 +10,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from hub import controls
 from hub.app import Hub
-from hub.web.api import MAX_OFFSET, DeadLetterOut, RejectedOut, SyncRunOut, rejected_out, require_token
+from hub.web.api import (
+    MAX_OFFSET,
+    DeadLetterOut,
+    RejectedOut,
+    SyncRunOut,
+    _json_integer,
+    rejected_out,
+    require_token,
+)
 from hub.web.cockpit.access import audit
 from hub.web.deps import HubDep
 
@@ -22,7 +30,13 @@ ACTOR = "api"
 
 router = APIRouter(prefix="/api/v1", tags=["sync"], dependencies=[Depends(require_token)])
 
-Interval = Annotated[int | None, Field(ge=0, le=controls.MAX_SECONDS)]
+
+def _interval(value: Any) -> Any:
+    """null, or an integer as JSON Schema means it (``true`` and ``"60"`` are refused, see ``_json_integer``)."""
+    return None if value is None else _json_integer(value)
+
+
+Interval = Annotated[int | None, Field(ge=0, le=controls.MAX_SECONDS), BeforeValidator(_interval)]
 
 
 def scheduler_next_runs(request: Request) -> controls.NextRuns | None:
