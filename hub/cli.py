@@ -13,7 +13,6 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from hub.app import Hub
     from hub.config import HubConfig
@@ -276,10 +275,11 @@ def _text_warnings(hub: Hub, report: Report) -> None:
 async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
     """Whether the last write-back run got through: a spent API budget or a CRM that refuses shows here,
     from the store, even though this process has made no write itself."""
+    from hub.controls import last_runs
     from hub.models import CheckResult
 
     async with hub.store.session() as s:
-        run = (await _last_runs(s, connector))["sync"]
+        run = (await last_runs(s, connector))["sync"]
     if run is None:
         return [CheckResult(name="last sync", ok=True, detail="nothing written back yet")]
     when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
@@ -370,9 +370,10 @@ def sync(
     full: Annotated[bool, typer.Option(help="write every response again (idempotent)")] = False,
     config: ConfigOption = Path("cxhub.toml"),
 ) -> None:
-    """Write queued answers back to the CRMs now."""
+    """Write queued answers back to the CRMs now (a paused connector is left alone: `cxhub resume` it first)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from hub import controls
     from hub.logging import scrub
 
     async def work(hub: Hub) -> int:
@@ -385,8 +386,14 @@ def sync(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console._get()
         ) as bar:
             for name in names:
+                if await controls.is_paused(hub, name):
+                    bar.console.print(f"{name}: paused; `cxhub resume {name}` lets it sync again")
+                    continue
                 if full:
-                    await hub.sync.requeue_all(name)
+                    from hub.web.cockpit.access import audit  # the web's modules, loaded for a re-sync only
+
+                    requeued = await hub.sync.requeue_all(name)
+                    await audit(hub, cli_actor(), "sync.full", name, requeued=requeued)
                 task = bar.add_task(name, total=await hub.sync.pending(name) or 1)
                 stats = await hub.singleton(
                     f"job:sync:{name}",
@@ -411,9 +418,58 @@ def sync(
         raise typer.Exit(1)
 
 
+ConnectorArgument = Annotated[str, typer.Argument(help="the connector instance")]
+
+
+def cli_actor() -> str:
+    """Who acts from the command line, as the audit log names them."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return "cli:unknown"
+
+
+def _pause(connector: str, config: Path, paused: bool) -> None:
+    from hub import controls
+    from hub.web.cockpit.access import audit
+
+    async def work(hub: Hub) -> None:
+        if connector not in hub.config.connectors:
+            fail(f'no connector named "{connector}" (defined: {", ".join(hub.config.connectors) or "none"})')
+        actor = cli_actor()
+        await controls.set_paused(hub, connector, paused, actor)
+        await audit(hub, actor, "sync.pause" if paused else "sync.resume", connector)
+
+    run_with_hub(config, work)
+    if paused:
+        console.print(f"{connector}: paused; its sync and poll do not run until `cxhub resume {connector}`")
+    else:
+        console.print(f"{connector}: resumed; its sync and poll run on their schedule again")
+
+
+@app.command()
+def pause(
+    connector: ConnectorArgument,
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Stop a connector's scheduled sync and poll, in every hub process (webhooks are still stored)."""
+    _pause(connector, config, True)
+
+
+@app.command()
+def resume(
+    connector: ConnectorArgument,
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Let a paused connector sync and poll on its schedule again."""
+    _pause(connector, config, False)
+
+
 @app.command("register-webhook")
 def register_webhook(
-    connector: Annotated[str, typer.Argument(help="the connector instance")],
+    connector: ConnectorArgument,
     config: ConfigOption = Path("cxhub.toml"),
 ) -> None:
     """Register the hub's webhook in the CRM (run it while `cxhub serve` is reachable at hub.public_url)."""
@@ -438,12 +494,12 @@ def register_webhook(
 
 @app.command()
 def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
-    """Per connector: last runs, watermark, queued items, dead letters, next scheduled sync."""
-    from apscheduler.triggers.cron import CronTrigger
+    """Per connector: last runs, watermark, queued items, dead letters, next scheduled sync (or paused)."""
     from sqlalchemy import func, select
 
+    from hub.controls import last_runs, schedule
     from hub.logging import scrub
-    from hub.store.tables import Cursor, WriteBack, utcnow
+    from hub.store.tables import ConnectorControl, Cursor, WriteBack, utcnow
 
     async def work(cfg: HubConfig, store: Store) -> None:
         report = Report(
@@ -454,7 +510,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
         now = utcnow()
         async with store.session() as s:
             for name, instance in cfg.connectors.items():
-                last = await _last_runs(s, name)
+                last = await last_runs(s, name)
                 cursor = await s.get(Cursor, (name, "events"))
                 counts = dict(
                     (
@@ -471,8 +527,15 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
                             f"{name}: the last {kind} ({run.started_at:%Y-%m-%d %H:%M:%S}) stopped: "
                             f"{scrub(run.error)}"
                         )
-                cron = CronTrigger.from_crontab(instance.sync_cron or cfg.sync.cron, timezone="UTC")
-                next_run = cron.get_next_fire_time(None, now)
+                control = await s.get(ConnectorControl, name)
+                synced = last["sync"].started_at if last["sync"] else None
+                next_run = schedule(cfg, name, control).next_sync(synced, now)
+                if not instance.enabled:
+                    next_text = "disabled"
+                elif control is not None and control.paused:
+                    next_text = f"paused by {control.updated_by}"
+                else:
+                    next_text = f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-"
                 report.add(
                     name,
                     _run_text(last["sync"]),
@@ -480,7 +543,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
                     (cursor.value or "-") if cursor else "-",
                     str(counts.get("queued", 0)),
                     str(counts.get("dead", 0)),
-                    f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-",
+                    next_text,
                 )
         if as_json:
             print_json({"connectors": report.records(), "problems": problems})
@@ -490,40 +553,6 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
             console.print(problem, style="red", markup=False, overflow="fold")
 
     run_with_store(config, work)
-
-
-async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
-    """The newest write-back run (``sync``, a full re-sync counts) that did something, and the newest finished
-    ``poll``.
-
-    A sync run of the cron with nothing due would hide the one that stopped, so those are skipped. A poll is
-    different: one that found no new event still ran, advanced the watermark and proves the CRM answers, so
-    the newest finished poll counts, whatever it found (a poll still running has no finish time yet).
-    """
-    from sqlalchemy import or_, select
-
-    from hub.store.tables import SyncRun
-
-    did_something = or_(
-        SyncRun.error.is_not(None),
-        SyncRun.written > 0,
-        SyncRun.retried > 0,
-        SyncRun.dead > 0,
-        SyncRun.events > 0,
-    )
-    wanted = {
-        "sync": (SyncRun.kind.in_(("sync", "full")), did_something),
-        "poll": (SyncRun.kind == "poll", SyncRun.finished_at.is_not(None)),
-    }
-    last: dict[str, SyncRun | None] = {}
-    for kind, conditions in wanted.items():
-        last[kind] = await session.scalar(
-            select(SyncRun)
-            .where(SyncRun.connector == connector, *conditions)
-            .order_by(SyncRun.id.desc())
-            .limit(1)
-        )
-    return last
 
 
 def _run_text(run: SyncRun | None) -> Cell:
