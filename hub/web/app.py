@@ -107,8 +107,8 @@ def create_app(
         body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
 
+    app.include_router(survey.router)  # first: the routes every survey link takes are matched first
     app.include_router(inbound.router)
-    app.include_router(survey.router)
     app.include_router(api.router)
     app.include_router(sync_api.router)
     app.include_router(admin.router)
