@@ -28,11 +28,13 @@ TEMPLATE = LOCALE_DIR / f"{DOMAIN}.pot"
 TRANSLATED = [lang for lang in LANGUAGES if lang != "en"]
 #: texts that really are the same word in English and the language (checked by hand); any other is a miss
 SAME_AS_ENGLISH = {
-    "da": {"Send"},
-    "nb": {"Send"},
-    "fr": {"Date", "Action", "Pages"},
-    "de": {"Name", "Details"},
-    "nl": {"Details"},
+    "da": {"Send", "{s} s"},
+    "nb": {"Send", "{s} s"},
+    "fr": {"Date", "Action", "Actions", "Pages", "{s} s"},
+    "de": {"Name", "Details", "{s} s"},
+    "nl": {"Details", "Item", "{s} s"},
+    "fi": {"{s} s"},
+    "sv": {"{s} s"},
 }
 
 
