@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -13,11 +12,9 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from hub.app import Hub
     from hub.config import HubConfig
-    from hub.models import CheckResult
     from hub.store import Store
     from hub.store.tables import SyncRun
 
@@ -31,6 +28,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+person_app = typer.Typer(help="One person's data: export it, or erase it.", no_args_is_help=True)
+app.add_typer(person_app, name="person")
 
 
 class _LazyConsole:
@@ -234,27 +233,17 @@ def init(path: Annotated[Path, typer.Argument()] = Path("cxhub.toml"), force: bo
 @app.command()
 def check(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
     """Validate the config and test every connector and channel (credentials, permissions, mapped fields)."""
-    from hub.errors import HubError
-    from hub.logging import scrub
+    from hub.checks import check_all
 
     async def work(hub: Hub) -> bool:
         report = Report("cxhub check", ("instance", "check", "result", "detail"))
         report.add("config", str(config), ("ok", "green"), f"{len(hub.config.campaigns)} campaign(s)")
         all_ok = True
-        instances: list[tuple[str, Any]] = [*hub.connectors.items(), *hub.channels.items()]
-        for name, instance in instances:
-            try:
-                results = await instance.check()
-            except HubError as exc:
-                results = []
-                report.add(name, "connect", ("failed", "red"), scrub(f"{type(exc).__name__}: {exc}"))
-                all_ok = False
-            if name in hub.connectors:
-                results += await _sync_health(hub, name)
-            for result in results:
-                all_ok &= result.ok
+        for checked in await check_all(hub):
+            all_ok &= checked.ok
+            for result in checked.results:
                 mark = ("ok", "green") if result.ok else ("failed", "red")
-                report.add(name, result.name, mark, scrub(result.detail))
+                report.add(checked.instance, result.name, mark, result.detail)
         _text_warnings(hub, report)
         report.show(as_json)
         return all_ok
@@ -271,22 +260,6 @@ def _text_warnings(hub: Hub, report: Report) -> None:
     for found in text_warnings(hub):
         check = f"text of campaign {found.campaign} in {found.language}"
         report.add(found.channel, check, ("warning", "yellow"), scrub(found.warning))
-
-
-async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
-    """Whether the last write-back run got through: a spent API budget or a CRM that refuses shows here,
-    from the store, even though this process has made no write itself."""
-    from hub.models import CheckResult
-
-    async with hub.store.session() as s:
-        run = (await _last_runs(s, connector))["sync"]
-    if run is None:
-        return [CheckResult(name="last sync", ok=True, detail="nothing written back yet")]
-    when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
-    if run.error:
-        return [CheckResult(name="last sync", ok=False, detail=f"{when} stopped: {run.error}")]
-    detail = f"{when}: {run.written} written, {run.retried} to retry, {run.dead} dead letters"
-    return [CheckResult(name="last sync", ok=not run.dead, detail=detail)]
 
 
 @app.command()
@@ -442,6 +415,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
     from apscheduler.triggers.cron import CronTrigger
     from sqlalchemy import func, select
 
+    from hub.checks import last_runs
     from hub.logging import scrub
     from hub.store.tables import Cursor, WriteBack, utcnow
 
@@ -454,7 +428,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
         now = utcnow()
         async with store.session() as s:
             for name, instance in cfg.connectors.items():
-                last = await _last_runs(s, name)
+                last = await last_runs(s, name)
                 cursor = await s.get(Cursor, (name, "events"))
                 counts = dict(
                     (
@@ -490,40 +464,6 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
             console.print(problem, style="red", markup=False, overflow="fold")
 
     run_with_store(config, work)
-
-
-async def _last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
-    """The newest write-back run (``sync``, a full re-sync counts) that did something, and the newest finished
-    ``poll``.
-
-    A sync run of the cron with nothing due would hide the one that stopped, so those are skipped. A poll is
-    different: one that found no new event still ran, advanced the watermark and proves the CRM answers, so
-    the newest finished poll counts, whatever it found (a poll still running has no finish time yet).
-    """
-    from sqlalchemy import or_, select
-
-    from hub.store.tables import SyncRun
-
-    did_something = or_(
-        SyncRun.error.is_not(None),
-        SyncRun.written > 0,
-        SyncRun.retried > 0,
-        SyncRun.dead > 0,
-        SyncRun.events > 0,
-    )
-    wanted = {
-        "sync": (SyncRun.kind.in_(("sync", "full")), did_something),
-        "poll": (SyncRun.kind == "poll", SyncRun.finished_at.is_not(None)),
-    }
-    last: dict[str, SyncRun | None] = {}
-    for kind, conditions in wanted.items():
-        last[kind] = await session.scalar(
-            select(SyncRun)
-            .where(SyncRun.connector == connector, *conditions)
-            .order_by(SyncRun.id.desc())
-            .limit(1)
-        )
-    return last
 
 
 def _run_text(run: SyncRun | None) -> Cell:
@@ -595,70 +535,49 @@ def explain(
     as_json: JsonOption = False,
 ) -> None:
     """Every invitation for one person, sent or suppressed, and why."""
-    from sqlalchemy import or_, select
-
+    from hub.engine.optouts import people_at
+    from hub.explain import invitation_lines, notes
     from hub.people import normalise_email, normalise_phone
-    from hub.store.tables import Event, Invitation, Person
 
     async def work(cfg: HubConfig, store: Store) -> None:
-        email, phone = normalise_email(who), normalise_phone(who, cfg.hub.phone_region)
+        if not (normalise_email(who) or normalise_phone(who, cfg.hub.phone_region)):
+            fail(f'"{who}" is neither an email address nor a phone number with a country code')
         found: list[dict[str, Any]] = []
         async with store.session() as s:
-            clauses = [
-                c
-                for c in (Person.email == email if email else None, Person.phone == phone if phone else None)
-                if c is not None
-            ]
-            if not clauses:
-                fail(f'"{who}" is neither an email address nor a phone number with a country code')
-            people = list(await s.scalars(select(Person).where(or_(*clauses))))
+            people = await people_at(s, who, cfg.hub.phone_region)
             if not people and not as_json:
                 console.print(f"nobody with {who} is known to the hub", markup=False)
                 return
             for person in people:
-                notes = []
-                if person.opted_out_at:
-                    how = f" ({person.opt_out_reason})" if person.opt_out_reason else ""
-                    notes.append(f"unsubscribed {person.opted_out_at:%Y-%m-%d}{how}")
-                for kind, flag in (("email", person.email_rejected), ("phone", person.phone_rejected)):
-                    if flag:
-                        notes.append(f"{kind} not used since it was refused ({flag})")
+                said = notes(person)
                 columns = ("created", "campaign", "event", "status", "channel", "delivery", "why")
                 report = Report(None, columns)
-                rows = (
-                    await s.execute(
-                        select(Invitation, Event)
-                        .join(Event, Event.id == Invitation.event_pk)
-                        .where(Invitation.person_id == person.id)
-                        .order_by(Invitation.id)
-                    )
-                ).all()
-                for inv, event in rows:
+                for line in await invitation_lines(s, person.id):
                     report.add(
-                        f"{inv.created_at:%Y-%m-%d %H:%M}",
-                        inv.campaign,
-                        f"{event.connector} {event.event_type} {event.record_id}",
-                        inv.status,
-                        inv.channel or "-",
-                        inv.delivery_status or "-",
-                        inv.reason or inv.delivery_error or _why(inv.status, inv.sent_at),
+                        f"{line.created_at:%Y-%m-%d %H:%M}",
+                        line.campaign,
+                        line.event,
+                        line.status,
+                        line.channel or "-",
+                        line.delivery_status or "-",
+                        line.why,
                     )
                 found.append(
                     {
                         "name": person.name,
                         "email": person.email,
                         "phone": person.phone,
-                        "notes": notes,
+                        "notes": said,
                         "invitations": report.records(),
                     }
                 )
                 if not as_json:
                     from rich.text import Text
 
-                    line = Text(person.name or "(no name)", style="bold")
-                    line.append(f" {person.email or ''} {person.phone or ''}")
-                    line.append("".join(f", {note}" for note in notes))
-                    console.print(line)
+                    heading = Text(person.name or "(no name)", style="bold")
+                    heading.append(f" {person.email or ''} {person.phone or ''}")
+                    heading.append("".join(f", {note}" for note in said))
+                    console.print(heading)
                     report.show()
         if as_json:
             print_json(found)
@@ -666,13 +585,77 @@ def explain(
     run_with_store(config, work)
 
 
-def _why(status: str, sent_at: datetime | None) -> str:
-    return {
-        "scheduled": "waiting for its send time",
-        "sent": f"sent {sent_at:%Y-%m-%d %H:%M}" if sent_at else "sent",
-        "answered": "answered",
-        "expired": "expired unanswered",
-    }.get(status, "")
+WhoArgument = Annotated[
+    str, typer.Argument(help="the person's id (digits alone), or an email address or phone number")
+]
+
+
+def _cli_actor() -> str:
+    """Who the audit log names for a CLI action: ``cli:<the operating system's user>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+async def _people_named(cfg: HubConfig, store: Store, who: str) -> list[int]:
+    """The ids of the people ``who`` names; none is an error (exit 2) naming what was looked for."""
+    from hub.privacy import resolve
+
+    async with store.session() as s:
+        found = [person.id for person in await resolve(s, who, cfg.hub.phone_region)]
+    if not found:
+        fail(f"nobody with {who} is known to the hub")
+    return found
+
+
+@person_app.command("export")
+def person_export(who: WhoArgument, config: ConfigOption = Path("cxhub.toml")) -> None:
+    """Print everything the hub holds about a person as JSON (every person at that address)."""
+    from hub.privacy import export_person
+
+    async def work(cfg: HubConfig, store: Store) -> list[dict[str, Any]]:
+        return [
+            (await export_person(store, person_id, _cli_actor())).model_dump(mode="json")
+            for person_id in await _people_named(cfg, store, who)
+        ]
+
+    exports = run_with_store(config, work)
+    sys.stdout.write(json.dumps(exports, indent=2, ensure_ascii=False) + "\n")
+
+
+@person_app.command("erase")
+def person_erase(
+    who: WhoArgument,
+    yes: Annotated[bool, typer.Option("--yes", help="erase without asking")] = False,
+    config: ConfigOption = Path("cxhub.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a person (every person at that address): contact data, identities, replies and free text go;
+    answers stay, anonymised, for the statistics."""
+    from hub.privacy import erase_person
+
+    if not yes:
+        typer.confirm(f"Erase everything the hub holds about {who}? This cannot be undone", abort=True)
+
+    async def work(cfg: HubConfig, store: Store) -> list[dict[str, Any]]:
+        return [
+            (await erase_person(store, person_id, _cli_actor())).model_dump()
+            for person_id in await _people_named(cfg, store, who)
+        ]
+
+    erased = run_with_store(config, work)
+    if as_json:
+        print_json(erased)
+        return
+    for counts in erased:
+        console.print(
+            f"erased person {counts['person_id']}: {counts['answers_anonymised']} answer(s) kept anonymised, "
+            f"{counts['invitations_unlinked']} invitation(s) unlinked",
+            markup=False,
+        )
 
 
 @app.command()
