@@ -24,7 +24,9 @@ import hub as hub_package
 from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
-from hub.web import admin, api, conversations, inbound, survey
+from hub.web import admin, api, api_people, conversations, inbound, survey
+from hub.web.cockpit import campaigns as cockpit_campaigns
+from hub.web.cockpit import people as cockpit_people
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
@@ -98,8 +100,11 @@ def create_app(
     app.include_router(inbound.router)
     app.include_router(survey.router)
     app.include_router(api.router)
+    app.include_router(api_people.router)
     app.include_router(admin.router)
     app.include_router(conversations.router)
+    app.include_router(cockpit_people.router)
+    app.include_router(cockpit_campaigns.router)
     app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])
