@@ -84,7 +84,7 @@ async def test_search_escapes_wildcards_reads_phones_and_pages(make_hub) -> None
         assert await names("' OR 1=1 --") == []
         first = await client.get("/admin/people", params={"q": "filler"})
         second = await client.get("/admin/people", params={"q": "filler", "page": 2})
-        assert "30 people match" in first.text and "Page 1 of 2" in first.text
+        assert "Matches for “filler”: 30" in first.text and "Page 1 of 2" in first.text
         assert first.text.count("Filler ") == 25 and second.text.count("Filler ") == 5
         assert "Filler 29" in first.text and "Filler 00" in second.text  # newest first
         assert (await client.get("/admin/people", params={"page": 0})).status_code == 422
