@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -17,12 +16,12 @@ from sqlalchemy import select
 from hub.config import HubConfig
 from hub.store.tables import Person
 from tests.browser.live import LiveHub
+from tests.browser.test_survey_accessibility import problems
 from tests.helpers import survey_flow
 
 pytestmark = pytest.mark.browser
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 
 
 class CockpitLiveHub(LiveHub):
@@ -55,16 +54,8 @@ def surveyed(live: LiveHub, crm_id: str, name: str, email: str) -> int:
 
 
 def violations(page: Page, axe_script: Path) -> list[str]:
-    """Every axe-core violation on the page, whatever its impact, one line each."""
-    page.add_script_tag(path=str(axe_script))
-    results: dict[str, Any] = page.evaluate(
-        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
-        WCAG,
-    )
-    return [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
-        for v in results["violations"]
-    ]
+    """Every axe-core violation on the page, whatever its impact (minor and moderate too)."""
+    return problems(page, axe_script, impacts=("minor", "moderate", "serious", "critical"))
 
 
 def test_search_open_and_erase_a_person(page: Page, cockpit: CockpitLiveHub, axe_script: Path) -> None:
