@@ -52,6 +52,8 @@ async def check_instance(hub: Hub, name: str) -> InstanceCheck:
         results = [CheckResult(name="connect", ok=False, detail=f"{type(exc).__name__}: {exc}")]
     except TimeoutError:
         results = [CheckResult(name="connect", ok=False, detail=f"no answer within {CHECK_SECONDS:g} s")]
+    except Exception as exc:  # a plugin's bug is a failed check to show, not a crashed page or command
+        results = [CheckResult(name="connect", ok=False, detail=f"the check itself failed: {exc!r}")]
     if kind == "connector":
         results += await sync_health(hub, name)
     cleaned = [CheckResult(name=r.name, ok=r.ok, detail=scrub(r.detail)) for r in results]

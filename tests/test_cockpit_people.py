@@ -57,7 +57,9 @@ async def add_people(hub: Hub, *people: dict[str, Any]) -> list[int]:
 
 async def audited(hub: Hub, action: str) -> list[AuditEntry]:
     async with hub.store.session() as s:
-        return list(await s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+        return list(
+            await s.scalars(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id))
+        )
 
 
 async def test_search_escapes_wildcards_reads_phones_and_pages(make_hub) -> None:
@@ -206,8 +208,16 @@ async def test_campaigns_show_last_weeks_numbers_and_check_on_request(make_hub, 
         text = " ".join(checked.text.split())
         assert "token accepted" in text and "passed" in text and "checked at" in text
         assert "nothing written back yet" in text  # the last sync's line, as `cxhub check` shows it
-    [entry] = await audited(hub, "instance.check")
-    assert (entry.target, entry.detail) == ("crm", {"results": {"crm": True}})
+
+        async def broken() -> list[Any]:
+            raise RuntimeError("a plugin's bug")
+
+        hub.channels["mail"].check = broken  # type: ignore[method-assign]
+        checked = await client.post("/admin/campaigns/check", data={"csrf": csrf_of(page.text)})
+        assert checked.status_code == 200 and "the check itself failed" in checked.text
+    first, everything = await audited(hub, "instance.check")
+    assert (first.target, first.detail) == ("crm", {"results": {"crm": True}})
+    assert (everything.target, everything.detail) == ("all", {"results": {"crm": True, "mail": False}})
 
 
 async def test_the_api_exports_opts_out_and_erases_as_actor_api(make_hub, crm_state) -> None:
