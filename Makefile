@@ -5,7 +5,7 @@ UV := $(BOOT)/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --all-packages
 
-.PHONY: demo test lint typecheck generate check-generated serve clean
+.PHONY: demo test lint typecheck generate check-generated messages serve clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOT)
@@ -36,6 +36,12 @@ generate: $(VENV)/.synced  ## schemas/, docs/hooks.md and config/cxhub.example.t
 
 check-generated: $(VENV)/.synced
 	$(RUN) cxhub generate --check
+
+messages: $(VENV)/.synced  ## the cockpit's texts: extract hub/locale/cockpit.pot, update every cockpit.po
+	$(RUN) pybabel extract -F hub/locale/cockpit.cfg -k _ --no-default-keywords \
+		--omit-header --no-location --sort-output --no-wrap -o hub/locale/cockpit.pot hub/web
+	$(RUN) pybabel update -i hub/locale/cockpit.pot -d hub/locale -D cockpit \
+		--ignore-obsolete --ignore-pot-creation-date --no-wrap
 
 clean:
 	rm -rf $(BOOT) $(VENV)

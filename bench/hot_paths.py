@@ -186,6 +186,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: url -> process id of the servers ``child`` started, so their CPU time can be read
+SERVERS: dict[str, int] = {}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 @contextmanager
 def child(args: list[str], port: int, log: Path) -> Iterator[str]:
     """Start a server in a child process, wait until it answers, stop it with SIGTERM afterwards."""
@@ -205,8 +216,10 @@ def child(args: list[str], port: int, log: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{' '.join(args[:4])} did not answer in 60 s; see {log}") from None
                 time.sleep(0.2)
+        SERVERS[url] = proc.pid
         yield url
     finally:
+        SERVERS.pop(url, None)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
@@ -273,10 +286,18 @@ class Load:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failed: Counter[str] = field(default_factory=Counter)
+    #: CPU seconds the server process spent (all its threads) while the measured run lasted
+    server_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """The server's CPU milliseconds per answered request: what the path costs, whatever else runs on
+        the machine (throughput ratios move with the machine's other load; this moves far less)."""
+        return self.server_cpu * 1000 / len(self.latencies) if self.latencies else float("nan")
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -380,7 +401,11 @@ async def measure(
     """A one-second warm-up (answers checked, not timed), then the measured run."""
     numbers = itertools.count()
     await drive(url, make, ok, 1.0, args.concurrency, numbers)
-    return await drive(url, make, ok, args.seconds, args.concurrency, numbers)
+    pid = SERVERS.get(url)
+    before = cpu_seconds(pid) if pid else 0.0
+    load = await drive(url, make, ok, args.seconds, args.concurrency, numbers)
+    load.server_cpu = cpu_seconds(pid) - before if pid else float("nan")
+    return load
 
 
 def address(k: int) -> str:
@@ -771,16 +796,17 @@ def print_table(rows: list[Row], args: Any) -> None:
     print(f"\n{args.concurrency} concurrent workers, {args.seconds:g} s per path; ratio = hub / anchor")
     print(
         "\n| database | path | anchor req/s | anchor p50 / p99 ms | hub req/s | hub p50 / p99 ms "
-        "| throughput ratio | p99 ratio | failed (hub) |"
+        "| throughput ratio | p99 ratio | server CPU ms/req anchor / hub | failed (hub) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         a, h = row.anchor, row.hub
         failed = ", ".join(f"{k}: {v}" for k, v in sorted(h.failed.items())) or "none"
         print(
             f"| {row.database} | `{row.path}` | {a.rate:,.0f} | {ms(a.quantile(0.5))} / {ms(a.quantile(0.99))} "
             f"| {h.rate:,.0f} | {ms(h.quantile(0.5))} / {ms(h.quantile(0.99))} "
-            f"| {h.rate / a.rate:.1%} | {h.quantile(0.99) / a.quantile(0.99):.1f}x | {failed} |"
+            f"| {h.rate / a.rate:.1%} | {h.quantile(0.99) / a.quantile(0.99):.1f}x "
+            f"| {a.cpu_ms:.2f} / {h.cpu_ms:.2f} | {failed} |"
         )
 
 

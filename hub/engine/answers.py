@@ -272,11 +272,10 @@ class Answers:
         ids = sorted({item.invitation_id for item in batch})
         # the session joins the transaction of ``conn`` (committed by ``Store.write``, not by the session)
         with Session(bind=conn, expire_on_commit=False, autoflush=False) as s:
-            s.execute(
+            conn.execute(  # Core, on the session's connection: no ORM bulk-update layer
                 update(Invitation)
                 .where(Invitation.id.in_(ids))
                 .values(status=Invitation.status, updated_at=Invitation.updated_at)
-                .execution_options(synchronize_session=False)
             )
             rows = s.execute(
                 select(Invitation, Event, Response)
@@ -298,11 +297,10 @@ class Answers:
                     outcomes.append(refused)
             s.flush()  # the new responses (one INSERT) and the amended ones
             if step.answered:
-                s.execute(
+                conn.execute(
                     update(Invitation)
                     .where(Invitation.id.in_(sorted(step.answered)))
                     .values(status="answered", updated_at=now)
-                    .execution_options(synchronize_session=False)
                 )
             self.write_backs.write(s, step.queued, now)
         return outcomes

@@ -151,7 +151,7 @@ class WriteBackQueue:
         if items:
             now = self.hub.now()
             statement = upsert_statement(session.get_bind().dialect.name)
-            session.execute(statement, [{**item, "now": now} for item in items])
+            session.connection().execute(statement, [{**item, "now": now} for item in items])
 
     def items(
         self, resp: Response, event: Event, campaign: Campaign, identities: dict[str, str]
@@ -290,10 +290,11 @@ class WriteBackQueue:
             return
         moment = now or self.hub.now()
         statement = upsert_statement(s.get_bind().dialect.name)
-        await s.execute(statement, [{**item, "now": moment} for item in items])
+        # on the session's connection: a Core executemany, without the ORM's bulk-insert layer around it
+        await (await s.connection()).execute(statement, [{**item, "now": moment} for item in items])
 
     def write(self, s: Session, items: list[dict[str, Any]], now: datetime) -> None:
         """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
         if items:
             statement = upsert_statement(s.get_bind().dialect.name)
-            s.execute(statement, [{**item, "now": now} for item in items])
+            s.connection().execute(statement, [{**item, "now": now} for item in items])

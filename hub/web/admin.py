@@ -234,7 +234,8 @@ async def logout(request: Request, hub: HubDep) -> Response:
 
 @dataclass(frozen=True)
 class MailItem:
-    """One caught message as the list shows it."""
+    """One caught message as the list shows it (``subject`` is empty when it has none: the page says so in
+    its own language)."""
 
     key: str
     subject: str
@@ -283,7 +284,7 @@ def list_mail(path: Path, limit: int = MAX_LISTED) -> list[MailItem]:
         items.append(
             MailItem(
                 key=key,
-                subject=str(message.get("subject", "")) or "(no subject)",
+                subject=str(message.get("subject", "")),
                 sender=str(message.get("from", "")),
                 to=str(message.get("to", "")) or ", ".join(map(str, message.get_all("x-envelope-to", []))),
                 sent_at=_sent_at(message, received),
@@ -382,7 +383,7 @@ async def mailbox_message(key: str, request: Request, hub: HubDep) -> Response:
         hub,
         "admin/mail.html",
         key=key,
-        subject=str(message.get("subject", "")) or "(no subject)",
+        subject=str(message.get("subject", "")),
         headers=[(name, str(message.get(name))) for name in ("from", "to", "date") if message.get(name)],
         has_html=body_of(message, "html") is not None,
         text=with_links(plain) if plain is not None else None,

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from hub.contracts import PhoneEmulator
 from hub.engine.conversations import kept_replies
 from hub.web.admin import _csrf_ok, _render, require_admin
+from hub.web.cockpit.i18n import page_language, translator
 from hub.web.deps import HubDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -98,13 +99,14 @@ async def phone_page(request: Request, hub: HubDep) -> Response:
     phone = _phone(request)
     conversations = await asyncio.to_thread(read_conversations, phone) if phone is not None else []
     error = request.query_params.get("error")
+    _ = translator(page_language(request))
     return _render(
         request,
         hub,
         "admin/phone.html",
         running=phone is not None,
         conversations=conversations,
-        error="The hub did not take the reply; see the log." if error else None,
+        error=_("The hub did not take the reply; see the log.") if error else None,
         max_reply=MAX_REPLY,
     )
 
@@ -117,19 +119,20 @@ async def phone_reply(request: Request, hub: HubDep) -> Response:
     denied = require_admin(request, hub)
     if denied is not None:
         return denied
+    _ = translator(page_language(request))
     if not await _csrf_ok(request, hub):
-        raise HTTPException(403, "the form had expired: reload the page")
+        raise HTTPException(403, _("The form had expired: reload the page."))
     phone = _phone(request)
     form = await request.form()
     number, text = form.get("number"), form.get("text")
     if phone is None or not isinstance(number, str) or not isinstance(text, str):
-        raise HTTPException(400, "no phone, number or text")
+        raise HTTPException(400, _("No phone, number or text."))
     text = text.strip()
     if not text or len(text) > MAX_REPLY:
-        raise HTTPException(400, f"a reply is 1 to {MAX_REPLY} characters")
+        raise HTTPException(400, _("A reply is 1 to {limit} characters.", limit=MAX_REPLY))
     known = {c.number for c in await asyncio.to_thread(read_conversations, phone)}
     if number not in known:
-        raise HTTPException(400, "no conversation with that number")
+        raise HTTPException(400, _("No conversation with that number."))
     try:
         await asyncio.to_thread(phone.reply, number, text)
     except Exception:  # the hub refused or failed: say so on the page, keep the demo running
