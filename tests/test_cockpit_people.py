@@ -115,6 +115,8 @@ async def test_the_person_page_tells_what_explain_tells(make_hub, crm_state) -> 
         assert "answered" in page and "quick and kind" in page and "crm case.closed C1" in page
         assert "Ada" in page and "ada@example.com" in page
         assert "Opt out of surveys" not in page and "/erase" not in page  # a viewer sees no action
+        german = (await client.get(f"/admin/people/{ada.id}", params={"lang": "de"})).text
+        assert "Einladungen" in german and '<td class="why">beantwortet</td>' in german  # explain's words too
         assert (await client.get("/admin/people/999999")).status_code == 404
         assert (await client.get("/admin/people/0")).status_code == 422
 

@@ -64,7 +64,7 @@ def test_the_template_holds_exactly_the_texts_the_code_marks(tmp_path: Path) -> 
             "--no-default-keywords",
             "-o",
             str(extracted),
-            str(ROOT / "hub" / "web"),
+            str(ROOT / "hub"),
         ]
     )
     fresh, committed = msgids(catalogue(extracted)), msgids(catalogue(TEMPLATE))
