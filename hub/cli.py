@@ -785,3 +785,13 @@ def generate(
     if check_only and stale:
         fail("stale generated files (run `make generate`): " + ", ".join(stale), code=1)
     console.print("up to date" if not stale else f"wrote {len(stale)} file(s)")
+
+
+def _register_subcommands() -> None:
+    """The command groups kept in their own modules (imported last: they use this module's helpers)."""
+    from hub.cli_users import user_app
+
+    app.add_typer(user_app, name="user")
+
+
+_register_subcommands()

@@ -108,6 +108,32 @@ Cron = Annotated[EnvStr, AfterValidator(check_cron)]
 TimeOfDay = Annotated[time, Strict(False)]
 
 
+class SsoSettings(Section):
+    """Single sign-on to the cockpit with OpenID Connect (authorization code flow with PKCE). Who may enter,
+    and in which role, is decided by the rules below from the ID token's ``email`` (only when the provider
+    says it is verified) and its groups claim; anyone the rules do not name is refused."""
+
+    issuer: EnvStr = Field(description="the provider's issuer URL, as its ID tokens name it")
+    discovery_url: EnvStr | None = Field(
+        None, description="its discovery document; unset = <issuer>/.well-known/openid-configuration"
+    )
+    client_id: EnvStr
+    client_secret: Secret
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "email", "profile"], description="asked for at sign-in"
+    )
+    groups_claim: str = Field("groups", description="the ID token claim that lists the user's groups")
+    admin_emails: list[str] = Field(default_factory=list, description="these addresses sign in as admin")
+    admin_domains: list[str] = Field(default_factory=list, description="addresses at these domains: admin")
+    admin_groups: list[str] = Field(default_factory=list, description="members of these groups: admin")
+    viewer_emails: list[str] = Field(default_factory=list, description="these addresses sign in as viewer")
+    viewer_domains: list[str] = Field(default_factory=list, description="addresses at these domains: viewer")
+    viewer_groups: list[str] = Field(default_factory=list, description="members of these groups: viewer")
+
+    def metadata_url(self) -> str:
+        return self.discovery_url or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
 class HubSettings(Section):
     public_url: EnvStr = Field("http://127.0.0.1:8000", description="where customers and CRMs reach the hub")
     phone_region: Annotated[str | None, AfterValidator(_check_region)] = Field(
@@ -133,7 +159,18 @@ class HubSettings(Section):
     metrics_token: Secret | None = Field(
         None, description="bearer token Prometheus sends to /metrics; unset = /metrics off (404)"
     )
-    admin_password: Secret | None = Field(None, description="password of the admin pages (user `admin`)")
+    admin_password: Secret | None = Field(
+        None,
+        description="password of the built-in cockpit user `admin` (role admin); named users are added with "
+        "`cxhub user add`; with neither (and no single sign-on) the cockpit is off",
+    )
+    admin_session_idle_minutes: float = Field(
+        30, gt=0, description="a cockpit session ends after this long without a request"
+    )
+    admin_session_hours: float = Field(
+        12, gt=0, description="a cockpit session ends this long after the sign-in, however active"
+    )
+    sso: SsoSettings | None = Field(None, description="single sign-on to the cockpit; unset = off")
     plugins: list[str] | None = Field(None, description="plugins to enable; unset = every installed plugin")
     plugin_modules: list[str] = Field(
         default_factory=list, description="extra plugin modules to load by import path (local plugins)"

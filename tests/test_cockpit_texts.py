@@ -30,9 +30,9 @@ TRANSLATED = [lang for lang in LANGUAGES if lang != "en"]
 SAME_AS_ENGLISH = {
     "da": {"Send"},
     "nb": {"Send"},
-    "fr": {"Date", "Actions", "Invitations", "Pages", "{n} minutes"},
-    "de": {"Name", "{event} in {connector}"},
-    "nl": {"{event} in {connector}"},
+    "fr": {"Date", "Action", "Actions", "Invitations", "Pages", "{n} minutes"},
+    "de": {"Name", "Details", "{event} in {connector}"},
+    "nl": {"Details", "{event} in {connector}"},
 }
 
 

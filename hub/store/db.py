@@ -99,6 +99,7 @@ class Store:
         self._reader_threads: ThreadPoolExecutor | None = None
         self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._inline: Engine | None = None
+        self._inline_conn: Connection | None = None
         #: on a SQLite file: the database's path, beside which the job locks' files are (``acquire_lock``)
         self._lock_files: str | None = None
         self._held: dict[str, tuple[str, int]] = {}
@@ -182,8 +183,7 @@ class Store:
         reader = self._reader
         if self._inline is not None:
             try:
-                with self._inline.connect() as inline:
-                    return work(inline)
+                return self._read_inline(work)
             except OperationalError:  # the file was busy (a recovery, a checkpoint's reset): on a thread
                 pass
 
@@ -192,6 +192,26 @@ class Store:
                 return work(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._reader_threads, run)
+
+    def _read_inline(self, work: Callable[[Connection], T]) -> T:
+        """``work`` on the loop thread's own connection, kept open between reads: a read costs its query, not a
+        pool checkout and check-in around it. Ended after each read (a rollback, which on a connection that
+        only read just closes its read snapshot), so the WAL's checkpoints are never held back; any error
+        closes the connection, and the next read opens a new one."""
+        assert self._inline is not None
+        conn = self._inline_conn
+        if conn is None:
+            conn = self._inline_conn = self._inline.connect()
+        try:
+            return work(conn)
+        except BaseException:
+            self._inline_conn = None
+            conn.invalidate()
+            conn.close()
+            raise
+        finally:
+            if self._inline_conn is conn:
+                conn.rollback()
 
     async def upgrade(self) -> None:
         """Apply every pending migration (run at start and by `cxhub db upgrade`).
@@ -237,6 +257,9 @@ class Store:
         if self._reader is not None and self._reader_threads is not None:
             await loop.run_in_executor(self._reader_threads, self._reader.dispose)
         if self._inline is not None:
+            if self._inline_conn is not None:
+                self._inline_conn.close()
+                self._inline_conn = None
             self._inline.dispose()
 
     # --- singleton jobs across processes ----------------------------------------------------------------------

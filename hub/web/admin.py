@@ -1,13 +1,12 @@
 """The admin pages: a login, a home page (``/admin``) that says what the hub offers an admin, and in demo mode
 ``/admin/mailbox``, the local mail catcher's messages.
 
-Access. With ``hub.admin_password`` set, every admin page needs a login as user ``admin``; the login form is
-CSRF-protected and rate-limited, and a successful login sets a signed, HttpOnly, SameSite=Strict session
-cookie (itsdangerous, keyed with the hub's secret) that also carries a fingerprint of the password, so
-changing the password ends every session. Without a password the admin pages do not exist (404), with one
-exception for the demo: with ``hub.demo = true`` and no password, requests from this machine's loopback
-address are let in without a login. A request that came through a proxy (``Forwarded``/``X-Forwarded-For``/
-``X-Real-IP``) is never taken as local, since behind a local reverse proxy every client looks local.
+Access (who may sign in, sessions, roles: ``hub.web.cockpit.access``). The login form takes a user name and
+password, is CSRF-protected and rate-limited, records each sign-in in the audit log, and sets the signed,
+HttpOnly, SameSite=Strict session cookie. In the demo with no way to sign in configured, requests from this
+machine's loopback address enter without a login; a request that came through a proxy
+(``Forwarded``/``X-Forwarded-For``/``X-Real-IP``) is never taken as local, since behind a local reverse proxy
+every client looks local.
 
 The mailbox reads the catcher's Maildir folder (``hub.mailbox_dir``) with the standard ``mailbox`` module, so
 the core never imports the email plugin. A message's HTML is shown in a sandboxed iframe whose document comes
@@ -18,8 +17,6 @@ is untrusted input.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import mailbox
 import re
 from dataclasses import dataclass
@@ -27,16 +24,27 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from hub import accounts
 from hub.app import Hub
-from hub.web.cockpit.access import Role, User
+from hub.web.cockpit.access import (
+    SESSION_COOKIE,
+    Role,
+    User,
+    audit,
+    cockpit_on,
+    login_required,
+    open_without_login,
+    session_user,
+    set_session,
+    sign_in,
+)
+from hub.web.cockpit.i18n import page_language, translator
 from hub.web.cockpit.render import render
 from hub.web.deps import HubDep, client_address
 from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_valid
@@ -44,13 +52,10 @@ from hub.web.survey import secure
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
-USER = "admin"
-SESSION_COOKIE = "cxhub_admin"
-SESSION_SECONDS = 12 * 3600
+__all__ = ["SESSION_COOKIE", "router"]
 #: what a Maildir key may look like (``<time>.<unique>.<host>``); anything else is not looked up
 MAIL_KEY = re.compile(r"[A-Za-z0-9._,:=+-]{1,200}")
 MAX_LISTED = 200
-_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 _URL = re.compile(r"https?://[^\s<>\"']+")
 _HEAD = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
 _DOCTYPE = re.compile(r"\s*<!doctype[^>]*>", re.IGNORECASE)
@@ -66,62 +71,21 @@ MAIL_HTML_POLICY = (
 # --- who may enter --------------------------------------------------------------------------------------------
 
 
-def _password(hub: Hub) -> str | None:
-    configured = hub.config.hub.admin_password
-    value = configured.get_secret_value() if configured is not None else ""
-    return value or None
+async def require_admin(request: Request, hub: Hub, *, role: Role = Role.VIEWER) -> Response | None:
+    """None when the request's user may see this page (``role``: the least role it needs); else a redirect
+    to the login. 404 while the cockpit is off; 403 for a viewer where an admin is needed."""
+    user = await session_user(request, hub)
+    if user is None:
+        denied = await login_required(request, hub)
+        if denied.status_code == 404:
+            raise denied
+        return RedirectResponse(f"/admin/login?next={request.url.path}", status_code=303)
+    if role is Role.ADMIN and not user.is_admin:
+        raise HTTPException(403, "this needs the admin role")
+    return None
 
 
-def _fingerprint(hub: Hub, password: str) -> str:
-    return hmac.new(hub.secret_key.encode(), password.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _sessions(hub: Hub) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(hub.secret_key, salt="cxhub.admin.session")
-
-
-def is_local(request: Request) -> bool:
-    """A request straight from this machine (not forwarded by a proxy)."""
-    if any(name in request.headers for name in _PROXY_HEADERS):
-        return False
-    try:
-        return ip_address(client_address(request)).is_loopback
-    except ValueError:
-        return False
-
-
-def open_without_login(request: Request, hub: Hub) -> bool:
-    return _password(hub) is None and hub.config.hub.demo and is_local(request)
-
-
-def signed_in(request: Request, hub: Hub) -> bool:
-    if open_without_login(request, hub):
-        return True
-    password = _password(hub)
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if password is None or not cookie:
-        return False
-    try:
-        data = _sessions(hub).loads(cookie, max_age=SESSION_SECONDS)
-    except BadSignature:
-        return False
-    return (
-        isinstance(data, dict)
-        and data.get("user") == USER
-        and hmac.compare_digest(str(data.get("password", "")), _fingerprint(hub, password))
-    )
-
-
-def require_admin(request: Request, hub: Hub) -> Response | None:
-    """None when the request may see an admin page; else a 404 (admin off) or a redirect to the login."""
-    if _password(hub) is None and not open_without_login(request, hub):
-        raise HTTPException(404)
-    if signed_in(request, hub):
-        return None
-    return RedirectResponse(f"/admin/login?next={request.url.path}", status_code=303)
-
-
-def _safe_next(target: str | None, hub: Hub) -> str:
+def safe_next(target: str | None, hub: Hub) -> str:
     """Only a path inside the admin pages: a login must not redirect anywhere else. Without one: the
     mailbox in the demo, else the home page (both exist)."""
     inside = target is not None and (target == "/admin" or target.startswith("/admin/"))
@@ -142,8 +106,9 @@ def _limiter(request: Request) -> RateLimiter:
 
 
 def _render(request: Request, hub: Hub, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    user = User(USER, Role.ADMIN) if signed_in(request, hub) else None
-    return render(request, hub, name, user, status, **context)
+    """A page for the user ``require_admin`` found for this request (None on the login page)."""
+    user = getattr(request.state, "cockpit_user", None)
+    return render(request, hub, name, user if isinstance(user, User) else None, status, **context)
 
 
 async def _csrf_ok(request: Request, hub: Hub) -> bool:
@@ -163,7 +128,7 @@ async def _csrf_ok(request: Request, hub: Hub) -> bool:
 @router.get("", response_class=HTMLResponse)
 async def admin_home(request: Request, hub: HubDep) -> Response:
     """What the admin offers, behind the login: a page that exists whatever the mode (the mailbox is demo only)."""
-    denied = require_admin(request, hub)
+    denied = await require_admin(request, hub)
     if denied is not None:
         return denied
     return _render(
@@ -175,48 +140,42 @@ async def admin_home(request: Request, hub: HubDep) -> Response:
     )
 
 
+def _login_page(
+    request: Request, hub: Hub, target: str, status: int = 200, error: str | None = None
+) -> Response:
+    sso = hub.config.hub.sso is not None
+    return render(request, hub, "admin/login.html", None, status, next=target, error=error, sso=sso)
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, hub: HubDep, next: str | None = None) -> Response:
-    if _password(hub) is None:
-        if open_without_login(request, hub):
-            return RedirectResponse(_safe_next(next, hub), status_code=303)
+    if not await cockpit_on(hub):
+        if await open_without_login(request, hub):
+            return RedirectResponse(safe_next(next, hub), status_code=303)
         raise HTTPException(404)
-    return _render(request, hub, "admin/login.html", next=_safe_next(next, hub))
+    return _login_page(request, hub, safe_next(next, hub))
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, hub: HubDep) -> Response:
-    password = _password(hub)
-    if password is None:
+    if not await cockpit_on(hub):
         raise HTTPException(404)
     form = await request.form()
-    target = _safe_next(str(form.get("next") or ""), hub)
+    target = safe_next(str(form.get("next") or ""), hub)
+    _ = translator(page_language(request))
     if not _limiter(request).allow(client_address(request)):
-        error = "Too many attempts. Wait a minute and try again."
-        return _render(request, hub, "admin/login.html", status=429, next=target, error=error)
+        return _login_page(request, hub, target, 429, _("Too many attempts. Wait a minute and try again."))
     if not await _csrf_ok(request, hub):
-        error = "The form had expired. Please sign in again."
-        return _render(request, hub, "admin/login.html", status=403, next=target, error=error)
-    user, given = form.get("username"), form.get("password")
-    if not (
-        isinstance(user, str)
-        and isinstance(given, str)
-        and hmac.compare_digest(user.encode(), USER.encode())
-        and hmac.compare_digest(given.encode(), password.encode())
-    ):
-        error = "Wrong user name or password."
-        return _render(request, hub, "admin/login.html", status=401, next=target, error=error)
+        return _login_page(request, hub, target, 403, _("The form had expired. Please sign in again."))
+    name, given = form.get("username"), form.get("password")
+    session = None
+    if isinstance(name, str) and isinstance(given, str) and 0 < len(given) <= accounts.MAX_PASSWORD:
+        session = await sign_in(hub, name.strip(), given)
+    if session is None:
+        return _login_page(request, hub, target, 401, _("Wrong user name or password."))
+    await audit(hub, session.user.name, "user.login", session.user.name, via=session.kind)
     response = RedirectResponse(target, status_code=303)
-    session = _sessions(hub).dumps({"user": USER, "password": _fingerprint(hub, password)})
-    response.set_cookie(
-        SESSION_COOKIE,
-        session,
-        max_age=SESSION_SECONDS,
-        path="/admin",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    set_session(response, request, hub, session)
     return response
 
 
@@ -343,11 +302,11 @@ def open_links_in_new_tabs(html: str) -> str:
     return html[: found.end()] + base + html[found.end() :]
 
 
-def _demo_mailbox(request: Request, hub: Hub) -> Response | Path | None:
+async def _demo_mailbox(request: Request, hub: Hub) -> Response | Path | None:
     """The gate of the mailbox pages: the Maildir's path, None when unset, or a response to send instead."""
     if not hub.config.hub.demo:
         raise HTTPException(404)
-    denied = require_admin(request, hub)
+    denied = await require_admin(request, hub)
     if denied is not None:
         return denied
     return mailbox_path(hub)
@@ -355,7 +314,7 @@ def _demo_mailbox(request: Request, hub: Hub) -> Response | Path | None:
 
 @router.get("/mailbox", response_class=HTMLResponse)
 async def mailbox_list(request: Request, hub: HubDep) -> Response:
-    path = _demo_mailbox(request, hub)
+    path = await _demo_mailbox(request, hub)
     if isinstance(path, Response):
         return path
     items = await asyncio.to_thread(list_mail, path) if path is not None else []
@@ -363,7 +322,7 @@ async def mailbox_list(request: Request, hub: HubDep) -> Response:
 
 
 async def _message_or_404(request: Request, hub: Hub, key: str) -> Response | EmailMessage:
-    path = _demo_mailbox(request, hub)
+    path = await _demo_mailbox(request, hub)
     if isinstance(path, Response):
         return path
     message = await asyncio.to_thread(read_mail, path, key) if path is not None else None

@@ -25,8 +25,11 @@ from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
 from hub.web import admin, api, api_people, conversations, inbound, survey
+from hub.web.cockpit import audit as cockpit_audit
 from hub.web.cockpit import campaigns as cockpit_campaigns
 from hub.web.cockpit import people as cockpit_people
+from hub.web.cockpit import sso as cockpit_sso
+from hub.web.cockpit import users as cockpit_users
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
@@ -103,8 +106,12 @@ def create_app(
     app.include_router(api_people.router)
     app.include_router(admin.router)
     app.include_router(conversations.router)
+    app.include_router(cockpit_audit.router)
+    app.include_router(cockpit_users.router)
+    app.include_router(cockpit_sso.router)
     app.include_router(cockpit_people.router)
     app.include_router(cockpit_campaigns.router)
+    app.add_middleware(cockpit_sso.StateCookie)
     app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

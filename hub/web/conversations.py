@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from hub.contracts import PhoneEmulator
 from hub.engine.conversations import kept_replies
 from hub.web.admin import _csrf_ok, _render, require_admin
+from hub.web.cockpit.access import Role
 from hub.web.cockpit.i18n import page_language, translator
 from hub.web.deps import HubDep
 
@@ -36,7 +37,7 @@ MAX_REPLY = 1600
 
 @router.get("/replies", response_class=HTMLResponse)
 async def replies_page(request: Request, hub: HubDep) -> Response:
-    denied = require_admin(request, hub)
+    denied = await require_admin(request, hub)
     if denied is not None:
         return denied
     async with hub.store.session() as s:
@@ -93,7 +94,7 @@ def _phone(request: Request) -> PhoneEmulator | None:
 async def phone_page(request: Request, hub: HubDep) -> Response:
     if not hub.config.hub.demo:
         raise HTTPException(404)
-    denied = require_admin(request, hub)
+    denied = await require_admin(request, hub)
     if denied is not None:
         return denied
     phone = _phone(request)
@@ -116,7 +117,7 @@ async def phone_reply(request: Request, hub: HubDep) -> Response:
     """The demo user texts from one of the emulated phones: the emulator delivers it to the hub."""
     if not hub.config.hub.demo:
         raise HTTPException(404)
-    denied = require_admin(request, hub)
+    denied = await require_admin(request, hub, role=Role.ADMIN)
     if denied is not None:
         return denied
     _ = translator(page_language(request))

@@ -15,7 +15,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -320,15 +320,21 @@ class Option:
     face: str | None = None
 
 
-def options(page: SurveyPage) -> list[Option]:
-    low, high = SCALES[page.survey_kind]
-    if page.survey_kind is SurveyKind.SMILEY:
-        return [
-            Option(v, text(page.language, SMILEY_KEYS[v]), face=SMILEY_KEYS[v].split(".")[1])
+def options(page: SurveyPage) -> tuple[Option, ...]:
+    return _options(page.survey_kind, page.language, page.low_label, page.high_label)
+
+
+@lru_cache(maxsize=1024)
+def _options(kind: SurveyKind, language: str, low_label: str, high_label: str) -> tuple[Option, ...]:
+    """The scale of a survey in a language: the same for every link of that survey, so made once."""
+    low, high = SCALES[kind]
+    if kind is SurveyKind.SMILEY:
+        return tuple(
+            Option(v, text(language, SMILEY_KEYS[v]), face=SMILEY_KEYS[v].split(".")[1])
             for v in range(low, high + 1)
-        ]
-    notes = {low: page.low_label, high: page.high_label}
-    return [Option(v, str(v), note=notes.get(v)) for v in range(low, high + 1)]
+        )
+    notes = {low: low_label, high: high_label}
+    return tuple(Option(v, str(v), note=notes.get(v)) for v in range(low, high + 1))
 
 
 def _pre_selected(page: SurveyPage, score: str | None) -> int | None:

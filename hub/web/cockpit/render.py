@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from hub.app import Hub
-from hub.web.cockpit.access import CSRF_SCOPE, User
+from hub.web.cockpit.access import CSRF_SCOPE, User, has_session, slide
 from hub.web.cockpit.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, page_language, translator
 from hub.web.protection import CSRF_COOKIE, csrf_token, new_csrf_cookie
 from hub.web.survey import secure, templates
@@ -31,7 +31,7 @@ def render(
     context.update(
         csrf=csrf_token(hub.secret_key, cookie, CSRF_SCOPE),
         user=user,
-        logout=user is not None and hub.config.hub.admin_password is not None,
+        logout=user is not None and has_session(request),
         demo=hub.config.hub.demo,
         lang=language,
         languages=LANGUAGE_NAMES,
@@ -46,5 +46,6 @@ def render(
         response.set_cookie(
             LANGUAGE_COOKIE, language, max_age=ONE_YEAR, path="/admin", samesite="lax", secure=secure_cookie
         )
+    slide(response, request, hub)
     secure(response, PAGE_POLICY)
     return response
