@@ -28,8 +28,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-person_app = typer.Typer(help="One person's data: export it, or erase it.", no_args_is_help=True)
-app.add_typer(person_app, name="person")
 
 
 class _LazyConsole:
@@ -585,79 +583,6 @@ def explain(
     run_with_store(config, work)
 
 
-WhoArgument = Annotated[
-    str, typer.Argument(help="the person's id (digits alone), or an email address or phone number")
-]
-
-
-def _cli_actor() -> str:
-    """Who the audit log names for a CLI action: ``cli:<the operating system's user>``."""
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
-async def _people_named(cfg: HubConfig, store: Store, who: str) -> list[int]:
-    """The ids of the people ``who`` names; none is an error (exit 2) naming what was looked for."""
-    from hub.privacy import resolve
-
-    async with store.session() as s:
-        found = [person.id for person in await resolve(s, who, cfg.hub.phone_region)]
-    if not found:
-        fail(f"nobody with {who} is known to the hub")
-    return found
-
-
-@person_app.command("export")
-def person_export(who: WhoArgument, config: ConfigOption = Path("cxhub.toml")) -> None:
-    """Print everything the hub holds about a person as JSON (every person at that address)."""
-    from hub.privacy import export_person
-
-    async def work(cfg: HubConfig, store: Store) -> list[dict[str, Any]]:
-        return [
-            (await export_person(store, person_id, _cli_actor())).model_dump(mode="json")
-            for person_id in await _people_named(cfg, store, who)
-        ]
-
-    exports = run_with_store(config, work)
-    sys.stdout.write(json.dumps(exports, indent=2, ensure_ascii=False) + "\n")
-
-
-@person_app.command("erase")
-def person_erase(
-    who: WhoArgument,
-    yes: Annotated[bool, typer.Option("--yes", help="erase without asking")] = False,
-    config: ConfigOption = Path("cxhub.toml"),
-    as_json: JsonOption = False,
-) -> None:
-    """Erase a person (every person at that address): contact data, identities, replies and free text go;
-    answers stay, anonymised, for the statistics."""
-    from hub.privacy import erase_person
-
-    if not yes:
-        typer.confirm(f"Erase everything the hub holds about {who}? This cannot be undone", abort=True)
-
-    async def work(cfg: HubConfig, store: Store) -> list[dict[str, Any]]:
-        return [
-            (await erase_person(store, person_id, _cli_actor())).model_dump()
-            for person_id in await _people_named(cfg, store, who)
-        ]
-
-    erased = run_with_store(config, work)
-    if as_json:
-        print_json(erased)
-        return
-    for counts in erased:
-        console.print(
-            f"erased person {counts['person_id']}: {counts['answers_anonymised']} answer(s) kept anonymised, "
-            f"{counts['invitations_unlinked']} invitation(s) unlinked",
-            markup=False,
-        )
-
-
 @app.command()
 def demo(
     auto: Annotated[
@@ -789,9 +714,11 @@ def generate(
 
 def _register_subcommands() -> None:
     """The command groups kept in their own modules (imported last: they use this module's helpers)."""
+    from hub.cli_people import person_app
     from hub.cli_users import user_app
 
     app.add_typer(user_app, name="user")
+    app.add_typer(person_app, name="person")
 
 
 _register_subcommands()
