@@ -26,6 +26,7 @@ from hub.store.tables import (
     AuditEntry,
     Base,
     DeliveryReport,
+    Event,
     InboundMessage,
     Invitation,
     Person,
@@ -109,6 +110,19 @@ async def seed(hub: Hub, crm_state: Any) -> Seeded:
             )
         )
         s.add(SyncRun(connector="crm", kind="sync", error=f"CRM said: duplicate email {EMAIL.upper()}"))
+        # an event about the person that no campaign took: found by the CRM id in its payload
+        s.add(
+            Event(
+                connector="crm",
+                event_id="person:P9:changed",
+                event_type="person.changed",
+                record_id="P9",
+                source="poll",
+                payload={"person_id": "P9", "fields": {"email": EMAIL, "name": NAME}},
+                raw=json.dumps({"email": EMAIL}).encode(),
+                processed_at=now,
+            )
+        )
         answers = await s.scalar(select(func.count()).select_from(Response))
     await hub.engine.optouts.by_id(person.id, True, None, "asked by phone")  # a queued CRM write-back
     return Seeded(person.id, other.id, int(answers or 0))
@@ -152,6 +166,7 @@ async def test_the_export_holds_everything_and_is_audited(make_hub, crm_state) -
     assert export.responses[0].comment == COMMENT and export.responses[0].topic == "Billing"
     assert export.invitations and export.tokens and export.events[0].raw_encoding == "utf-8"
     assert EMAIL in (export.events[0].raw or "")
+    assert {e.event_type for e in export.events} == {"case.closed", "person.changed"}
     assert export.inbound_messages[0].sender == PHONE
     assert export.delivery_reports[0].error and EMAIL in export.delivery_reports[0].error
     assert {w.kind for w in export.write_backs} >= {"timeline_entry", "person_opt_out"}
@@ -191,7 +206,7 @@ async def test_erase_leaves_no_trace_and_keeps_the_numbers(make_hub, crm_state) 
     assert entry.detail == counts.model_dump(exclude={"person_id"})
     assert counts.answers_anonymised == 1 and counts.identities_deleted == 1 and counts.tokens_deleted >= 2
     assert counts.inbound_messages_deleted == 1 and counts.rejected_webhooks_deleted == 1
-    assert counts.write_backs_deleted >= 3 and counts.events_scrubbed == 1 and counts.texts_redacted >= 1
+    assert counts.write_backs_deleted >= 3 and counts.events_scrubbed == 2 and counts.texts_redacted >= 1
     with pytest.raises(PersonNotFound):
         await erase_person(hub.store, seeded.person_id, "tester")
     with pytest.raises(PersonNotFound):  # the erased person stands for nobody
