@@ -240,6 +240,7 @@ async def test_the_api_exports_opts_out_and_erases_as_actor_api(make_hub, crm_st
         erased = await client.post(f"/api/v1/people/{ada}/erase", headers=API, json={"confirm": True})
         assert erased.status_code == 200 and erased.json()["answers_anonymised"] == 0
         assert (await client.get(f"/api/v1/people/{ada}/export", headers=API)).status_code == 404
+        assert (await client.get("/api/v1/people", headers=API)).json() == []  # no row for the erased
         schema = (await client.get("/api/v1/openapi.json", headers=API)).json()
     assert {"/api/v1/people/{person_id}/export", "/api/v1/people/{person_id}/erase"} <= set(schema["paths"])
     assert {"PersonExport", "ErasureCounts", "EraseRequest"} <= set(schema["components"]["schemas"])
