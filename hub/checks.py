@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from hub.controls import last_runs
 from hub.errors import HubError
 from hub.logging import scrub
 from hub.models import CheckResult
-from hub.store.tables import SyncRun, utcnow
+from hub.store.tables import utcnow
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -78,33 +76,3 @@ async def sync_health(hub: Hub, connector: str) -> list[CheckResult]:
         return [CheckResult(name="last sync", ok=False, detail=f"{when} stopped: {run.error}")]
     detail = f"{when}: {run.written} written, {run.retried} to retry, {run.dead} dead letters"
     return [CheckResult(name="last sync", ok=not run.dead, detail=detail)]
-
-
-async def last_runs(session: AsyncSession, connector: str) -> dict[str, SyncRun | None]:
-    """The newest write-back run (``sync``, a full re-sync counts) that did something, and the newest finished
-    ``poll``.
-
-    A sync run of the cron with nothing due would hide the one that stopped, so those are skipped. A poll is
-    different: one that found no new event still ran, advanced the watermark and proves the CRM answers, so
-    the newest finished poll counts, whatever it found (a poll still running has no finish time yet).
-    """
-    did_something = or_(
-        SyncRun.error.is_not(None),
-        SyncRun.written > 0,
-        SyncRun.retried > 0,
-        SyncRun.dead > 0,
-        SyncRun.events > 0,
-    )
-    wanted = {
-        "sync": (SyncRun.kind.in_(("sync", "full")), did_something),
-        "poll": (SyncRun.kind == "poll", SyncRun.finished_at.is_not(None)),
-    }
-    last: dict[str, SyncRun | None] = {}
-    for kind, conditions in wanted.items():
-        last[kind] = await session.scalar(
-            select(SyncRun)
-            .where(SyncRun.connector == connector, *conditions)
-            .order_by(SyncRun.id.desc())
-            .limit(1)
-        )
-    return last

@@ -341,9 +341,10 @@ def sync(
     full: Annotated[bool, typer.Option(help="write every response again (idempotent)")] = False,
     config: ConfigOption = Path("cxhub.toml"),
 ) -> None:
-    """Write queued answers back to the CRMs now."""
+    """Write queued answers back to the CRMs now (a paused connector is left alone: `cxhub resume` it first)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from hub import controls
     from hub.logging import scrub
 
     async def work(hub: Hub) -> int:
@@ -356,8 +357,14 @@ def sync(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console._get()
         ) as bar:
             for name in names:
+                if await controls.is_paused(hub, name):
+                    bar.console.print(f"{name}: paused; `cxhub resume {name}` lets it sync again")
+                    continue
                 if full:
-                    await hub.sync.requeue_all(name)
+                    from hub.web.cockpit.access import audit  # the web's modules, loaded for a re-sync only
+
+                    requeued = await hub.sync.requeue_all(name)
+                    await audit(hub, cli_actor(), "sync.full", name, requeued=requeued)
                 task = bar.add_task(name, total=await hub.sync.pending(name) or 1)
                 stats = await hub.singleton(
                     f"job:sync:{name}",
@@ -382,9 +389,58 @@ def sync(
         raise typer.Exit(1)
 
 
+ConnectorArgument = Annotated[str, typer.Argument(help="the connector instance")]
+
+
+def cli_actor() -> str:
+    """Who acts from the command line, as the audit log names them."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return "cli:unknown"
+
+
+def _pause(connector: str, config: Path, paused: bool) -> None:
+    from hub import controls
+    from hub.web.cockpit.access import audit
+
+    async def work(hub: Hub) -> None:
+        if connector not in hub.config.connectors:
+            fail(f'no connector named "{connector}" (defined: {", ".join(hub.config.connectors) or "none"})')
+        actor = cli_actor()
+        await controls.set_paused(hub, connector, paused, actor)
+        await audit(hub, actor, "sync.pause" if paused else "sync.resume", connector)
+
+    run_with_hub(config, work)
+    if paused:
+        console.print(f"{connector}: paused; its sync and poll do not run until `cxhub resume {connector}`")
+    else:
+        console.print(f"{connector}: resumed; its sync and poll run on their schedule again")
+
+
+@app.command()
+def pause(
+    connector: ConnectorArgument,
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Stop a connector's scheduled sync and poll, in every hub process (webhooks are still stored)."""
+    _pause(connector, config, True)
+
+
+@app.command()
+def resume(
+    connector: ConnectorArgument,
+    config: ConfigOption = Path("cxhub.toml"),
+) -> None:
+    """Let a paused connector sync and poll on its schedule again."""
+    _pause(connector, config, False)
+
+
 @app.command("register-webhook")
 def register_webhook(
-    connector: Annotated[str, typer.Argument(help="the connector instance")],
+    connector: ConnectorArgument,
     config: ConfigOption = Path("cxhub.toml"),
 ) -> None:
     """Register the hub's webhook in the CRM (run it while `cxhub serve` is reachable at hub.public_url)."""
@@ -409,13 +465,12 @@ def register_webhook(
 
 @app.command()
 def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
-    """Per connector: last runs, watermark, queued items, dead letters, next scheduled sync."""
-    from apscheduler.triggers.cron import CronTrigger
+    """Per connector: last runs, watermark, queued items, dead letters, next scheduled sync (or paused)."""
     from sqlalchemy import func, select
 
-    from hub.checks import last_runs
+    from hub.controls import last_runs, schedule
     from hub.logging import scrub
-    from hub.store.tables import Cursor, WriteBack, utcnow
+    from hub.store.tables import ConnectorControl, Cursor, WriteBack, utcnow
 
     async def work(cfg: HubConfig, store: Store) -> None:
         report = Report(
@@ -443,8 +498,15 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
                             f"{name}: the last {kind} ({run.started_at:%Y-%m-%d %H:%M:%S}) stopped: "
                             f"{scrub(run.error)}"
                         )
-                cron = CronTrigger.from_crontab(instance.sync_cron or cfg.sync.cron, timezone="UTC")
-                next_run = cron.get_next_fire_time(None, now)
+                control = await s.get(ConnectorControl, name)
+                synced = last["sync"].started_at if last["sync"] else None
+                next_run = schedule(cfg, name, control).next_sync(synced, now)
+                if not instance.enabled:
+                    next_text = "disabled"
+                elif control is not None and control.paused:
+                    next_text = f"paused by {control.updated_by}"
+                else:
+                    next_text = f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-"
                 report.add(
                     name,
                     _run_text(last["sync"]),
@@ -452,7 +514,7 @@ def status(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = Fals
                     (cursor.value or "-") if cursor else "-",
                     str(counts.get("queued", 0)),
                     str(counts.get("dead", 0)),
-                    f"{next_run:%Y-%m-%d %H:%M} UTC" if next_run else "-",
+                    next_text,
                 )
         if as_json:
             print_json({"connectors": report.records(), "problems": problems})
@@ -586,8 +648,15 @@ def explain(
 @app.command()
 def demo(
     auto: Annotated[
-        bool, typer.Option(help="answer the survey like a browser, print the result and exit")
+        bool, typer.Option(help="answer the survey like a browser and print what the CRM shows")
     ] = False,
+    stay: Annotated[
+        bool,
+        typer.Option(
+            "--stay/--exit",
+            help="with --auto: keep the hub and its cockpit up after the story until Ctrl-C, or exit there",
+        ),
+    ] = True,
     crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
     channel: Annotated[
         str,
@@ -621,7 +690,7 @@ def demo(
         try:
             if channel not in ("email", "sms"):
                 fail(f'--channel {channel}: the demo sends by "email" or "sms"')
-            asyncio.run(run_demo(config, crm, auto, console._get(), channel))
+            asyncio.run(run_demo(config, crm, auto, console._get(), channel, stay=stay))
         except ConfigError as exc:
             fail(str(exc))
         except KeyboardInterrupt:

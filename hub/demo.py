@@ -9,6 +9,11 @@ With ``--channel sms`` the survey goes by text message instead (email stays the 
 ``answer_by = "reply"`` mode: the SMS emulator's phones (``hub.PhoneEmulator``) are shown at
 ``/admin/phone``, where the demo user texts the score and then the reason; with ``--auto`` the demo texts
 them through the phone itself.
+
+The cockpit: the demo's hub starts with twelve weeks of earlier answers (``hub.demo_history``) and two users
+of the admin cockpit, ``admin`` and ``viewer``, with passwords made for this run and printed with the link.
+With ``--auto`` the demo leaves the hub and its cockpit up after the story until Ctrl-C (``--exit`` stops it
+there instead, for scripts).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import socket
 import time
 import tomllib
@@ -31,9 +37,12 @@ from rich.panel import Panel
 from rich.pretty import Pretty
 from sqlalchemy import select
 
+from hub import accounts
 from hub.app import Hub
 from hub.config import HubConfig, parse_config
 from hub.contracts import ChannelEmulator, ConnectorEmulator, Emulator, EmulatorType, PhoneEmulator
+from hub.demo_history import seed_history
+from hub.models import SurveyKind
 from hub.plugins import PluginManager
 from hub.scheduler import Scheduler
 from hub.store.tables import Person
@@ -178,9 +187,24 @@ def prepare_workdir(config_path: Path) -> tuple[Path, int]:
     return workdir, port
 
 
+async def cockpit_users(hub: Hub) -> dict[str, str]:
+    """The demo's users of the cockpit, by role, with a password made for this run: user name -> password."""
+    made = {"admin": secrets.token_urlsafe(9), "viewer": secrets.token_urlsafe(9)}
+    async with hub.store.session() as s:
+        for name, password in made.items():
+            await accounts.add(s, "demo", name, name, password)
+    return made
+
+
 async def run_demo(
-    config_path: Path, crm: str, auto: bool, console: Console, channel_name: str = "email"
+    config_path: Path,
+    crm: str,
+    auto: bool,
+    console: Console,
+    channel_name: str = "email",
+    stay: bool = False,
 ) -> None:
+    """The story; with ``auto`` it answers by itself, and with ``stay`` too the hub stays up after it."""
     connector, channel = pick_emulators(crm)
     phone = pick_phone() if channel_name == SMS else None
     workdir, port = prepare_workdir(config_path)
@@ -197,6 +221,12 @@ async def run_demo(
     try:
         config = demo_config(config_path, crm, connector, channel, port, phone)
         hub = await Hub.open(config)
+        nps = [
+            n for n, c in hub.config.campaigns.items() if hub.config.surveys[c.survey].kind is SurveyKind.NPS
+        ]
+        if nps:  # a config of its own (--config) may ask otherwise: then the cockpit starts empty
+            await seed_history(hub, CONNECTOR, nps[0], [SMS, CHANNEL] if phone else [CHANNEL])
+        logins = await cockpit_users(hub)
         app = create_app(hub, scheduler=False)
         app.state.phone = phone  # the /admin/phone page shows it
         server = uvicorn.Server(
@@ -208,6 +238,11 @@ async def run_demo(
         await wait_for("the web server", lambda: asyncio.sleep(0, server.started))
         by = "an SMS emulator with phones and a local mail catcher" if phone else "a local mail catcher"
         console.print(Panel.fit(f"CX Hub runs at {hub_url} on SQLite, with the {crm} emulator and {by}"))
+        cockpit = (
+            f"The cockpit: {hub_url}/admin (sign in as admin / {logins['admin']}, "
+            f"or as viewer / {logins['viewer']})"
+        )
+        console.print(cockpit)
 
         case = await asyncio.to_thread(connector.close_case)
         console.print(f"[bold]1.[/bold] {case.description}")
@@ -220,6 +255,12 @@ async def run_demo(
         await wait_for("the write-back", lambda: asyncio.to_thread(connector.written_back, case))
         console.print("[bold]4.[/bold] Written back. The CRM now shows:")
         console.print(Pretty(await asyncio.to_thread(connector.show, case), expand_all=True))
+        if stay:
+            console.print(
+                f"[bold]5.[/bold] {cockpit}, with twelve weeks of earlier answers. Ctrl-C stops the demo."
+            )
+            await serving
+            return
         await jobs.shutdown()
         server.should_exit = True
         await serving

@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import controls
 from hub.app import Hub
 from hub.store.tables import DeliveryReport, Event, InboundMessage, Invitation, RejectedWebhook, Token
 
@@ -51,6 +51,8 @@ class Scheduler:
         #: jobs running now, and jobs woken since their last run started (see ``_run_soon``)
         self.active: set[str] = set()
         self.woken: set[str] = set()
+        #: per connector, the (sync seconds, poll seconds) override its jobs were last timed with
+        self._timed: dict[str, tuple[int | None, float]] = {}
 
     def _add(
         self, job_id: str, func: Callable[[], Awaitable[Any]], trigger: Any, *, locked: bool = True
@@ -87,27 +89,59 @@ class Scheduler:
         )
 
     def setup(self) -> None:
-        hub = self.hub
         tick = IntervalTrigger(seconds=self.tick)
         self._add("events", self._events, tick)
         # every process dispatches: invitations are claimed with a lease (FOR UPDATE SKIP LOCKED), so each
         # goes out from one process, and more processes send more at once
         self._add("dispatch", self._dispatch, tick, locked=False)
         self._add_prompt_sync()
-        for name, instance in hub.config.connectors.items():
-            if name not in hub.connectors:
-                continue
-            if instance.poll_interval_seconds > 0:
-                self._add(
-                    f"poll:{name}",
-                    self._poller(name),
-                    IntervalTrigger(seconds=instance.poll_interval_seconds),
-                )
-            cron = instance.sync_cron or hub.config.sync.cron
-            self._add(f"sync:{name}", self._syncer(name), CronTrigger.from_crontab(cron, timezone="UTC"))
+        for name in self.hub.connectors:
+            self._time(name, controls.schedule(self.hub.config, name, None))
+        # every process times its own jobs: the admin's schedules are re-read at every tick, and at once when
+        # this process changed them
+        self._add("controls", self._controls, tick, locked=False)
         self._add("retention", self._retention, IntervalTrigger(hours=6))
-        hub.on_wake("events", lambda: self._run_soon("events"))
-        hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
+        self.hub.on_wake("events", lambda: self._run_soon("events"))
+        self.hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
+        self.hub.on_wake(controls.WAKE, lambda: self._run_soon("controls"))
+
+    def _time(self, name: str, schedule: controls.Schedule) -> None:
+        """(Re-)time the connector's sync and poll jobs to ``schedule``; only what changed is touched, so an
+        unchanged schedule keeps its next run."""
+        timed = (schedule.sync_seconds, schedule.poll_seconds)
+        before = self._timed.get(name)
+        if before == timed:
+            return
+        self._timed[name] = timed
+        sync_job = self.scheduler.get_job(f"sync:{name}")
+        if sync_job is None:
+            self._add(f"sync:{name}", self._syncer(name), schedule.sync_trigger())
+        elif before is None or before[0] != timed[0]:
+            sync_job.reschedule(schedule.sync_trigger())
+        poll_job = self.scheduler.get_job(f"poll:{name}")
+        if not schedule.polls:
+            if poll_job is not None:
+                poll_job.remove()
+        elif poll_job is None:
+            self._add(f"poll:{name}", self._poller(name), IntervalTrigger(seconds=schedule.poll_seconds))
+        elif before is None or before[1] != timed[1]:
+            poll_job.reschedule(IntervalTrigger(seconds=schedule.poll_seconds))
+        if before is not None:
+            log.info("schedule.changed", connector=name, sync_seconds=timed[0], poll_seconds=timed[1])
+
+    async def _controls(self) -> None:
+        """Apply the schedules admins stored (``ConnectorControl``), whichever process stored them."""
+        stored = await controls.controls(self.hub)
+        for name in self.hub.connectors:
+            self._time(name, controls.schedule(self.hub.config, name, stored.get(name)))
+
+    def next_runs(self, name: str) -> tuple[datetime | None, datetime | None]:
+        """When this process's scheduler runs the connector's safety-net sync and its poll next."""
+        found = []
+        for job_id in (f"sync:{name}", f"poll:{name}"):
+            job = self.scheduler.get_job(job_id)
+            found.append(getattr(job, "next_run_time", None) if job is not None else None)
+        return found[0], found[1]
 
     async def _singleton(self, name: str, func: Callable[[], Awaitable[Any]]) -> bool:
         """Run ``func`` under the database lock ``name``; its start and end are logged (debug) with the owner,
@@ -212,7 +246,10 @@ class Scheduler:
     async def _sync_settled(self, quiet: float) -> datetime | None:
         """One pass over the connectors; when the next of their waiting items settles (None: none waits)."""
         soonest: datetime | None = None
+        paused = await controls.paused_connectors(self.hub)
         for name in self.hub.connectors:
+            if name in paused:
+                continue
             ready: datetime | None = None
             if await self.hub.sync.settled(name, quiet):
 
@@ -229,12 +266,16 @@ class Scheduler:
 
     def _poller(self, name: str) -> Callable[[], Awaitable[Any]]:
         async def poll() -> None:
+            if await controls.is_paused(self.hub, name):
+                return
             await self.hub.sync.poll(name)
 
         return poll
 
     def _syncer(self, name: str) -> Callable[[], Awaitable[Any]]:
         async def sync() -> None:
+            if await controls.is_paused(self.hub, name):
+                return
             await self.hub.sync.run(name)
 
         return sync

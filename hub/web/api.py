@@ -1,6 +1,7 @@
 """The JSON admin API under ``/api/v1``, behind a bearer token (``hub.api_token``).
 
-Read-only views of responses, people, invitations, sync runs and dead letters, and a replay of dead letters.
+Read-only views of responses, people, invitations, sync runs and dead letters, and a replay of dead letters
+(recorded in the audit log as the actor ``api``); the sync actions per connector are in ``hub.web.sync_api``.
 Every parameter has a type and a range (a page offset fits the database's integers, an id list is short and
 holds integers only, not ``true``), so bad input is a 422 that says which parameter, never a 500.
 """
@@ -20,6 +21,7 @@ from hub.metrics import connector_health
 from hub.models import ResponseRecord
 from hub.privacy import erased_person_id
 from hub.store.tables import Event, Invitation, Person, RejectedWebhook, Response, SyncRun, WriteBack
+from hub.web.cockpit.access import audit
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
@@ -110,6 +112,19 @@ class RejectedOut(BaseModel):
     body: str
     #: the size of the whole body in bytes; ``body`` holds its beginning when it was larger
     body_size: int | None = None
+
+
+def rejected_out(r: RejectedWebhook) -> RejectedOut:
+    return RejectedOut(
+        id=r.id,
+        target=r.target,
+        received_at=r.received_at,
+        status_code=r.status_code,
+        reason=r.reason,
+        headers=r.headers,
+        body=r.body.decode("utf-8", errors="replace"),
+        body_size=r.body_size,
+    )
 
 
 def _json_integer(value: Any) -> Any:
@@ -224,19 +239,7 @@ async def list_rejected_webhooks(hub: HubDep, limit: Limit = 100, offset: Offset
         rows = await s.scalars(
             select(RejectedWebhook).order_by(RejectedWebhook.id.desc()).limit(limit).offset(offset)
         )
-        return [
-            RejectedOut(
-                id=r.id,
-                target=r.target,
-                received_at=r.received_at,
-                status_code=r.status_code,
-                reason=r.reason,
-                headers=r.headers,
-                body=r.body.decode("utf-8", errors="replace"),
-                body_size=r.body_size,
-            )
-            for r in rows
-        ]
+        return [rejected_out(r) for r in rows]
 
 
 class ReplyOut(BaseModel):
@@ -290,4 +293,6 @@ async def list_connectors(hub: HubDep) -> list[ConnectorOut]:
     responses={400: {"description": "the body cannot be parsed (not UTF-8 JSON)"}},
 )
 async def replay_dead_letters(hub: HubDep, body: ReplayRequest) -> ReplayResult:
-    return ReplayResult(requeued=await hub.sync.replay(body.connector, body.ids))
+    requeued = await hub.sync.replay(body.connector, body.ids)
+    await audit(hub, "api", "sync.replay", body.connector, ids=body.ids, requeued=requeued)
+    return ReplayResult(requeued=requeued)

@@ -7,6 +7,7 @@ shell (Swagger UI) that exists while the API is on; it asks for the token and se
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,19 +22,23 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 import hub as hub_package
+from hub import controls
 from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
-from hub.web import admin, api, api_people, conversations, inbound, survey
+from hub.web import admin, api, api_people, conversations, inbound, survey, sync_api
 from hub.web.cockpit import audit as cockpit_audit
 from hub.web.cockpit import campaigns as cockpit_campaigns
 from hub.web.cockpit import people as cockpit_people
 from hub.web.cockpit import sso as cockpit_sso
+from hub.web.cockpit import sync as cockpit_sync
 from hub.web.cockpit import users as cockpit_users
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
 OPENAPI_URL = "/api/v1/openapi.json"
+#: how long a stopping web process lets a sync or poll an admin started finish (see ``hub.controls``)
+GRACE_SECONDS = 20.0
 #: Swagger UI from the same CDN FastAPI uses; the token typed once is kept for the browser tab only
 DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>CX Hub API</title>
@@ -74,11 +79,15 @@ def create_app(
 
             jobs = Scheduler(running)
             jobs.start()
+        app.state.scheduler = jobs  # the cockpit shows its next runs
         try:
             yield
         finally:
+            # the scheduled jobs and the runs admins started get the same grace, side by side
+            stopping = [controls.finish_runs(running, GRACE_SECONDS)]
             if jobs is not None:
-                await jobs.shutdown()
+                stopping.append(jobs.shutdown())
+            await asyncio.gather(*stopping)
             if own:
                 await running.close()
 
@@ -104,11 +113,13 @@ def create_app(
     app.include_router(survey.router)
     app.include_router(api.router)
     app.include_router(api_people.router)
+    app.include_router(sync_api.router)
     app.include_router(admin.router)
     app.include_router(conversations.router)
     app.include_router(cockpit_audit.router)
     app.include_router(cockpit_users.router)
     app.include_router(cockpit_sso.router)
+    app.include_router(cockpit_sync.router)
     app.include_router(cockpit_people.router)
     app.include_router(cockpit_campaigns.router)
     app.add_middleware(cockpit_sso.StateCookie)

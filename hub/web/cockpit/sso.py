@@ -14,12 +14,19 @@ against the browser's own cookie) is what keeps it from being forged.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import httpx
 import structlog
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+from authlib.deprecate import AuthlibDeprecationWarning
+
+with warnings.catch_warnings():
+    # Authlib 1.9 announces on import that its httpx client will move to a new package; every command of the
+    # hub imports this module, and an admin should not read a library's notice to its own developers each time
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.base_client import OAuthError
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from joserfc.errors import JoseError
