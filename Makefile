@@ -39,7 +39,7 @@ check-generated: $(VENV)/.synced
 
 messages: $(VENV)/.synced  ## the cockpit's texts: extract hub/locale/cockpit.pot, update every cockpit.po
 	$(RUN) pybabel extract -F hub/locale/cockpit.cfg -k _ --no-default-keywords \
-		--omit-header --no-location --sort-output --no-wrap -o hub/locale/cockpit.pot hub/web
+		--omit-header --no-location --sort-output --no-wrap -o hub/locale/cockpit.pot hub
 	$(RUN) pybabel update -i hub/locale/cockpit.pot -d hub/locale -D cockpit \
 		--ignore-obsolete --ignore-pot-creation-date --no-wrap
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
 
     from hub.app import Hub
     from hub.config import HubConfig
-    from hub.models import CheckResult
     from hub.store import Store
     from hub.store.tables import SyncRun
 
@@ -233,27 +231,17 @@ def init(path: Annotated[Path, typer.Argument()] = Path("cxhub.toml"), force: bo
 @app.command()
 def check(config: ConfigOption = Path("cxhub.toml"), as_json: JsonOption = False) -> None:
     """Validate the config and test every connector and channel (credentials, permissions, mapped fields)."""
-    from hub.errors import HubError
-    from hub.logging import scrub
+    from hub.checks import check_all
 
     async def work(hub: Hub) -> bool:
         report = Report("cxhub check", ("instance", "check", "result", "detail"))
         report.add("config", str(config), ("ok", "green"), f"{len(hub.config.campaigns)} campaign(s)")
         all_ok = True
-        instances: list[tuple[str, Any]] = [*hub.connectors.items(), *hub.channels.items()]
-        for name, instance in instances:
-            try:
-                results = await instance.check()
-            except HubError as exc:
-                results = []
-                report.add(name, "connect", ("failed", "red"), scrub(f"{type(exc).__name__}: {exc}"))
-                all_ok = False
-            if name in hub.connectors:
-                results += await _sync_health(hub, name)
-            for result in results:
-                all_ok &= result.ok
+        for checked in await check_all(hub):
+            all_ok &= checked.ok
+            for result in checked.results:
                 mark = ("ok", "green") if result.ok else ("failed", "red")
-                report.add(name, result.name, mark, scrub(result.detail))
+                report.add(checked.instance, result.name, mark, result.detail)
         _text_warnings(hub, report)
         report.show(as_json)
         return all_ok
@@ -270,23 +258,6 @@ def _text_warnings(hub: Hub, report: Report) -> None:
     for found in text_warnings(hub):
         check = f"text of campaign {found.campaign} in {found.language}"
         report.add(found.channel, check, ("warning", "yellow"), scrub(found.warning))
-
-
-async def _sync_health(hub: Hub, connector: str) -> list[CheckResult]:
-    """Whether the last write-back run got through: a spent API budget or a CRM that refuses shows here,
-    from the store, even though this process has made no write itself."""
-    from hub.controls import last_runs
-    from hub.models import CheckResult
-
-    async with hub.store.session() as s:
-        run = (await last_runs(s, connector))["sync"]
-    if run is None:
-        return [CheckResult(name="last sync", ok=True, detail="nothing written back yet")]
-    when = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
-    if run.error:
-        return [CheckResult(name="last sync", ok=False, detail=f"{when} stopped: {run.error}")]
-    detail = f"{when}: {run.written} written, {run.retried} to retry, {run.dead} dead letters"
-    return [CheckResult(name="last sync", ok=not run.dead, detail=detail)]
 
 
 @app.command()
@@ -624,84 +595,54 @@ def explain(
     as_json: JsonOption = False,
 ) -> None:
     """Every invitation for one person, sent or suppressed, and why."""
-    from sqlalchemy import or_, select
-
+    from hub.engine.optouts import people_at
+    from hub.explain import invitation_lines, notes
     from hub.people import normalise_email, normalise_phone
-    from hub.store.tables import Event, Invitation, Person
 
     async def work(cfg: HubConfig, store: Store) -> None:
-        email, phone = normalise_email(who), normalise_phone(who, cfg.hub.phone_region)
+        if not (normalise_email(who) or normalise_phone(who, cfg.hub.phone_region)):
+            fail(f'"{who}" is neither an email address nor a phone number with a country code')
         found: list[dict[str, Any]] = []
         async with store.session() as s:
-            clauses = [
-                c
-                for c in (Person.email == email if email else None, Person.phone == phone if phone else None)
-                if c is not None
-            ]
-            if not clauses:
-                fail(f'"{who}" is neither an email address nor a phone number with a country code')
-            people = list(await s.scalars(select(Person).where(or_(*clauses))))
+            people = await people_at(s, who, cfg.hub.phone_region)
             if not people and not as_json:
                 console.print(f"nobody with {who} is known to the hub", markup=False)
                 return
             for person in people:
-                notes = []
-                if person.opted_out_at:
-                    how = f" ({person.opt_out_reason})" if person.opt_out_reason else ""
-                    notes.append(f"unsubscribed {person.opted_out_at:%Y-%m-%d}{how}")
-                for kind, flag in (("email", person.email_rejected), ("phone", person.phone_rejected)):
-                    if flag:
-                        notes.append(f"{kind} not used since it was refused ({flag})")
+                said = notes(person)
                 columns = ("created", "campaign", "event", "status", "channel", "delivery", "why")
                 report = Report(None, columns)
-                rows = (
-                    await s.execute(
-                        select(Invitation, Event)
-                        .join(Event, Event.id == Invitation.event_pk)
-                        .where(Invitation.person_id == person.id)
-                        .order_by(Invitation.id)
-                    )
-                ).all()
-                for inv, event in rows:
+                for line in await invitation_lines(s, person.id):
                     report.add(
-                        f"{inv.created_at:%Y-%m-%d %H:%M}",
-                        inv.campaign,
-                        f"{event.connector} {event.event_type} {event.record_id}",
-                        inv.status,
-                        inv.channel or "-",
-                        inv.delivery_status or "-",
-                        inv.reason or inv.delivery_error or _why(inv.status, inv.sent_at),
+                        f"{line.created_at:%Y-%m-%d %H:%M}",
+                        line.campaign,
+                        line.event,
+                        line.status,
+                        line.channel or "-",
+                        line.delivery_status or "-",
+                        line.why,
                     )
                 found.append(
                     {
                         "name": person.name,
                         "email": person.email,
                         "phone": person.phone,
-                        "notes": notes,
+                        "notes": said,
                         "invitations": report.records(),
                     }
                 )
                 if not as_json:
                     from rich.text import Text
 
-                    line = Text(person.name or "(no name)", style="bold")
-                    line.append(f" {person.email or ''} {person.phone or ''}")
-                    line.append("".join(f", {note}" for note in notes))
-                    console.print(line)
+                    heading = Text(person.name or "(no name)", style="bold")
+                    heading.append(f" {person.email or ''} {person.phone or ''}")
+                    heading.append("".join(f", {note}" for note in said))
+                    console.print(heading)
                     report.show()
         if as_json:
             print_json(found)
 
     run_with_store(config, work)
-
-
-def _why(status: str, sent_at: datetime | None) -> str:
-    return {
-        "scheduled": "waiting for its send time",
-        "sent": f"sent {sent_at:%Y-%m-%d %H:%M}" if sent_at else "sent",
-        "answered": "answered",
-        "expired": "expired unanswered",
-    }.get(status, "")
 
 
 @app.command()
@@ -842,9 +783,11 @@ def generate(
 
 def _register_subcommands() -> None:
     """The command groups kept in their own modules (imported last: they use this module's helpers)."""
+    from hub.cli_people import person_app
     from hub.cli_users import user_app
 
     app.add_typer(user_app, name="user")
+    app.add_typer(person_app, name="person")
 
 
 _register_subcommands()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import phonenumbers
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.models import PersonRecord
@@ -81,3 +81,36 @@ async def upsert_person(
     identity.updated_at = utcnow()
     await session.flush()
     return person, identity
+
+
+def like_pattern(text: str) -> str:
+    """``text`` as a LIKE pattern matching it anywhere, its own ``%``, ``_`` and ``\\`` taken literally
+    (with ``ESCAPE '\\'``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search_people(
+    session: AsyncSession, query: str, limit: int, offset: int, exclude: int | None = None
+) -> tuple[list[Person], int]:
+    """People whose name, email or phone holds ``query`` (case ignored; a phone written with spaces or
+    dashes matches too), newest first, one page of them, and how many match in all. An empty query: everyone.
+
+    The query is bound as a parameter and its wildcards escaped: ``%`` or ``_`` typed into the search box
+    match those characters only."""
+    text = query.strip()
+    conditions = []
+    if text:
+        pattern = like_pattern(text)
+        matches = [Person.name.ilike(pattern, escape="\\"), Person.email.ilike(pattern, escape="\\")]
+        compact = "".join(ch for ch in text if ch not in " -().")  # phones are stored as E.164
+        if compact:
+            matches.append(Person.phone.like(like_pattern(compact), escape="\\"))
+        conditions.append(or_(*matches))
+    if exclude is not None:
+        conditions.append(Person.id != exclude)
+    total = await session.scalar(select(func.count()).select_from(Person).where(*conditions))
+    rows = await session.scalars(
+        select(Person).where(*conditions).order_by(Person.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows), int(total or 0)

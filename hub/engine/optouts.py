@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("hub.engine.optouts")
 
 
-async def people_at(s: AsyncSession, address: str) -> list[Person]:
-    """The people an address (an E.164 phone or an email) belongs to; several CRMs may share one number."""
-    email, phone = normalise_email(address), normalise_phone(address)
+async def people_at(s: AsyncSession, address: str, region: str | None = None) -> list[Person]:
+    """The people an address (an email, or a phone number: E.164, or national in ``region``) belongs to;
+    several CRMs may share one number. Empty when ``address`` is neither."""
+    email, phone = normalise_email(address), normalise_phone(address, region)
     clauses = []
     if email:
         clauses.append(Person.email == email)

@@ -19,6 +19,7 @@ from hub.engine import response_record
 from hub.engine.conversations import kept_replies
 from hub.metrics import connector_health
 from hub.models import ResponseRecord
+from hub.privacy import erased_person_id
 from hub.store.tables import Event, Invitation, Person, RejectedWebhook, Response, SyncRun, WriteBack
 from hub.web.cockpit.access import audit
 from hub.web.deps import HubDep
@@ -172,10 +173,11 @@ async def list_responses(hub: HubDep, limit: Limit = 100, offset: Offset = 0) ->
 
 @router.get("/people", response_model=list[PersonOut])
 async def list_people(hub: HubDep, limit: Limit = 100, offset: Offset = 0) -> list[Any]:
+    """The people the hub knows; not the row that keeps erased people's answers, which stands for nobody."""
     async with hub.store.session() as s:
-        return _rows(
-            await s.scalars(select(Person).order_by(Person.id).limit(limit).offset(offset)), PersonOut
-        )
+        erased = await erased_person_id(s)
+        query = select(Person).where(Person.id != erased) if erased is not None else select(Person)
+        return _rows(await s.scalars(query.order_by(Person.id).limit(limit).offset(offset)), PersonOut)
 
 
 @router.get("/invitations", response_model=list[InvitationOut])

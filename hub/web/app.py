@@ -26,8 +26,10 @@ from hub import controls
 from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
-from hub.web import admin, api, conversations, inbound, survey, sync_api
+from hub.web import admin, api, api_people, conversations, inbound, survey, sync_api
 from hub.web.cockpit import audit as cockpit_audit
+from hub.web.cockpit import campaigns as cockpit_campaigns
+from hub.web.cockpit import people as cockpit_people
 from hub.web.cockpit import sso as cockpit_sso
 from hub.web.cockpit import sync as cockpit_sync
 from hub.web.cockpit import users as cockpit_users
@@ -110,6 +112,7 @@ def create_app(
     app.include_router(survey.router)  # first: the routes every survey link takes are matched first
     app.include_router(inbound.router)
     app.include_router(api.router)
+    app.include_router(api_people.router)
     app.include_router(sync_api.router)
     app.include_router(admin.router)
     app.include_router(conversations.router)
@@ -117,6 +120,8 @@ def create_app(
     app.include_router(cockpit_users.router)
     app.include_router(cockpit_sso.router)
     app.include_router(cockpit_sync.router)
+    app.include_router(cockpit_people.router)
+    app.include_router(cockpit_campaigns.router)
     app.add_middleware(cockpit_sso.StateCookie)
     app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 

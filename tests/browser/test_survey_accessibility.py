@@ -19,8 +19,9 @@ SERIOUS = ("serious", "critical")
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 
 
-def problems(page: Page, axe_script: Path) -> list[str]:
-    """Every serious or critical axe violation on the page, one line each (rule, impact, where)."""
+def problems(page: Page, axe_script: Path, impacts: tuple[str, ...] = SERIOUS) -> list[str]:
+    """Every serious or critical (or ``impacts``) axe violation on the page, one line each (rule, impact,
+    where)."""
     page.add_script_tag(path=str(axe_script))
     results: dict[str, Any] = page.evaluate(
         "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
@@ -29,7 +30,7 @@ def problems(page: Page, axe_script: Path) -> list[str]:
     return [
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
         for v in results["violations"]
-        if v["impact"] in SERIOUS
+        if v["impact"] in impacts
     ]
 
 
