@@ -53,10 +53,12 @@ async def writebacks(hub, **where: Any) -> list[WriteBack]:
 
 
 async def audit_log(hub) -> list[tuple[str, str, str | None]]:
+    """The actions in the audit log, oldest first (sign-ins, ``user.login``, are logged too but are no action)."""
     async with hub.store.session() as s:
-        return [
-            (e.actor, e.action, e.target) for e in await s.scalars(select(AuditEntry).order_by(AuditEntry.id))
-        ]
+        entries = await s.scalars(
+            select(AuditEntry).where(AuditEntry.action != "user.login").order_by(AuditEntry.id)
+        )
+        return [(e.actor, e.action, e.target) for e in entries]
 
 
 @asynccontextmanager
