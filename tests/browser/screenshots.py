@@ -1,7 +1,9 @@
-"""Screenshots of the survey pages for the docs: ``python -m tests.browser.screenshots [FOLDER]``.
+"""Screenshots of the survey pages and the admin cockpit for the docs: ``python -m tests.browser.screenshots [FOLDER]``.
 
 Serves a hub with the fake CRM (as the browser tests do), walks through a survey in headless Chromium at phone
-(390x844) and desktop (1280x800) size, and writes PNGs to FOLDER (default ``docs/screenshots``).
+(390x844) and desktop (1280x800) size, then gives the hub the demo's twelve weeks of earlier answers and a few
+synced ones, signs in to the cockpit and shoots its dashboard and sync page, and writes PNGs to FOLDER
+(default ``docs/screenshots``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from hub import accounts
+from hub.demo_history import seed_history
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.browser.live import LiveHub
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ADMIN = ("ada", "screenshots of the cockpit")
 
 
 def _shoot(
@@ -94,6 +99,42 @@ def capture(live: LiveHub, browser: Browser, folder: Path) -> list[Path]:
     ]
 
 
+async def _cockpit_history(live: LiveHub) -> None:
+    """The demo's earlier answers, an admin to sign in as, and the answers of the survey screenshots synced."""
+    hub = live.hub
+    await seed_history(hub, "crm", "case_closed", ["mail"])
+    async with hub.store.session() as s:
+        await accounts.add(s, "screenshots", ADMIN[0], "admin", ADMIN[1])
+    await hub.sync.run("crm")
+
+
+def _cockpit_page(browser: Browser, live: LiveHub, path: str, viewport: dict[str, int], target: Path) -> Path:
+    context = browser.new_context(
+        base_url=live.url, viewport=viewport, device_scale_factor=2 if viewport == PHONE else 1
+    )
+    page = context.new_page()
+    page.goto("/admin/login")
+    page.get_by_label("User name").fill(ADMIN[0])
+    page.get_by_label("Password").fill(ADMIN[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/admin**")
+    page.goto(path)
+    page.screenshot(path=str(target), animations="disabled", caret="hide", full_page=viewport == DESKTOP)
+    context.close()
+    return target
+
+
+def capture_cockpit(live: LiveHub, browser: Browser, folder: Path) -> list[Path]:
+    """The cockpit's dashboard and sync page at desktop and phone size, into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    live.run(_cockpit_history(live))
+    return [
+        _cockpit_page(browser, live, path, viewport, folder / f"cockpit-{name}-{size}.png")
+        for name, path in (("dashboard", "/admin"), ("sync", "/admin/sync/crm"))
+        for size, viewport in (("desktop", DESKTOP), ("phone", PHONE))
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
@@ -101,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch, LiveHub(Path(scratch)) as live, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            for written in capture(live, browser, args.folder):
+            for written in [
+                *capture(live, browser, args.folder),
+                *capture_cockpit(live, browser, args.folder),
+            ]:
                 print(written)
         finally:
             browser.close()
