@@ -25,6 +25,7 @@ from hub.app import Hub
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
 from hub.web import admin, api, conversations, inbound, survey
+from hub.web.cockpit import dashboard
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
 
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(survey.router)
     app.include_router(api.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)
     app.include_router(conversations.router)
     app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 
