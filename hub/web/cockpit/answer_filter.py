@@ -172,8 +172,18 @@ def _equal(*pairs: tuple[Any, str | None]) -> list[ColumnElement[bool]]:
     return [column == value for column, value in pairs if value is not None]
 
 
-def answer_conditions(chosen: AnswerFilter) -> list[ColumnElement[bool]]:
-    """The filter on answers (with ``answers_from``)."""
+def answer_conditions(
+    chosen: AnswerFilter, *, hide_connector_index: bool = False
+) -> list[ColumnElement[bool]]:
+    """The filter on answers (with ``answers_from``).
+
+    ``hide_connector_index``: for SQLite, in a query that walks the answers by time and stops at its ``LIMIT``
+    (the newest comments). The connector is then compared as ``connector || ''``, an expression no index
+    serves: SQLite keeps no statistics here, and would take the index on events' connector as the most
+    selective start, visit every event of that connector, then sort, instead of reading the time index
+    backwards until it has enough (0.2 ms against 190 ms for 100,000 answers). PostgreSQL finds the walk by
+    time from its statistics, which the expression would hide from it (it then starts from the events)."""
+    connector: Any = Event.connector.concat("") if hide_connector_index else Event.connector
     return [
         Response.answered_at >= chosen.start,
         Response.answered_at < chosen.end,
@@ -182,7 +192,7 @@ def answer_conditions(chosen: AnswerFilter) -> list[ColumnElement[bool]]:
             (Response.survey_kind, chosen.survey.value if chosen.survey is not None else None),
             (Response.language, chosen.language),
             (Invitation.channel, chosen.channel),
-            (Event.connector, chosen.connector),
+            (connector, chosen.connector),
         ),
     ]
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 WIDTH = 400
 HEIGHT = 200
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 12, 30
-#: at most this many labels under the x axis; the table has them all
-MOST_LABELS = 6
+#: the width of a label's character and the space between labels under the x axis, in drawing units (the
+#: ticks' font is 12 units): as many labels as fit are written, evenly spaced; the table has them all
+CHARACTER, GAP = 7, 14
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ def line_chart(
         points.append(Point(*point, f"{label}: {value:g} ({count})"))
     if run:
         segments.append(_path(run))
-    every = max(1, -(-len(labels) // MOST_LABELS))
+    longest = max((len(label) for label in labels), default=1)
+    fit = max(1, int((plot_right - plot_left) // (longest * CHARACTER + GAP)))
+    every = max(1, -(-len(labels) // fit))
     return LineChart(
         WIDTH,
         HEIGHT,

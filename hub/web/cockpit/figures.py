@@ -5,18 +5,20 @@ Three queries per page, whatever the number of answers: one GROUP BY survey kind
 per kind are the sums of its few buckets), one over the invitations sent (answered or not), and one for the
 newest comments (``LIMIT``). No answer is loaded into Python to be counted.
 
-Buckets (weeks from Monday, or calendar months, in UTC) are computed here and given to the database as a
-``CASE`` of their boundaries, which SQLite and PostgreSQL run alike; the boundaries are bound parameters of the
-column's own type, so they compare as the stored values do on both.
+Buckets (weeks from Monday, or calendar months, in UTC) are computed here and given to the database as their
+boundaries (``bucket_query``: one range per bucket, or a ``CASE``), which SQLite and PostgreSQL run alike; the
+boundaries are bound parameters of the column's own type, so they compare as the stored values do on both. What the counts read is in two indexes
+(``ix_responses_answered``, ``ix_invitations_sent``), so a year of answers is counted without visiting a row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, case, func, literal, outerjoin, select
+from sqlalchemy import ColumnElement, Integer, and_, case, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -32,6 +34,8 @@ from hub.web.cockpit.answer_filter import (
 )
 
 NEWEST_COMMENTS = 20
+#: the most buckets counted by a union of one query each (SQLite allows 500 in one compound statement)
+MOST_UNION = 120
 #: the order kinds are shown in
 KIND_ORDER = tuple(SurveyKind)
 
@@ -65,14 +69,17 @@ def bucket_starts(chosen: AnswerFilter) -> list[datetime]:
 def bucket_of(
     column: ColumnElement[datetime] | InstrumentedAttribute[datetime], starts: Sequence[datetime]
 ) -> ColumnElement[int]:
-    """The index of the bucket ``column`` falls in, as SQL. Rows outside the period are filtered out before,
-    so the first bucket takes everything before the second and the last everything after its start."""
-    if len(starts) == 1:
-        return literal(0, Integer)
-    return case(
-        *((column < boundary, index) for index, boundary in enumerate(starts[1:])),
-        else_=len(starts) - 1,
-    )
+    """The index of the bucket ``column`` falls in, as SQL: a binary search written as nested ``CASE``, so a
+    row costs a handful of comparisons (six for a year of weeks) rather than one per bucket. Rows outside the
+    period are filtered out before, so the first bucket takes everything before the second."""
+
+    def search(low: int, high: int) -> ColumnElement[int]:
+        if high - low == 1:
+            return literal(low, Integer)
+        middle = (low + high) // 2
+        return case((column < starts[middle], search(low, middle)), else_=search(middle, high))
+
+    return search(0, len(starts))
 
 
 # --- the figures ---------------------------------------------------------------------------------------------
@@ -174,36 +181,62 @@ def bucket_label(start: datetime, bucket: str) -> str:
     return f"{start:%Y-%m}" if bucket == "month" else start.date().isoformat()
 
 
+def _tallies(kind: Any, rating: Any) -> list[Any]:
+    """The kind, and the aggregates of a group of answers: count, NPS categories by rating (as
+    ``hub.models.nps_category``; counted for every kind, shown for NPS only) and the sum of the ratings."""
+    return [
+        kind,
+        func.count(),
+        func.sum(case((rating >= 9, 1), else_=0)),
+        func.sum(case((and_(rating >= 7, rating <= 8), 1), else_=0)),
+        func.sum(case((rating <= 6, 1), else_=0)),
+        func.sum(rating),
+    ]
+
+
+def bucket_query(chosen: AnswerFilter, starts: Sequence[datetime]) -> Any:
+    """The counts per survey kind and bucket, as one statement, written the way each case runs fastest:
+
+    * on ``responses`` alone (no channel or connector in the filter): a ``UNION ALL`` of one ``GROUP BY`` kind
+      per bucket, each a range of the time index; on SQLite 2.5 times faster than computing each row's
+      bucket (100,000 answers: 40 ms against 100 ms), on PostgreSQL the same;
+    * with the joins a channel or connector needs, or beyond ``MOST_UNION`` buckets: each row's bucket by
+      ``bucket_of`` and one ``GROUP BY``; a union would plan each bucket's join apart, which both databases
+      do badly (seconds instead of a tenth).
+    """
+    if chosen.needs_invitation or len(starts) > MOST_UNION:
+        rated = (
+            select(
+                Response.survey_kind.label("kind"),
+                bucket_of(Response.answered_at, starts).label("bucket"),
+                Response.rating.label("rating"),
+            )
+            .select_from(answers_from(chosen))
+            .where(*answer_conditions(chosen))
+            .subquery()
+        )
+        return select(rated.c.bucket, *_tallies(rated.c.kind, rated.c.rating)).group_by(
+            rated.c.kind, rated.c.bucket
+        )
+    ends = [*starts[1:], chosen.end]
+    return union_all(
+        *(
+            select(literal(index, Integer).label("bucket"), *_tallies(Response.survey_kind, Response.rating))
+            .where(
+                *answer_conditions(replace(chosen, start=max(start, chosen.start), end=min(end, chosen.end)))
+            )
+            .group_by(Response.survey_kind)
+            for index, (start, end) in enumerate(zip(starts, ends, strict=True))
+        )
+    )
+
+
 async def kind_figures(conn: AsyncConnection, chosen: AnswerFilter) -> list[KindFigures]:
     """Per survey kind present in the filter: counts, NPS categories and the sum of ratings, per bucket."""
     starts = bucket_starts(chosen)
-    rated = (
-        select(
-            Response.survey_kind.label("kind"),
-            bucket_of(Response.answered_at, starts).label("bucket"),
-            Response.rating.label("rating"),
-        )
-        .select_from(answers_from(chosen))
-        .where(*answer_conditions(chosen))
-        .subquery()
-    )
-    # categories by rating, as ``hub.models.nps_category``; counted for every kind, shown for NPS only
-    promoter = func.sum(case((rated.c.rating >= 9, 1), else_=0))
-    passive = func.sum(case((and_(rated.c.rating >= 7, rated.c.rating <= 8), 1), else_=0))
-    detractor = func.sum(case((rated.c.rating <= 6, 1), else_=0))
-    rows = await conn.execute(
-        select(
-            rated.c.kind,
-            rated.c.bucket,
-            func.count(),
-            promoter,
-            passive,
-            detractor,
-            func.sum(rated.c.rating),
-        ).group_by(rated.c.kind, rated.c.bucket)
-    )
+    rows = await conn.execute(bucket_query(chosen, starts))
     found: dict[SurveyKind, KindFigures] = {}
-    for kind, index, count, promoters, passives, detractors, rating_sum in rows:
+    for index, kind, count, promoters, passives, detractors, rating_sum in rows:
         try:
             survey_kind = SurveyKind(kind)
         except ValueError:  # a kind this version does not know: not shown rather than guessed
@@ -221,12 +254,14 @@ async def kind_figures(conn: AsyncConnection, chosen: AnswerFilter) -> list[Kind
 async def invitation_figures(
     conn: AsyncConnection, chosen: AnswerFilter, config: HubConfig
 ) -> tuple[int, int]:
-    """The invitations sent in the filter's period, and how many of them have been answered (by now)."""
-    source = outerjoin(invitations_from(chosen), Response, Response.invitation_id == Invitation.id)
+    """The invitations sent in the filter's period, and how many of them have been answered (by now). An
+    answered invitation says so in its status, which nothing changes afterwards (expiry leaves it alone), so
+    no join to the answers is needed."""
+    answered = func.sum(case((Invitation.status == "answered", 1), else_=0))
     row = (
         await conn.execute(
-            select(func.count(Invitation.id), func.count(Response.id))
-            .select_from(source)
+            select(func.count(), func.coalesce(answered, 0))
+            .select_from(invitations_from(chosen))
             .where(*invitation_conditions(chosen, config))
         )
     ).one()
@@ -257,8 +292,12 @@ async def newest_comments(
             Event.payload["record_url"].as_string(),
         )
         .select_from(answers_from(chosen, with_invitation=True).join(Person, Person.id == Response.person_id))
-        .where(*answer_conditions(chosen), Response.comment.is_not(None), Response.comment != "")
-        .order_by(Response.answered_at.desc(), Response.id.desc())
+        .where(
+            *answer_conditions(chosen, hide_connector_index=conn.dialect.name == "sqlite"),
+            Response.comment.is_not(None),
+            Response.comment != "",
+        )
+        .order_by(Response.answered_at.desc())
         .limit(limit)
     )
     comments = []
