@@ -202,7 +202,7 @@ async def test_a_link_the_page_does_not_understand_still_shows_the_page(dashboar
         {"period": "90", "bucket": "week"},
         {"period": "365", "bucket": "week"},
         {"period": "90", "bucket": "month"},
-        {"period": "90", "bucket": "week", "channel": "mail"},  # joined: each row's bucket by CASE
+        {"period": "90", "bucket": "week", "connector": "crm"},  # joined: each row's bucket by CASE
         {"from": "2021-01-01", "to": "2026-03-18", "bucket": "week"},  # more weeks than a union takes
     ],
 )

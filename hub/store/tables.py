@@ -280,6 +280,7 @@ class Response(Base):
             "rating",
             "campaign",
             "language",
+            "channel",
             "invitation_id",
         ),
     )

@@ -8,7 +8,9 @@ counts, so every figure of a page and the export agree on what "in the filter" m
   ``answered_at``, invitations by ``sent_at``;
 * campaign, survey kind, language: columns of the answer (the invitation's for invitations: the answer copies
   its language); an invitation has no survey kind, its campaign's survey in the config gives it;
-* channel: the channel the invitation was sent by (``invitations.channel``), for answers and invitations alike;
+* channel: the channel the invitation was sent by (``invitations.channel``); an answer keeps a copy of it
+  (``responses.channel``: a reply by text is matched only to invitations sent by the channel it came by, and an
+  answer on the survey page takes its invitation's), so answers are filtered without a join;
 * connector: the connector whose event started the invitation (``events.connector``).
 
 Tables are joined only when a filter needs them, so the unfiltered page reads ``responses`` alone.
@@ -55,7 +57,8 @@ class AnswerFilter:
 
     @property
     def needs_invitation(self) -> bool:
-        return self.channel is not None or self.connector is not None
+        """Whether the answers must be joined to their invitation and event: for the connector only."""
+        return self.connector is not None
 
     def query(self, **changes: Any) -> str:
         """The query string of this filter (with ``changes``), for links that keep it: the export, the trend's
@@ -162,7 +165,6 @@ def answers_from(chosen: AnswerFilter, *, with_invitation: bool = False) -> From
     source: FromClause = Response.__table__
     if chosen.needs_invitation or with_invitation:
         source = join(source, Invitation, Invitation.id == Response.invitation_id)
-    if chosen.connector is not None or with_invitation:
         source = join(source, Event, Event.id == Invitation.event_pk)
     return source
 
@@ -191,7 +193,7 @@ def answer_conditions(
             (Response.campaign, chosen.campaign),
             (Response.survey_kind, chosen.survey.value if chosen.survey is not None else None),
             (Response.language, chosen.language),
-            (Invitation.channel, chosen.channel),
+            (Response.channel, chosen.channel),
             (connector, chosen.connector),
         ),
     ]

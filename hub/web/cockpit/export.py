@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 
 from hub.store import Store
-from hub.store.tables import Event, Invitation, Person, Response
+from hub.store.tables import Event, Person, Response
 from hub.web.cockpit.answer_filter import AnswerFilter, answer_conditions, answers_from
 from hub.web.cockpit.figures import safe_link
 
@@ -78,7 +78,7 @@ def _query(chosen: AnswerFilter, after: tuple[datetime, str] | None) -> Any:
             Response.comment,
             Response.topic,
             Response.language,
-            Invitation.channel,
+            Response.channel,
             Event.connector,
             Event.record_id,
             Event.payload["record_url"].as_string(),

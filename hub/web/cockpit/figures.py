@@ -200,7 +200,7 @@ def bucket_query(chosen: AnswerFilter, starts: Sequence[datetime]) -> Any:
     * on ``responses`` alone (no channel or connector in the filter): a ``UNION ALL`` of one ``GROUP BY`` kind
       per bucket, each a range of the time index; on SQLite 2.5 times faster than computing each row's
       bucket (100,000 answers: 40 ms against 100 ms), on PostgreSQL the same;
-    * with the joins a channel or connector needs, or beyond ``MOST_UNION`` buckets: each row's bucket by
+    * with the joins a connector needs, or beyond ``MOST_UNION`` buckets: each row's bucket by
       ``bucket_of`` and one ``GROUP BY``; a union would plan each bucket's join apart, which both databases
       do badly (seconds instead of a tenth).
     """

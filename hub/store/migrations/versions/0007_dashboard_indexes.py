@@ -28,7 +28,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('responses', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_responses_answered_at'))
-        batch_op.create_index('ix_responses_answered', ['answered_at', 'survey_kind', 'rating', 'campaign', 'language', 'invitation_id'], unique=False)
+        batch_op.create_index('ix_responses_answered', ['answered_at', 'survey_kind', 'rating', 'campaign', 'language', 'channel', 'invitation_id'], unique=False)
 
     # ### end Alembic commands ###
 
