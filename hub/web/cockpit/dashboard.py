@@ -83,8 +83,7 @@ def filter_options(hub: Hub, chosen: AnswerFilter) -> dict[str, list[str]]:
 @router.get("", response_class=HTMLResponse)
 async def dashboard(request: Request, hub: HubDep, user: Viewer) -> Response:
     chosen = parse_filter(request.query_params, hub.now())
-    async with hub.store.engine.connect() as conn:
-        figures = await dashboard_figures(conn, chosen, hub.config)
+    figures = await dashboard_figures(hub.store.engine, chosen, hub.config)
     return render(
         request,
         hub,
