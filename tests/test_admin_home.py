@@ -1,4 +1,4 @@
-"""``/admin`` leads to a page that exists in every mode: the home page behind the login, the mailbox in the demo."""
+"""``/admin`` leads to a page that exists in every mode: the dashboard behind the login, the mailbox in the demo."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ async def test_admin_outside_the_demo_leads_to_a_real_page_behind_the_login(make
         assert signed.status_code == 303 and signed.headers["location"] == "/admin"
         home = await client.get("/admin")
         assert home.status_code == 200 and "Sign out" in home.text
+        assert "<h1>Dashboard</h1>" in home.text  # the cockpit's dashboard is the home page
         assert "/api/v1" in home.text and 'href="/api/docs"' in home.text  # the test config turns the API on
         assert "Mailbox" not in home.text  # the demo's only
         for link in ('href="/admin"', 'href="/api/docs"'):

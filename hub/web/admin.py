@@ -1,5 +1,5 @@
-"""The admin pages: a login, a home page (``/admin``) that says what the hub offers an admin, and in demo mode
-``/admin/mailbox``, the local mail catcher's messages.
+"""The admin pages: a login, and in demo mode ``/admin/mailbox``, the local mail catcher's messages. The home
+page, ``/admin``, is the cockpit's dashboard (``hub.web.cockpit.dashboard``).
 
 Access (who may sign in, sessions, roles: ``hub.web.cockpit.access``). The login form takes a user name and
 password, is CSRF-protected and rate-limited, records each sign-in in the audit log, and sets the signed,
@@ -123,21 +123,6 @@ async def _csrf_ok(request: Request, hub: Hub) -> bool:
 
 
 # --- login ----------------------------------------------------------------------------------------------------
-
-
-@router.get("", response_class=HTMLResponse)
-async def admin_home(request: Request, hub: HubDep) -> Response:
-    """What the admin offers, behind the login: a page that exists whatever the mode (the mailbox is demo only)."""
-    denied = await require_admin(request, hub)
-    if denied is not None:
-        return denied
-    return _render(
-        request,
-        hub,
-        "admin/home.html",
-        api_on=hub.config.hub.api_token is not None,
-        metrics_on=hub.config.hub.metrics_token is not None,
-    )
 
 
 def _login_page(

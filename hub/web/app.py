@@ -29,6 +29,7 @@ from hub.metrics import render as render_metrics
 from hub.web import admin, api, api_people, conversations, inbound, survey, sync_api
 from hub.web.cockpit import audit as cockpit_audit
 from hub.web.cockpit import campaigns as cockpit_campaigns
+from hub.web.cockpit import dashboard
 from hub.web.cockpit import people as cockpit_people
 from hub.web.cockpit import sso as cockpit_sso
 from hub.web.cockpit import sync as cockpit_sync
@@ -115,6 +116,7 @@ def create_app(
     app.include_router(api_people.router)
     app.include_router(sync_api.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)
     app.include_router(conversations.router)
     app.include_router(cockpit_audit.router)
     app.include_router(cockpit_users.router)
