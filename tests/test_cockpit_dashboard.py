@@ -322,7 +322,9 @@ async def test_the_csv_holds_the_answers_of_the_filter_with_formulas_defused(das
         )
     assert any(row["comment"].startswith("'=") for row in rows)
     async with hub.store.session() as s:
-        entry = (await s.execute(select(AuditEntry))).scalars().one()
+        entry = (
+            (await s.execute(select(AuditEntry).where(AuditEntry.action != "user.login"))).scalars().one()
+        )  # the export, beside the sign-in
     assert (entry.actor, entry.action) == ("admin", "answers.export")
     assert entry.detail is not None and "connector=crm" in entry.detail["filter"]
 
