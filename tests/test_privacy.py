@@ -245,3 +245,26 @@ async def test_the_cli_exports_and_erases_by_address_or_id(config_file, make_hub
     async with hub.store.session() as s:
         actors = set(await s.scalars(select(AuditEntry.actor).where(AuditEntry.action.like("person.%"))))
     assert len(actors) == 1 and actors.pop().startswith("cli:")
+
+
+async def test_an_erased_person_is_gone_from_the_csv_export_and_their_answer_stays(
+    make_hub, crm_state
+) -> None:
+    """The cockpit's CSV of the answers: the person's name and comment before the erase, neither after, and
+    the same number of answers with the same scores."""
+    from pydantic import SecretStr
+
+    from tests.test_cockpit_dashboard import PASSWORD, sign_in
+
+    hub = await make_hub()
+    hub.config.hub.admin_password = SecretStr(PASSWORD)
+    seeded = await seed(hub, crm_state)
+    async with asgi_client(create_app(hub, scheduler=False)) as client:
+        await sign_in(client)
+        before = (await client.get("/admin/answers.csv?period=365")).text
+        await erase_person(hub.store, seeded.person_id, "tester")
+        after = (await client.get("/admin/answers.csv?period=365")).text
+    assert NAME in before and COMMENT in before
+    assert [found for found in SECRETS if found.lower() in after.lower()] == []
+    rows_before, rows_after = before.strip().splitlines(), after.strip().splitlines()
+    assert len(rows_after) == len(rows_before) == seeded.answers + 1  # the header and every answer
