@@ -102,6 +102,7 @@ def capture(live: LiveHub, browser: Browser, folder: Path) -> list[Path]:
 async def _cockpit_history(live: LiveHub) -> None:
     """The demo's earlier answers, an admin to sign in as, and the answers of the survey screenshots synced."""
     hub = live.hub
+    hub.config.campaigns["case_closed"].survey = "nps"  # the survey screenshots last asked another kind
     await seed_history(hub, "crm", "case_closed", ["mail"])
     async with hub.store.session() as s:
         await accounts.add(s, "screenshots", ADMIN[0], "admin", ADMIN[1])
