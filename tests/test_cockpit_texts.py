@@ -26,15 +26,19 @@ from hub.web.cockpit.i18n import DOMAIN, LANGUAGE_COOKIE, LANGUAGE_NAMES, load, 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = LOCALE_DIR / f"{DOMAIN}.pot"
 TRANSLATED = [lang for lang in LANGUAGES if lang != "en"]
+#: the score's names are the same everywhere: NPS is a trademark, CSAT and CES are read as they are
+SCORE_NAMES = {"NPS", "Net Promoter Score (NPS)", "CSAT", "CES"}
 #: texts that really are the same word in English and the language (checked by hand); any other is a miss
 SAME_AS_ENGLISH = {
-    "da": {"Send", "{s} s"},
-    "nb": {"Send", "{s} s"},
-    "fr": {"Date", "Action", "Actions", "Invitations", "Pages", "{n} minutes", "{s} s"},
-    "de": {"Name", "Details", "{event} in {connector}", "{s} s"},
-    "nl": {"Details", "Item", "{event} in {connector}", "{s} s"},
-    "fi": {"{s} s"},
-    "sv": {"{s} s"},
+    "da": SCORE_NAMES | {"Send", "{s} s", "Filter", "Smiley"},
+    "nb": SCORE_NAMES | {"Send", "{s} s", "Filter", "Person {id}"},
+    "fr": SCORE_NAMES
+    | {"Date", "Action", "Actions", "Invitations", "Pages", "{n} minutes", "{s} s", "Smiley"},
+    "de": SCORE_NAMES
+    | {"Name", "Details", "{event} in {connector}", "{s} s", "Filter", "Export", "Smiley", "Person {id}"},
+    "nl": SCORE_NAMES | {"Details", "Item", "{event} in {connector}", "{s} s", "Filter", "Week", "Smiley"},
+    "fi": SCORE_NAMES | {"{s} s"},
+    "sv": SCORE_NAMES | {"{s} s", "Filter", "Smiley", "Person {id}"},
 }
 
 
