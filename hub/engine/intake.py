@@ -49,6 +49,19 @@ Read = tuple[CaseEvent, list[tuple[str, Campaign]], PersonRecord | None]
 EVENT_KEYS = ("event_id", "event_type", "record_type", "record_id", "person_id")
 
 
+#: the longest value the columns an event's keys are stored in take
+_KEY_LIMITS: dict[str, int] = {
+    name: length
+    for name, column in (
+        ("event_id", Event.__table__.c.event_id),
+        ("event_type", Event.__table__.c.event_type),
+        ("record_id", Event.__table__.c.record_id),
+        ("person_id", Identity.__table__.c.crm_id),
+    )
+    if (length := getattr(column.type, "length", None)) is not None
+}
+
+
 def unstorable(event: CaseEvent) -> str | None:
     """Why an event cannot be stored as it came (an id longer than its column, a NUL in an id), else None.
 
@@ -63,15 +76,9 @@ def unstorable(event: CaseEvent) -> str | None:
             return f"{name} is not valid Unicode text (a lone surrogate)"
     if not event.event_id:
         return "event_id is empty"
-    limits = {
-        "event_id": Event.__table__.c.event_id,
-        "event_type": Event.__table__.c.event_type,
-        "record_id": Event.__table__.c.record_id,
-        "person_id": Identity.__table__.c.crm_id,
-    }
-    for name, column in limits.items():
-        value, limit = getattr(event, name), getattr(column.type, "length", None)
-        if value is not None and limit is not None and len(value) > limit:
+    for name, limit in _KEY_LIMITS.items():
+        value = getattr(event, name)
+        if value is not None and len(value) > limit:
             return f"{name} is longer than {limit} characters"
     try:
         json.dumps(event.model_dump(mode="json"))
@@ -118,7 +125,12 @@ class Intake:
     # --- 1. events in -----------------------------------------------------------------------------------------
 
     async def receive(
-        self, connector: str, events: list[CaseEvent], source: str, raw: bytes | None = None
+        self,
+        connector: str,
+        events: list[CaseEvent],
+        source: str,
+        raw: bytes | None = None,
+        refused: list[tuple[CaseEvent, str]] | None = None,
     ) -> list[bool]:
         """Store events (duplicates dropped by (connector, event id)); True for each one that was new.
 
@@ -128,7 +140,8 @@ class Intake:
         ``process_pending``.
 
         An event that cannot be stored (see ``unstorable``) is skipped with a logged error and counts as not
-        new, so one bad record never stops the others of a poll or a webhook.
+        new, so one bad record never stops the others of a poll or a webhook; each is added to ``refused``
+        with the reason, for a webhook's sender to be told (checked here once, on the hot path of intake).
         """
         storable: list[CaseEvent] = []
         for event in events:
@@ -136,6 +149,8 @@ class Intake:
             if problem is None:
                 storable.append(event)
                 continue
+            if refused is not None:
+                refused.append((event, problem))
             log.error(
                 "event.unstorable",
                 connector=connector,

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from hub.app import Hub
-from hub.engine import unstorable
 from hub.errors import AuthError, BadInput, TransientError
+from hub.models import CaseEvent
 from hub.store.tables import RejectedWebhook, clean_text
 from hub.web.deps import HubDep, client_address, read_body, webhook_request
 from hub.web.protection import RateLimiter
@@ -175,12 +175,13 @@ async def receive_webhook(connector: str, request: Request, hub: HubDep) -> Resp
     if isinstance(reply, Response):
         return reply
     # events that cannot be stored are refused (kept); the others beside them are stored first
-    problems = [f"{e.event_id[:80]!r}: {p}" for e in reply.events if (p := unstorable(e)) is not None]
+    refused: list[tuple[CaseEvent, str]] = []
     try:
         if reply.events:
-            await hub.engine.receive(connector, reply.events, source="webhook", raw=body)
+            await hub.engine.receive(connector, reply.events, source="webhook", raw=body, refused=refused)
     except Exception as exc:
         return await _store_failed(hub, connector, request, body, exc)
+    problems = [f"{event.event_id[:80]!r}: {problem}" for event, problem in refused]
     if problems:
         return await _reject(hub, connector, request, body, 400, "; ".join(problems))
     WEBHOOKS.labels(connector, "accepted").inc()
