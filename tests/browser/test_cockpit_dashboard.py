@@ -59,6 +59,7 @@ def signed_in(request: pytest.FixtureRequest, browser: Browser, board: Dashboard
     context.set_default_timeout(10_000)
     page = context.new_page()
     page.goto("/admin")
+    page.get_by_label("User name").fill("admin")  # the built-in admin of hub.admin_password
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
