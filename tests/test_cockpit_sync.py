@@ -296,7 +296,7 @@ async def test_full_resync_names_its_cost_then_queues_everything_once_again(make
         assert "12 items" in confirm.text
         # batches of 3 of one family: 2 + 2 + 2 calls
         assert "at least 6 calls" in confirm.text
-        plan = (await client.get("/api/v1/connectors/crm/full-resync", headers=API)).json()
+        plan = (await client.get("/api/v1/connectors/crm/full-resync/plan", headers=API)).json()
         assert plan == {
             "items": 12,
             "by_kind": {"case_feedback": 4, "person_summary": 4, "timeline_entry": 4},
@@ -395,7 +395,7 @@ async def test_the_api_acts_as_api_and_its_document_covers_the_actions(make_hub,
         ("/api/v1/connectors/{name}/runs", "get"),
         ("/api/v1/connectors/{name}/sync", "post"),
         ("/api/v1/connectors/{name}/poll", "post"),
-        ("/api/v1/connectors/{name}/full-resync", "get"),
+        ("/api/v1/connectors/{name}/full-resync/plan", "get"),
         ("/api/v1/connectors/{name}/full-resync", "post"),
         ("/api/v1/connectors/{name}/pause", "post"),
         ("/api/v1/connectors/{name}/resume", "post"),

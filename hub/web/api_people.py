@@ -29,6 +29,11 @@ ACTOR = "api"
 router = APIRouter(prefix="/api/v1", tags=["privacy"], dependencies=[Depends(require_token)])
 PersonId = Annotated[int, Path(ge=1, le=MAX_ID, description="the hub's id of the person")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no person with that id"}}
+#: an action with a JSON body: also a body that cannot be parsed
+WITH_BODY: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    400: {"description": "the body cannot be parsed (not UTF-8 JSON)"},
+}
 
 
 class EraseRequest(BaseModel):
@@ -73,14 +78,14 @@ async def export_one(hub: HubDep, person_id: PersonId) -> PersonExport:
         return await export_person(hub.store, person_id, ACTOR)
 
 
-@router.post("/people/{person_id}/erase", response_model=ErasureCounts, responses=NOT_FOUND)
+@router.post("/people/{person_id}/erase", response_model=ErasureCounts, responses=WITH_BODY)
 async def erase_one(hub: HubDep, person_id: PersonId, body: EraseRequest) -> ErasureCounts:
     """Erase one person; their answers stay, anonymised. Returns what was removed, in numbers."""
     with person_or_404(person_id):
         return await erase_person(hub.store, person_id, ACTOR)
 
 
-@router.post("/people/{person_id}/opt-out", response_model=OptOutResult, responses=NOT_FOUND)
+@router.post("/people/{person_id}/opt-out", response_model=OptOutResult, responses=WITH_BODY)
 async def opt_out_one(hub: HubDep, person_id: PersonId, body: OptOutRequest) -> OptOutResult:
     """Opt one person out of surveys, or back in; their CRMs get the change at the next sync."""
     async with hub.store.session() as s:

@@ -28,6 +28,20 @@ from hub.web.deps import HubDep
 
 ACTOR = "api"
 
+#: what every route of one connector may answer besides its result
+UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no connector of that name, or it is not enabled"}
+}
+#: ... and a route with a JSON body
+WITH_BODY: dict[int | str, dict[str, Any]] = {
+    **UNKNOWN,
+    400: {"description": "the body cannot be parsed (not UTF-8 JSON)"},
+}
+DOES_NOT_POLL: dict[int | str, dict[str, Any]] = {
+    **UNKNOWN,
+    409: {"description": "the connector does not poll"},
+}
+
 router = APIRouter(prefix="/api/v1", tags=["sync"], dependencies=[Depends(require_token)])
 
 
@@ -172,7 +186,7 @@ def state_out(state: controls.ConnectorState) -> dict[str, Any]:
     }
 
 
-@router.get("/connectors/{name}", response_model=ConnectorDetailOut)
+@router.get("/connectors/{name}", response_model=ConnectorDetailOut, responses=UNKNOWN)
 async def connector_state(hub: HubDep, request: Request, name: str) -> ConnectorDetailOut:
     """One connector: enabled or paused, its schedule, last poll and sync, queue, next runs, newest dead letters
     and rejected webhooks."""
@@ -184,7 +198,7 @@ async def connector_state(hub: HubDep, request: Request, name: str) -> Connector
     )
 
 
-@router.get("/connectors/{name}/runs", response_model=list[SyncRunOut])
+@router.get("/connectors/{name}/runs", response_model=list[SyncRunOut], responses=UNKNOWN)
 async def connector_runs(
     hub: HubDep,
     name: str,
@@ -196,7 +210,7 @@ async def connector_runs(
     return [SyncRunOut.model_validate(r, from_attributes=True) for r in state.runs]
 
 
-@router.post("/connectors/{name}/sync", response_model=RunOut)
+@router.post("/connectors/{name}/sync", response_model=RunOut, responses=UNKNOWN)
 async def sync_now(hub: HubDep, name: str) -> RunOut:
     """Write the connector's due items now (under the lock the scheduled syncs take)."""
     outcome = await controls.run_sync(hub, running(hub, name))
@@ -204,7 +218,7 @@ async def sync_now(hub: HubDep, name: str) -> RunOut:
     return _run_out(outcome)
 
 
-@router.post("/connectors/{name}/poll", response_model=RunOut)
+@router.post("/connectors/{name}/poll", response_model=RunOut, responses=DOES_NOT_POLL)
 async def poll_now(hub: HubDep, name: str) -> RunOut:
     """Fetch the connector's new events now; 409 when it does not poll."""
     running(hub, name)
@@ -215,14 +229,14 @@ async def poll_now(hub: HubDep, name: str) -> RunOut:
     return _run_out(outcome)
 
 
-@router.get("/connectors/{name}/full-resync", response_model=ResyncPlanOut)
+@router.get("/connectors/{name}/full-resync/plan", response_model=ResyncPlanOut, responses=UNKNOWN)
 async def full_resync_plan(hub: HubDep, name: str) -> ResyncPlanOut:
     """What a full re-sync would queue and cost, without doing it."""
     plan = await controls.resync_plan(hub, running(hub, name))
     return ResyncPlanOut(items=plan.items, by_kind=plan.by_kind, batch_size=plan.batch_size, calls=plan.calls)
 
 
-@router.post("/connectors/{name}/full-resync", response_model=ResyncOut)
+@router.post("/connectors/{name}/full-resync", response_model=ResyncOut, responses=UNKNOWN)
 async def full_resync(hub: HubDep, name: str) -> ResyncOut:
     """Queue every write-back of the connector again (the same keys: the CRM upserts) and write them now."""
     requeued, outcome = await controls.full_resync(hub, running(hub, name))
@@ -230,7 +244,7 @@ async def full_resync(hub: HubDep, name: str) -> ResyncOut:
     return ResyncOut(requeued=requeued, run=_run_out(outcome))
 
 
-@router.post("/connectors/{name}/pause", response_model=ConnectorStateOut)
+@router.post("/connectors/{name}/pause", response_model=ConnectorStateOut, responses=UNKNOWN)
 async def pause(hub: HubDep, request: Request, name: str) -> dict[str, Any]:
     """Stop the connector's scheduled sync and poll; webhooks are still stored, answers still queued."""
     await controls.set_paused(hub, known(hub, name), True, ACTOR)
@@ -238,14 +252,14 @@ async def pause(hub: HubDep, request: Request, name: str) -> dict[str, Any]:
     return state_out(await controls.connector_state(hub, name, scheduler_next_runs(request)))
 
 
-@router.post("/connectors/{name}/resume", response_model=ConnectorStateOut)
+@router.post("/connectors/{name}/resume", response_model=ConnectorStateOut, responses=UNKNOWN)
 async def resume(hub: HubDep, request: Request, name: str) -> dict[str, Any]:
     await controls.set_paused(hub, known(hub, name), False, ACTOR)
     await audit(hub, ACTOR, "sync.resume", name)
     return state_out(await controls.connector_state(hub, name, scheduler_next_runs(request)))
 
 
-@router.put("/connectors/{name}/schedule", response_model=ConnectorStateOut)
+@router.put("/connectors/{name}/schedule", response_model=ConnectorStateOut, responses=WITH_BODY)
 async def set_schedule(hub: HubDep, request: Request, name: str, body: ScheduleRequest) -> dict[str, Any]:
     """Set the sync interval (replacing the configured cron) and the poll interval; null: as configured.
     Intervals are 10 seconds to a week; a poll interval of 0 turns polling off (422 otherwise)."""
