@@ -138,3 +138,20 @@ async def test_answers_queued_by_the_thousand_are_written_at_the_commit_and_drop
     assert len(items) == 9  # three answers, three items each: summary, timeline, the case's feedback
     assert {w.person_record_id for w in items} == {"P1", "P4", "P5"}
     assert all(w.state == "queued" and w.version == 1 for w in items)
+
+
+async def test_an_answer_given_again_with_a_nul_in_its_comment_changes_nothing(make_hub, crm_state) -> None:
+    """Text is compared as it is stored (without NUL): the same answer again is no change, so nothing is
+    written back again and nobody is told twice, and what the caller gets back is what was stored."""
+    hub = await make_hub()
+    [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
+    first = await hub.engine.record_answer(inv_id, 9, comment="fast\x00 and kind")
+    alerts = len([m for m in crm_state.outbox if m.get("kind") == "alert"])
+    again = await hub.engine.record_answer(inv_id, 9, comment="fast\x00 and kind")
+    assert first.comment == again.comment == "fast and kind"
+    assert again.updated_at == first.updated_at
+    assert len([m for m in crm_state.outbox if m.get("kind") == "alert"]) == alerts
+    async with hub.store.session() as s:
+        assert await s.scalar(select(Response.comment)) == "fast and kind"
+        versions = list(await s.scalars(select(WriteBack.version)))
+    assert versions and set(versions) == {1}
