@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from hub.engine import answers
 from hub.errors import BadInput
 from hub.store.tables import Event, Invitation, Response, WriteBack
 from tests.helpers import survey_flow
@@ -138,3 +139,48 @@ async def test_answers_queued_by_the_thousand_are_written_at_the_commit_and_drop
     assert len(items) == 9  # three answers, three items each: summary, timeline, the case's feedback
     assert {w.person_record_id for w in items} == {"P1", "P4", "P5"}
     assert all(w.state == "queued" and w.version == 1 for w in items)
+
+
+async def test_an_answer_given_again_with_a_nul_in_its_comment_changes_nothing(make_hub, crm_state) -> None:
+    """Text is compared as it is stored (without NUL): the same answer again is no change, so nothing is
+    written back again and nobody is told twice, and what the caller gets back is what was stored."""
+    hub = await make_hub()
+    [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
+    first = await hub.engine.record_answer(inv_id, 9, comment="fast\x00 and kind")
+    alerts = len([m for m in crm_state.outbox if m.get("kind") == "alert"])
+    again = await hub.engine.record_answer(inv_id, 9, comment="fast\x00 and kind")
+    assert first.comment == again.comment == "fast and kind"
+    assert again.updated_at == first.updated_at
+    assert len([m for m in crm_state.outbox if m.get("kind") == "alert"]) == alerts
+    async with hub.store.session() as s:
+        assert await s.scalar(select(Response.comment)) == "fast and kind"
+        versions = list(await s.scalars(select(WriteBack.version)))
+    assert versions and set(versions) == {1}
+
+
+async def test_a_first_answer_that_meets_one_stored_meanwhile_amends_it(
+    make_hub, crm_state, monkeypatch
+) -> None:
+    """A first answer stored by someone else after this batch read the invitation (a double-click reaching two
+    processes): the unique response per invitation refuses the INSERT, nothing of the batch is kept, and the
+    answer is written again, amending that response instead of failing."""
+    hub = await make_hub()
+    [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
+    other = await hub.engine.record_answer(inv_id, 3)
+    real_of = answers._Target.of
+    missed: list[object] = []
+
+    def read_before_the_other_answer(row):
+        target = real_of(row)
+        if not missed:  # the first read only: as if it came before the other answer's commit
+            missed.append(target.response)
+            target.response = None
+        return target
+
+    monkeypatch.setattr(answers._Target, "of", staticmethod(read_before_the_other_answer))
+    record = await hub.engine.record_answer(inv_id, 9, comment="better now")
+    assert missed and missed[0] is not None
+    assert record.id == other.id and (record.rating, record.comment) == (9, "better now")
+    async with hub.store.session() as s:
+        stored = [(r.id, r.rating, r.comment) for r in await s.scalars(select(Response))]
+    assert stored == [(other.id, 9, "better now")]

@@ -7,20 +7,19 @@ within the amend window, and a concurrent double-click is resolved by the unique
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
-from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.config import Campaign, SurveySettings
 from hub.engine.common import hash_token, invitation_record, question, response_record
 from hub.engine.optouts import OptOuts
-from hub.engine.writebacks import WriteBackQueue, identities_query
+from hub.engine.writebacks import WriteBackQueue, identities_of
 from hub.errors import BadInput, HubError
 from hub.http import with_retries
 from hub.models import (
@@ -36,7 +35,7 @@ from hub.models import (
 )
 from hub.people import upsert_person
 from hub.store.group_commit import GroupCommit
-from hub.store.tables import Event, Invitation, Person, Response, Token
+from hub.store.tables import CleanString, Event, Invitation, Person, Response, Token
 from hub.texts import text
 
 if TYPE_CHECKING:
@@ -78,10 +77,99 @@ class SurveyPage:
 #: the most answers one transaction carries (a bound on its statements' size, not a tuning knob)
 ANSWER_BATCH = 200
 
+
+class _Case(NamedTuple):
+    """The event behind an invitation, as an answer needs it: where its record is, and the case (alerts)."""
+
+    connector: str
+    event_id: str
+    record_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _ResponseRow:
+    """A response's values (a row of ``responses``, field for column) as the batch writer reads and changes
+    them: plain values, so storing an answer builds no mapped object."""
+
+    id: str
+    invitation_id: int
+    person_id: int
+    campaign: str
+    survey_kind: str
+    rating: int
+    score: float
+    category: str | None
+    comment: str | None
+    topic: str | None
+    language: str
+    channel: str | None
+    answered_at: datetime
+    updated_at: datetime
+
+    def values(self) -> dict[str, Any]:
+        """Its row, for the INSERT of a first answer."""
+        return {
+            "id": self.id,
+            "invitation_id": self.invitation_id,
+            "person_id": self.person_id,
+            "campaign": self.campaign,
+            "survey_kind": self.survey_kind,
+            "rating": self.rating,
+            "score": self.score,
+            "category": self.category,
+            "comment": self.comment,
+            "topic": self.topic,
+            "language": self.language,
+            "channel": self.channel,
+            "answered_at": self.answered_at,
+            "updated_at": self.updated_at,
+        }
+
+    def changes(self) -> dict[str, Any]:
+        """What an amendment changes, for the UPDATE of ``_AMEND_RESPONSES``."""
+        return {
+            "b_id": self.id,
+            "b_rating": self.rating,
+            "b_score": self.score,
+            "b_category": self.category,
+            "b_comment": self.comment,
+            "b_topic": self.topic,
+            "b_updated_at": self.updated_at,
+        }
+
+
+@dataclass(slots=True)
+class _Target:
+    """One invitation of a batch as read after its lock (the fields before ``case`` are its columns), its
+    event, and its answer so far: ``status`` and ``response`` follow the batch's answers in memory."""
+
+    id: int
+    campaign: str
+    person_id: int | None
+    status: str
+    reason: str | None
+    channel: str | None
+    language: str
+    send_after: datetime | None
+    sent_at: datetime | None
+    created_at: datetime
+    case: _Case
+    response: _ResponseRow | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> _Target:
+        """From a row of ``_BATCH_QUERY``: the invitation's columns, the event's, then the response's."""
+        answer = row[_RESPONSE_AT:]
+        response = None if answer[0] is None else _ResponseRow(*answer)
+        values = (*row[:_CASE_AT], _Case(*row[_CASE_AT:_RESPONSE_AT]), response)
+        return cls(*values)
+
+
 #: a stored answer: the response, its invitation, what the response held before (None: a first answer), the
 #: event, the campaign and the survey's kind
 _Stored = tuple[
-    ResponseRecord, InvitationRecord, "tuple[int, str | None, str | None] | None", Event, Campaign, SurveyKind
+    ResponseRecord, InvitationRecord, "tuple[int, str | None, str | None] | None", _Case, Campaign, SurveyKind
 ]
 
 
@@ -110,6 +198,9 @@ class _Step:
     window: timedelta
     answered: set[int] = field(default_factory=set)
     queued: list[dict[str, Any]] = field(default_factory=list)
+    #: response id -> values: first answers to insert, stored answers whose amendment changed them
+    created: dict[str, _ResponseRow] = field(default_factory=dict)
+    amended: dict[str, _ResponseRow] = field(default_factory=dict)
 
 
 class _UnknownTargets(Exception):
@@ -140,6 +231,67 @@ _PAGE_QUERY = (
     )
     .where(_TOKENS.c.hash == bindparam("hash"))
 )
+
+
+_EVENTS = Event.__table__
+#: the tables the batch writer changes, as tables (``Model.__table__`` is typed as any from-clause)
+_INVITATION_TABLE, _RESPONSE_TABLE = cast(Table, Invitation.__table__), cast(Table, Response.__table__)
+_INVITATION_COLUMNS = [f.name for f in fields(_Target) if f.name not in ("case", "response")]
+_CASE_AT = len(_INVITATION_COLUMNS)
+_RESPONSE_AT = _CASE_AT + len(_Case._fields)
+#: a write that changes nothing to a batch's invitations: their row locks (PostgreSQL), the write lock (SQLite)
+_LOCK_INVITATIONS = (
+    update(_INVITATION_TABLE)
+    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status=_INVITATIONS.c.status, updated_at=_INVITATIONS.c.updated_at)
+)
+#: a batch's invitations (the columns of ``_Target``), their events' (``_Case``) and their answers so far
+#: (``_ResponseRow``'s, all None without one)
+_BATCH_QUERY = (
+    select(
+        *(_INVITATIONS.c[name] for name in _INVITATION_COLUMNS),
+        *(_EVENTS.c[name] for name in _Case._fields),
+        *(_RESPONSES.c[f.name].label(f"r_{f.name}") for f in fields(_ResponseRow)),
+    )
+    .select_from(
+        _INVITATIONS.join(_EVENTS, _EVENTS.c.id == _INVITATIONS.c.event_pk).outerjoin(
+            _RESPONSES, _RESPONSES.c.invitation_id == _INVITATIONS.c.id
+        )
+    )
+    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
+)
+#: the batch's first answers, one executemany (values bound through the columns' types, which clean them)
+_INSERT_RESPONSES = insert(_RESPONSE_TABLE)
+#: the batch's amended answers, one executemany keyed by the response's id
+_AMEND_RESPONSES = (
+    update(_RESPONSE_TABLE)
+    .where(_RESPONSES.c.id == bindparam("b_id"))
+    .values(
+        rating=bindparam("b_rating"),
+        score=bindparam("b_score"),
+        category=bindparam("b_category"),
+        comment=bindparam("b_comment"),
+        topic=bindparam("b_topic"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
+#: the status of the invitations whose answer the batch stored or changed
+_ANSWERED = (
+    update(_INVITATION_TABLE)
+    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status="answered", updated_at=bindparam("now"))
+)
+
+
+def _cleaner(column: str) -> Callable[[str | None], str | None]:
+    """How ``responses.<column>`` cleans text (NUL, lone surrogates, its length), as a mapped object's
+    assignment does: the value the batch goes on using is the one stored."""
+    kind = _RESPONSES.c[column].type
+    assert isinstance(kind, CleanString)
+    return kind.clean
+
+
+_CLEAN_CHANNEL, _CLEAN_COMMENT, _CLEAN_TOPIC = _cleaner("channel"), _cleaner("comment"), _cleaner("topic")
 
 
 def _response_of(row: Row[Any]) -> ResponseRecord | None:
@@ -264,48 +416,33 @@ class Answers:
         The transaction starts with a write that changes nothing to the batch's invitations: on PostgreSQL it
         locks their rows, on SQLite it takes the write lock, so what is read next is what the answers before
         these stored (another process's double-click included), and nobody changes it until the commit.
-        Then three reads (invitations with their events and answers so far; the people's identities in the
-        write-back targets) and three writes, however many answers the batch holds.
+        Then two reads (invitations with their events and answers so far; the people's identities in the
+        write-back targets) and at most four writes, however many answers the batch holds. Core statements
+        built once, with plain values: no mapped objects, so no unit of work, on the path of every answer.
         """
         hub = self.hub
         now = hub.now()
         ids = sorted({item.invitation_id for item in batch})
-        # the session joins the transaction of ``conn`` (committed by ``Store.write``, not by the session)
-        with Session(bind=conn, expire_on_commit=False, autoflush=False) as s:
-            conn.execute(  # Core, on the session's connection: no ORM bulk-update layer
-                update(Invitation)
-                .where(Invitation.id.in_(ids))
-                .values(status=Invitation.status, updated_at=Invitation.updated_at)
-            )
-            rows = s.execute(
-                select(Invitation, Event, Response)
-                .join(Event, Event.id == Invitation.event_pk)
-                .outerjoin(Response, Response.invitation_id == Invitation.id)
-                .where(Invitation.id.in_(ids))
-                .options(defer(Event.raw))
-            )
-            found: dict[int, tuple[Invitation, Event, Response | None]] = {
-                inv.id: (inv, event, resp) for inv, event, resp in rows
-            }
-            identities = self._identities(s, [inv for inv, _, _ in found.values()])
-            step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
-            outcomes: list[_Written | BaseException] = []
-            for item in batch:
-                try:
-                    outcomes.append(self._apply(s, item, found, identities, step))
-                except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
-                    outcomes.append(refused)
-            s.flush()  # the new responses (one INSERT) and the amended ones
-            if step.answered:
-                conn.execute(
-                    update(Invitation)
-                    .where(Invitation.id.in_(sorted(step.answered)))
-                    .values(status="answered", updated_at=now)
-                )
-            self.write_backs.write(s, step.queued, now)
+        conn.execute(_LOCK_INVITATIONS, {"ids": ids})
+        found = {row.id: _Target.of(row) for row in conn.execute(_BATCH_QUERY, {"ids": ids})}
+        identities = self._identities(conn, list(found.values()))
+        step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
+        outcomes: list[_Written | BaseException] = []
+        for item in batch:
+            try:
+                outcomes.append(self._apply(item, found, identities, step))
+            except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
+                outcomes.append(refused)
+        if step.created:  # with their latest values: a second answer in the batch amended them in memory
+            conn.execute(_INSERT_RESPONSES, [resp.values() for resp in step.created.values()])
+        if step.amended:
+            conn.execute(_AMEND_RESPONSES, [resp.changes() for resp in step.amended.values()])
+        if step.answered:
+            conn.execute(_ANSWERED, {"ids": sorted(step.answered), "now": now})
+        self.write_backs.write(conn, step.queued, now)
         return outcomes
 
-    def _identities(self, s: Session, invitations: list[Invitation]) -> dict[int, dict[str, str]]:
+    def _identities(self, conn: Connection, invitations: list[_Target]) -> dict[int, dict[str, str]]:
         """Person id -> connector -> record id, in every write-back target of these invitations (one read)."""
         people = {inv.person_id for inv in invitations if inv.person_id is not None}
         targets = {
@@ -314,28 +451,24 @@ class Answers:
             if (campaign := self.hub.config.campaigns.get(inv.campaign)) is not None
             for target in campaign.targets()
         }
-        found: dict[int, dict[str, str]] = {}
-        if people and targets:
-            for person_id, connector, crm_id in s.execute(identities_query(people, targets)):
-                found.setdefault(person_id, {})[connector] = crm_id
-        return found
+        return identities_of(conn, people, targets) if people else {}
 
     def _apply(
         self,
-        s: Session,
         item: _Submitted,
-        found: dict[int, tuple[Invitation, Event, Response | None]],
+        found: dict[int, _Target],
         identities: dict[int, dict[str, str]],
         step: _Step,
     ) -> _Written:
         """One answer of a batch, in memory: checked first (raising before it changes anything), then applied
-        to its response (new or amended); its invitation and write-back items are noted in ``step``."""
+        to its response (new or amended); its response, invitation and write-back items are noted in ``step``.
+        """
         hub, answer = self.hub, item.answer
-        row = found.get(item.invitation_id)
-        if row is None or row[0].person_id is None:
+        inv = found.get(item.invitation_id)
+        if inv is None or inv.person_id is None:
             raise BadInput("no such invitation", 404)
-        inv, event, resp = row
-        person_id = row[0].person_id
+        person_id = inv.person_id
+        resp = inv.response
         campaign = hub.config.campaigns.get(inv.campaign)
         if campaign is None:
             raise BadInput("this survey is no longer available", 410)
@@ -355,36 +488,51 @@ class Answers:
         before = (resp.rating, resp.comment, resp.topic) if resp is not None else None
         if resp is None:
             assert answer.rating is not None
-            resp = Response(
+            # the invitation's campaign and language were cleaned to the same lengths when they were stored
+            resp = inv.response = _ResponseRow(
                 id=str(uuid.uuid4()),
                 invitation_id=inv.id,
                 person_id=person_id,
                 campaign=inv.campaign,
                 survey_kind=survey.kind.value,
-                language=inv.language,
-                channel=answer.channel or inv.channel,
-                answered_at=step.now,
                 rating=answer.rating,
                 score=0.0,
+                category=None,
+                comment=None,
+                topic=None,
+                language=inv.language,
+                channel=_CLEAN_CHANNEL(answer.channel or inv.channel),
+                answered_at=step.now,
+                updated_at=step.now,
             )
-            s.add(resp)
-            found[inv.id] = (inv, event, resp)  # a second answer in this batch amends it
+            step.created[resp.id] = resp  # a second answer in this batch amends it before it is inserted
+        # text is cleaned as it is taken, like a mapped object's (``hub.store.tables``): what is compared,
+        # returned and written back is what is stored
         if answer.rating is not None:
             resp.rating = answer.rating
         if answer.comment is not None:
-            resp.comment = answer.comment.strip() or resp.comment
+            resp.comment = _CLEAN_COMMENT(answer.comment.strip() or resp.comment)
         if answer.topic is not None:
-            resp.topic = answer.topic or resp.topic
+            resp.topic = _CLEAN_TOPIC(answer.topic or resp.topic)
         changed = before is None or before != (resp.rating, resp.comment, resp.topic)
         if changed:
             resp.score = survey.score_of(resp.rating)
             category = _category(survey.kind, resp.rating)
             resp.category = category.value if category is not None else None
             resp.updated_at = step.now
-            set_committed_value(inv, "status", "answered")  # written for the whole batch by one UPDATE
+            if resp.id not in step.created:
+                step.amended[resp.id] = resp
+            inv.status = "answered"  # written for the whole batch by one UPDATE
             step.answered.add(inv.id)
-            step.queued.extend(self.write_backs.items(resp, event, campaign, known))
-        stored = (response_record(resp), invitation_record(inv, event), before, event, campaign, survey.kind)
+            step.queued.extend(self.write_backs.items(resp, inv.case, campaign, known))
+        stored = (
+            response_record(resp),
+            invitation_record(inv, inv.case),
+            before,
+            inv.case,
+            campaign,
+            survey.kind,
+        )
         return _Written(stored, changed)
 
     async def _resolve_targets(self, person_id: int, targets: list[str]) -> None:
@@ -415,7 +563,7 @@ class Answers:
         self,
         response: ResponseRecord,
         invitation: InvitationRecord,
-        event: Event,
+        event: _Case,
         campaign: Campaign,
         comment_added: bool,
     ) -> None:

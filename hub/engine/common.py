@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from hashlib import sha256
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hub.config import SurveySettings
 from hub.models import InvitationRecord, NpsCategory, ResponseRecord, SurveyKind
-from hub.store.tables import Event, Invitation, Response
 from hub.texts import text
 
 if TYPE_CHECKING:
@@ -18,7 +18,75 @@ def hash_token(token: str) -> str:
     return sha256(token.encode()).hexdigest()
 
 
-def invitation_record(inv: Invitation, event: Event) -> InvitationRecord:
+class InvitationValues(Protocol):
+    """An invitation's values: a mapped ``Invitation``, or the plain values the answers' batch writer reads."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def campaign(self) -> str: ...
+    @property
+    def person_id(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def send_after(self) -> datetime | None: ...
+    @property
+    def sent_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+class CaseValues(Protocol):
+    """The event behind an invitation, as far as records and write-backs name it: its connector and record."""
+
+    @property
+    def connector(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def record_id(self) -> str: ...
+
+
+class ResponseValues(Protocol):
+    """A stored answer's values: a mapped ``Response``, a ``ResponseRecord``, or the batch writer's plain values
+    (the code that reads an answer takes all three, so it is written once)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def invitation_id(self) -> int: ...
+    @property
+    def campaign(self) -> str: ...
+    @property
+    def person_id(self) -> int: ...
+    @property
+    def survey_kind(self) -> str: ...
+    @property
+    def rating(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def comment(self) -> str | None: ...
+    @property
+    def topic(self) -> str | None: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def answered_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+def invitation_record(inv: InvitationValues, event: CaseValues) -> InvitationRecord:
     return InvitationRecord(
         id=inv.id,
         campaign=inv.campaign,
@@ -35,7 +103,7 @@ def invitation_record(inv: Invitation, event: Event) -> InvitationRecord:
     )
 
 
-def response_record(row: Response) -> ResponseRecord:
+def response_record(row: ResponseValues) -> ResponseRecord:
     return ResponseRecord(
         id=row.id,
         invitation_id=row.invitation_id,

@@ -16,13 +16,14 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from hub.config import Campaign
+from hub.engine.common import CaseValues, ResponseValues
 from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
@@ -92,11 +93,27 @@ def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-def identities_query(people: Iterable[int], targets: Iterable[str]) -> Select[int, str, str]:
-    """(person id, connector, record id) of these people in these write-back targets."""
-    return select(Identity.person_id, Identity.connector, Identity.crm_id).where(
-        Identity.person_id.in_(sorted(people)), Identity.connector.in_(sorted(targets))
-    )
+#: (person id, connector, record id) of some people in some write-back targets: built once, its lists bound
+_IDENTITIES = select(Identity.person_id, Identity.connector, Identity.crm_id).where(
+    Identity.person_id.in_(bindparam("people", expanding=True)),
+    Identity.connector.in_(bindparam("targets", expanding=True)),
+)
+
+
+def identities_of(
+    conn: Connection | Session, people: Iterable[int], targets: Iterable[str]
+) -> dict[int, dict[str, str]]:
+    """Person id -> connector -> record id, for these people in these write-back targets (one read per
+    ``_PEOPLE_PER_READ`` people; none without targets). On a session the read autoflushes like any other."""
+    ordered, wanted = sorted(people), sorted(targets)
+    found: dict[int, dict[str, str]] = {}
+    if not wanted:
+        return found
+    for start in range(0, len(ordered), _PEOPLE_PER_READ):  # within every database's bound parameters
+        chunk = ordered[start : start + _PEOPLE_PER_READ]
+        for person_id, connector, crm_id in conn.execute(_IDENTITIES, {"people": chunk, "targets": wanted}):
+            found.setdefault(person_id, {})[connector] = crm_id
+    return found
 
 
 def _item(
@@ -137,12 +154,7 @@ class WriteBackQueue:
             return
         people = {resp.person_id for resp, _, _ in pending}
         targets = {target for _, _, campaign in pending for target in campaign.targets()}
-        identities: dict[int, dict[str, str]] = {}
-        ordered = sorted(people)
-        for start in range(0, len(ordered), _PEOPLE_PER_READ):  # within every database's bound parameters
-            chunk = ordered[start : start + _PEOPLE_PER_READ]
-            for person_id, connector, crm_id in session.execute(identities_query(chunk, targets)):
-                identities.setdefault(person_id, {})[connector] = crm_id
+        identities = identities_of(session, people, targets)
         items = [
             item
             for resp, event, campaign in pending
@@ -154,10 +166,13 @@ class WriteBackQueue:
             session.connection().execute(statement, [{**item, "now": now} for item in items])
 
     def items(
-        self, resp: Response, event: Event, campaign: Campaign, identities: dict[str, str]
+        self, resp: ResponseValues, event: CaseValues, campaign: Campaign, identities: dict[str, str]
     ) -> list[dict[str, Any]]:
         """The queue's rows for one answer (without times): per target that knows the person, its summary,
-        timeline entry and (in the CRM the case came from) the case's feedback, as the campaign asks."""
+        timeline entry and (in the CRM the case came from) the case's feedback, as the campaign asks.
+
+        ``resp`` and ``event`` are a mapped ``Response`` and ``Event`` (answers stored directly) or the plain
+        values of the answers' batch writer: both give the same rows."""
         settings = campaign.write_back
         category = NpsCategory(resp.category) if resp.category else None
         items: list[dict[str, Any]] = []
@@ -293,8 +308,8 @@ class WriteBackQueue:
         # on the session's connection: a Core executemany, without the ORM's bulk-insert layer around it
         await (await s.connection()).execute(statement, [{**item, "now": moment} for item in items])
 
-    def write(self, s: Session, items: list[dict[str, Any]], now: datetime) -> None:
+    def write(self, conn: Connection, items: list[dict[str, Any]], now: datetime) -> None:
         """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
         if items:
-            statement = upsert_statement(s.get_bind().dialect.name)
-            s.connection().execute(statement, [{**item, "now": now} for item in items])
+            statement = upsert_statement(conn.dialect.name)
+            conn.execute(statement, [{**item, "now": now} for item in items])

@@ -19,6 +19,7 @@ Design notes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -82,9 +83,21 @@ def clean_text(value: str, limit: int | None = None) -> str:
 def clean_json(value: Any) -> Any:
     """A JSON value with NUL removed from every string in it, keys too (PostgreSQL ``jsonb`` refuses them)."""
     if isinstance(value, str):
-        return clean_text(value)
+        return value if NUL not in value and value.isascii() else clean_text(value)
     if isinstance(value, dict):
-        return {clean_text(k) if isinstance(k, str) else k: clean_json(v) for k, v in value.items()}
+        # the keys and plain values of an object cleaned here, without a call each: every write-back payload
+        # passes through on every answer; a text with nothing to clean is what ``clean_text`` returns for it
+        cleaned: dict[Any, Any] = {}
+        for key, member in value.items():
+            if isinstance(key, str) and (NUL in key or not key.isascii()):
+                key = clean_text(key)
+            if isinstance(member, str):
+                if NUL in member or not member.isascii():
+                    member = clean_text(member)
+            elif isinstance(member, dict | list | tuple):
+                member = clean_json(member)
+            cleaned[key] = member
+        return cleaned
     if isinstance(value, list | tuple):
         return [clean_json(v) for v in value]
     return value
@@ -105,6 +118,23 @@ class CleanString(TypeDecorator[str]):
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         return self.clean(value)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """``process_bind_param`` in one call per value, and a value with nothing to clean (most) bound as it is:
+        text is bound on every write, an answer's batch binds dozens. With an inner conversion (a dialect's
+        ``String`` that has one) the decorator's usual composition."""
+        if self.impl_instance.bind_processor(dialect) is not None:
+            return super().bind_processor(dialect)
+        limit = self.length
+
+        def process(value: str | None) -> str | None:
+            if value is None:
+                return None
+            if NUL not in value and value.isascii() and (limit is None or len(value) <= limit):
+                return value  # what ``clean_text`` returns for it
+            return clean_text(value, limit)
+
+        return process
 
 
 class CleanText(CleanString):

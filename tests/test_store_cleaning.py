@@ -1,0 +1,62 @@
+"""Text is stored the same way on every database: without NUL, a lone surrogate replaced, cut to its column.
+
+The binding of text columns and the cleaning of JSON values take a short way for text with nothing to clean
+(most of it); these pin down what both give, whatever way a value takes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.engine import Dialect
+
+from hub.store.tables import CleanString, CleanText, clean_json, clean_text
+
+DIALECTS = [sqlite.dialect(), asyncpg.dialect()]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+def test_text_is_bound_without_nul_or_lone_surrogates_and_cut_to_its_column(dialect: Dialect) -> None:
+    bind = CleanString(5).dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None
+    plain = "abc"
+    assert bind(None) is None and bind(plain) is plain
+    assert bind("a\x00bcdefg") == "abcde"
+    assert bind("abcdefg") == "abcde"
+    assert bind("é\ud800x") == "é\ufffdx"
+    assert bind("\ud83d\ude00") == "\U0001f600"  # a pair of surrogates is its character
+    text = CleanText().dialect_impl(dialect).bind_processor(dialect)
+    assert text is not None
+    assert text("x" * 10_000 + "\x00") == "x" * 10_000
+    assert text("ünïcode") == "ünïcode"
+
+
+@pytest.mark.parametrize("value", ["", "plain", "a\x00b", "é\udc00", "x" * 30, "ÿ" * 30 + "\x00"])
+def test_binding_gives_what_clean_text_gives(value: str) -> None:
+    dialect = sqlite.dialect()
+    bind = CleanString(20).dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None
+    assert bind(value) == clean_text(value, 20)
+
+
+def test_json_strings_and_keys_are_cleaned_at_every_depth() -> None:
+    value = {
+        "a\x00": "x\x00y",
+        "nested": [1, "é\ud800", {"k\x00": ("\x00", None)}],
+        "number": 2.5,
+        "flag": True,
+        "none": None,
+        7: "seven",
+    }
+    assert clean_json(value) == {
+        "a": "xy",
+        "nested": [1, "é\ufffd", {"k": ["", None]}],
+        "number": 2.5,
+        "flag": True,
+        "none": None,
+        7: "seven",
+    }
+    assert clean_json("plain") == "plain" and clean_json(["\x00"]) == [""] and clean_json(3) == 3
+    # two keys that clean to the same: the later one's value, as a dict built from them keeps
+    assert clean_json({"a\x00": 1, "a": 2}) == {"a": 2}
