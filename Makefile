@@ -16,7 +16,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock plugins/*/pyproject.toml
 	touch $@
 
 demo: $(VENV)/.synced  ## the hub's main job on embedded defaults
-	$(RUN) cxhub demo --auto
+	$(RUN) cxhub demo --auto --stay
 
 serve: $(VENV)/.synced
 	$(RUN) cxhub serve --config hub/demo.toml

@@ -654,9 +654,10 @@ def demo(
         bool,
         typer.Option(
             "--stay/--exit",
-            help="with --auto: keep the hub and its cockpit up after the story until Ctrl-C, or exit there",
+            help="with --auto: keep the hub and its cockpit up after the story until Ctrl-C (make demo), "
+            "or exit there (scripts)",
         ),
-    ] = True,
+    ] = False,
     crm: Annotated[str, typer.Option(help="the CRM emulator to use")] = "superoffice",
     channel: Annotated[
         str,

@@ -12,8 +12,8 @@ them through the phone itself.
 
 The cockpit: the demo's hub starts with twelve weeks of earlier answers (``hub.demo_history``) and two users
 of the admin cockpit, ``admin`` and ``viewer``, with passwords made for this run and printed with the link.
-With ``--auto`` the demo leaves the hub and its cockpit up after the story until Ctrl-C (``--exit`` stops it
-there instead, for scripts).
+With ``--auto --stay`` (``make demo``) the demo leaves the hub and its cockpit up after the story until
+Ctrl-C; with ``--auto`` alone it ends there, as scripts want.
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ def test_answering_with_random_form_fields(fuzz_hub: FuzzHub, data: st.DataObjec
         form.pop("csrf", None)
     reply = probe.send("POST", path, data=form)
     assert reply.status_code < 500
-    if csrf != "valid" and token in fuzz_hub.open_tokens:
+    # open when seeded, and still there: the admin API's fuzz (same hub) may have erased the token's person
+    if csrf != "valid" and token in fuzz_hub.open_tokens and probe.send("GET", path).status_code == 200:
         assert reply.status_code == 403, "an answer without a valid CSRF field was not refused"
 
 
