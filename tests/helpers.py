@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from hub import CaseEvent
 from tests.conftest import WEBHOOK_SECRET
@@ -56,3 +58,20 @@ async def survey_flow(hub: Any, crm_state: Any, case_id: str = "C1", person: str
 
 def asgi_client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000")
+
+
+def app_routes(app: Any) -> list[tuple[str, set[str]]]:
+    """(path, methods) of every route of an app, inside the routers it includes too: tests that must cover
+    every page or action read them from here, so a new one is covered without being listed."""
+
+    def walk(found: list[Any]) -> list[tuple[str, set[str]]]:
+        out: list[tuple[str, set[str]]] = []
+        for route in found:
+            included = getattr(route, "original_router", None)
+            if included is not None:
+                out += walk(included.routes)
+            elif isinstance(route, APIRoute | Route):
+                out.append((route.path, set(route.methods or ())))
+        return out
+
+    return walk(app.routes)

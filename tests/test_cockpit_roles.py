@@ -10,35 +10,17 @@ from __future__ import annotations
 import re
 
 import httpx
-from fastapi.routing import APIRoute
 from sqlalchemy import select
-from starlette.routing import Route
 
 from hub import accounts
 from hub.store.tables import AuditEntry
 from hub.web import create_app
-from tests.helpers import csrf_of
+from tests.helpers import app_routes, csrf_of
 
 VIEWER = ("vic", "a viewer's long passphrase")
 #: forms anybody may send: signing in and out
 OPEN_FORMS = {"/admin/login", "/admin/logout"}
 CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-def routes(app) -> list[tuple[str, set[str]]]:
-    """(path, methods) of every route of the app, inside the routers it includes too."""
-
-    def walk(found: list) -> list[tuple[str, set[str]]]:
-        out: list[tuple[str, set[str]]] = []
-        for route in found:
-            included = getattr(route, "original_router", None)
-            if included is not None:
-                out += walk(included.routes)
-            elif isinstance(route, APIRoute | Route):
-                out.append((route.path, set(route.methods or ())))
-        return out
-
-    return walk(app.routes)
 
 
 def concrete(path: str) -> str:
@@ -54,7 +36,7 @@ async def test_a_viewer_cannot_take_any_action_of_the_cockpit(make_hub) -> None:
     app = create_app(hub, scheduler=False)
     actions = [
         path
-        for path, methods in routes(app)
+        for path, methods in app_routes(app)
         if path.startswith("/admin") and methods & CHANGING and path not in OPEN_FORMS
     ]
     assert len(actions) >= 15  # users, sync, people, checks...: the cockpit's actions were found
@@ -79,13 +61,13 @@ async def test_a_viewer_cannot_take_any_action_of_the_cockpit(make_hub) -> None:
 
 
 def methods_of(app, path: str) -> set[str]:
-    return set().union(*(methods for found, methods in routes(app) if found == path))
+    return set().union(*(methods for found, methods in app_routes(app) if found == path))
 
 
 async def test_the_api_refuses_every_route_without_its_token(make_hub) -> None:
     hub = await make_hub()
     app = create_app(hub, scheduler=False)
-    api = [(path, methods) for path, methods in routes(app) if path.startswith("/api/v1")]
+    api = [(path, methods) for path, methods in app_routes(app) if path.startswith("/api/v1")]
     assert sum(1 for _path, methods in api if methods & CHANGING) >= 8
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"

@@ -38,6 +38,7 @@ from hub.web.cockpit.access import (
     User,
     audit,
     cockpit_on,
+    csrf_ok,
     login_required,
     open_without_login,
     session_user,
@@ -47,7 +48,7 @@ from hub.web.cockpit.access import (
 from hub.web.cockpit.i18n import page_language, translator
 from hub.web.cockpit.render import render
 from hub.web.deps import HubDep, client_address
-from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_valid
+from hub.web.protection import RateLimiter
 from hub.web.survey import secure
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -112,14 +113,7 @@ def _render(request: Request, hub: Hub, name: str, status: int = 200, **context:
 
 
 async def _csrf_ok(request: Request, hub: Hub) -> bool:
-    form = await request.form()
-    submitted = form.get("csrf")
-    return csrf_valid(
-        hub.secret_key,
-        request.cookies.get(CSRF_COOKIE),
-        "admin",
-        submitted if isinstance(submitted, str) else None,
-    )
+    return csrf_ok(request, hub, await request.form())
 
 
 # --- login ----------------------------------------------------------------------------------------------------

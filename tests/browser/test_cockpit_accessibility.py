@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 from playwright.sync_api import Browser
 from sqlalchemy import select
-from starlette.routing import Route
 
 from hub import accounts
 from hub.config import HubConfig
@@ -25,6 +23,7 @@ from hub.demo_history import seed_history
 from hub.store.tables import Person
 from tests.browser.test_phone_page import PhoneLiveHub
 from tests.browser.test_survey_accessibility import problems
+from tests.helpers import app_routes
 
 pytestmark = pytest.mark.browser
 
@@ -71,21 +70,13 @@ async def _fill(live: CockpitLiveHub) -> None:
 def pages(live: CockpitLiveHub, app: Any) -> list[str]:
     """Every GET page under /admin, its parameters filled with things that exist."""
 
-    def walk(found: list[Any]) -> Iterator[tuple[str, set[str]]]:
-        for route in found:
-            included = getattr(route, "original_router", None)
-            if included is not None:
-                yield from walk(included.routes)
-            elif isinstance(route, APIRoute | Route):
-                yield route.path, set(route.methods or ())
-
     async def a_person() -> int:
         async with live.hub.store.session() as s:
             return int(await s.scalar(select(Person.id).where(Person.email.is_not(None)).limit(1)) or 0)
 
     values = {"name": "crm", "person_id": str(live.run(a_person())), "key": live.mail_key}
     paths = sorted(
-        {path for path, methods in walk(app.routes) if path.startswith("/admin") and "GET" in methods}
+        {path for path, methods in app_routes(app) if path.startswith("/admin") and "GET" in methods}
     )
     return [
         re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], path) for path in paths if path not in NOT_PAGES

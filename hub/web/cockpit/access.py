@@ -269,16 +269,22 @@ Viewer = Annotated[User, Depends(current_user)]
 Admin = Annotated[User, Depends(admin_user)]
 
 
-async def checked_form(request: Request, hub: HubDep) -> FormData:
-    """The submitted form, once its CSRF field matches the browser's CSRF cookie; 403 otherwise."""
-    form = await request.form()
+def csrf_ok(request: Request, hub: Hub, form: FormData) -> bool:
+    """Whether the form's CSRF field matches the browser's CSRF cookie (the login page answers a mismatch
+    with its own message; every other form through ``checked_form``)."""
     submitted = form.get("csrf")
-    if not csrf_valid(
+    return csrf_valid(
         hub.secret_key,
         request.cookies.get(CSRF_COOKIE),
         CSRF_SCOPE,
         submitted if isinstance(submitted, str) else None,
-    ):
+    )
+
+
+async def checked_form(request: Request, hub: HubDep) -> FormData:
+    """The submitted form, once its CSRF field matches the browser's CSRF cookie; 403 otherwise."""
+    form = await request.form()
+    if not csrf_ok(request, hub, form):
         raise HTTPException(403, "the form had expired: reload the page and try again")
     return form
 

@@ -12,7 +12,7 @@ from hub.app import Hub
 from hub.web.cockpit.access import CSRF_SCOPE, User, has_session, slide
 from hub.web.cockpit.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, page_language, translator
 from hub.web.protection import CSRF_COOKIE, csrf_token, new_csrf_cookie
-from hub.web.survey import secure, templates
+from hub.web.survey import secure, set_csrf_cookie, templates
 
 PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; frame-src 'self'; "
@@ -41,7 +41,7 @@ def render(
     response = templates.TemplateResponse(request, name, context, status_code=status)
     secure_cookie = request.url.scheme == "https"
     if CSRF_COOKIE not in request.cookies:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict", secure=secure_cookie)
+        set_csrf_cookie(response, request, cookie, same_site="strict")
     if request.query_params.get("lang") == language and request.cookies.get(LANGUAGE_COOKIE) != language:
         response.set_cookie(
             LANGUAGE_COOKIE, language, max_age=ONE_YEAR, path="/admin", samesite="lax", secure=secure_cookie
