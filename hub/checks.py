@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from hub.controls import last_runs
 from hub.errors import HubError
 from hub.logging import scrub
@@ -20,6 +22,8 @@ from hub.store.tables import utcnow
 
 if TYPE_CHECKING:
     from hub.app import Hub
+
+log = structlog.get_logger("hub.checks")
 
 #: how long one instance's check may take
 CHECK_SECONDS = 30.0
@@ -51,6 +55,7 @@ async def check_instance(hub: Hub, name: str) -> InstanceCheck:
     except TimeoutError:
         results = [CheckResult(name="connect", ok=False, detail=f"no answer within {CHECK_SECONDS:g} s")]
     except Exception as exc:  # a plugin's bug is a failed check to show, not a crashed page or command
+        log.exception("check.crashed", instance=name)  # its traceback, for the plugin's author
         results = [CheckResult(name="connect", ok=False, detail=f"the check itself failed: {exc!r}")]
     if kind == "connector":
         results += await sync_health(hub, name)
