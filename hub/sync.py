@@ -13,7 +13,6 @@ At-least-once and idempotent, like a Singer tap's state or an Airbyte cursor:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import socket
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
+from hub.leases import renew_until
 from hub.models import WriteBackItem, WriteBackResult
 from hub.store.tables import Cursor, Response, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summary
@@ -483,24 +483,19 @@ class SyncService:
         """Renew this worker's lease on a batch while the connector writes it, until ``stop`` is set.
 
         A bulk job can run for minutes; without renewal another worker would take the items over when the
-        lease ran out and start a second job for the same records. A renewal statement in flight is never
-        cancelled: the caller waits for it, so no renewal holds row locks once the batch is recorded.
+        lease ran out and start a second job for the same records.
         """
         seconds = self.hub.config.sync.lease_seconds
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), seconds / 3)
-            if stop.is_set():
-                return
-            try:
-                async with self.hub.store.session() as s:
-                    await s.execute(
-                        update(WriteBack)
-                        .where(WriteBack.id.in_(ids), WriteBack.lease_owner == self.owner)
-                        .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
-                    )
-            except Exception:  # a database hiccup: the next renewal, a third of a lease later, tries again
-                log.warning("sync.lease_renewal_failed", items=len(ids), exc_info=True)
+
+        async def renew() -> None:
+            async with self.hub.store.session() as s:
+                await s.execute(
+                    update(WriteBack)
+                    .where(WriteBack.id.in_(ids), WriteBack.lease_owner == self.owner)
+                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                )
+
+        await renew_until(stop, seconds, renew, f"{len(ids)} write-backs")
 
     async def _hold(self, connector: str, seconds: float) -> None:
         """The CRM said "wait" (Retry-After): no item of that connector is due before then.

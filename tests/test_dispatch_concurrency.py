@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from hub.scheduler import Scheduler
 from hub.store.tables import Event, Invitation
@@ -183,3 +186,49 @@ async def test_an_invitation_created_while_the_dispatch_job_runs_goes_out_right_
         await until(both, "both surveys sent")
     finally:
         await scheduler.shutdown(grace_seconds=5)
+
+
+async def test_invitations_claimed_by_a_dispatch_cut_short_go_out_one_lease_later(
+    make_hub: Any, crm_state: Any
+) -> None:
+    """A dispatch that loses its database after claiming (a restart) records nothing: its invitations are
+    free again after ``sync.lease_seconds``, not held back for minutes, and then sent once."""
+    hub = await make_hub()
+    await cases_of_new_people(hub, crm_state, 3)
+    await hub.engine.process_pending()
+    prepare = hub.engine.invitations._prepare
+
+    async def database_restarting(ids: list[int], reminder: bool) -> Any:
+        raise OperationalError("SELECT ...", {}, ConnectionResetError("the server closed the connection"))
+
+    hub.engine.invitations._prepare = database_restarting
+    with pytest.raises(OperationalError):
+        await hub.engine.dispatch_due()
+    hub.engine.invitations._prepare = prepare
+
+    assert await hub.engine.dispatch_due() == 0  # still claimed by the run that failed
+    later = hub.now() + timedelta(seconds=hub.config.sync.lease_seconds + 1)
+    hub.now = lambda: later
+    assert await hub.engine.dispatch_due() == 3
+    sent = Counter(m["invitation_id"] for m in crm_state.outbox if m.get("kind") == "survey")
+    assert len(sent) == 3 and set(sent.values()) == {1}
+
+
+async def test_a_send_slower_than_the_lease_keeps_its_claim_so_no_other_process_sends_it_twice(
+    make_hub: Any, crm_state: Any
+) -> None:
+    first, second = await make_hub(), await make_hub()
+    first.config.sync.lease_seconds = 0.3
+    crm_state.outbox_latency = 1.5  # five leases
+    await cases_of_new_people(first, crm_state, 1)
+    await first.engine.process_pending()
+    run = asyncio.create_task(first.engine.dispatch_due())
+    while not crm_state.sends_in_flight:
+        await asyncio.sleep(0.01)
+
+    await asyncio.sleep(0.6)  # two leases: the claim stands only because it was renewed
+    assert await second.engine.dispatch_due() == 0
+
+    assert await run == 1
+    assert [m["invitation_id"] for m in crm_state.outbox if m.get("kind") == "survey"] == [1]
+    assert [status for status, _ in await statuses(first)] == ["sent"]

@@ -1,7 +1,9 @@
 """Invitations out: claim the due ones with a lease, issue their tokens, build the message, try each channel.
 
 A transient failure (an outage, a rate limit) retries later with backoff; a rejected address is remembered on
-the person and the next channel is tried; the lease is released whatever happens.
+the person and the next channel is tried; the lease is released whatever happens to a send. The lease lasts
+``sync.lease_seconds`` and is renewed while the sends run, so a process that dies or loses its database
+mid-way (before it could record anything) holds its invitations back from the others only that long.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hub.errors import (
     TransientError,
 )
 from hub.http import backoff_delay, never_sent
+from hub.leases import renew_until
 from hub.models import SCALES, Delivery, InvitationRecord, Recipient, ScaleOption, SurveyMessage
 from hub.people import normalise_email, normalise_phone
 from hub.store.tables import Event, Invitation, Person, Token
@@ -76,7 +79,7 @@ class Invitations:
         )
         if not ids:
             return []
-        until = now + timedelta(seconds=120)
+        until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
         await s.execute(
             update(Invitation)
             .where(
@@ -126,19 +129,39 @@ class Invitations:
         """
         if not ids:
             return
-        ready = iter(await self._prepare(ids, reminder))
-        width = sum(self.bounds.limit(name) for name in self.hub.channels) or 1
+        stop = asyncio.Event()
+        renewal = asyncio.create_task(self._keep_leased(ids, stop))
+        try:
+            ready = iter(await self._prepare(ids, reminder))
+            width = sum(self.bounds.limit(name) for name in self.hub.channels) or 1
 
-        async def worker() -> None:
-            for outgoing in ready:
-                await self._send(outgoing, reminder)
+            async def worker() -> None:
+                for outgoing in ready:
+                    await self._send(outgoing, reminder)
 
-        results = await asyncio.gather(
-            *(worker() for _ in range(min(width, len(ids)))), return_exceptions=True
-        )
+            results = await asyncio.gather(
+                *(worker() for _ in range(min(width, len(ids)))), return_exceptions=True
+            )
+        finally:
+            stop.set()
+            await renewal
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _keep_leased(self, ids: list[int], stop: asyncio.Event) -> None:
+        """Renew the lease of the claimed invitations not yet done (a done one has none) until ``stop``."""
+        seconds = self.hub.config.sync.lease_seconds
+
+        async def renew() -> None:
+            async with self.hub.store.session() as s:
+                await s.execute(
+                    update(Invitation)
+                    .where(Invitation.id.in_(ids), Invitation.lease_until.is_not(None))
+                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                )
+
+        await renew_until(stop, seconds, renew, f"{len(ids)} invitations")
 
     def issue_token(self, s: AsyncSession, invitation_id: int, purpose: str, expires_at: datetime) -> str:
         """A new 128-bit random token for one invitation and one purpose; only its hash is stored."""
