@@ -297,6 +297,14 @@ class SurveySettings(Section):
     )
     thank_you_link: EnvStr | None = None
 
+    def topics_in(self, language: str) -> list[str]:
+        """The topics offered in a language (English's where that language has none)."""
+        return self.topics.get(language) or self.topics.get("en") or []
+
+    def has_followup(self, language: str) -> bool:
+        """Whether the score leads to a follow-up page; a survey without comment and topics ends with it."""
+        return self.comment or bool(self.topics_in(language))
+
     def score_of(self, rating: int) -> float:
         if self.score_map is not None and rating in self.score_map:
             return float(self.score_map[rating])

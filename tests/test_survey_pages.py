@@ -255,6 +255,53 @@ async def test_expired_and_closed_links_get_a_page_in_the_persons_language(web, 
     assert "Traceback" not in expired.text + closed.text + late.text
 
 
+async def test_a_well_formed_answer_on_a_link_that_expired_or_closed_after_its_page_is_refused(
+    web, crm_state
+) -> None:
+    """The customer opened the page in time and posts a valid answer with its CSRF field: the link is looked
+    up in the answer's own transaction, which refuses it with the same page and status, storing nothing."""
+    hub, client = web
+    path = await open_survey(hub, crm_state, language="nl-NL")
+    csrf = csrf_of((await client.get(path)).text)
+    async with hub.store.session() as s:
+        (await s.scalar(select(Token).where(Token.purpose == "survey"))).expires_at = hub.now() - timedelta(1)
+    expired = await client.post(path, data={"csrf": csrf, "score": "3"})
+    assert expired.status_code == 410 and "Deze enquête is verlopen." in expired.text
+    assert await responses(hub) == []
+    async with hub.store.session() as s:
+        (await s.scalar(select(Token).where(Token.purpose == "survey"))).expires_at = hub.now() + timedelta(1)
+    assert (await client.post(path, data={"csrf": csrf, "score": "3"})).status_code == 303
+    hub.config.hub.amend_window_hours = 0
+    late = await client.post(path, data={"csrf": csrf, "comment": "te laat"})
+    assert late.status_code == 409 and "Deze enquête is gesloten." in late.text
+    [stored] = await responses(hub)
+    assert (stored.rating, stored.comment) == (3, None)
+    unknown = await client.post("/s/not-a-link", data={"csrf": csrf, "score": "3"})
+    assert unknown.status_code == 404
+
+
+async def test_a_plain_answer_is_stored_without_reading_its_page_first(web, crm_state, monkeypatch) -> None:
+    """The POST every customer sends (a score with its CSRF field) costs one transaction, no read before it."""
+    hub, client = web
+    path = await open_survey(hub, crm_state)
+    csrf = csrf_of((await client.get(path)).text)
+    reads: list[str] = []
+    page_for_token = hub.engine.page_for_token
+
+    async def counted(token: str, purpose: str = "survey") -> object:
+        reads.append(token)
+        return await page_for_token(token, purpose)
+
+    monkeypatch.setattr(hub.engine, "page_for_token", counted)
+    posted = await client.post(path, data={"csrf": csrf, "score": "10"})
+    assert posted.status_code == 303 and posted.headers["location"] == path  # on to the follow-up
+    assert reads == []
+    [stored] = await responses(hub)
+    assert (stored.rating, stored.category) == (10, "promoter")
+    out_of_range = await client.post(path, data={"csrf": csrf, "score": "11"})
+    assert out_of_range.status_code == 400 and len(reads) == 1  # refused: the page read says why
+
+
 async def test_the_unsubscribe_pages_speak_the_persons_language(web, crm_state) -> None:
     hub, client = web
     await open_survey(hub, crm_state, language="fi")

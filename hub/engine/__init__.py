@@ -74,6 +74,7 @@ class Engine:
         self.survey_message = self.invitations.survey_message
         self.page_for_token = self.answers.page_for_token
         self.record_answer = self.answers.record_answer
+        self.answer_link = self.answers.answer_link
         self.record_inbound = self.conversations.record_inbound
         self.unsubscribe = self.answers.unsubscribe
         self.queue = self.write_backs.queue

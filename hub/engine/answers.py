@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -175,11 +175,16 @@ _Stored = tuple[
 
 @dataclass(frozen=True)
 class _Submitted:
-    """One answer for the batch writer; ``resolve``: first look the person up in targets that lack them."""
+    """One answer for the batch writer; ``resolve``: first look the person up in targets that lack them.
+
+    An answer posted on a survey page names its invitation by the link's ``token_hash`` (``invitation_id`` is
+    then 0): the batch looks the link up in its own transaction, so the page's POST needs no read of its own.
+    """
 
     invitation_id: int
     answer: _Answer
     resolve: bool
+    token_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,13 @@ _PAGE_QUERY = (
     .where(_TOKENS.c.hash == bindparam("hash"))
 )
 
+
+#: the invitations and expiry of a batch's survey links (an unsubscribe link answers nothing)
+_LINKS_QUERY = select(_TOKENS.c.hash, _TOKENS.c.invitation_id, _TOKENS.c.expires_at).where(
+    _TOKENS.c.hash.in_(bindparam("hashes", expanding=True)), _TOKENS.c.purpose == "survey"
+)
+#: a survey link's invitation and when the link expires
+_Link = tuple[int, datetime]
 
 _EVENTS = Event.__table__
 #: the tables the batch writer changes, as tables (``Model.__table__`` is typed as any from-clause)
@@ -373,18 +385,31 @@ class Answers:
         up in another CRM (an HTTP call) happens outside any transaction, and only when a write-back target
         does not know the person yet.
         """
-        hub = self.hub
         answer = _Answer(rating, comment, topic, channel)
-        resolve = True
+        return await self._record(_Submitted(invitation_id, answer, resolve=True))
+
+    async def answer_link(
+        self, token: str, rating: int | None, comment: str | None = None, topic: str | None = None
+    ) -> ResponseRecord:
+        """``record_answer`` for an answer posted on the survey page of ``token``: the link is looked up in the
+        transaction that stores the answer. A topic the survey does not offer in the person's language is
+        ignored. Raises ``BadInput`` with nothing written when the link is unknown (404) or expired (410), the
+        answer can no longer be changed (409), or the answer does not fit the survey (400)."""
+        answer = _Answer(rating, comment, topic, None)
+        return await self._record(_Submitted(0, answer, resolve=True, token_hash=hash_token(token)))
+
+    async def _record(self, item: _Submitted) -> ResponseRecord:
+        """Store one answer through the batch writer, then tell the hooks, alert and wake the sync."""
+        hub = self.hub
         retried = False
         while True:
             try:
-                written = await self.writer.submit(_Submitted(invitation_id, answer, resolve))
+                written = await self.writer.submit(item)
                 break
             except _UnknownTargets as missing:
                 # nothing was written: find the person in those CRMs, then store the answer
                 await self._resolve_targets(missing.person_id, missing.targets)
-                resolve = False
+                item = replace(item, resolve=False)
             except IntegrityError:
                 # a concurrent request (a double-click) stored the first answer a moment before this one:
                 # the second pass finds it and amends it like any later answer
@@ -422,15 +447,27 @@ class Answers:
         """
         hub = self.hub
         now = hub.now()
-        ids = sorted({item.invitation_id for item in batch})
-        conn.execute(_LOCK_INVITATIONS, {"ids": ids})
-        found = {row.id: _Target.of(row) for row in conn.execute(_BATCH_QUERY, {"ids": ids})}
+        hashes = sorted({item.token_hash for item in batch if item.token_hash is not None})
+        links: dict[str, _Link] = {}
+        if hashes:  # a link never changes its invitation: read before the lock, checked against it after
+            links = {
+                row.hash: (row.invitation_id, row.expires_at)
+                for row in conn.execute(_LINKS_QUERY, {"hashes": hashes})
+            }
+        ids = sorted(
+            {item.invitation_id for item in batch if item.token_hash is None}
+            | {invitation_id for invitation_id, _ in links.values()}
+        )
+        found: dict[int, _Target] = {}
+        if ids:
+            conn.execute(_LOCK_INVITATIONS, {"ids": ids})
+            found = {row.id: _Target.of(row) for row in conn.execute(_BATCH_QUERY, {"ids": ids})}
         identities = self._identities(conn, list(found.values()))
         step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
         outcomes: list[_Written | BaseException] = []
         for item in batch:
             try:
-                outcomes.append(self._apply(item, found, identities, step))
+                outcomes.append(self._apply(item, links, found, identities, step))
             except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
                 outcomes.append(refused)
         if step.created:  # with their latest values: a second answer in the batch amended them in memory
@@ -456,15 +493,22 @@ class Answers:
     def _apply(
         self,
         item: _Submitted,
+        links: dict[str, _Link],
         found: dict[int, _Target],
         identities: dict[int, dict[str, str]],
         step: _Step,
     ) -> _Written:
         """One answer of a batch, in memory: checked first (raising before it changes anything), then applied
         to its response (new or amended); its response, invitation and write-back items are noted in ``step``.
+        An answer by link is checked as its page is (``page_for_token``): known, not expired, still open.
         """
         hub, answer = self.hub, item.answer
-        inv = found.get(item.invitation_id)
+        invitation_id, link_expires = item.invitation_id, None
+        if item.token_hash is not None:
+            if item.token_hash not in links:
+                raise BadInput("no such survey link", 404)
+            invitation_id, link_expires = links[item.token_hash]
+        inv = found.get(invitation_id)
         if inv is None or inv.person_id is None:
             raise BadInput("no such invitation", 404)
         person_id = inv.person_id
@@ -473,6 +517,10 @@ class Answers:
         if campaign is None:
             raise BadInput("this survey is no longer available", 410)
         survey = hub.config.surveys[campaign.survey]
+        if link_expires is not None and resp is None and link_expires <= step.now:
+            raise BadInput("this survey has expired", 410)
+        if item.token_hash is not None and answer.topic not in (None, *survey.topics_in(inv.language)):
+            answer = replace(answer, topic=None)  # not one of the page's choices
         if answer.rating is None and resp is None:
             raise BadInput("choose a score first")
         if answer.rating is not None:

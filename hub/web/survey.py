@@ -29,6 +29,7 @@ from starlette.datastructures import FormData
 
 from hub.app import Hub
 from hub.engine import SurveyPage
+from hub.engine.common import hash_token
 from hub.errors import BadInput
 from hub.models import SCALES, SurveyKind
 from hub.texts import SMILEY_KEYS, answer_label, followup_key, preferred_language, text
@@ -383,12 +384,11 @@ def _question(
 
 
 def _topics(page: SurveyPage) -> list[str]:
-    return page.survey.topics.get(page.language) or page.survey.topics.get("en") or []
+    return page.survey.topics_in(page.language)
 
 
 def has_followup(page: SurveyPage) -> bool:
-    """A survey without comment and topics ends with the score."""
-    return page.survey.comment or bool(_topics(page))
+    return page.survey.has_followup(page.language)
 
 
 def _followup(
@@ -481,19 +481,72 @@ def read_answer(form: FormData, page: SurveyPage) -> Answer:
     return Answer(rating, comment_text, chosen)
 
 
+def _plain_answer(form: FormData) -> tuple[int | None, str | None, str | None] | None:
+    """The rating, comment and topic of a POST that needs nothing of its survey to be checked before it is
+    stored (a score in digits, a comment within the limit, something new), else None."""
+    raw_score, comment, topic = form.get("score"), form.get("comment"), form.get("topic")
+    rating: int | None = None
+    if isinstance(raw_score, str):
+        raw_score = raw_score.strip()
+        if not _SCORE.fullmatch(raw_score):
+            return None
+        rating = int(raw_score)
+    comment_text = comment if isinstance(comment, str) else None
+    topic_text = topic if isinstance(topic, str) else None
+    if comment_text is not None and len(comment_text) > COMMENT_LIMIT:
+        return None
+    if rating is None and not (comment_text or "").strip() and topic_text is None:
+        return None
+    return rating, comment_text, topic_text
+
+
 async def answer_survey(request: Request) -> Response:
-    """``POST /s/{token}``: the answer (a plain route, see ``show_survey``)."""
+    """``POST /s/{token}``: the answer (a plain route, see ``show_survey``).
+
+    An answer that is plain as posted (``_plain_answer``) with a valid CSRF field is stored at once, the link
+    looked up in the transaction that stores it (``Answers.answer_link``): no read of its own before. Anything
+    else, and an answer the store refuses (an unknown or expired link, a score out of range, a closed
+    survey), takes the careful way, which reads the page first and answers with its page and status.
+    """
     token: str = request.path_params["token"]
     hub = _hub(request)
     rate = limits(request)
     if not rate.per_client.allow(client_address(request)) or not rate.per_token.allow(token):
         return too_many(request, hub)
+    form = await request.form()
+    submitted = form.get("csrf")
+    plain = _plain_answer(form)
+    if plain is not None and csrf_valid(
+        hub.secret_key,
+        request.cookies.get(CSRF_COOKIE),
+        hash_token(token),
+        submitted if isinstance(submitted, str) else None,
+    ):
+        rating, comment, topic = plain
+        try:
+            record = await hub.engine.answer_link(token, rating, comment=comment, topic=topic)
+        except BadInput:
+            pass  # nothing was stored: the careful way finds out why and says so
+        else:
+            survey = hub.config.surveys[hub.config.campaigns[record.campaign].survey]
+            return _after_answer(token, form, survey.has_followup(record.language))
+    return await _answer_carefully(request, hub, token, form)
+
+
+def _after_answer(token: str, form: FormData, followup: bool) -> Response:
+    """A score (first answer or a change) leads to the follow-up; the follow-up leads to the thank-you page."""
+    done = "score" not in form or "comment" in form or "topic" in form or not followup
+    return RedirectResponse(f"/s/{token}/thanks" if done else f"/s/{token}", status_code=303)
+
+
+async def _answer_carefully(request: Request, hub: Hub, token: str, form: FormData) -> Response:
+    """The page read first, then each check with its own page: unknown, expired or closed link, CSRF, the
+    answer against the survey."""
     state, page = await hub.engine.page_for_token(token)
     if page is None:
         return message(request, hub, "unknown", 404)
     if state != "ok":
         return _state_message(request, hub, state, page, posting=True)
-    form = await request.form()
     submitted = form.get("csrf")
     if not csrf_valid(
         hub.secret_key,
@@ -520,9 +573,7 @@ async def answer_survey(request: Request) -> Response:
         if exc.status_code in (404, 410):  # the campaign or invitation is gone
             return message(request, hub, "expired", 410, page.language)
         return _question(request, hub, page, token, None, str(exc))
-    # a score (first answer or a change) leads to the follow-up; the follow-up leads to the thank-you page
-    done = "score" not in form or "comment" in form or "topic" in form or not has_followup(page)
-    return RedirectResponse(f"/s/{token}/thanks" if done else f"/s/{token}", status_code=303)
+    return _after_answer(token, form, has_followup(page))
 
 
 router.add_route("/s/{token}", show_survey, methods=["GET", "HEAD"], include_in_schema=False)
