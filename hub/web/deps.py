@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine
 from ipaddress import IPv6Address, ip_address, ip_network
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
 
 from hub.app import Hub
 from hub.errors import BadInput
@@ -19,6 +22,30 @@ async def get_hub(request: Request) -> Hub:
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+def hub_of(request: Request) -> Hub:
+    """The hub of this app, for routes that solve no dependencies (``DirectRoute``)."""
+    return cast(Hub, request.app.state.hub)
+
+
+class DirectRoute(APIRoute):
+    """An API route documented from its endpoint's signature like any other, but called directly: the
+    endpoint gets the request and its path parameters as text, with no parameter validation and no
+    dependency solving, which cost more than the rest of a webhook's handling in the web layer.
+
+    For endpoints whose only inputs are text path parameters and the request (the webhook and inbound
+    routes, which every CRM event and every texted reply takes); they take the hub with ``hub_of``.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[..., Awaitable[Response]] = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            params: dict[str, Any] = request.path_params
+            return await endpoint(request=request, **params)
+
+        return handle
 
 
 async def read_body(request: Request, limit: int) -> bytes:

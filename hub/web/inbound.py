@@ -25,11 +25,11 @@ from hub.app import Hub
 from hub.errors import AuthError, BadInput, TransientError
 from hub.models import CaseEvent
 from hub.store.tables import RejectedWebhook, clean_text
-from hub.web.deps import HubDep, client_address, read_body, webhook_request
+from hub.web.deps import DirectRoute, client_address, hub_of, read_body, webhook_request
 from hub.web.protection import RateLimiter
 
 log = structlog.get_logger("hub.web")
-router = APIRouter()
+router = APIRouter(route_class=DirectRoute)  # every CRM event and texted reply comes this way
 
 WEBHOOKS = Counter("cxhub_webhooks_total", "Inbound webhook requests by outcome", ["target", "outcome"])
 UNKEPT = Counter(
@@ -162,7 +162,8 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/hooks/{connector}", tags=["inbound"], summary="Receive a CRM webhook", responses=REFUSALS)
-async def receive_webhook(connector: str, request: Request, hub: HubDep) -> Response:
+async def receive_webhook(connector: str, request: Request) -> Response:
+    hub = hub_of(request)
     instance = hub.connectors.get(connector)
     if instance is None:
         return JSONResponse({"error": f"no connector named {connector}"}, status_code=404)
@@ -191,7 +192,8 @@ async def receive_webhook(connector: str, request: Request, hub: HubDep) -> Resp
 @router.post(
     "/inbound/{channel}", tags=["inbound"], summary="Receive a reply through a channel", responses=REFUSALS
 )
-async def receive_inbound(channel: str, request: Request, hub: HubDep) -> Response:
+async def receive_inbound(channel: str, request: Request) -> Response:
+    hub = hub_of(request)
     instance = hub.channels.get(channel)
     if instance is None:
         return JSONResponse({"error": f"no channel named {channel}"}, status_code=404)
