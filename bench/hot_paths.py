@@ -1,7 +1,7 @@
 """The hub's hot paths beside what the same server, driver and database do bare, on SQLite and PostgreSQL.
 
-Three paths, each measured under the same load as its anchor, on a real uvicorn in a child process (one server
-at a time, on 127.0.0.1):
+Three paths, each measured under the same load as its anchor, each server a real uvicorn in a child process on
+127.0.0.1 (the anchor's and the hub's run side by side, and are measured one after the other):
 
 - ``POST /hooks/crm``: a signed webhook of the fake CRM (``tests/fakes``), one new case per request, against a
   bare endpoint that stores the body with one raw INSERT per request on the same driver (one aiosqlite
@@ -15,6 +15,12 @@ to the fake CRM (a third child) while the load runs, as in production. The load 
 bounded pool of ``--concurrency`` workers (one keep-alive connection each, h11) for ``--seconds`` per path, after a one-second warm-up.
 Survey requests carry one X-Forwarded-For address per token (the hub trusts 127.0.0.1 as its proxy), as
 customers come from their own addresses and the hub's per-client limits would otherwise refuse a benchmark.
+
+Each path is measured on the anchor and right after on the hub, ``--rounds`` times (3): page, answer, then
+webhooks, waiting before the webhooks and after each round until the hub has written back every answer and
+processed every event (so no path's aftermath runs under another measurement). A shared machine's speed drifts
+by a third within minutes; measured back to back, an anchor and the hub meet the same drift, and the table shows
+the round of the median ratio with every round's ratio beside it.
 
 Checks: every acknowledged webhook is stored as an event, every acknowledged answer as a response, every
 acknowledged anchor insert as a row; a shortfall is printed and makes the exit status 1.
@@ -560,11 +566,13 @@ async def answered_tokens(database_url: str, tokens: list[str], acked: set[int])
 
 
 async def settle(database_url: str, limit: float) -> float:
-    """Wait until the write-back queue is empty (at most ``limit`` seconds); returns the seconds waited."""
+    """Wait until the hub has no write-back queued and no event left to process (at most ``limit`` seconds);
+    returns the seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < limit:
         queued = await scalar(database_url, "SELECT count(*) FROM writebacks WHERE state = 'queued'")
-        if not queued:
+        pending = await scalar(database_url, "SELECT count(*) FROM events WHERE processed_at IS NULL")
+        if not queued and not pending:
             break
         await asyncio.sleep(0.5)
     return time.monotonic() - start
@@ -675,10 +683,23 @@ async def measure_freshness(
 
 @dataclass
 class Row:
+    """One path on one database: the anchor's and the hub's load in each round, measured back to back."""
+
     database: str
     path: str
-    anchor: Load
-    hub: Load
+    anchors: list[Load] = field(default_factory=list)
+    hubs: list[Load] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        return [
+            h.rate / a.rate if a.rate else float("nan") for a, h in zip(self.anchors, self.hubs, strict=True)
+        ]
+
+    @property
+    def median_round(self) -> int:
+        """The round whose throughput ratio is the median of the rounds' (the lower middle of an even count)."""
+        order = sorted(range(len(self.hubs)), key=lambda i: self.ratios()[i])
+        return order[(len(order) - 1) // 2]
 
 
 def load_average() -> str:
@@ -689,25 +710,28 @@ def load_average() -> str:
 def run_database(
     kind: str, args: Any, folder: Path, problems: list[str], fresh: list[Freshness]
 ) -> list[Row]:
-    """Anchor first, then the hub, each on its own uvicorn; returns the three paths' rows, and adds the
-    freshness measurement (made first on the hub, before any load) to ``fresh``."""
-    rows: dict[str, list[Load]] = {}
+    """The anchor's and the hub's servers side by side, each path measured on the anchor and right after on
+    the hub, ``--rounds`` times; adds the freshness measurement (made first on the hub, before any load) to
+    ``fresh``. Measured back to back, an anchor and the hub share the machine's state of that minute."""
     load = "load" in args.sections
     with fresh_database(kind, folder, prefix="cxhub_bench") as database_url:
         print(f"\n== {kind} ({load_average()})", flush=True)
         me = [sys.executable, str(Path(__file__).resolve())]
-        if load:
-            run_anchor(kind, args, folder, problems, rows, database_url, me)
-        crm_port, hub_port = free_port(), free_port()
+        crm_port, hub_port, anchor_port = free_port(), free_port(), free_port()
         crm = [*me, "--serve", "crm", str(crm_port), ""]
+        anchor = [*me, "--serve", "anchor", str(anchor_port), database_url]
         os.environ["BENCH_CRM_LATENCY"] = str(args.crm_latency)
-        with child(crm, crm_port, folder / "crm.log") as crm_url:
+        with (
+            child(crm, crm_port, folder / "crm.log") as crm_url,
+            child(anchor, anchor_port, folder / "anchor.log") as anchor_url,
+        ):
             config = folder / "cxhub.toml"
             config.write_text(hub_config(database_url, crm_url))
             os.environ.update(ENV)
             tokens = asyncio.run(seed_tokens(config, args.tokens if load else 0))
             fresh_tokens = asyncio.run(seed_tokens(config, args.fresh_answers, prefix="F"))
             paths = Paths("/hooks/crm", tokens, f"B{time.time_ns()}")
+            anchor_paths = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
             serve = [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(hub_port)]
             with child(serve, hub_port, folder / "hub.log") as url:
                 if "freshness" in args.sections:
@@ -720,59 +744,61 @@ def run_database(
                         f" {measured.quantile(0.95, measured.acks):.2f} s ({load_average()})",
                         flush=True,
                     )
-                if load:
-                    run_hub_load(kind, args, problems, rows, database_url, url, paths)
-        if load:
-            check_stored(kind, problems, database_url, paths)
-    return [Row(kind, name, *loads) for name, loads in rows.items()]
+                if not load:
+                    return []
+                rows = run_load(kind, args, database_url, (anchor_url, anchor_paths), (url, paths))
+        check_stored(kind, problems, database_url, paths)
+        stored = asyncio.run(scalar(database_url, f"SELECT count(*) FROM {ANCHOR_TABLE}"))
+        if stored < len(anchor_paths.acked_events):
+            problems.append(
+                f"{kind}: anchor acknowledged {len(anchor_paths.acked_events)} inserts, stored {stored}"
+            )
+    return rows
 
 
-def run_anchor(
-    kind: str,
-    args: Any,
-    folder: Path,
-    problems: list[str],
-    rows: dict[str, list[Load]],
-    database_url: str,
-    me: list[str],
-) -> None:
-    """The bare endpoints under the same load, on their own uvicorn."""
-    port = free_port()
-    anchor = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
-    with child([*me, "--serve", "anchor", str(port), database_url], port, folder / "anchor.log") as url:
-        for name, make, ok in (
-            ("POST /hooks/<connector>", anchor.webhook, anchor.webhook_ok),
-            ("GET /s/<token>", anchor.page, page_ok),
-            ("POST /s/<token>", anchor.answer, lambda _i, status: status == 303),
-        ):
-            rows[name] = [asyncio.run(measure(url, make, ok, args))]
-            print(f"  anchor {name}: {rows[name][0].rate:,.0f} req/s", flush=True)
-    stored = asyncio.run(scalar(database_url, f"SELECT count(*) FROM {ANCHOR_TABLE}"))
-    if stored < len(anchor.acked_events):
-        problems.append(f"{kind}: anchor acknowledged {len(anchor.acked_events)} inserts, stored {stored}")
-
-
-def run_hub_load(
-    kind: str,
-    args: Any,
-    problems: list[str],
-    rows: dict[str, list[Load]],
-    database_url: str,
-    url: str,
-    paths: Paths,
-) -> None:
-    """The hub's paths under the anchors' load."""
-    for name, make, ok in (
-        ("GET /s/<token>", paths.page, page_ok),
-        ("POST /s/<token>", paths.answer, paths.answer_ok),
-    ):
-        rows[name].append(asyncio.run(measure(url, make, ok, args)))
-        print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s", flush=True)
-    waited = asyncio.run(settle(database_url, 60))
-    print(f"  (write-back queue drained in {waited:.1f} s before the webhooks)", flush=True)
-    name = "POST /hooks/<connector>"
-    rows[name].append(asyncio.run(measure(url, paths.webhook, paths.webhook_ok, args)))
-    print(f"  hub    {name}: {rows[name][1].rate:,.0f} req/s ({load_average()})", flush=True)
+def run_load(
+    kind: str, args: Any, database_url: str, anchor: tuple[str, Paths], hub: tuple[str, Paths]
+) -> list[Row]:
+    """``--rounds`` rounds of the three paths, each on the anchor and then on the hub. Before the webhooks,
+    and before the next round, the hub finishes what the last path left it (write-backs, events), so one
+    path's aftermath never runs under another's measurement."""
+    (anchor_url, anchor_paths), (url, paths) = anchor, hub
+    rows = {
+        name: Row(kind, name) for name in ("POST /hooks/<connector>", "GET /s/<token>", "POST /s/<token>")
+    }
+    plan = [
+        ("GET /s/<token>", anchor_paths.page, page_ok, paths.page, page_ok),
+        (
+            "POST /s/<token>",
+            anchor_paths.answer,
+            lambda _i, status: status == 303,
+            paths.answer,
+            paths.answer_ok,
+        ),
+        (
+            "POST /hooks/<connector>",
+            anchor_paths.webhook,
+            anchor_paths.webhook_ok,
+            paths.webhook,
+            paths.webhook_ok,
+        ),
+    ]
+    for round_ in range(args.rounds):
+        for name, anchor_make, anchor_ok, hub_make, hub_ok in plan:
+            if name.startswith("POST /hooks"):
+                waited = asyncio.run(settle(database_url, 120))
+                print(f"  (hub's queues empty after {waited:.1f} s)", flush=True)
+            row = rows[name]
+            row.anchors.append(asyncio.run(measure(anchor_url, anchor_make, anchor_ok, args)))
+            row.hubs.append(asyncio.run(measure(url, hub_make, hub_ok, args)))
+            print(
+                f"  round {round_ + 1} {name}: anchor {row.anchors[-1].rate:,.0f} req/s,"
+                f" hub {row.hubs[-1].rate:,.0f} req/s ({row.ratios()[-1]:.1%}; {load_average()})",
+                flush=True,
+            )
+        waited = asyncio.run(settle(database_url, 300))
+        print(f"  (hub's queues empty after {waited:.1f} s)", flush=True)
+    return list(rows.values())
 
 
 def check_stored(kind: str, problems: list[str], database_url: str, paths: Paths) -> None:
@@ -793,20 +819,28 @@ def ms(value: float) -> str:
 
 
 def print_table(rows: list[Row], args: Any) -> None:
-    print(f"\n{args.concurrency} concurrent workers, {args.seconds:g} s per path; ratio = hub / anchor")
+    print(
+        f"\n{args.concurrency} concurrent workers, {args.seconds:g} s per path, {args.rounds} rounds;"
+        " ratio = hub / anchor of the same round; the row shows the round of the median ratio"
+    )
     print(
         "\n| database | path | anchor req/s | anchor p50 / p99 ms | hub req/s | hub p50 / p99 ms "
-        "| throughput ratio | p99 ratio | server CPU ms/req anchor / hub | failed (hub) |"
+        "| throughput ratio | p99 ratio | ratios of the rounds | server CPU ms/req anchor / hub | failed (hub) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
     for row in rows:
-        a, h = row.anchor, row.hub
-        failed = ", ".join(f"{k}: {v}" for k, v in sorted(h.failed.items())) or "none"
+        i = row.median_round
+        a, h = row.anchors[i], row.hubs[i]
+        failed = Counter[str]()
+        for load in row.hubs:
+            failed.update(load.failed)
+        failures = ", ".join(f"{k}: {v}" for k, v in sorted(failed.items())) or "none"
+        rounds = " / ".join(f"{ratio:.0%}" for ratio in row.ratios())
         print(
             f"| {row.database} | `{row.path}` | {a.rate:,.0f} | {ms(a.quantile(0.5))} / {ms(a.quantile(0.99))} "
             f"| {h.rate:,.0f} | {ms(h.quantile(0.5))} / {ms(h.quantile(0.99))} "
-            f"| {h.rate / a.rate:.1%} | {h.quantile(0.99) / a.quantile(0.99):.1f}x "
-            f"| {a.cpu_ms:.2f} / {h.cpu_ms:.2f} | {failed} |"
+            f"| {h.rate / a.rate:.1%} | {h.quantile(0.99) / a.quantile(0.99):.1f}x | {rounds} "
+            f"| {a.cpu_ms:.2f} / {h.cpu_ms:.2f} | {failures} |"
         )
 
 
@@ -840,6 +874,9 @@ def main() -> None:
         "--databases", default="sqlite,postgresql", help="comma-separated [sqlite,postgresql]"
     )
     parser.add_argument("--tokens", type=int, default=2000, help="survey invitations seeded [2000]")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the three paths, anchor then hub each [3]"
+    )
     parser.add_argument(
         "--sections",
         default="load,freshness,dispatch",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -75,6 +76,24 @@ async def test_an_oversized_body_is_refused_unread(web) -> None:
     hub.config.hub.webhook_max_bytes = 1000
     reply = await client.post("/hooks/crm", content=b"x" * 5000)
     assert reply.status_code == 413 and reply.json() == {"error": "body larger than 1000 bytes"}
+
+
+async def test_a_body_sent_in_chunks_is_read_whole_and_refused_once_it_passes_the_limit(web) -> None:
+    """No content-length (chunked transfer): the body is read as it comes, and refused as soon as it is over."""
+    hub, client = web
+    body, headers = webhook("C-chunks", "P1")
+
+    async def in_pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    accepted = await client.post("/hooks/crm", content=in_pieces(body, 7), headers=headers)
+    assert accepted.status_code == 200, accepted.text
+    async with hub.store.session() as s:
+        assert await s.scalar(select(func.count()).select_from(Event)) == 1
+    hub.config.hub.webhook_max_bytes = 1000
+    refused = await client.post("/hooks/crm", content=in_pieces(b"x" * 5000, 600), headers=headers)
+    assert refused.status_code == 413 and refused.json() == {"error": "body larger than 1000 bytes"}
 
 
 async def test_an_unknown_connector_is_404(web) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from hub.app import Hub
@@ -55,7 +56,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BadInput(f"body larger than {limit} bytes", 413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    # the ASGI messages as they come, as ``Request.stream`` reads them: that one is an async generator, which
+    # the event loop registers and finalises on every request (every webhook comes this way)
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
         size += len(chunk)
         if size > limit:
             raise BadInput(f"body larger than {limit} bytes", 413)
