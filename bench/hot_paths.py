@@ -239,10 +239,12 @@ def serve_child(kind: str, port: int, database_url: str) -> None:
     import uvicorn
 
     if kind == "anchor":
-        app = anchor_app(database_url)
-    else:
+        # uvicorn as it runs by default, access log included: the hub writes an access line per request too
+        # (``hub.access_log``, on by default), so the anchor pays for the same server's same work
+        uvicorn.run(anchor_app(database_url), host="127.0.0.1", port=port)
+    else:  # the fake CRM, quiet: it is not measured
         app = timed_crm(float(os.environ.get("BENCH_CRM_LATENCY", "0")))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 class TimedBatches(list[list[dict[str, Any]]]):

@@ -296,6 +296,7 @@ def server_config(cfg: HubConfig, web: Any, *, host: str | None = None, port: in
         host=host or cfg.hub.host,
         port=port if port is not None else cfg.hub.port,
         log_config=None,
+        access_log=cfg.hub.access_log,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted,
         # on SIGTERM requests in flight get this long, then the scheduled jobs their own grace: together they

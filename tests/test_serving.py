@@ -80,6 +80,22 @@ async def test_survey_and_unsubscribe_tokens_never_reach_a_log(make_hub, crm_sta
     assert token not in logged and unsubscribe not in logged
 
 
+async def test_the_access_log_can_be_left_to_a_proxy_in_front(make_hub, crm_state, capsys) -> None:
+    """``hub.access_log = false``: no line per request (a reverse proxy logs them), the hub's own lines stay."""
+    hub = await make_hub()
+    hub_logging.configure("info")
+    hub.config.hub.access_log = False
+    token = await survey_flow(hub, crm_state)
+    capsys.readouterr()  # the fake CRM's own server logs its requests
+    async with served(hub) as client:
+        assert (await client.get(f"/s/{token}")).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+    structlog.get_logger("test").info("still logging")
+    logged = capsys.readouterr().err
+    assert "still logging" in logged
+    assert "HTTP/1.1" not in logged and "/healthz" not in logged, logged
+
+
 async def _rotated_guesses(client: httpx.AsyncClient, method: str, count: int) -> list[int]:
     codes = []
     for i in range(count):
