@@ -109,22 +109,7 @@ class _ResponseRow:
 
     def values(self) -> dict[str, Any]:
         """Its row, for the INSERT of a first answer."""
-        return {
-            "id": self.id,
-            "invitation_id": self.invitation_id,
-            "person_id": self.person_id,
-            "campaign": self.campaign,
-            "survey_kind": self.survey_kind,
-            "rating": self.rating,
-            "score": self.score,
-            "category": self.category,
-            "comment": self.comment,
-            "topic": self.topic,
-            "language": self.language,
-            "channel": self.channel,
-            "answered_at": self.answered_at,
-            "updated_at": self.updated_at,
-        }
+        return {name: getattr(self, name) for name in _RESPONSE_COLUMNS}
 
     def changes(self) -> dict[str, Any]:
         """What an amendment changes, for the UPDATE of ``_AMEND_RESPONSES``."""
@@ -137,6 +122,10 @@ class _ResponseRow:
             "b_topic": self.topic,
             "b_updated_at": self.updated_at,
         }
+
+
+#: the columns of ``responses`` a ``_ResponseRow`` holds, in its fields' order
+_RESPONSE_COLUMNS = tuple(f.name for f in fields(_ResponseRow))
 
 
 @dataclass(slots=True)
@@ -263,7 +252,7 @@ _BATCH_QUERY = (
     select(
         *(_INVITATIONS.c[name] for name in _INVITATION_COLUMNS),
         *(_EVENTS.c[name] for name in _Case._fields),
-        *(_RESPONSES.c[f.name].label(f"r_{f.name}") for f in fields(_ResponseRow)),
+        *(_RESPONSES.c[name].label(f"r_{name}") for name in _RESPONSE_COLUMNS),
     )
     .select_from(
         _INVITATIONS.join(_EVENTS, _EVENTS.c.id == _INVITATIONS.c.event_pk).outerjoin(

@@ -16,18 +16,18 @@ from hub.errors import BadInput
 from hub.models import WebhookRequest
 
 
-async def get_hub(request: Request) -> Hub:
-    """The hub of this app. A coroutine on purpose: FastAPI runs a plain function dependency in its thread
-    pool, a thread hand-off on every request for a lookup."""
+def hub_of(request: Request) -> Hub:
+    """The hub of this app, for routes that solve no dependencies (plain routes, ``DirectRoute``)."""
     return cast(Hub, request.app.state.hub)
+
+
+async def get_hub(request: Request) -> Hub:
+    """The hub of this app as a dependency. A coroutine on purpose: FastAPI runs a plain function dependency
+    in its thread pool, a thread hand-off on every request for a lookup."""
+    return hub_of(request)
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
-
-
-def hub_of(request: Request) -> Hub:
-    """The hub of this app, for routes that solve no dependencies (``DirectRoute``)."""
-    return cast(Hub, request.app.state.hub)
 
 
 class DirectRoute(APIRoute):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from fastapi import HTTPException, Request
 from pydantic import SecretStr
+from starlette.datastructures import FormData
 
 CSRF_COOKIE = "cxhub_csrf"
 
@@ -47,6 +48,18 @@ def csrf_valid(secret_key: str, cookie: str | None, token_hash: str, submitted: 
     if not cookie or not submitted:
         return False
     return hmac.compare_digest(csrf_token(secret_key, cookie, token_hash), submitted)
+
+
+def form_csrf_valid(secret_key: str, request: Request, form: FormData, scope: str) -> bool:
+    """Whether a posted form's ``csrf`` field matches the request's CSRF cookie for ``scope`` (a survey
+    link's hash, or the cockpit's scope)."""
+    submitted = form.get("csrf")
+    return csrf_valid(
+        secret_key,
+        request.cookies.get(CSRF_COOKIE),
+        scope,
+        submitted if isinstance(submitted, str) else None,
+    )
 
 
 class RateLimiter:

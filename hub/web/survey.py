@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -33,8 +33,8 @@ from hub.engine.common import hash_token
 from hub.errors import BadInput
 from hub.models import SCALES, SurveyKind
 from hub.texts import SMILEY_KEYS, answer_label, followup_key, preferred_language, text
-from hub.web.deps import HubDep, client_address
-from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_token, csrf_valid, new_csrf_cookie
+from hub.web.deps import HubDep, client_address, hub_of
+from hub.web.protection import CSRF_COOKIE, RateLimiter, csrf_token, form_csrf_valid, new_csrf_cookie
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
@@ -419,16 +419,12 @@ def _followup(
     )
 
 
-def _hub(request: Request) -> Hub:
-    return cast(Hub, request.app.state.hub)
-
-
 async def show_survey(request: Request) -> Response:
     """``GET /s/{token}``: a plain route, like the POST of an answer. The two pages every survey link opens
     take nothing FastAPI would check for them (the token is any text, the query only pre-selects), so they
     skip its dependency solving and parameter validation, a large part of a page's cost."""
     token: str = request.path_params["token"]
-    hub = _hub(request)
+    hub = hub_of(request)
     score = request.query_params.get("score")
     change = request.query_params.get("change")
     if (refused := too_many_views(request, hub)) is not None:
@@ -509,19 +505,13 @@ async def answer_survey(request: Request) -> Response:
     survey), takes the careful way, which reads the page first and answers with its page and status.
     """
     token: str = request.path_params["token"]
-    hub = _hub(request)
+    hub = hub_of(request)
     rate = limits(request)
     if not rate.per_client.allow(client_address(request)) or not rate.per_token.allow(token):
         return too_many(request, hub)
     form = await request.form()
-    submitted = form.get("csrf")
     plain = _plain_answer(form)
-    if plain is not None and csrf_valid(
-        hub.secret_key,
-        request.cookies.get(CSRF_COOKIE),
-        hash_token(token),
-        submitted if isinstance(submitted, str) else None,
-    ):
+    if plain is not None and form_csrf_valid(hub.secret_key, request, form, hash_token(token)):
         rating, comment, topic = plain
         try:
             record = await hub.engine.answer_link(token, rating, comment=comment, topic=topic)
@@ -547,13 +537,7 @@ async def _answer_carefully(request: Request, hub: Hub, token: str, form: FormDa
         return message(request, hub, "unknown", 404)
     if state != "ok":
         return _state_message(request, hub, state, page, posting=True)
-    submitted = form.get("csrf")
-    if not csrf_valid(
-        hub.secret_key,
-        request.cookies.get(CSRF_COOKIE),
-        page.token_hash,
-        submitted if isinstance(submitted, str) else None,
-    ):
+    if not form_csrf_valid(hub.secret_key, request, form, page.token_hash):
         return message(request, hub, "csrf", 403, page.language, back=f"/s/{token}")
     answer = read_answer(form, page)
     if answer.error is not None:

@@ -37,7 +37,7 @@ from hub import accounts
 from hub.app import Hub
 from hub.store.tables import AuditEntry
 from hub.web.deps import HubDep, client_address
-from hub.web.protection import CSRF_COOKIE, csrf_valid
+from hub.web.protection import form_csrf_valid
 
 #: what the CSRF token of the cockpit's forms is bound to (the survey pages bind theirs to the survey token)
 CSRF_SCOPE = "admin"
@@ -272,13 +272,7 @@ Admin = Annotated[User, Depends(admin_user)]
 def csrf_ok(request: Request, hub: Hub, form: FormData) -> bool:
     """Whether the form's CSRF field matches the browser's CSRF cookie (the login page answers a mismatch
     with its own message; every other form through ``checked_form``)."""
-    submitted = form.get("csrf")
-    return csrf_valid(
-        hub.secret_key,
-        request.cookies.get(CSRF_COOKIE),
-        CSRF_SCOPE,
-        submitted if isinstance(submitted, str) else None,
-    )
+    return form_csrf_valid(hub.secret_key, request, form, CSRF_SCOPE)
 
 
 async def checked_form(request: Request, hub: HubDep) -> FormData:
