@@ -483,7 +483,7 @@ async def seed_tokens(config_path: Path, count: int, prefix: str = "S") -> list[
                 record = PersonRecord(
                     crm_id=f"{prefix}{k}", email=f"{prefix.lower()}{k}@example.com", first_name=f"Bench {k}"
                 )
-                person, _identity = await upsert_person(s, "crm", record)
+                person, _identity = await s.run_sync(upsert_person, "crm", record)
                 event = Event(
                     connector="crm",
                     event_id=f"case:{prefix}seed-{k}:closed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import phonenumbers
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.models import PersonRecord
 from hub.store.tables import Identity, Person, utcnow
@@ -37,8 +38,8 @@ def display_name(record: PersonRecord) -> str | None:
     return name or None
 
 
-async def upsert_person(
-    session: AsyncSession, connector: str, record: PersonRecord, phone_region: str | None = None
+def upsert_person(
+    session: Session, connector: str, record: PersonRecord, phone_region: str | None = None
 ) -> tuple[Person, Identity]:
     """Find or create the hub's person for a CRM record and refresh what the CRM says of them.
 
@@ -47,19 +48,19 @@ async def upsert_person(
     """
     email = normalise_email(record.email)
     phone = normalise_phone(record.phone, phone_region)
-    identity = await session.scalar(
+    identity = session.scalar(
         select(Identity).where(Identity.connector == connector, Identity.crm_id == record.crm_id)
     )
     person: Person | None = None
     if identity is not None:
-        person = await session.get(Person, identity.person_id)
+        person = session.get(Person, identity.person_id)
     if person is None and (email or phone):
         clauses = []
         if email:
             clauses.append(Person.email == email)
         if phone:
             clauses.append(Person.phone == phone)
-        person = await session.scalar(select(Person).where(or_(*clauses)).order_by(Person.id).limit(1))
+        person = session.scalar(select(Person).where(or_(*clauses)).order_by(Person.id).limit(1))
     if person is None:
         person = Person()
         session.add(person)
@@ -71,7 +72,7 @@ async def upsert_person(
     person.language = record.language or person.language
     person.timezone = record.timezone or person.timezone
     person.updated_at = utcnow()
-    await session.flush()
+    session.flush()
     if identity is None:
         identity = Identity(person_id=person.id, connector=connector, crm_id=record.crm_id)
         session.add(identity)
@@ -79,7 +80,7 @@ async def upsert_person(
     identity.crm_opted_out = record.opted_out
     identity.crm_opt_out_reason = record.opt_out_reason
     identity.updated_at = utcnow()
-    await session.flush()
+    session.flush()
     return person, identity
 
 

@@ -51,7 +51,7 @@ async def test_a_crm_number_is_stored_in_e164(
     await store.upgrade()
     try:
         async with store.session() as s:
-            await upsert_person(s, "crm", PersonRecord(crm_id="P1", phone=crm_number), region)
+            await s.run_sync(upsert_person, "crm", PersonRecord(crm_id="P1", phone=crm_number), region)
         async with store.session() as s:
             assert await s.scalar(select(Person.phone)) == stored
     finally:

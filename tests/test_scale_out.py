@@ -246,7 +246,8 @@ async def seed_sent_surveys(hub: Hub, count: int) -> list[int]:
     async with hub.store.session() as s:
         people = []
         for i in range(PEOPLE):
-            person, _ = await upsert_person(s, "crm", PersonRecord(crm_id=f"Q{i}", email=f"q{i}@example.com"))
+            record = PersonRecord(crm_id=f"Q{i}", email=f"q{i}@example.com")
+            person, _ = await s.run_sync(upsert_person, "crm", record)
             people.append(person.id)
         events = [
             Event(

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import structlog
@@ -591,8 +592,10 @@ class Answers:
                 log.exception("person.lookup_failed", connector=target)
                 continue
             if record is not None:
-                async with self.hub.store.session() as s:
-                    await upsert_person(s, target, record, self.hub.config.hub.phone_region)
+                region = self.hub.config.hub.phone_region
+                await self.hub.store.write_orm(
+                    partial(upsert_person, connector=target, record=record, phone_region=region)
+                )
 
     # --- 5. react ---------------------------------------------------------------------------------------------
 

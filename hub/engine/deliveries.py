@@ -99,6 +99,14 @@ class Deliveries:
         """Apply the kept, unapplied report on ``message_id`` to its invitation, if both are known."""
         if not message_id:
             return
+        waiting = select(DeliveryReport.id).where(
+            DeliveryReport.channel == channel,
+            DeliveryReport.message_id == message_id,
+            DeliveryReport.applied_at.is_(None),
+        )
+        # one indexed read first: after a send there is rarely a report yet (an email channel has none)
+        if await self.hub.store.read(lambda conn: conn.scalar(waiting)) is None:
+            return
         now = self.hub.now()
         async with self.hub.store.session() as s:
             report = await s.scalar(

@@ -12,13 +12,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.config import Campaign
 from hub.engine.bounds import Bounds
@@ -308,13 +309,12 @@ class Intake:
     ) -> tuple[int, list[InvitationRecord], int]:
         """One event in a transaction of its own (SQLite: a savepoint there would hold a read snapshot that
         another connection's commit makes unable to write); a failure is noted in another."""
+        store = self.hub.store
         try:
             event, campaigns, record = read.result()
-            async with self.hub.store.session() as s:
-                outcome = await self._decide(s, row, event, campaigns, record)
+            outcome = await store.write_orm(lambda s: self._decide(s, row, event, campaigns, record))
         except Exception as exc:
-            async with self.hub.store.session() as s:
-                await self._note_failure(s, row, exc)
+            await store.write_orm(partial(self._note_failure, row=row, exc=exc))
             return 0, [], 0
         return 1, outcome, len(campaigns) - len(outcome)
 
@@ -322,25 +322,28 @@ class Intake:
         self, rows: list[Event], reads: Sequence[asyncio.Future[Read]]
     ) -> tuple[int, list[InvitationRecord], int]:
         """The events in one transaction, each in a savepoint of its own."""
-        suppressed: list[InvitationRecord] = []
-        scheduled = done = 0
-        async with self.hub.store.session() as s:
+
+        def decide_all(s: Session) -> tuple[int, list[InvitationRecord], int]:
+            suppressed: list[InvitationRecord] = []
+            scheduled = done = 0
             for row, read in zip(rows, reads, strict=True):
                 try:
                     event, campaigns, record = read.result()
-                    async with s.begin_nested():
-                        outcome = await self._decide(s, row, event, campaigns, record)
+                    with s.begin_nested():
+                        outcome = self._decide(s, row, event, campaigns, record)
                 except (OperationalError, InterfaceError):
                     raise  # the database itself failed: nothing of this transaction is kept, all wait
                 except Exception as exc:
-                    await self._note_failure(s, row, exc)
+                    self._note_failure(s, row, exc)
                     continue
                 done += 1
                 suppressed += outcome
                 scheduled += len(campaigns) - len(outcome)
-        return done, suppressed, scheduled
+            return done, suppressed, scheduled
 
-    async def _note_failure(self, s: AsyncSession, row: Event, exc: Exception) -> None:
+        return await self.hub.store.write_orm(decide_all)
+
+    def _note_failure(self, s: Session, row: Event, exc: Exception) -> None:
         """Keep why an event could not be processed; leave it for later when the CRM was unreachable."""
         if isinstance(exc, TransientError | AuthError | OperationalError | InterfaceError):
             log.warning("event.retry_later", connector=row.connector, event_id=row.event_id, error=str(exc))
@@ -362,7 +365,7 @@ class Intake:
         values: dict[str, Any] = {"process_error": error[:2000]}
         if processed:
             values["processed_at"] = utcnow()
-        await s.execute(update(Event).where(Event.id == row.id).values(**values))
+        s.execute(update(Event).where(Event.id == row.id).values(**values))
 
     async def _read(self, row: Event) -> Read:
         """The event, its matching campaigns and the person as the CRM has them now (one call, if needed)."""
@@ -377,9 +380,9 @@ class Intake:
                 record = await connector.get_person(event.person_id)
         return event, campaigns, record
 
-    async def _decide(
+    def _decide(
         self,
-        s: AsyncSession,
+        s: Session,
         row: Event,
         event: CaseEvent,
         campaigns: list[tuple[str, Campaign]],
@@ -388,26 +391,24 @@ class Intake:
         """One event's invitations or suppressions; the event is marked processed. Returns the suppressed."""
         suppressed: list[InvitationRecord] = []
         if record is not None and event.event_type == "person.changed":
-            await upsert_person(s, row.connector, record, self.hub.config.hub.phone_region)
+            upsert_person(s, row.connector, record, self.hub.config.hub.phone_region)
         for name, campaign in campaigns:
-            inv = await self._invite(s, row, event, name, campaign, record)
+            inv = self._invite(s, row, event, name, campaign, record)
             if inv is not None and inv.status == "suppressed":
                 suppressed.append(inv)
-        await s.execute(
-            update(Event).where(Event.id == row.id).values(processed_at=utcnow(), process_error=None)
-        )
+        s.execute(update(Event).where(Event.id == row.id).values(processed_at=utcnow(), process_error=None))
         return suppressed
 
-    async def _invite(
+    def _invite(
         self,
-        s: AsyncSession,
+        s: Session,
         row: Event,
         event: CaseEvent,
         name: str,
         campaign: Campaign,
         record: PersonRecord | None,
     ) -> InvitationRecord | None:
-        exists = await s.scalar(
+        exists = s.scalar(
             select(Invitation.id).where(Invitation.event_pk == row.id, Invitation.campaign == name)
         )
         if exists is not None:
@@ -417,14 +418,14 @@ class Intake:
         if record is None:
             inv.status, inv.reason = "suppressed", f"no person on the {event.record_type} in {row.connector}"
         else:
-            person, identity = await upsert_person(s, row.connector, record, self.hub.config.hub.phone_region)
+            person, identity = upsert_person(s, row.connector, record, self.hub.config.hub.phone_region)
             inv.person_id = person.id
             inv.language = choose_language(record.language or event.language, campaign.default_language)
             policy = self.hub.config.policy
             since = now - timedelta(days=policy.min_days_between_surveys)
             recent = [
                 RecentSurvey(c, at)
-                for c, at in await s.execute(
+                for c, at in s.execute(
                     select(Invitation.campaign, Invitation.created_at).where(
                         Invitation.person_id == person.id,
                         Invitation.status.in_(ACTIVE_STATUSES),
@@ -449,6 +450,6 @@ class Intake:
                 inv.status, inv.send_after = "scheduled", decision.send_after
                 inv.expires_at = now + timedelta(days=self.hub.config.hub.token_ttl_days)
         s.add(inv)
-        await s.flush()
+        s.flush()
         log.info("invitation.created", invitation=inv.id, campaign=name, status=inv.status)
         return invitation_record(inv, row)

@@ -12,11 +12,13 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.config import Campaign
 from hub.engine.bounds import Bounds
@@ -66,10 +68,10 @@ class Invitations:
 
     # --- 3. send ----------------------------------------------------------------------------------------------
 
-    async def _claim(self, s: AsyncSession, condition: Any, limit: int) -> list[int]:
+    def _claim(self, s: Session, condition: Any, limit: int) -> list[int]:
         now = self.hub.now()
         ids = list(
-            await s.scalars(
+            s.scalars(
                 select(Invitation.id)
                 .where(condition, or_(Invitation.lease_until.is_(None), Invitation.lease_until < now))
                 .order_by(Invitation.id)
@@ -80,7 +82,7 @@ class Invitations:
         if not ids:
             return []
         until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
-        await s.execute(
+        s.execute(
             update(Invitation)
             .where(
                 Invitation.id.in_(ids),
@@ -89,32 +91,24 @@ class Invitations:
             .values(lease_until=until)
         )
         return list(
-            await s.scalars(
-                select(Invitation.id).where(Invitation.id.in_(ids), Invitation.lease_until == until)
-            )
+            s.scalars(select(Invitation.id).where(Invitation.id.in_(ids), Invitation.lease_until == until))
         )
 
     async def dispatch_due(self, limit: int = 50) -> int:
         """Send every invitation whose time has come (a claim of at most ``limit``). Returns how many were
         handled."""
-        async with self.hub.store.session() as s:
-            ids = await self._claim(
-                s, and_(Invitation.status == "scheduled", Invitation.send_after <= self.hub.now()), limit
-            )
+        due = and_(Invitation.status == "scheduled", Invitation.send_after <= self.hub.now())
+        ids = await self.hub.store.write_orm(partial(self._claim, condition=due, limit=limit))
         await self._send_all(ids, reminder=False)
         return len(ids)
 
     async def send_reminders(self, limit: int = 50) -> int:
-        async with self.hub.store.session() as s:
-            ids = await self._claim(
-                s,
-                and_(
-                    Invitation.status == "sent",
-                    Invitation.reminded_at.is_(None),
-                    Invitation.remind_after <= self.hub.now(),
-                ),
-                limit,
-            )
+        due = and_(
+            Invitation.status == "sent",
+            Invitation.reminded_at.is_(None),
+            Invitation.remind_after <= self.hub.now(),
+        )
+        ids = await self.hub.store.write_orm(partial(self._claim, condition=due, limit=limit))
         await self._send_all(ids, reminder=True)
         return len(ids)
 
@@ -154,16 +148,19 @@ class Invitations:
         seconds = self.hub.config.sync.lease_seconds
 
         async def renew() -> None:
-            async with self.hub.store.session() as s:
-                await s.execute(
+            await self.hub.store.write(
+                lambda conn: conn.execute(
                     update(Invitation)
                     .where(Invitation.id.in_(ids), Invitation.lease_until.is_not(None))
                     .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
                 )
+            )
 
         await renew_until(stop, seconds, renew, f"{len(ids)} invitations")
 
-    def issue_token(self, s: AsyncSession, invitation_id: int, purpose: str, expires_at: datetime) -> str:
+    def issue_token(
+        self, s: Session | AsyncSession, invitation_id: int, purpose: str, expires_at: datetime
+    ) -> str:
         """A new 128-bit random token for one invitation and one purpose; only its hash is stored."""
         token = secrets.token_urlsafe(16)
         s.add(
@@ -178,8 +175,9 @@ class Invitations:
         now = hub.now()
         ready: list[Outgoing] = []
         dropped: list[InvitationRecord] = []
-        async with hub.store.session() as s:
-            rows = await s.execute(
+
+        def prepare(s: Session) -> None:
+            rows = s.execute(
                 select(Invitation, Event, Person)
                 .join(Event, Event.id == Invitation.event_pk)
                 .outerjoin(Person, Person.id == Invitation.person_id)
@@ -215,6 +213,8 @@ class Invitations:
                     continue
                 inv.lease_until = None
                 dropped.append(invitation_record(inv, event))
+
+        await hub.store.write_orm(prepare)
         for record in dropped:
             if record.status == "suppressed":
                 await hub.plugins.notify(
@@ -307,10 +307,12 @@ class Invitations:
             if outgoing.remind_after_hours:
                 values["remind_after"] = sent_at + timedelta(hours=outgoing.remind_after_hours)
             record = record.model_copy(update={"status": "sent", "channel": channel, "sent_at": sent_at})
-        async with hub.store.session() as s:
-            await s.execute(
+
+        await hub.store.write(
+            lambda conn: conn.execute(
                 update(Invitation).where(Invitation.id == outgoing.invitation_id).values(**values)
             )
+        )
         log.info("survey.sent", invitation=outgoing.invitation_id, channel=channel, reminder=reminder)
         if not reminder:  # a report on the message may have come before the send call returned
             await hub.engine.deliveries.apply(channel, delivery.message_id)

@@ -8,14 +8,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError, NonASCIILocalPartDefect
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import default
 from email.utils import format_datetime, make_msgid
 from urllib.parse import urlsplit
 
 from hub import AlertMessage, Recipient, SkippableError, SurveyMessage
 from hub_email.config import EmailSettings
 from hub_email.render import Bodies, render_alert, render_survey
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, each header's class made once.
+
+    The stock registry makes a new class for every header of every message it is asked for, which is about
+    a quarter of the time it takes to compose a mail; the classes it makes are the same each time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+#: ``email.policy.default`` (what ``EmailMessage()`` uses) with the header classes kept
+POLICY = default.clone(header_factory=_HeaderClasses())
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,7 @@ def one_line(text: str) -> str:
 
 
 def _base(settings: EmailSettings, to: Address, subject: str, from_name: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = Address(display_name=one_line(from_name), addr_spec=settings.from_address)
     msg["To"] = to
     if settings.reply_to:

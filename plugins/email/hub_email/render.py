@@ -61,6 +61,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # the templates ship inside the package: no need to look at their files per mail
     )
     env.filters["paragraphs"] = paragraphs
     return env
