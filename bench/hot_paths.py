@@ -74,7 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the fake CRM and its plugin live in tests/fakes
 
 import aiosqlite  # noqa: E402
-import asyncpg  # type: ignore[import-untyped]  # noqa: E402
+import asyncpg  # noqa: E402
 import dispatch_rate  # noqa: E402  # bench/ is the script's folder, on the path
 import h11  # noqa: E402
 import httpx  # noqa: E402

@@ -7,7 +7,7 @@ within the amend window, and a concurrent double-click is resolved by the unique
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -296,12 +296,11 @@ def _cleaner(column: str) -> Callable[[str | None], str | None]:
 _CLEAN_CHANNEL, _CLEAN_COMMENT, _CLEAN_TOPIC = _cleaner("channel"), _cleaner("comment"), _cleaner("topic")
 
 
-def _response_of(row: Row[Any]) -> ResponseRecord | None:
+def _response_of(row: Mapping[str, Any]) -> ResponseRecord | None:
     """The answer so far from a row of ``_PAGE_QUERY``: its ``r_*`` columns are a response's."""
-    if row.r_id is None:
+    if row["r_id"] is None:
         return None
-    found = row._mapping
-    return ResponseRecord.model_validate({column.name: found[f"r_{column.name}"] for column in _RESPONSES.c})
+    return ResponseRecord.model_validate({column.name: row[f"r_{column.name}"] for column in _RESPONSES.c})
 
 
 class Answers:
@@ -325,24 +324,20 @@ class Answers:
         every survey page and every answer starts here, and mail scanners open links by the thousand.
         """
         token_hash = hash_token(token)
-
-        def lookup(conn: Connection) -> Row[Any] | None:
-            return conn.execute(_PAGE_QUERY, {"hash": token_hash}).first()
-
-        row = await self.hub.store.read(lookup)
-        if row is None or row.purpose != purpose:
+        row = await self.hub.store.first(_PAGE_QUERY, {"hash": token_hash})
+        if row is None or row["purpose"] != purpose:
             return "unknown", None
-        campaign = self.hub.config.campaigns.get(row.campaign)
+        campaign = self.hub.config.campaigns.get(row["campaign"])
         if campaign is None:
             return "unknown", None
         survey = self.hub.config.surveys[campaign.survey]
-        language = row.language
+        language = row["language"]
         resp = _response_of(row)
         now = self.hub.now()
         window = timedelta(hours=self.hub.config.hub.amend_window_hours)
         amendable = resp is None or now - resp.answered_at <= window
         page = SurveyPage(
-            invitation_id=row.id,
+            invitation_id=row["id"],
             token_hash=token_hash,
             survey=survey,
             survey_kind=survey.kind,
@@ -353,7 +348,7 @@ class Answers:
             response=resp,
             amendable=amendable,
         )
-        if row.expires_at <= now and resp is None:
+        if row["expires_at"] <= now and resp is None:
             return "expired", page
         if not amendable:
             return "closed", page

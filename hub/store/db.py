@@ -10,23 +10,24 @@ import asyncio
 import fcntl
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, delete, event, make_url, select, update
+from sqlalchemy import Select, create_engine, delete, event, make_url, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from hub.store.driver_reads import DriverReads
 from hub.store.tables import JobLock, Setting, utcnow
 
 T = TypeVar("T")
@@ -101,6 +102,10 @@ class Store:
         self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._inline: Engine | None = None
         self._inline_conn: Connection | None = None
+        #: on PostgreSQL through asyncpg: the hot paths' reads straight through the driver (``first``)
+        self._driver_reads: DriverReads | None = None
+        if make_url(url).drivername == "postgresql+asyncpg":
+            self._driver_reads = DriverReads(url, self.engine.dialect, POSTGRES_READERS, POOL_RECYCLE_SECONDS)
         #: on a SQLite file: the database's path, beside which the job locks' files are (``acquire_lock``)
         self._lock_files: str | None = None
         self._held: dict[str, tuple[str, int]] = {}
@@ -211,6 +216,20 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._reader_threads, run)
 
+    async def first(self, query: Select[Any], params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The first row of ``query``, which only reads, as a mapping by column name; None when there is none.
+
+        For the read every survey link starts with. On SQLite it is ``read``; on PostgreSQL it goes straight
+        through asyncpg (``hub.store.driver_reads``), where SQLAlchemy's async engine costs more than the query.
+        """
+        if self._driver_reads is not None:
+            return await self._driver_reads.first(query, params)
+
+        def first_row(conn: Connection) -> Mapping[str, Any] | None:
+            return cast(Mapping[str, Any] | None, conn.execute(query, params).mappings().first())
+
+        return await self.read(first_row)
+
     def _read_inline(self, work: Callable[[Connection], T]) -> T:
         """``work`` on the loop thread's own connection, kept open between reads: a read costs its query, not a
         pool checkout and check-in around it. Ended after each read (a rollback, which on a connection that
@@ -265,6 +284,8 @@ class Store:
             return await conn.run_sync(current) == head
 
     async def dispose(self) -> None:
+        if self._driver_reads is not None:
+            await self._driver_reads.close()
         for _owner, fd in self._held.values():
             os.close(fd)
         self._held.clear()

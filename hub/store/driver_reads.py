@@ -1,0 +1,145 @@
+"""Reads of the hot paths straight through asyncpg on PostgreSQL: a prepared statement, one round trip.
+
+Every survey link opened starts with one indexed read. Through SQLAlchemy's async engine that read costs
+more than the query itself: a pool checkout and check-in, an autocommit switch, and the adaptation of each
+step from the driver's async calls to SQLAlchemy's synchronous core and back. For a few fixed queries the
+hub runs the statement SQLAlchemy compiled on a small asyncpg pool of its own instead, with each parameter
+and column converted by its type's own processors, as SQLAlchemy would (the hub's types: aware UTC
+datetimes, cleaned text).
+
+A connection the server dropped fails its read once, as ``OperationalError`` like every query of the store;
+the pool then replaces all its connections of that moment, as SQLAlchemy does for its own pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import OperationalError
+
+#: what SQLAlchemy's asyncpg dialect takes in the URL for itself, not for ``asyncpg.connect``
+_DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
+
+Convert = Callable[[Any], Any]
+#: the database could not be reached or dropped the connection
+_LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+@dataclass
+class _Compiled:
+    query: Select[Any]
+    sql: str
+    binds: list[tuple[str, Convert | None]]
+    #: each column's name and result processor, known once the server described the statement's columns
+    columns: list[tuple[str, Convert | None]] | None = None
+
+    async def describe(self, connection: asyncpg.Connection, dialect: Dialect) -> None:
+        """Each column's processor for the type the server returns it as (SQLAlchemy's asks for the type's
+        code, as a cursor's description gives it: a float column may come back as another numeric type)."""
+        attributes = (await connection.prepare(self.sql)).get_attributes()
+        self.columns = [
+            (str(column.key), column.type.dialect_impl(dialect).result_processor(dialect, attribute.type.oid))
+            for column, attribute in zip(self.query.selected_columns, attributes, strict=True)
+        ]
+
+
+def _compile(query: Select[Any], dialect: Dialect) -> _Compiled:
+    compiled = query.compile(dialect=dialect)
+    binds: list[tuple[str, Convert | None]] = []
+    for name in compiled.positiontup or []:
+        bind = compiled.binds[name]
+        if bind.expanding:
+            raise ValueError(f"{name}: a list parameter cannot be read through the driver directly")
+        binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+    return _Compiled(query, compiled.string, binds)
+
+
+class DriverReads:
+    """One PostgreSQL database's pool for direct reads, opened on first use in the running event loop."""
+
+    def __init__(self, url: str, dialect: Dialect, size: int, recycle_seconds: float) -> None:
+        args, kwargs = dialect.create_connect_args(make_url(url))
+        for key in _DIALECT_ONLY:
+            kwargs.pop(key, None)
+        self._connect = (args, kwargs)
+        self._dialect = dialect
+        self._size = size
+        self._recycle = recycle_seconds
+        self._compiled: dict[Select[Any], _Compiled] = {}
+        self._pool: tuple[asyncio.AbstractEventLoop, asyncio.Future[asyncpg.Pool]] | None = None
+
+    def _open(self) -> asyncio.Future[asyncpg.Pool]:
+        """The pool of the running loop (a store used from a new loop, in tests or the CLI, opens another)."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool[0] is not loop:
+            args, kwargs = self._connect
+            opening = asyncpg.create_pool(
+                *args,
+                min_size=0,
+                max_size=self._size,
+                max_inactive_connection_lifetime=self._recycle,
+                **kwargs,
+            )
+            self._pool = (loop, asyncio.ensure_future(opening))
+        return self._pool[1]
+
+    async def first(self, query: Select[Any], params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first row of ``query`` as a dict keyed by the columns' names, or None."""
+        compiled = self._compiled.get(query)
+        if compiled is None:
+            compiled = self._compiled[query] = _compile(query, self._dialect)
+        values = [
+            convert(params[name]) if convert is not None else params[name] for name, convert in compiled.binds
+        ]
+        opening = self._open()
+        try:
+            try:
+                # shielded: a request cancelled while the pool opens must not cancel it for the others
+                pool = opening.result() if opening.done() else await asyncio.shield(opening)
+            except BaseException:
+                if self._pool is not None and self._pool[1] is opening:
+                    self._pool = None  # it could not open: the next read tries again
+                raise
+            try:
+                async with pool.acquire() as connection:
+                    if compiled.columns is None:
+                        await compiled.describe(connection, self._dialect)
+                    record = await connection.fetchrow(compiled.sql, *values)
+            except _LOST:
+                await pool.expire_connections()  # the others of that moment are likely gone too
+                raise
+        except _LOST as exc:
+            raise OperationalError(compiled.sql, values, exc) from exc
+        if record is None or compiled.columns is None:
+            return None
+        return {
+            name: convert(value) if convert is not None else value
+            for (name, convert), value in zip(compiled.columns, record.values(), strict=True)
+        }
+
+    async def close(self) -> None:
+        """Close the pool: politely from its own loop, else by closing its connections' sockets."""
+        held, self._pool = self._pool, None
+        if held is None:
+            return
+        loop, opening = held
+        if not opening.done():
+            opening.cancel()
+            return
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        pool = opening.result()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            await pool.close()
+        else:
+            pool.terminate()

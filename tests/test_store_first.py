@@ -1,0 +1,83 @@
+"""``Store.first``: the read every survey link starts with, the same on both databases.
+
+On PostgreSQL it goes straight through asyncpg (``hub.store.driver_reads``), so these tests pin what it must
+keep of SQLAlchemy: the hub's own column types (aware UTC datetimes, cleaned text) converted, and a dropped
+connection failing one read as ``OperationalError`` and no more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import OperationalError
+
+from hub.store.db import Store
+from hub.store.tables import JobLock
+from hub.testing.databases import POSTGRES_ADMIN_URL
+
+LOCKS = JobLock.__table__
+QUERY = select(LOCKS.c.owner, LOCKS.c.expires_at.label("until")).where(LOCKS.c.name == bindparam("name"))
+
+
+async def _store_with_a_lock(database_url: str, expires: datetime) -> Store:
+    store = Store(database_url)
+    await store.upgrade()
+    async with store.session() as s:
+        s.add(JobLock(name="job:events", owner="worker-1", expires_at=expires))
+    return store
+
+
+async def test_a_row_comes_back_by_column_name_with_aware_utc_datetimes(database_url: str) -> None:
+    # stored from another zone: read back as the same moment, in UTC, on both databases
+    expires = datetime(2026, 12, 6, 15, 30, tzinfo=timezone(timedelta(hours=2)))
+    store = await _store_with_a_lock(database_url, expires)
+    try:
+        row = await store.first(QUERY, {"name": "job:events"})
+        assert row is not None
+        assert row["owner"] == "worker-1"
+        assert row["until"] == expires
+        assert row["until"].tzinfo == UTC
+        assert await store.first(QUERY, {"name": "job:nothing"}) is None
+    finally:
+        await store.dispose()
+
+
+def _end_every_session_of(database_url: str) -> None:
+    """End the database's sessions from the server's side (a restart, a proxy's idle timeout) while this
+    test's event loop is blocked, so the pool cannot have noticed before its next read."""
+    database = database_url.rsplit("/", 1)[1].split("?")[0]
+
+    async def terminate() -> None:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        finally:
+            await admin.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(terminate(),))
+    thread.start()
+    thread.join()
+
+
+async def test_a_dropped_connection_fails_one_read_and_the_next_one_works(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    store = await _store_with_a_lock(database_url, datetime.now(UTC))
+    try:
+        assert await store.first(QUERY, {"name": "job:events"}) is not None
+        _end_every_session_of(database_url)
+        with pytest.raises(OperationalError):
+            await store.first(QUERY, {"name": "job:events"})
+        row = await store.first(QUERY, {"name": "job:events"})
+        assert row is not None and row["owner"] == "worker-1"
+    finally:
+        await store.dispose()
