@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -180,3 +181,16 @@ class Hub:
         finally:
             renewal.cancel()
             await self.store.release_lock(name, owner)
+
+
+def freeze_start_up_objects() -> None:
+    """Take every object alive after start-up (modules, config, plugins, compiled queries and templates) out
+    of the garbage collector's sight, for a process that runs until it is stopped (``serve``, ``worker``).
+
+    They live as long as the process, yet each full collection walks all of them again: every few seconds
+    under load, about 100 ms with the event loop stopped, so every request in flight waits as long, which
+    made up most of the slowest hundredth of the survey pages' and webhooks' latency. What is allocated
+    afterwards is collected as before.
+    """
+    gc.collect()
+    gc.freeze()

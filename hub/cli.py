@@ -320,11 +320,13 @@ def worker(
     import asyncio
     import signal
 
+    from hub.app import freeze_start_up_objects
     from hub.scheduler import Scheduler
 
     async def work(hub: Hub) -> None:
         jobs = Scheduler(hub)
         jobs.start()
+        freeze_start_up_objects()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

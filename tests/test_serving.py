@@ -7,8 +7,10 @@ when the request came from a configured proxy, else anyone could dodge the surve
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +23,9 @@ import uvicorn
 
 from hub import logging as hub_logging
 from hub.cli import server_config
+from hub.config import parse_config
 from hub.web import create_app
+from tests.conftest import config_text
 from tests.helpers import survey_flow
 
 
@@ -125,3 +129,41 @@ async def test_a_trusted_proxy_forwards_the_client_address(make_hub) -> None:
         ]
     assert views == [404] * 125  # 125 clients behind the proxy, one look each
     assert same_client[:120] == [404] * 120 and same_client[120] == 429
+
+
+async def test_a_server_of_its_own_takes_its_start_up_objects_out_of_the_collectors_sight(
+    database_url: str, fake_crm: Any, tmp_path: Path
+) -> None:
+    """`cxhub serve` freezes what start-up left alive, so a full collection under load walks only what came
+    after (a walk of everything stopped the event loop for about 100 ms every few seconds). A hub embedded in
+    another program (here, the tests' own) is left alone: that program owns its heap."""
+    config = tmp_path / "cxhub.toml"
+    config.write_text(config_text(database_url, fake_crm.url))
+    gc.unfreeze()
+    port = _free_port()
+    server = uvicorn.Server(
+        server_config(
+            parse_config(tomllib.loads(config.read_text()), config),
+            create_app(config_path=config, scheduler=False),
+            port=port,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn did not start"
+            await asyncio.sleep(0.02)
+        assert gc.get_freeze_count() > 10_000
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        server.should_exit = True
+        await task
+        gc.unfreeze()
+
+
+async def test_an_embedded_hub_leaves_the_heap_to_its_program(make_hub: Any) -> None:
+    gc.unfreeze()
+    async with served(await make_hub()) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert gc.get_freeze_count() == 0

@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 import hub as hub_package
 from hub import controls
-from hub.app import Hub
+from hub.app import Hub, freeze_start_up_objects
 from hub.metrics import connector_health
 from hub.metrics import render as render_metrics
 from hub.web import admin, api, api_people, conversations, inbound, survey, sync_api
@@ -81,6 +81,8 @@ def create_app(
             jobs = Scheduler(running)
             jobs.start()
         app.state.scheduler = jobs  # the cockpit shows its next runs
+        if own:  # a server of its own (``cxhub serve``), not one embedded in a test or another program
+            freeze_start_up_objects()
         try:
             yield
         finally:
