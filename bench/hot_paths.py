@@ -568,13 +568,15 @@ async def answered_tokens(database_url: str, tokens: list[str], acked: set[int])
 
 
 async def settle(database_url: str, limit: float) -> float:
-    """Wait until the hub has no write-back queued and no event left to process (at most ``limit`` seconds);
-    returns the seconds waited."""
+    """Wait until the hub has no write-back queued, no event left to process and no invitation due but unsent
+    (the webhooks' events become invitations, sent at once by default); at most ``limit`` seconds. Returns
+    the seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < limit:
         queued = await scalar(database_url, "SELECT count(*) FROM writebacks WHERE state = 'queued'")
         pending = await scalar(database_url, "SELECT count(*) FROM events WHERE processed_at IS NULL")
-        if not queued and not pending:
+        unsent = await scalar(database_url, "SELECT count(*) FROM invitations WHERE status = 'scheduled'")
+        if not queued and not pending and not unsent:
             break
         await asyncio.sleep(0.5)
     return time.monotonic() - start
