@@ -425,8 +425,12 @@ class Paths:
     """The requests of the three paths, and what each acknowledged (for the checks)."""
 
     hook_path: str
+    #: the links answered by the answer path
     tokens: list[str]
     tag: str
+    #: the links opened by the page path, never answered: every round measures the page a fresh link shows
+    #: (an answered link shows the follow-up question instead, another page); the answers' links if empty
+    page_tokens: list[str] = field(default_factory=list)
     acked_events: set[str] = field(default_factory=set)
     acked_tokens: set[int] = field(default_factory=set)
 
@@ -442,8 +446,9 @@ class Paths:
         return False
 
     def page(self, i: int) -> Outgoing:
-        k = i % len(self.tokens)
-        return "GET", f"/s/{self.tokens[k]}", {"x-forwarded-for": address(k)}, None
+        tokens = self.page_tokens or self.tokens
+        k = i % len(tokens)
+        return "GET", f"/s/{tokens[k]}", {"x-forwarded-for": address(k)}, None
 
     def answer(self, i: int) -> Outgoing:
         k, round_ = i % len(self.tokens), i // len(self.tokens)
@@ -735,8 +740,9 @@ def run_database(
             config.write_text(hub_config(database_url, crm_url))
             os.environ.update(ENV)
             tokens = asyncio.run(seed_tokens(config, args.tokens if load else 0))
+            page_tokens = asyncio.run(seed_tokens(config, args.tokens if load else 0, prefix="V"))
             fresh_tokens = asyncio.run(seed_tokens(config, args.fresh_answers, prefix="F"))
-            paths = Paths("/hooks/crm", tokens, f"B{time.time_ns()}")
+            paths = Paths("/hooks/crm", tokens, f"B{time.time_ns()}", page_tokens)
             anchor_paths = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
             serve = [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(hub_port)]
             with child(serve, hub_port, folder / "hub.log") as url:
