@@ -99,23 +99,18 @@ class Deliveries:
         """Apply the kept, unapplied report on ``message_id`` to its invitation, if both are known."""
         if not message_id:
             return
-        waiting = select(DeliveryReport.id).where(
+        unapplied = (
             DeliveryReport.channel == channel,
             DeliveryReport.message_id == message_id,
             DeliveryReport.applied_at.is_(None),
         )
+        waiting = select(DeliveryReport.id).where(*unapplied)
         # one indexed read first: after a send there is rarely a report yet (an email channel has none)
         if await self.hub.store.read(lambda conn: conn.scalar(waiting)) is None:
             return
         now = self.hub.now()
         async with self.hub.store.session() as s:
-            report = await s.scalar(
-                select(DeliveryReport).where(
-                    DeliveryReport.channel == channel,
-                    DeliveryReport.message_id == message_id,
-                    DeliveryReport.applied_at.is_(None),
-                )
-            )
+            report = await s.scalar(select(DeliveryReport).where(*unapplied))
             inv = await s.scalar(
                 select(Invitation).where(Invitation.channel == channel, Invitation.message_id == message_id)
             )

@@ -102,9 +102,9 @@ class DriverReads:
             try:
                 # shielded: a request cancelled while the pool opens must not cancel it for the others
                 pool = opening.result() if opening.done() else await asyncio.shield(opening)
-            except BaseException:
+            except Exception:  # the pool could not open (re-raised below): the next read tries again
                 if self._pool is not None and self._pool[1] is opening:
-                    self._pool = None  # it could not open: the next read tries again
+                    self._pool = None
                 raise
             try:
                 async with pool.acquire() as connection:
