@@ -35,6 +35,7 @@ from hub.models import (
     nps_category,
 )
 from hub.people import upsert_person
+from hub.store.bulk import Bulk
 from hub.store.group_commit import GroupCommit
 from hub.store.tables import CleanString, Event, Invitation, Person, Response, Token
 from hub.texts import text
@@ -127,6 +128,8 @@ class _ResponseRow:
 
 #: the columns of ``responses`` a ``_ResponseRow`` holds, in its fields' order
 _RESPONSE_COLUMNS = tuple(f.name for f in fields(_ResponseRow))
+#: the keys of ``_ResponseRow.changes``
+_AMENDED_KEYS = ("b_id", "b_rating", "b_score", "b_category", "b_comment", "b_topic", "b_updated_at")
 
 
 @dataclass(slots=True)
@@ -263,9 +266,9 @@ _BATCH_QUERY = (
     .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
 )
 #: the batch's first answers, one executemany (values bound through the columns' types, which clean them)
-_INSERT_RESPONSES = insert(_RESPONSE_TABLE)
+_INSERT_RESPONSES = Bulk(insert(_RESPONSE_TABLE), _RESPONSE_COLUMNS)
 #: the batch's amended answers, one executemany keyed by the response's id
-_AMEND_RESPONSES = (
+_AMEND_RESPONSES = Bulk(
     update(_RESPONSE_TABLE)
     .where(_RESPONSES.c.id == bindparam("b_id"))
     .values(
@@ -275,7 +278,8 @@ _AMEND_RESPONSES = (
         comment=bindparam("b_comment"),
         topic=bindparam("b_topic"),
         updated_at=bindparam("b_updated_at"),
-    )
+    ),
+    _AMENDED_KEYS,
 )
 #: the status of the invitations whose answer the batch stored or changed
 _ANSWERED = (
@@ -456,9 +460,9 @@ class Answers:
             except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
                 outcomes.append(refused)
         if step.created:  # with their latest values: a second answer in the batch amended them in memory
-            conn.execute(_INSERT_RESPONSES, [resp.values() for resp in step.created.values()])
+            _INSERT_RESPONSES.execute(conn, [resp.values() for resp in step.created.values()])
         if step.amended:
-            conn.execute(_AMEND_RESPONSES, [resp.changes() for resp in step.amended.values()])
+            _AMEND_RESPONSES.execute(conn, [resp.changes() for resp in step.amended.values()])
         if step.answered:
             conn.execute(_ANSWERED, {"ids": sorted(step.answered), "now": now})
         self.write_backs.write(conn, step.queued, now)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from hub.config import Campaign
 from hub.engine.common import CaseValues, ResponseValues
 from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
+from hub.store.bulk import Bulk
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
 if TYPE_CHECKING:
@@ -80,6 +81,12 @@ def upsert_statement(dialect: str) -> Any:
             "updated_at": stmt.excluded.updated_at,
         },
     )
+
+
+@cache
+def upsert_bulk(dialect: str) -> Bulk:
+    """``upsert_statement`` for executemany with rows of ``_ITEM_FIELDS`` and ``now`` (``hub.store.bulk``)."""
+    return Bulk(upsert_statement(dialect), (*_ITEM_FIELDS, "now"))
 
 
 #: ``Session.info`` keys: answers queued by ``queue_answer`` until the commit, and whether it listens
@@ -162,8 +169,8 @@ class WriteBackQueue:
         ]
         if items:
             now = self.hub.now()
-            statement = upsert_statement(session.get_bind().dialect.name)
-            session.connection().execute(statement, [{**item, "now": now} for item in items])
+            connection = session.connection()
+            upsert_bulk(connection.dialect.name).execute(connection, [{**item, "now": now} for item in items])
 
     def items(
         self, resp: ResponseValues, event: CaseValues, campaign: Campaign, identities: dict[str, str]
@@ -304,12 +311,12 @@ class WriteBackQueue:
         if not items:
             return
         moment = now or self.hub.now()
-        statement = upsert_statement(s.get_bind().dialect.name)
-        # on the session's connection: a Core executemany, without the ORM's bulk-insert layer around it
-        await (await s.connection()).execute(statement, [{**item, "now": moment} for item in items])
+        rows = [{**item, "now": moment} for item in items]
+        # on the session's connection: one executemany, without the ORM's bulk-insert layer around it
+        connection = await s.connection()
+        await connection.run_sync(lambda conn: upsert_bulk(conn.dialect.name).execute(conn, rows))
 
     def write(self, conn: Connection, items: list[dict[str, Any]], now: datetime) -> None:
         """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
         if items:
-            statement = upsert_statement(conn.dialect.name)
-            conn.execute(statement, [{**item, "now": now} for item in items])
+            upsert_bulk(conn.dialect.name).execute(conn, [{**item, "now": now} for item in items])
