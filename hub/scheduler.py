@@ -251,7 +251,7 @@ class Scheduler:
             if name in paused:
                 continue
             ready: datetime | None = None
-            if await self.hub.sync.settled(name, quiet):
+            if await self.hub.sync.settled(name):
 
                 async def settled(connector: str = name) -> None:
                     await self.hub.sync.run(connector, quiet_seconds=quiet)
@@ -259,7 +259,7 @@ class Scheduler:
                 if not await self._singleton(f"job:sync:{name}", settled):
                     ready = self.hub.now() + timedelta(seconds=SYNC_LOCKED_RETRY_SECONDS)
             if ready is None:
-                ready = await self.hub.sync.next_ready_at(name, quiet)
+                ready = await self.hub.sync.next_ready_at(name)
             if ready is not None and (soonest is None or ready < soonest):
                 soonest = ready
         return soonest

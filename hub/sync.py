@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,7 +31,7 @@ from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
 from hub.leases import renew_until
 from hub.models import WriteBackItem, WriteBackResult
-from hub.store.tables import Cursor, Response, SyncRun, WriteBack, utcnow
+from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summary
 
 if TYPE_CHECKING:
@@ -101,44 +101,40 @@ class SyncService:
                 q = q.where(WriteBack.next_attempt_at <= self.hub.now())
             return int(await s.scalar(q) or 0)
 
-    async def settled(self, connector: str, quiet_seconds: float) -> bool:
-        """Debounce for the prompt sync: whether an item of ``connector`` is ready (see ``_ready``).
-
-        Each item is judged by its own key, so a steady stream of other people's answers never delays one.
-        """
+    async def settled(self, connector: str) -> bool:
+        """Whether an item of ``connector`` is ready for the prompt sync (``WriteBackQueue.rows`` decides
+        when each is, as it is queued): one look into an index, however many items wait for their quiet
+        period."""
         now = self.hub.now()
         async with self.hub.store.session() as s:
             found = await s.scalar(
-                select(WriteBack.id)
-                .where(*self._due(connector, now), self._ready(now, quiet_seconds))
-                .limit(1)
+                select(WriteBack.id).where(*self._due(connector, now), self._ready(now)).limit(1)
             )
         return found is not None
 
-    async def next_ready_at(self, connector: str, quiet_seconds: float) -> datetime | None:
-        """When the prompt sync should look at ``connector`` again: the moment its next waiting item settles.
+    async def next_ready_at(self, connector: str) -> datetime | None:
+        """When the prompt sync should look at ``connector`` again: the moment its next waiting item is ready.
 
         Never later than that moment, sometimes earlier (an item held by a retry's backoff counts from its
-        due time, one re-armed meanwhile from its quiet period): looking early costs one query, looking late
-        costs freshness. None when nothing of the connector waits.
+        due time): looking early costs one query, looking late costs freshness. None when nothing of the
+        connector waits.
         """
         now = self.hub.now()
-        quiet = timedelta(seconds=quiet_seconds)
         waiting = (
             WriteBack.connector == connector,
             WriteBack.state == "queued",
             or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now),
         )
-        if await self.settled(connector, quiet_seconds):
+        if await self.settled(connector):
             return now  # left ready by a run of another process, or re-armed during this one
         async with self.hub.store.session() as s:
-            rearmed = await s.scalar(
-                select(func.min(WriteBack.updated_at)).where(*waiting, WriteBack.updated_at > now - quiet)
+            ready = await s.scalar(
+                select(func.min(WriteBack.ready_at)).where(*waiting, WriteBack.ready_at > now)
             )
             backoff = await s.scalar(
                 select(func.min(WriteBack.next_attempt_at)).where(*waiting, WriteBack.next_attempt_at > now)
             )
-        times = [t for t in (rearmed + quiet if rearmed else None, backoff) if t is not None]
+        times = [t for t in (ready, backoff) if t is not None]
         return min(times) if times else None
 
     @staticmethod
@@ -151,85 +147,11 @@ class SyncService:
             or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now),
         )
 
-    def _ready(self, now: datetime, quiet_seconds: float) -> ColumnElement[bool]:
-        """Items the prompt sync writes now: complete answers at once, the others once their key is quiet.
-
-        The debounce exists for one case: a customer gives a score, the survey page shows the follow-up
-        question, and the comment (or a topic) arrives a moment later, re-arming the same keys. Waiting is
-        worth it only while that can still happen, so:
-
-        * an item whose answer is complete (a comment or a topic given, or a campaign whose survey asks no
-          follow-up) is written at once: nothing more is coming in the common case, so waiting would only
-          make the CRM later;
-        * an item whose answer is a score alone waits until its own key was not re-armed for
-          ``quiet_seconds``, so a comment within that time makes score and comment one write. A comment
-          typed for longer costs a second write; holding every score for as long as people type would make
-          the CRM minutes late for the many who leave no comment, which is what the CRM's users see;
-        * however often a key is re-armed, it waits at most ten times ``quiet_seconds`` (``_capped``).
-
-        Each item is judged by its own key (the summary key is one per person, the others one per answer),
-        so a steady stream of other people's answers never delays one.
-        """
-        quiet = timedelta(seconds=quiet_seconds)
-        complete = (
-            select(Response.id)
-            .where(
-                Response.id == WriteBack.response_id,
-                or_(
-                    Response.comment.is_not(None),
-                    Response.topic.is_not(None),
-                    Response.campaign.in_(self._without_followup()),
-                ),
-            )
-            .exists()
-        )
-        return or_(WriteBack.updated_at <= now - quiet, complete, self._capped(now, 10 * quiet))
-
-    def _without_followup(self) -> list[str]:
-        """Campaigns whose survey ends with the score (no comment box, no topics): a score is the whole answer.
-
-        A survey with topics in some languages only counts as asking a follow-up, so an answer in another
-        language waits for the quiet period instead of going out at once: later, never twice.
-        """
-        config = self.hub.config
-        return [
-            name
-            for name, campaign in config.campaigns.items()
-            if (survey := config.surveys.get(campaign.survey)) is not None
-            and not survey.comment
-            and not any(survey.topics.values())
-        ]
-
     @staticmethod
-    def _capped(now: datetime, cap: timedelta) -> ColumnElement[bool]:
-        """Items pending for ``cap`` or longer since they were first (re-)armed after their last write.
-
-        An item never written counts from ``created_at``. One written before keeps no record of when it was
-        re-armed (``updated_at`` moves with every re-arm), but every re-arm comes from an answer being
-        stored: the first answer after the write that re-armed it was answered (``answered_at``) no later
-        than that re-arm, and was updated (``updated_at``) after the write. So the item has waited at least
-        ``cap`` once such an answer, of the key's person for a summary or of the key's own answer otherwise,
-        and the write both lie ``cap`` in the past. Other answers of the person can only make the cap come
-        earlier (one more write), never later, so a summary re-armed again and again by a person answering
-        every second is written at least once per ``cap``, as is a score changed over and over.
-        """
-        before = now - cap
-        rearmed_by = (
-            select(Response.id)
-            .where(
-                or_(
-                    and_(WriteBack.kind == "person_summary", Response.person_id == WriteBack.person_id),
-                    Response.id == WriteBack.response_id,
-                ),
-                Response.updated_at > WriteBack.done_at,
-                Response.answered_at <= before,
-            )
-            .exists()
-        )
-        return or_(
-            and_(WriteBack.done_at.is_(None), WriteBack.created_at <= before),
-            and_(WriteBack.done_at.is_not(None), WriteBack.done_at <= before, rearmed_by),
-        )
+    def _ready(now: datetime) -> ColumnElement[bool]:
+        """Items the prompt sync writes now: complete answers at once, the others once their key is quiet,
+        at the latest at their cap (``WriteBackQueue.rows``)."""
+        return WriteBack.ready_at <= now
 
     # --- claiming -------------------------------------------------------------------------------------------------
 
@@ -237,7 +159,8 @@ class SyncService:
         """Lease up to ``limit`` due items of one connector and one kind to this worker.
 
         With ``quiet_seconds`` (the prompt sync) only the items that are ready (``_ready``) are taken;
-        without, every due item (the scheduled sync, ``cxhub sync``).
+        without, every due item (the scheduled sync, ``cxhub sync``). The quiet period itself was applied
+        when the items were queued (``WriteBackQueue.rows``, from ``sync.prompt_seconds``).
 
         A batch holds one kind only (the kind of the oldest due item), because CRM batch limits are per
         call and per object: 200 timeline records fill one Salesforce call, while a batch mixing 67
@@ -249,7 +172,7 @@ class SyncService:
         free = or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now)
         due = self._due(connector, now)
         if quiet_seconds is not None:
-            due = (*due, self._ready(now, quiet_seconds))
+            due = (*due, self._ready(now))
         async with self.hub.store.session() as s:
             kind = await s.scalar(
                 select(WriteBack.kind).where(*due).order_by(WriteBack.next_attempt_at, WriteBack.id).limit(1)
@@ -614,8 +537,8 @@ class SyncService:
                 )
             if again:
                 # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued;
-                # ``updated_at`` stays when the row was last re-armed, so the prompt sync's debounce (``_ready``)
-                # does not hold a retry back once its backoff is over
+                # its ``ready_at`` stays as its last re-arm set it, so the prompt sync's debounce does not hold
+                # a retry back once its backoff is over
                 await conn.execute(
                     table.update()
                     .where(*mine, table.c.version == bindparam("row_version"))

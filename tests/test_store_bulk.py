@@ -34,6 +34,8 @@ def _item(key: str, **changes: Any) -> dict[str, Any]:
         "response_id": "r-1",
         "payload": {"score": 9, "comment": "gr\x00eat", "täg": ["a"]},
         "now": NOW,
+        "ready_at": NOW,
+        "cap_at": NOW + timedelta(seconds=20),
         **changes,
     }
 

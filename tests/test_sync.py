@@ -679,7 +679,7 @@ async def test_the_scheduled_sync_still_writes_what_has_not_settled(make_hub, cr
     clock = [utcnow()]
     hub.now = lambda: clock[0]
     await answer(hub, crm_state, "C1", "P1", 9)
-    assert not await hub.sync.settled("crm", 10)
+    assert not await hub.sync.settled("crm")
     assert (await hub.sync.run("crm", quiet_seconds=10)).written == 0
     assert (await hub.sync.run("crm")).written == 3
 
@@ -698,6 +698,6 @@ async def test_a_retry_of_the_prompt_sync_waits_for_its_backoff_not_for_another_
     crm_state.fail_next.append((429, {"Retry-After": "2"}))
     assert (await hub.sync.run("crm", quiet_seconds=10)).retried > 0
     clock[0] = max(row.next_attempt_at for row in await rows(hub)) + timedelta(milliseconds=1)
-    assert await hub.sync.settled("crm", 10)
+    assert await hub.sync.settled("crm")
     await hub.sync.run("crm", quiet_seconds=10)
     assert {row.state for row in await rows(hub)} == {"done"}

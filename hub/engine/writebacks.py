@@ -11,12 +11,12 @@ identities in every target come from one read.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, case, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,11 +46,18 @@ _ITEM_FIELDS = (
 )
 
 
+#: what a row of the upsert carries besides the item's fields (``WriteBackQueue.rows``)
+_ROW_KEYS = (*_ITEM_FIELDS, "now", "ready_at", "cap_at")
+#: how many quiet periods a key re-armed again and again waits at most before it is written anyway
+CAP_QUIET_PERIODS = 10
+
+
 @cache
 def upsert_statement(dialect: str) -> Any:
     """The queue's upsert for one dialect, with bound parameters only: built once, compiled once, and then run
     with a list of items (executemany). Re-queuing a key re-arms it: queued again, a higher version, attempts
-    reset, the newer payload."""
+    reset, the newer payload, ready at the row's ``ready_at`` but never later than the cap set when the key
+    was first armed after its last write (``WriteBackQueue.rows`` says why)."""
     if dialect == "postgresql":
         insert: Any = postgresql.insert
     elif dialect == "sqlite":
@@ -64,9 +71,13 @@ def upsert_statement(dialect: str) -> Any:
         version=1,
         attempts=0,
         next_attempt_at=now,
+        ready_at=bindparam("ready_at"),
+        cap_at=bindparam("cap_at"),
         created_at=now,
         updated_at=now,
     )
+    # the SET of a conflict sees the row as it was: ``state`` is the state before this re-arm
+    armed = WriteBack.state == "queued"
     return stmt.on_conflict_do_update(
         index_elements=["connector", "key"],
         set_={
@@ -78,6 +89,11 @@ def upsert_statement(dialect: str) -> Any:
             "record_id": stmt.excluded.record_id,
             "response_id": stmt.excluded.response_id,
             "last_error": None,
+            "ready_at": case(
+                (and_(armed, WriteBack.cap_at < stmt.excluded.ready_at), WriteBack.cap_at),
+                else_=stmt.excluded.ready_at,
+            ),
+            "cap_at": case((armed, WriteBack.cap_at), else_=stmt.excluded.cap_at),
             "updated_at": stmt.excluded.updated_at,
         },
     )
@@ -85,8 +101,8 @@ def upsert_statement(dialect: str) -> Any:
 
 @cache
 def upsert_bulk(dialect: str) -> Bulk:
-    """``upsert_statement`` for executemany with rows of ``_ITEM_FIELDS`` and ``now`` (``hub.store.bulk``)."""
-    return Bulk(upsert_statement(dialect), (*_ITEM_FIELDS, "now"))
+    """``upsert_statement`` for executemany with the rows of ``WriteBackQueue.rows`` (``hub.store.bulk``)."""
+    return Bulk(upsert_statement(dialect), _ROW_KEYS)
 
 
 #: ``Session.info`` keys: answers queued by ``queue_answer`` until the commit, and whether it listens
@@ -170,7 +186,7 @@ class WriteBackQueue:
         if items:
             now = self.hub.now()
             connection = session.connection()
-            upsert_bulk(connection.dialect.name).execute(connection, [{**item, "now": now} for item in items])
+            upsert_bulk(connection.dialect.name).execute(connection, self.rows(items, now))
 
     def items(
         self, resp: ResponseValues, event: CaseValues, campaign: Campaign, identities: dict[str, str]
@@ -182,6 +198,9 @@ class WriteBackQueue:
         values of the answers' batch writer: both give the same rows."""
         settings = campaign.write_back
         category = NpsCategory(resp.category) if resp.category else None
+        survey = self.hub.config.surveys.get(campaign.survey)
+        asks_more = survey is None or bool(survey.comment or any(survey.topics.values()))
+        complete = resp.comment is not None or resp.topic is not None or not asks_more
         items: list[dict[str, Any]] = []
         for target in campaign.targets():
             crm_id = identities.get(target)
@@ -194,6 +213,7 @@ class WriteBackQueue:
                 "person_record_id": crm_id,
                 "person_id": resp.person_id,
                 "response_id": resp.id,
+                "complete": complete,
             }
             if settings.person_summary:
                 items.append(_item(base, "person_summary", f"summary:{resp.person_id}", crm_id, None))
@@ -310,8 +330,7 @@ class WriteBackQueue:
         """All ``items`` (from ``items``) in one execution of the dialect's precompiled upsert."""
         if not items:
             return
-        moment = now or self.hub.now()
-        rows = [{**item, "now": moment} for item in items]
+        rows = self.rows(items, now or self.hub.now())
         # on the session's connection: one executemany, without the ORM's bulk-insert layer around it
         connection = await s.connection()
         await connection.run_sync(lambda conn: upsert_bulk(conn.dialect.name).execute(conn, rows))
@@ -319,4 +338,32 @@ class WriteBackQueue:
     def write(self, conn: Connection, items: list[dict[str, Any]], now: datetime) -> None:
         """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
         if items:
-            upsert_bulk(conn.dialect.name).execute(conn, [{**item, "now": now} for item in items])
+            upsert_bulk(conn.dialect.name).execute(conn, self.rows(items, now))
+
+    def rows(self, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+        """The upsert's rows for ``items`` queued at ``now``: when each is ready for the prompt sync.
+
+        The debounce exists for one case: a customer gives a score, the survey page shows the follow-up
+        question, and the comment (or a topic) arrives a moment later, re-arming the same keys. Waiting is
+        worth it only while that can still happen, so:
+
+        * an item whose answer is complete (``complete``: a comment or a topic given, or a survey that asks
+          no follow-up) is ready at once: nothing more is coming in the common case;
+        * any other item is ready once its own key was not re-armed for ``sync.prompt_seconds``: each re-arm
+          moves its ``ready_at`` to the end of a new quiet period, so a comment within that time makes score
+          and comment one write. A comment typed for longer costs a second write; holding every score for as
+          long as people type would make the CRM minutes late for the many who leave no comment;
+        * however often a key is re-armed, it waits at most ``CAP_QUIET_PERIODS`` quiet periods from the
+          first re-arm after its last write (``cap_at``, kept by the upsert while the key stays queued).
+
+        Decided here, when the item is written, rather than by the sync when it looks: the sync's question
+        "what is ready?" is then one range of an index (``ix_writebacks_ready``), however many items wait
+        for their quiet period, instead of a look at every waiting item and its answer on every pass.
+        Each item is judged by its own key, so a steady stream of other people's answers never delays one.
+        """
+        quiet = timedelta(seconds=self.hub.config.sync.prompt_seconds)
+        later, cap = now + quiet, now + CAP_QUIET_PERIODS * quiet
+        return [
+            {**item, "now": now, "ready_at": now if item.get("complete") else later, "cap_at": cap}
+            for item in items
+        ]

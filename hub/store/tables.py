@@ -386,6 +386,7 @@ class WriteBack(Base):
     __table_args__ = (
         UniqueConstraint("connector", "key", name="uq_writebacks_connector_key"),
         Index("ix_writebacks_due", "connector", "state", "next_attempt_at"),
+        Index("ix_writebacks_ready", "connector", "state", "ready_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -403,6 +404,14 @@ class WriteBack(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime] = mapped_column(
+        default=utcnow,
+        doc="when the prompt sync may write it: at once for a complete answer, after the quiet period for a "
+        "score that may get its comment, never later than cap_at",
+    )
+    cap_at: Mapped[datetime] = mapped_column(
+        default=utcnow, doc="the latest ready_at while queued: first armed since its last write, plus the cap"
+    )
     lease_owner: Mapped[str | None] = mapped_column(CleanString(100))
     lease_until: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(CleanText())
