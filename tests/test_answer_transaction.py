@@ -184,3 +184,23 @@ async def test_a_first_answer_that_meets_one_stored_meanwhile_amends_it(
     async with hub.store.session() as s:
         stored = [(r.id, r.rating, r.comment) for r in await s.scalars(select(Response))]
     assert stored == [(other.id, 9, "better now")]
+
+
+async def test_a_changed_answer_changes_its_response_not_its_invitation(make_hub, crm_state) -> None:
+    """The invitation becomes answered with the first answer; a later change is the response's alone, so
+    the batch writes nothing to the invitation again (one statement fewer for a batch of changes)."""
+    hub = await make_hub()
+    [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
+    clock = [hub.now()]
+    hub.now = lambda: clock[0]
+    await hub.engine.record_answer(inv_id, 9)
+    async with hub.store.session() as s:
+        answered = await s.get_one(Invitation, inv_id)
+        status, since = answered.status, answered.updated_at
+    clock[0] += timedelta(minutes=5)
+    record = await hub.engine.record_answer(inv_id, 4, comment="changed my mind")
+    assert (record.rating, record.comment) == (4, "changed my mind")
+    async with hub.store.session() as s:
+        after = await s.get_one(Invitation, inv_id)
+        assert (status, after.status, after.updated_at) == ("answered", "answered", since)
+        assert (await s.get_one(Response, record.id)).updated_at == clock[0]

@@ -194,6 +194,7 @@ class _Step:
 
     now: datetime
     window: timedelta
+    #: invitations answered for the first time (their status changes)
     answered: set[int] = field(default_factory=set)
     queued: list[dict[str, Any]] = field(default_factory=list)
     #: response id -> values: first answers to insert, stored answers whose amendment changed them
@@ -559,8 +560,9 @@ class Answers:
             resp.updated_at = step.now
             if resp.id not in step.created:
                 step.amended[resp.id] = resp
-            inv.status = "answered"  # written for the whole batch by one UPDATE
-            step.answered.add(inv.id)
+            if inv.status != "answered":  # one UPDATE for the batch; a changed answer's invitation stays
+                inv.status = "answered"
+                step.answered.add(inv.id)
             step.queued.extend(self.write_backs.items(resp, inv.case, campaign, known))
         stored = (
             response_record(resp),
