@@ -114,22 +114,15 @@ class _ResponseRow:
         return {name: getattr(self, name) for name in _RESPONSE_COLUMNS}
 
     def changes(self) -> dict[str, Any]:
-        """What an amendment changes, for the UPDATE of ``_AMEND_RESPONSES``."""
-        return {
-            "b_id": self.id,
-            "b_rating": self.rating,
-            "b_score": self.score,
-            "b_category": self.category,
-            "b_comment": self.comment,
-            "b_topic": self.topic,
-            "b_updated_at": self.updated_at,
-        }
+        """What an amendment changes, for the UPDATE of ``_AMEND_RESPONSES``: the id and the changed columns,
+        each under ``b_<column>`` (a parameter may not share a column's name in an UPDATE's values)."""
+        return {f"b_{name}": getattr(self, name) for name in ("id", *_AMENDED_COLUMNS)}
 
 
 #: the columns of ``responses`` a ``_ResponseRow`` holds, in its fields' order
 _RESPONSE_COLUMNS = tuple(f.name for f in fields(_ResponseRow))
-#: the keys of ``_ResponseRow.changes``
-_AMENDED_KEYS = ("b_id", "b_rating", "b_score", "b_category", "b_comment", "b_topic", "b_updated_at")
+#: the columns an amendment changes (``_ResponseRow.changes``, ``_AMEND_RESPONSES``)
+_AMENDED_COLUMNS = ("rating", "score", "category", "comment", "topic", "updated_at")
 
 
 @dataclass(slots=True)
@@ -272,15 +265,8 @@ _INSERT_RESPONSES = Bulk(insert(_RESPONSE_TABLE), _RESPONSE_COLUMNS)
 _AMEND_RESPONSES = Bulk(
     update(_RESPONSE_TABLE)
     .where(_RESPONSES.c.id == bindparam("b_id"))
-    .values(
-        rating=bindparam("b_rating"),
-        score=bindparam("b_score"),
-        category=bindparam("b_category"),
-        comment=bindparam("b_comment"),
-        topic=bindparam("b_topic"),
-        updated_at=bindparam("b_updated_at"),
-    ),
-    _AMENDED_KEYS,
+    .values({name: bindparam(f"b_{name}") for name in _AMENDED_COLUMNS}),
+    [f"b_{name}" for name in ("id", *_AMENDED_COLUMNS)],
 )
 #: the status of the invitations whose answer the batch stored or changed
 _ANSWERED = (

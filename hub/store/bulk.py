@@ -15,23 +15,16 @@ is made per row by SQLAlchemy's execution, which this skips.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
+from hub.store.positional import Positional, positional
+
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    sql: str
-    #: per position: the row's key, the value compiled into the statement (``_MISSING`` when a row gives
-    #: it) and the type's bind processor
-    binds: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
 
 
 class Bulk:
@@ -41,7 +34,7 @@ class Bulk:
     def __init__(self, statement: UpdateBase, keys: Collection[str]) -> None:
         self.statement = statement
         self.keys = frozenset(keys)
-        self._compiled: dict[str, _Compiled | None] = {}
+        self._compiled: dict[str, Positional | None] = {}
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run the statement once per row, in ``conn``'s transaction (nothing when ``rows`` is empty)."""
@@ -54,22 +47,10 @@ class Bulk:
         if compiled is None:  # a driver that takes named parameters: SQLAlchemy's own way
             conn.execute(self.statement, list(rows))
             return
-        assert isinstance(compiled, _Compiled)
-        binds = compiled.binds
-        conn.exec_driver_sql(
-            compiled.sql,
-            [
-                tuple(
-                    (row[key] if fixed is _MISSING else fixed)
-                    if process is None
-                    else process(row[key] if fixed is _MISSING else fixed)
-                    for key, fixed, process in binds
-                )
-                for row in rows
-            ],
-        )
+        assert isinstance(compiled, Positional)
+        conn.exec_driver_sql(compiled.sql, [compiled.values(row) for row in rows])
 
-    def _compile(self, dialect: Dialect) -> _Compiled | None:
+    def _compile(self, dialect: Dialect) -> Positional | None:
         if not dialect.positional:
             return None
         compiled = self.statement.compile(
@@ -83,11 +64,4 @@ class Bulk:
                 f"{', '.join(sorted(made_per_row))}: a default made per row, which rows of this statement "
                 "must carry"
             )
-        binds = []
-        for name in compiled.positiontup or []:
-            bind = compiled.binds[name]
-            if bind.expanding:
-                raise ValueError(f"{name}: a list parameter cannot be run as executemany")
-            fixed = _MISSING if name in self.keys else bind.effective_value
-            binds.append((name, fixed, bind.type.dialect_impl(dialect).bind_processor(dialect)))
-        return _Compiled(compiled.string, tuple(binds))
+        return positional(compiled, dialect, self.keys)

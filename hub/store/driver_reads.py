@@ -14,7 +14,7 @@ the pool then replaces all its connections of that moment, as SQLAlchemy does fo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +23,11 @@ from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 
+from hub.store.positional import Convert, Positional, positional
+
 #: what SQLAlchemy's asyncpg dialect takes in the URL for itself, not for ``asyncpg.connect``
 _DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
 
-Convert = Callable[[Any], Any]
 #: the database could not be reached or dropped the connection
 _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
@@ -34,15 +35,14 @@ _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 @dataclass
 class _Compiled:
     query: Select[Any]
-    sql: str
-    binds: list[tuple[str, Convert | None]]
+    statement: Positional
     #: each column's name and result processor, known once the server described the statement's columns
     columns: list[tuple[str, Convert | None]] | None = None
 
     async def describe(self, connection: asyncpg.Connection, dialect: Dialect) -> None:
         """Each column's processor for the type the server returns it as (SQLAlchemy's asks for the type's
         code, as a cursor's description gives it: a float column may come back as another numeric type)."""
-        attributes = (await connection.prepare(self.sql)).get_attributes()
+        attributes = (await connection.prepare(self.statement.sql)).get_attributes()
         self.columns = [
             (str(column.key), column.type.dialect_impl(dialect).result_processor(dialect, attribute.type.oid))
             for column, attribute in zip(self.query.selected_columns, attributes, strict=True)
@@ -50,14 +50,7 @@ class _Compiled:
 
 
 def _compile(query: Select[Any], dialect: Dialect) -> _Compiled:
-    compiled = query.compile(dialect=dialect)
-    binds: list[tuple[str, Convert | None]] = []
-    for name in compiled.positiontup or []:
-        bind = compiled.binds[name]
-        if bind.expanding:
-            raise ValueError(f"{name}: a list parameter cannot be read through the driver directly")
-        binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
-    return _Compiled(query, compiled.string, binds)
+    return _Compiled(query, positional(query.compile(dialect=dialect), dialect))
 
 
 class DriverReads:
@@ -94,9 +87,7 @@ class DriverReads:
         compiled = self._compiled.get(query)
         if compiled is None:
             compiled = self._compiled[query] = _compile(query, self._dialect)
-        values = [
-            convert(params[name]) if convert is not None else params[name] for name, convert in compiled.binds
-        ]
+        sql, values = compiled.statement.sql, compiled.statement.values(params)
         opening = self._open()
         try:
             try:
@@ -110,12 +101,12 @@ class DriverReads:
                 async with pool.acquire() as connection:
                     if compiled.columns is None:
                         await compiled.describe(connection, self._dialect)
-                    record = await connection.fetchrow(compiled.sql, *values)
+                    record = await connection.fetchrow(sql, *values)
             except _LOST:
                 await pool.expire_connections()  # the others of that moment are likely gone too
                 raise
         except _LOST as exc:
-            raise OperationalError(compiled.sql, values, exc) from exc
+            raise OperationalError(sql, values, exc) from exc
         if record is None or compiled.columns is None:
             return None
         return {
