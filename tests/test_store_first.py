@@ -8,6 +8,7 @@ connection failing one read as ``OperationalError`` and no more.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -17,6 +18,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 
 from hub.store.db import Store
+from hub.store.driver_reads import DriverReads
 from hub.store.tables import JobLock
 from hub.testing.databases import POSTGRES_ADMIN_URL
 
@@ -81,3 +83,33 @@ async def test_a_dropped_connection_fails_one_read_and_the_next_one_works(databa
         assert row is not None and row["owner"] == "worker-1"
     finally:
         await store.dispose()
+
+
+async def test_reads_waiting_for_a_connection_are_served_in_the_order_they_came(database_url: str) -> None:
+    # links opened in a stream queue for the pool's connections: each read waits its turn, so no link waits
+    # while others that came after it are served (asyncpg's own queue lets a read that arrives just as a
+    # connection is returned take it before the reads already waiting: under load some links waited for
+    # dozens of others)
+    if not database_url.startswith("postgresql"):
+        pytest.skip("on SQLite the reads run on the store's reader threads, not on a pool of asyncpg's")
+    store = await _store_with_a_lock(database_url, datetime.now(UTC))
+    reads = DriverReads(database_url, store.engine.dialect, 1, 300)
+    arrivals = itertools.count()
+    served: list[int] = []
+
+    async def open_link() -> None:
+        arrival = next(arrivals)  # the read asks for a connection in this same step
+        assert await reads.first(QUERY, {"name": "job:events"}) is not None
+        served.append(arrival)
+
+    try:
+        await open_link()  # the pool is open
+        stream = []
+        for _ in range(200):  # one new link per turn of the event loop, as requests come in
+            stream.append(asyncio.create_task(open_link()))
+            await asyncio.sleep(0)
+        await asyncio.gather(*stream)
+    finally:
+        await reads.close()
+        await store.dispose()
+    assert served == sorted(served)
