@@ -249,7 +249,6 @@ class SyncSettings(Section):
     lease_seconds: float = Field(
         60, gt=0, description="how long a claimed item or a running job is reserved for a worker (renewed)"
     )
-    concurrency: int = Field(1, ge=1)
 
 
 class ConnectorInstance(BaseModel):
@@ -404,11 +403,22 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+#: keys that were settings once, and what to do about each: a config written for an older hub is refused with
+#: this instead of a bare "unknown key"
+RETIRED_KEYS = {
+    "sync.concurrency": "it never had an effect (each connector's write-backs go out one batch at a time, "
+    "within the CRM's limits); delete the line",
+}
+
+
 def _fix_for(error: dict[str, Any], model: type[BaseModel] | None, also_known: Iterable[str] = ()) -> str:
     kind = error["type"]
     if kind == "missing":
         return "required: add it"
     if kind == "extra_forbidden" and model is not None:
+        retired = RETIRED_KEYS.get(".".join(str(part) for part in error["loc"]))
+        if retired is not None:
+            return f"no longer a setting: {retired}"
         name = str(error["loc"][-1])
         known = sorted({*_known_keys(model, error["loc"][:-1]), *also_known})
         return f"unknown key{_nearest(name, known)}"

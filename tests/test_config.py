@@ -48,6 +48,15 @@ def test_an_unknown_key_suggests_the_close_one() -> None:
     ]
 
 
+def test_a_retired_key_says_what_became_of_it() -> None:
+    # a config written for an older hub: refused with what to do, not a bare "unknown key"
+    text = BASE.replace("max_attempts = 3", "max_attempts = 3\nconcurrency = 4")
+    assert problems_of(text) == [
+        "config/cxhub.toml: sync.concurrency: no longer a setting: it never had an effect (each connector's"
+        " write-backs go out one batch at a time, within the CRM's limits); delete the line"
+    ]
+
+
 def test_wrong_types_and_missing_keys_name_the_path() -> None:
     text = BASE.replace("max_attempts = 3", 'max_attempts = "three"').replace('survey = "nps"\n', "")
     lines = problems_of(text)
