@@ -218,6 +218,7 @@ async def run_demo(
     )
     server: uvicorn.Server | None = None
     hub: Hub | None = None
+    jobs: Scheduler | None = None
     try:
         config = demo_config(config_path, crm, connector, channel, port, phone)
         hub = await Hub.open(config)
@@ -267,6 +268,9 @@ async def run_demo(
     finally:
         if server is not None:
             server.should_exit = True
+        if jobs is not None:  # stopped (Ctrl-C) while it stays up: its jobs end before the database closes
+            with suppress(Exception):
+                await jobs.shutdown()
         if hub is not None:
             with suppress(Exception):
                 await hub.close()

@@ -93,6 +93,9 @@ def running_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ru
     running.stop()
 
 
+# stopping the demo (Ctrl-C) must end its jobs before its database: a statement still running on a closed
+# event loop would fail on its thread
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_full_resync_from_the_cockpit_writes_again_without_a_duplicate(
     browser: Browser, running_demo: RunningDemo
 ) -> None:
