@@ -416,7 +416,7 @@ def _fix_for(error: dict[str, Any], model: type[BaseModel] | None, also_known: I
     if kind == "missing":
         return "required: add it"
     if kind == "extra_forbidden" and model is not None:
-        retired = RETIRED_KEYS.get(".".join(str(part) for part in error["loc"]))
+        retired = RETIRED_KEYS.get(key_path(error["loc"]))
         if retired is not None:
             return f"no longer a setting: {retired}"
         name = str(error["loc"][-1])

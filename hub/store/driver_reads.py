@@ -60,6 +60,19 @@ def _compile(query: Select[Any], dialect: Dialect) -> _Compiled:
     return _Compiled(query, positional(query.compile(dialect=dialect), dialect))
 
 
+@dataclass(frozen=True)
+class _LoopPool:
+    """The pool of one event loop, and the turns at it."""
+
+    loop: asyncio.AbstractEventLoop
+    opening: asyncio.Future[asyncpg.Pool]
+    #: one per connection, handed out in arrival order (a semaphore serves its waiters first come, first
+    #: served, and a newcomer waits behind them): asyncpg's own queue lets a newcomer take a connection just
+    #: returned before the reads already waiting, so under a burst some links opened would wait for many
+    #: others' reads (p50 9 ms but p99 90 ms in the bench)
+    turns: asyncio.Semaphore
+
+
 class DriverReads:
     """One PostgreSQL database's pool for direct reads, opened on first use in the running event loop."""
 
@@ -72,16 +85,12 @@ class DriverReads:
         self._size = size
         self._recycle = recycle_seconds
         self._compiled: dict[Select[Any], _Compiled] = {}
-        self._pool: tuple[asyncio.AbstractEventLoop, asyncio.Future[asyncpg.Pool]] | None = None
-        #: the turns at the pool, one per connection, handed out in arrival order: asyncpg's own queue lets a
-        #: newcomer take a connection just returned before the reads already waiting for one, so under a burst
-        #: some links opened would wait for many others' reads (p50 9 ms but p99 90 ms in the bench)
-        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._pool: _LoopPool | None = None
 
-    def _open(self) -> asyncio.Future[asyncpg.Pool]:
+    def _open(self) -> _LoopPool:
         """The pool of the running loop (a store used from a new loop, in tests or the CLI, opens another)."""
         loop = asyncio.get_running_loop()
-        if self._pool is None or self._pool[0] is not loop:
+        if self._pool is None or self._pool.loop is not loop:
             args, kwargs = self._connect
             opening = asyncpg.create_pool(
                 *args,
@@ -91,16 +100,8 @@ class DriverReads:
                 reset=_keep_session,
                 **kwargs,
             )
-            self._pool = (loop, asyncio.ensure_future(opening))
-        return self._pool[1]
-
-    def _turn(self) -> asyncio.Semaphore:
-        """The running loop's turns at the pool (a semaphore is fair: it serves its waiters first come, first
-        served, and a newcomer waits behind them)."""
-        loop = asyncio.get_running_loop()
-        if self._turns is None or self._turns[0] is not loop:
-            self._turns = (loop, asyncio.Semaphore(self._size))
-        return self._turns[1]
+            self._pool = _LoopPool(loop, asyncio.ensure_future(opening), asyncio.Semaphore(self._size))
+        return self._pool
 
     async def first(self, query: Select[Any], params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row of ``query`` as a dict keyed by the columns' names, or None."""
@@ -108,17 +109,18 @@ class DriverReads:
         if compiled is None:
             compiled = self._compiled[query] = _compile(query, self._dialect)
         sql, values = compiled.statement.sql, compiled.statement.values(params)
-        opening = self._open()
+        held = self._open()
+        opening = held.opening
         try:
             try:
                 # shielded: a request cancelled while the pool opens must not cancel it for the others
                 pool = opening.result() if opening.done() else await asyncio.shield(opening)
             except Exception:  # the pool could not open (re-raised below): the next read tries again
-                if self._pool is not None and self._pool[1] is opening:
+                if self._pool is held:
                     self._pool = None
                 raise
             try:
-                async with self._turn(), pool.acquire() as connection:
+                async with held.turns, pool.acquire() as connection:
                     if compiled.columns is None:
                         await compiled.describe(connection, self._dialect)
                     record = await connection.fetchrow(sql, *values)
@@ -139,7 +141,7 @@ class DriverReads:
         held, self._pool = self._pool, None
         if held is None:
             return
-        loop, opening = held
+        loop, opening = held.loop, held.opening
         if not opening.done():
             opening.cancel()
             return
