@@ -31,6 +31,7 @@ from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
 from hub.leases import renew_until
 from hub.models import WriteBackItem, WriteBackResult
+from hub.store.lists import one_of
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summary
 
@@ -192,18 +193,20 @@ class SyncService:
                 return []
             await s.execute(
                 update(WriteBack)
-                .where(WriteBack.id.in_(ids), free)
-                .values(lease_owner=self.owner, lease_until=until)
+                .where(one_of(WriteBack.id, "ids"), free)
+                .values(lease_owner=self.owner, lease_until=until),
+                {"ids": ids},
             )
             return list(
                 await s.scalars(
                     select(WriteBack)
                     .where(
-                        WriteBack.id.in_(ids),
+                        one_of(WriteBack.id, "ids"),
                         WriteBack.lease_owner == self.owner,
                         WriteBack.lease_until == until,
                     )
-                    .order_by(WriteBack.id)
+                    .order_by(WriteBack.id),
+                    {"ids": ids},
                 )
             )
 
@@ -414,8 +417,9 @@ class SyncService:
             async with self.hub.store.session() as s:
                 await s.execute(
                     update(WriteBack)
-                    .where(WriteBack.id.in_(ids), WriteBack.lease_owner == self.owner)
-                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                    .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
+                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds)),
+                    {"ids": ids},
                 )
 
         await renew_until(stop, seconds, renew, f"{len(ids)} write-backs")
@@ -518,7 +522,8 @@ class SyncService:
             # the batch's rows are locked first, all at once and in id order: whoever else updates some of
             # them (another worker's hold, a newer answer re-arming a key) waits instead of deadlocking
             await conn.execute(
-                select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update()
+                select(table.c.id).where(one_of(table.c.id, "ids")).order_by(table.c.id).with_for_update(),
+                {"ids": ids},
             )
             if done:
                 await conn.execute(
@@ -555,8 +560,9 @@ class SyncService:
             if ids:  # rows whose version moved on while they were written: their lease only
                 await conn.execute(
                     table.update()
-                    .where(table.c.id.in_(ids), table.c.lease_owner == self.owner)
-                    .values(lease_owner=None, lease_until=None)
+                    .where(one_of(table.c.id, "ids"), table.c.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_until=None),
+                    {"ids": ids},
                 )
 
         await self._transaction(record)

@@ -37,6 +37,7 @@ from hub.models import (
 from hub.people import upsert_person
 from hub.store.bulk import Bulk
 from hub.store.group_commit import GroupCommit
+from hub.store.lists import one_of
 from hub.store.tables import CleanString, Event, Invitation, Person, Response, Token
 from hub.texts import text
 
@@ -227,7 +228,7 @@ _PAGE_QUERY = (
 
 #: the invitations and expiry of a batch's survey links (an unsubscribe link answers nothing)
 _LINKS_QUERY = select(_TOKENS.c.hash, _TOKENS.c.invitation_id, _TOKENS.c.expires_at).where(
-    _TOKENS.c.hash.in_(bindparam("hashes", expanding=True)), _TOKENS.c.purpose == "survey"
+    one_of(_TOKENS.c.hash, "hashes"), _TOKENS.c.purpose == "survey"
 )
 #: a survey link's invitation and when the link expires
 _Link = tuple[int, datetime]
@@ -241,7 +242,7 @@ _RESPONSE_AT = _CASE_AT + len(_Case._fields)
 #: a write that changes nothing to a batch's invitations: their row locks (PostgreSQL), the write lock (SQLite)
 _LOCK_INVITATIONS = (
     update(_INVITATION_TABLE)
-    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(one_of(_INVITATIONS.c.id, "ids"))
     .values(status=_INVITATIONS.c.status, updated_at=_INVITATIONS.c.updated_at)
 )
 #: a batch's invitations (the columns of ``_Target``), their events' (``_Case``) and their answers so far
@@ -257,7 +258,7 @@ _BATCH_QUERY = (
             _RESPONSES, _RESPONSES.c.invitation_id == _INVITATIONS.c.id
         )
     )
-    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(one_of(_INVITATIONS.c.id, "ids"))
 )
 #: the batch's first answers, one executemany (values bound through the columns' types, which clean them)
 _INSERT_RESPONSES = Bulk(insert(_RESPONSE_TABLE), _RESPONSE_COLUMNS)
@@ -271,7 +272,7 @@ _AMEND_RESPONSES = Bulk(
 #: the status of the invitations whose answer the batch stored or changed
 _ANSWERED = (
     update(_INVITATION_TABLE)
-    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(one_of(_INVITATIONS.c.id, "ids"))
     .values(status="answered", updated_at=bindparam("now"))
 )
 

@@ -26,6 +26,7 @@ from hub.config import Campaign
 from hub.engine.common import CaseValues, ResponseValues
 from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.bulk import Bulk
+from hub.store.lists import one_of
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
 if TYPE_CHECKING:
@@ -118,8 +119,7 @@ def _drop_pending(session: Session) -> None:
 
 #: (person id, connector, record id) of some people in some write-back targets: built once, its lists bound
 _IDENTITIES = select(Identity.person_id, Identity.connector, Identity.crm_id).where(
-    Identity.person_id.in_(bindparam("people", expanding=True)),
-    Identity.connector.in_(bindparam("targets", expanding=True)),
+    one_of(Identity.person_id, "people"), one_of(Identity.connector, "targets")
 )
 
 

@@ -1,0 +1,53 @@
+"""``column IN <a list given at execution>`` as one statement whatever the list's length.
+
+SQLAlchemy's list parameter (``bindparam(..., expanding=True)``) renders the statement again at every
+execution, one placeholder per item, so each length is another SQL text: more work per execution, and on
+PostgreSQL another prepared statement per length (asyncpg keeps 100 per connection; the answer batches'
+five list reads with lengths of 1 to 32 did not fit). ``one_of`` binds the whole list as one PostgreSQL
+array (``= ANY(:ids)``): one text, prepared once per connection. Other databases keep SQLAlchemy's list
+parameter (SQLite prepares every text anyway).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Boolean, ColumnElement, any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
+
+
+class OneOf(ColumnElement[bool]):
+    """``column`` is one of the values of the list parameter ``name`` (see the module's docstring)."""
+
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012 (SQLAlchemy's own declaration)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("name", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], name: str) -> None:
+        self.column = column
+        self.name = name
+
+
+def one_of(column: ColumnElement[Any] | InstrumentedAttribute[Any], name: str) -> OneOf:
+    """``column IN :name`` for a list given as the parameter ``name`` at execution (a table's column or a
+    mapped class's attribute)."""
+    return OneOf(column.__clause_element__() if isinstance(column, InstrumentedAttribute) else column, name)
+
+
+@compiles(OneOf)
+def _listed(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(bindparam(element.name, expanding=True)), **kw))
+
+
+@compiles(OneOf, "postgresql")
+def _any(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    array = bindparam(element.name, type_=ARRAY(element.column.type))
+    return str(compiler.process(element.column == any_(array), **kw))
