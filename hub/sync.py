@@ -194,7 +194,8 @@ class SyncService:
             await s.execute(
                 update(WriteBack)
                 .where(one_of(WriteBack.id, "ids"), free)
-                .values(lease_owner=self.owner, lease_until=until),
+                .values(lease_owner=self.owner, lease_until=until)
+                .execution_options(synchronize_session=False),  # nothing of it is loaded yet
                 {"ids": ids},
             )
             return list(
@@ -418,7 +419,8 @@ class SyncService:
                 await s.execute(
                     update(WriteBack)
                     .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
-                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds)),
+                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                    .execution_options(synchronize_session=False),  # a session of its own, nothing loaded
                     {"ids": ids},
                 )
 
