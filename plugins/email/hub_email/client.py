@@ -1,10 +1,13 @@
-"""The SMTP side of the email channel: one connection, reused across sends, paced, reopened when lost.
+"""The SMTP side of the email channel: a few connections, reused across sends, paced, reopened when lost.
 
 Opening an SMTP connection costs a TCP and TLS handshake and a login, often more than the send itself, and
-providers count logins, so a burst of invitations shares one connection. It is replaced after
-``MAX_PER_CONNECTION`` messages (servers cap messages per session) or ``IDLE_SECONDS`` without use (servers
-drop idle sessions, RFC 5321 allows after five minutes), and reopened once when the server closed it
-between two sends.
+providers count logins, so sends reuse open sessions: consecutive sends share one. An SMTP session carries
+one message at a time, each a handful of round trips, so sends that run at once (the channel's
+``concurrency``) each take a session of their own, up to ``max_connections``: one session alone capped a
+burst of invitations at what those round trips allow (about 50 a second to a local server). A session is
+replaced after ``MAX_PER_CONNECTION`` messages (servers cap messages per session) or ``IDLE_SECONDS``
+without use (servers drop idle sessions, RFC 5321 allows after five minutes), and reopened once when the
+server closed it between two sends.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
@@ -59,6 +63,15 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         smtp.close()
 
 
+@dataclass(eq=False)
+class _Session:
+    """One open SMTP session and what decides whether it may carry the next message."""
+
+    smtp: aiosmtplib.SMTP
+    sent: int = 0
+    last_used: float = 0.0
+
+
 class SmtpClient:
     """Sends ready-made messages to one SMTP server and turns its failures into hub errors."""
 
@@ -67,10 +80,12 @@ class SmtpClient:
         self.server = f"{settings.host}:{settings.effective_port}"
         self._clock = clock
         self._limiter = RateLimiter(settings.max_per_second, clock)
-        self._lock = asyncio.Lock()
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._sent_on_connection = 0
-        self._last_used = 0.0
+        #: one per send in progress, at most ``max_connections``: each send holds a session of its own
+        self._slots = asyncio.Semaphore(settings.max_connections)
+        #: open sessions no send holds now, the most recently used last (taken first: few stay warm)
+        self._idle: list[_Session] = []
+        #: every open session, idle or sending
+        self._sessions: set[_Session] = set()
         self._available = True
         #: counters for diagnostics()
         self.connections_opened = 0
@@ -79,7 +94,7 @@ class SmtpClient:
 
     @property
     def connected(self) -> bool:
-        return self._smtp is not None and self._smtp.is_connected
+        return any(session.smtp.is_connected for session in self._sessions)
 
     def _new_smtp(self, *, login: bool) -> aiosmtplib.SMTP:
         s = self.settings
@@ -128,27 +143,22 @@ class SmtpClient:
             self._available = True
             log.info("email.recovered", server=self.server)
 
-    def _discard(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
+    async def _end(self, session: _Session) -> None:
+        """End a session politely (a QUIT) and forget it."""
+        self._sessions.discard(session)
+        await _quit(session.smtp)
 
-    async def _drop(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            await _quit(smtp)
-
-    async def _connection(self) -> tuple[aiosmtplib.SMTP, bool]:
-        """The open connection (and True), or a new one (and False) when there is none or it is spent."""
-        smtp = self._smtp
-        if (
-            smtp is not None
-            and smtp.is_connected
-            and self._sent_on_connection < MAX_PER_CONNECTION
-            and self._clock() - self._last_used < IDLE_SECONDS
-        ):
-            return smtp, True
-        await self._drop()
+    async def _session(self) -> tuple[_Session, bool]:
+        """An idle session that may carry one more message (and True), or a new one (and False)."""
+        while self._idle:
+            session = self._idle.pop()
+            if (
+                session.smtp.is_connected
+                and session.sent < MAX_PER_CONNECTION
+                and self._clock() - session.last_used < IDLE_SECONDS
+            ):
+                return session, True
+            await self._end(session)
         smtp = self._new_smtp(login=True)
         try:
             await smtp.connect()
@@ -157,11 +167,11 @@ class SmtpClient:
             if error is None:
                 raise
             raise not_sent(error) from exc  # no session, so no message went anywhere
-        self._smtp = smtp
-        self._sent_on_connection = 0
+        session = _Session(smtp)
+        self._sessions.add(session)
         self.connections_opened += 1
-        log.debug("email.connected", server=self.server)
-        return smtp, False
+        log.debug("email.connected", server=self.server, open=len(self._sessions))
+        return session, False
 
     async def send(self, message: EmailMessage, recipient: str) -> str:
         """Hand ``message`` to the server for ``recipient``; returns the server's reply (often a queue id).
@@ -170,22 +180,26 @@ class SmtpClient:
         is unreachable or defers, ``AuthError`` / ``ConfigError`` when the settings are wrong.
         """
         await self._limiter.wait()
-        async with self._lock:
+        async with self._slots:
             for attempt in (1, 2):
-                smtp, reused = await self._connection()
+                session, reused = await self._session()
                 try:
-                    _, reply = await smtp.send_message(
+                    _, reply = await session.smtp.send_message(
                         message, sender=self.settings.from_address, recipients=[recipient]
                     )
                 except asyncio.CancelledError:
-                    self._discard()  # mid-transaction: the session cannot be trusted any more
+                    # mid-transaction: the session cannot be trusted any more
+                    self._sessions.discard(session)
+                    session.smtp.close()
                     raise
                 except Exception as exc:
-                    if not smtp.is_connected or not isinstance(
+                    if session.smtp.is_connected and isinstance(
                         exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused
                     ):
+                        self._idle.append(session)  # the server said no to this message; the session is fine
+                    else:
                         # the session is gone or in an unknown state: the next send starts afresh
-                        await self._drop()
+                        await self._end(session)
                     if reused and attempt == 1 and _lost(exc):
                         # A session that sat idle was closed by the server. (Were it lost after the server
                         # took the message but before it said so, the retry duplicates it: the hub's own
@@ -200,8 +214,9 @@ class SmtpClient:
                         # A session lost mid-send may have delivered it, and stays an attempt.
                         error = not_sent(error)
                     raise error from exc
-                self._sent_on_connection += 1
-                self._last_used = self._clock()
+                session.sent += 1
+                session.last_used = self._clock()
+                self._idle.append(session)
                 self.messages_sent += 1
                 self._succeeded()
                 return reply
@@ -249,9 +264,16 @@ class SmtpClient:
         }
 
     async def aclose(self) -> None:
-        """Wait for a send in progress, then end the session."""
-        async with self._lock:
-            await self._drop()
+        """Wait for the sends in progress, then end every session."""
+        slots = self.settings.max_connections
+        for _ in range(slots):
+            await self._slots.acquire()
+        try:
+            while self._idle:
+                await self._end(self._idle.pop())
+        finally:
+            for _ in range(slots):
+                self._slots.release()
 
 
 def _encryption(smtp: aiosmtplib.SMTP) -> str:

@@ -53,6 +53,13 @@ class EmailSettings(BaseModel):
     max_per_second: float | None = Field(
         5, gt=0, description="send at most this many messages a second (provider limits); unset = no limit"
     )
+    max_connections: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="SMTP sessions open at once, one per message being sent (the channel's concurrency "
+        "hands it at most that many at once); 1 sends one message after the other",
+    )
     timeout: float = Field(30, gt=0, description="seconds to wait for the server at each step")
     verify_tls: bool = Field(True, description="check the server's certificate; turn off only for testing")
     ca_bundle: FilePath | None = Field(

@@ -51,14 +51,37 @@ async def test_send_survives_a_server_restart_between_messages(make_channel, sur
     catcher.stop()
 
 
-async def test_concurrent_sends_all_arrive(catcher, make_channel, survey) -> None:
-    channel = make_channel(catcher)
+async def test_concurrent_sends_all_arrive_each_on_a_session_of_its_own(
+    catcher, make_channel, survey
+) -> None:
+    channel = make_channel(catcher)  # max_connections: 4 by default
+    people = [f"person{i}@example.com" for i in range(8)]
+
+    await asyncio.gather(*(channel.send(survey(recipient=Recipient(email=p))) for p in people))
+
+    assert sorted(mail.rcpt_tos[0] for mail in catcher.messages) == sorted(people)
+    # an SMTP session carries one message at a time: sends at once took sessions side by side, at most four,
+    # and the next ones reused them
+    assert channel.diagnostics()["connections_opened"] == 4
+    assert len({mail.peer for mail in catcher.messages}) == 4
+
+    await channel.send(survey(recipient=Recipient(email="later@example.com")))
+    assert channel.diagnostics()["connections_opened"] == 4  # a send after the burst reuses an open one
+    await channel.aclose()
+    assert channel.diagnostics()["connected"] is False  # closing ends every session
+
+
+async def test_one_connection_carries_concurrent_sends_one_after_the_other(
+    catcher, make_channel, survey
+) -> None:
+    channel = make_channel(catcher, max_connections=1)
     people = [f"person{i}@example.com" for i in range(8)]
 
     await asyncio.gather(*(channel.send(survey(recipient=Recipient(email=p))) for p in people))
 
     assert sorted(mail.rcpt_tos[0] for mail in catcher.messages) == sorted(people)
     assert channel.diagnostics()["connections_opened"] == 1
+    assert len({mail.peer for mail in catcher.messages}) == 1
 
 
 async def test_rate_limit_spaces_sends(catcher, make_channel, survey) -> None:
