@@ -10,14 +10,17 @@ parameter (SQLite prepares every text anyway).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean, ColumnElement, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
+from sqlalchemy.sql.visitors import InternalTraversal
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.visitors import _TraverseInternalsType
 
 
 class OneOf(ColumnElement[bool]):
