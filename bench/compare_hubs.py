@@ -65,12 +65,8 @@ def hub_of(code: Path, config: Path, log: Path) -> Iterator[str]:
         str(port),
         "--no-scheduler",
     ]
-    saved, hp.ROOT = hp.ROOT, code  # ``child`` puts its root on PYTHONPATH
-    try:
-        with hp.child(serve, port, log) as url:
-            yield url
-    finally:
-        hp.ROOT = saved
+    with hp.child(serve, port, log, root=code) as url:
+        yield url
 
 
 def requests_of(

@@ -204,9 +204,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def child(args: list[str], port: int, log: Path) -> Iterator[str]:
-    """Start a server in a child process, wait until it answers, stop it with SIGTERM afterwards."""
-    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
+def child(args: list[str], port: int, log: Path, root: Path = ROOT) -> Iterator[str]:
+    """Start a server in a child process, wait until it answers, stop it with SIGTERM afterwards. ``root`` is
+    the checkout whose packages it imports first (``compare_hubs.py`` starts an older one beside this)."""
+    env = {**os.environ, **ENV, "PYTHONPATH": str(root)}
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
     url = f"http://127.0.0.1:{port}"
@@ -831,7 +832,10 @@ def run_load(
 def wait_for_queues(database_url: str, limit: float) -> None:
     waited = asyncio.run(settle(database_url, limit))
     if waited >= limit:
-        print(f"  (hub's queues still not empty after {limit:.0f} s: the next path runs beside them)")
+        print(
+            f"  (hub's queues still not empty after {limit:.0f} s: the next path runs beside them)",
+            flush=True,
+        )
     else:
         print(f"  (hub's queues empty after {waited:.1f} s)", flush=True)
 
