@@ -6,29 +6,42 @@ answers arrived since the last write, the CRM gets one update with the latest st
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.models import NpsCategory, PersonSummary
+from hub.store.lists import one_of
 from hub.store.tables import Response
+
+#: people per read: SQLite binds each id of a list as a parameter of its own
+PEOPLE_PER_READ = 500
+
+#: the columns a summary is made of, in the order a person's answers are taken
+_ANSWERS = (
+    select(
+        Response.person_id,
+        Response.survey_kind,
+        Response.rating,
+        Response.score,
+        Response.category,
+        Response.comment,
+        Response.answered_at,
+    )
+    .where(one_of(Response.person_id, "people"))
+    .order_by(Response.person_id, Response.answered_at, Response.id)
+)
 
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
-async def person_summary(session: AsyncSession, person_id: int, now: datetime) -> PersonSummary | None:
-    rows = list(
-        await session.scalars(
-            select(Response)
-            .where(Response.person_id == person_id)
-            .order_by(Response.answered_at, Response.id)
-        )
-    )
-    if not rows:
-        return None
+def summary_of(rows: Sequence[Any], now: datetime) -> PersonSummary:
+    """The summary of one person's answers, oldest first (at least one)."""
     latest = rows[-1]
     same_scale = [r for r in rows if r.survey_kind == latest.survey_kind]
     recent = [r for r in same_scale if r.answered_at >= now - timedelta(days=30)]
@@ -44,3 +57,21 @@ async def person_summary(session: AsyncSession, person_id: int, now: datetime) -
         average_score=_mean([r.score for r in rows]) or 0.0,
         count=len(rows),
     )
+
+
+async def person_summaries(
+    session: AsyncSession, people: Collection[int], now: datetime
+) -> dict[int, PersonSummary]:
+    """Person id -> summary, for those of ``people`` who answered (nobody else has one).
+
+    A batch of summaries is one read of its people's answers, not one per person: under a stream of answers
+    the prompt sync writes a batch of summaries every few hundred milliseconds, in the process that serves
+    the survey pages, and a read (and its ORM objects) per person was most of such a batch's work."""
+    # a row per answer: its person, survey kind, rating, score, category, comment and time
+    answers: dict[int, list[Any]] = {}
+    ordered = sorted(set(people))
+    for start in range(0, len(ordered), PEOPLE_PER_READ):
+        chunk = ordered[start : start + PEOPLE_PER_READ]
+        for row in await session.execute(_ANSWERS, {"people": chunk}):
+            answers.setdefault(row.person_id, []).append(row)
+    return {person: summary_of(rows, now) for person, rows in answers.items()}

@@ -30,10 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
 from hub.leases import renew_until
-from hub.models import WriteBackItem, WriteBackResult
+from hub.models import PersonSummary, WriteBackItem, WriteBackResult
 from hub.store.lists import one_of
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
-from hub.summaries import person_summary
+from hub.summaries import person_summaries
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -212,31 +212,35 @@ class SyncService:
             )
 
     async def _items(self, rows: list[WriteBack]) -> tuple[list[WriteBackItem], list[WriteBack]]:
-        """Turn claimed rows into items; summaries are computed now, from the latest responses."""
+        """Turn claimed rows into items; summaries are computed now, from the latest responses (one read for
+        the batch's people)."""
         items: list[WriteBackItem] = []
         orphans: list[WriteBack] = []
-        now = self.hub.now()
-        async with self.hub.store.session() as s:
-            for row in rows:
-                payload: Any = row.payload
-                if row.kind == "person_summary":
-                    summary = await person_summary(s, row.person_id, now) if row.person_id else None
-                    if summary is None:
-                        orphans.append(row)
-                        continue
-                    payload = summary.model_dump(mode="json")
-                items.append(
-                    WriteBackItem.model_validate(
-                        {
-                            "id": row.id,
-                            "key": row.key,
-                            "record_id": row.record_id,
-                            "person_record_id": row.person_record_id,
-                            "attempt": row.attempts + 1,
-                            "payload": payload,
-                        }
-                    )
+        people = [row.person_id for row in rows if row.kind == "person_summary" and row.person_id]
+        summaries: dict[int, PersonSummary] = {}
+        if people:
+            async with self.hub.store.session() as s:
+                summaries = await person_summaries(s, people, self.hub.now())
+        for row in rows:
+            payload: Any = row.payload
+            if row.kind == "person_summary":
+                summary = summaries.get(row.person_id) if row.person_id else None
+                if summary is None:
+                    orphans.append(row)
+                    continue
+                payload = summary.model_dump(mode="json")
+            items.append(
+                WriteBackItem.model_validate(
+                    {
+                        "id": row.id,
+                        "key": row.key,
+                        "record_id": row.record_id,
+                        "person_record_id": row.person_record_id,
+                        "attempt": row.attempts + 1,
+                        "payload": payload,
+                    }
                 )
+            )
         return items, orphans
 
     # --- one run --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import random
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from structlog.testing import capture_logs
 
 from hub.errors import AuthError, TransientError
@@ -55,6 +55,48 @@ async def test_summaries_are_coalesced_and_batches_respect_the_connector_size(ma
     assert summary["latest_rating"] == 10 and summary["latest_category"] == "promoter"
     assert summary["latest_comment"] == "c1"  # the last comment given
     assert summary["average_rating"] == 7.0 and summary["average_rating_30_days"] == 7.0
+
+
+async def test_a_batch_of_summaries_is_one_read_of_its_people_answers(make_hub, crm_state) -> None:
+    """Each person's summary is their own (count, latest, averages, last comment), and the batch's answers
+    are read once for all of its people, not once per person."""
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    answers = {
+        "P1": [(3, "slow"), (9, None)],
+        "P2": [(10, "great")],
+        "P3": [(6, None), (0, "bad"), (7, None)],
+    }
+    for person, given in answers.items():
+        crm_state.people[person] = {"id": person, "email": f"{person.lower()}@example.com"}
+        for i, (rating, comment) in enumerate(given):
+            await answer(hub, crm_state, f"{person}-{i}", person, rating, comment=comment)
+    statements: list[str] = []
+
+    def remember(_conn, _cursor, statement: str, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(hub.store.engine.sync_engine, "before_cursor_execute", remember)
+    try:
+        await hub.sync.run("crm")
+    finally:
+        event.remove(hub.store.engine.sync_engine, "before_cursor_execute", remember)
+    summaries = [item["payload"] for batch in crm_state.batches for item in batch]
+    summaries = [p for p in summaries if p["kind"] == "person_summary"]
+    assert len(summaries) == 3
+    written = {
+        key.removeprefix("summary:"): record["payload"]
+        for key, record in crm_state.records.items()
+        if key.startswith("summary:")
+    }
+    by_count = {payload["count"]: payload for payload in written.values()}
+    assert by_count[2]["latest_rating"] == 9 and by_count[2]["latest_comment"] == "slow"
+    assert by_count[2]["average_rating"] == 6.0
+    assert by_count[1]["latest_rating"] == 10 and by_count[1]["latest_category"] == "promoter"
+    assert by_count[3]["latest_rating"] == 7 and by_count[3]["latest_comment"] == "bad"
+    assert by_count[3]["latest_category"] == "passive" and by_count[3]["average_rating"] == 4.33
+    reads = [sql for sql in statements if "FROM responses" in sql]
+    assert len(reads) == 1, reads
 
 
 async def test_a_kind_with_more_items_than_the_batch_size_is_split(make_hub, crm_state) -> None:
