@@ -54,18 +54,7 @@ def worktree(revision: str) -> Iterator[Path]:
 def hub_of(code: Path, config: Path, log: Path) -> Iterator[str]:
     """``cxhub serve --no-scheduler`` of the hub in ``code`` (its package first on the path)."""
     port = hp.free_port()
-    serve = [
-        sys.executable,
-        "-m",
-        "hub",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--no-scheduler",
-    ]
-    with hp.child(serve, port, log, root=code) as url:
+    with hp.child(hp.serve_command(config, port, "--no-scheduler"), port, log, root=code) as url:
         yield url
 
 
@@ -102,9 +91,7 @@ def main() -> None:
             with hp.child(crm, crm_port, folder / "crm.log") as crm_url:
                 config = folder / "cxhub.toml"
                 config.write_text(hp.hub_config(database_url, crm_url))
-                tokens = asyncio.run(hp.seed_tokens(config, 4000))
-                if args.database == "postgresql":
-                    asyncio.run(hp.analyze(database_url))
+                [tokens] = hp.seed(args.database, config, database_url, [("S", 4000)])
                 env = {**os.environ, "PYTHONPATH": str(ROOT)}
                 worker_log = (folder / "worker.log").open("ab")
                 worker = subprocess.Popen(

@@ -730,6 +730,38 @@ def load_average() -> str:
     return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
 
 
+@contextmanager
+def servers(kind: str, folder: Path, database_url: str, crm_latency: float) -> Iterator[tuple[str, str, str]]:
+    """The fake CRM and the anchor in child processes: their URLs and the anchor's database (on SQLite a file
+    of its own: the hub's WAL, the events it just processed, must not slow the anchor)."""
+    me = [sys.executable, str(Path(__file__).resolve())]
+    crm_port, anchor_port = free_port(), free_port()
+    anchor_database = f"sqlite+aiosqlite:///{folder / 'anchor.db'}" if kind == "sqlite" else database_url
+    os.environ["BENCH_CRM_LATENCY"] = str(crm_latency)
+    os.environ.update(ENV)
+    with (
+        child([*me, "--serve", "crm", str(crm_port), ""], crm_port, folder / "crm.log") as crm_url,
+        child(
+            [*me, "--serve", "anchor", str(anchor_port), anchor_database], anchor_port, folder / "anchor.log"
+        ) as anchor_url,
+    ):
+        yield crm_url, anchor_url, anchor_database
+
+
+def seed(kind: str, config: Path, database_url: str, counts: list[tuple[str, int]]) -> list[list[str]]:
+    """Sent invitations for each (CRM id prefix, count), their survey tokens; on PostgreSQL the planner's
+    statistics gathered afterwards (``analyze``)."""
+    seeded = [asyncio.run(seed_tokens(config, count, prefix=prefix)) for prefix, count in counts]
+    if kind == "postgresql":
+        asyncio.run(analyze(database_url))
+    return seeded
+
+
+def serve_command(config: Path, port: int, *options: str) -> list[str]:
+    """``cxhub serve`` of ``config`` on ``port``, as a child process runs it."""
+    return [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(port), *options]
+
+
 def run_database(
     kind: str, args: Any, folder: Path, problems: list[str], fresh: list[Freshness]
 ) -> list[Row]:
@@ -739,28 +771,17 @@ def run_database(
     load = "load" in args.sections
     with fresh_database(kind, folder, prefix="cxhub_bench") as database_url:
         print(f"\n== {kind} ({load_average()})", flush=True)
-        me = [sys.executable, str(Path(__file__).resolve())]
-        crm_port, hub_port, anchor_port = free_port(), free_port(), free_port()
-        crm = [*me, "--serve", "crm", str(crm_port), ""]
-        # on SQLite a file of its own: the hub's WAL (the events it just processed) must not slow the anchor
-        anchor_database = f"sqlite+aiosqlite:///{folder / 'anchor.db'}" if kind == "sqlite" else database_url
-        anchor = [*me, "--serve", "anchor", str(anchor_port), anchor_database]
-        os.environ["BENCH_CRM_LATENCY"] = str(args.crm_latency)
-        with (
-            child(crm, crm_port, folder / "crm.log") as crm_url,
-            child(anchor, anchor_port, folder / "anchor.log") as anchor_url,
-        ):
+        with servers(kind, folder, database_url, args.crm_latency) as (crm_url, anchor_url, anchor_database):
             config = folder / "cxhub.toml"
             config.write_text(hub_config(database_url, crm_url))
-            os.environ.update(ENV)
-            tokens = asyncio.run(seed_tokens(config, args.tokens if load else 0))
-            page_tokens = asyncio.run(seed_tokens(config, args.tokens if load else 0, prefix="V"))
-            fresh_tokens = asyncio.run(seed_tokens(config, args.fresh_answers, prefix="F"))
-            if kind == "postgresql":
-                asyncio.run(analyze(database_url))
+            count = args.tokens if load else 0
+            tokens, page_tokens, fresh_tokens = seed(
+                kind, config, database_url, [("S", count), ("V", count), ("F", args.fresh_answers)]
+            )
             paths = Paths("/hooks/crm", tokens, f"B{time.time_ns()}", page_tokens)
             anchor_paths = Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
-            serve = [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(hub_port)]
+            hub_port = free_port()
+            serve = serve_command(config, hub_port)
             with child(serve, hub_port, folder / "hub.log") as url:
                 if "freshness" in args.sections:
                     measured = asyncio.run(measure_freshness(kind, url, crm_url, fresh_tokens, "F", args))

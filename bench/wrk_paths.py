@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import statistics
@@ -152,70 +151,57 @@ def run_database(kind: str, args: argparse.Namespace, folder: Path, problems: li
     rows = [Row(kind, PATHS[name]) for name in args.paths]
     script = folder / "requests.lua"
     script.write_text(LUA)
-    with fresh_database(kind, folder, prefix="cxhub_bench") as database_url:
-        me = [sys.executable, str(Path(hp.__file__).resolve())]
-        crm_port, hub_port, anchor_port = hp.free_port(), hp.free_port(), hp.free_port()
-        anchor_database = f"sqlite+aiosqlite:///{folder / 'anchor.db'}" if kind == "sqlite" else database_url
-        os.environ["BENCH_CRM_LATENCY"] = str(args.crm_latency)
-        with (
-            hp.child([*me, "--serve", "crm", str(crm_port), ""], crm_port, folder / "crm.log") as crm_url,
-            hp.child(
-                [*me, "--serve", "anchor", str(anchor_port), anchor_database],
-                anchor_port,
-                folder / "anchor.log",
-            ) as anchor_url,
-        ):
-            config = folder / "cxhub.toml"
-            config.write_text(hp.hub_config(database_url, crm_url))
-            os.environ.update(hp.ENV)
-            tokens = asyncio.run(hp.seed_tokens(config, args.tokens))
-            page_tokens = asyncio.run(hp.seed_tokens(config, args.tokens, prefix="V"))
-            if kind == "postgresql":
-                asyncio.run(hp.analyze(database_url))
-            hub_paths = hp.Paths("/hooks/crm", tokens, f"W{time.time_ns()}", page_tokens)
-            anchor_paths = hp.Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
-            makers: dict[str, Callable[[hp.Paths], Callable[[int], hp.Outgoing]]] = {
-                "page": lambda paths: paths.page,
-                "answer": lambda paths: paths.answer,
-                "webhook": lambda paths: paths.webhook,
-            }
-            blocks = {"anchor": 0, "hub": 0}
+    with (
+        fresh_database(kind, folder, prefix="cxhub_bench") as database_url,
+        hp.servers(kind, folder, database_url, args.crm_latency) as (crm_url, anchor_url, _),
+    ):
+        config = folder / "cxhub.toml"
+        config.write_text(hp.hub_config(database_url, crm_url))
+        tokens, page_tokens = hp.seed(kind, config, database_url, [("S", args.tokens), ("V", args.tokens)])
+        hub_paths = hp.Paths("/hooks/crm", tokens, f"W{time.time_ns()}", page_tokens)
+        anchor_paths = hp.Paths("/hooks/anchor", [f"anchor-{k}" for k in range(args.tokens)], "anchor")
+        makers: dict[str, Callable[[hp.Paths], Callable[[int], hp.Outgoing]]] = {
+            "page": lambda paths: paths.page,
+            "answer": lambda paths: paths.answer,
+            "webhook": lambda paths: paths.webhook,
+        }
+        blocks = {"anchor": 0, "hub": 0}
 
-            def requests(side: str, name: str) -> Path:
-                """A file of requests never sent before: a webhook of a new case each, an answer changing
-                its link's score (as ``hot_paths.py``'s client continues its count from run to run)."""
-                paths = anchor_paths if side == "anchor" else hub_paths
-                count = args.webhooks if name == "webhook" else args.tokens * ANSWERS_PER_LINK
-                block = blocks[side]
-                blocks[side] += 1
-                path = folder / f"{side}-{name}-{block}.txt"
-                make = makers[name](paths)
-                write_requests([make(block * count + i) for i in range(count)], path)
-                return path
+        def requests(side: str, name: str) -> Path:
+            """A file of requests never sent before: a webhook of a new case each, an answer changing
+            its link's score (as ``hot_paths.py``'s client continues its count from run to run)."""
+            paths = anchor_paths if side == "anchor" else hub_paths
+            count = args.webhooks if name == "webhook" else args.tokens * ANSWERS_PER_LINK
+            block = blocks[side]
+            blocks[side] += 1
+            path = folder / f"{side}-{name}-{block}.txt"
+            make = makers[name](paths)
+            write_requests([make(block * count + i) for i in range(count)], path)
+            return path
 
-            serve = [sys.executable, "-m", "hub", "serve", "--config", str(config), "--port", str(hub_port)]
-            with hp.child(serve, hub_port, folder / "hub.log") as hub_url:
-                for round_ in range(args.rounds):
-                    for name, row in zip(args.paths, rows, strict=True):
-                        anchor = measure(anchor_url, script, partial(requests, "anchor", name), args)
-                        hub = measure(hub_url, script, partial(requests, "hub", name), args)
-                        row.anchors.append(anchor)
-                        row.hubs.append(hub)
-                        print(
-                            f"  {kind} {row.path} round {round_ + 1}: anchor {anchor.rate:,.0f}/s p99"
-                            f" {anchor.p99:.1f} ms, hub {hub.rate:,.0f}/s p50 {hub.p50:.1f} p99 {hub.p99:.1f} ms"
-                            f" ({hp.load_average()})",
-                            flush=True,
-                        )
-                        for side, run in (("anchor", anchor), ("hub", hub)):
-                            if run.refused or run.socket_errors:
-                                problems.append(
-                                    f"{kind} {row.path} round {round_ + 1}: {side} refused {run.refused},"
-                                    f" socket errors {run.socket_errors}"
-                                )
-                        waited = asyncio.run(hp.settle(database_url, args.settle))
-                        if waited >= args.settle:
-                            problems.append(f"{kind}: the hub had not settled {args.settle:g} s after {name}")
+        hub_port = hp.free_port()
+        with hp.child(hp.serve_command(config, hub_port), hub_port, folder / "hub.log") as hub_url:
+            for round_ in range(args.rounds):
+                for name, row in zip(args.paths, rows, strict=True):
+                    anchor = measure(anchor_url, script, partial(requests, "anchor", name), args)
+                    hub = measure(hub_url, script, partial(requests, "hub", name), args)
+                    row.anchors.append(anchor)
+                    row.hubs.append(hub)
+                    print(
+                        f"  {kind} {row.path} round {round_ + 1}: anchor {anchor.rate:,.0f}/s p99"
+                        f" {anchor.p99:.1f} ms, hub {hub.rate:,.0f}/s p50 {hub.p50:.1f} p99 {hub.p99:.1f} ms"
+                        f" ({hp.load_average()})",
+                        flush=True,
+                    )
+                    for side, run in (("anchor", anchor), ("hub", hub)):
+                        if run.refused or run.socket_errors:
+                            problems.append(
+                                f"{kind} {row.path} round {round_ + 1}: {side} refused {run.refused},"
+                                f" socket errors {run.socket_errors}"
+                            )
+                    waited = asyncio.run(hp.settle(database_url, args.settle))
+                    if waited >= args.settle:
+                        problems.append(f"{kind}: the hub had not settled {args.settle:g} s after {name}")
     return rows
 
 
