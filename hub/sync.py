@@ -16,16 +16,17 @@ import asyncio
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Update, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session
 
 from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
@@ -63,6 +64,15 @@ BATCH_FAMILIES: dict[str, tuple[str, ...]] = {
 def _lost_a_lock_race(exc: DBAPIError) -> bool:
     """True for a deadlock victim or a serialization failure, which succeed when run again."""
     return getattr(exc.orig, "sqlstate", None) in _LOCK_RACE_STATES
+
+
+def _store_cursor(s: Session, connector: str, value: str | None) -> None:
+    """Store how far the events of ``connector`` were polled."""
+    found = s.get(Cursor, (connector, EVENTS_STREAM))
+    if found is None:
+        s.add(Cursor(connector=connector, stream=EVENTS_STREAM, value=value))
+    else:
+        found.value = value
 
 
 def worker_id() -> str:
@@ -174,14 +184,15 @@ class SyncService:
         due = self._due(connector, now)
         if quiet_seconds is not None:
             due = (*due, self._ready(now))
-        async with self.hub.store.session() as s:
-            kind = await s.scalar(
+
+        def lease(s: Session) -> list[WriteBack]:
+            kind = s.scalar(
                 select(WriteBack.kind).where(*due).order_by(WriteBack.next_attempt_at, WriteBack.id).limit(1)
             )
             if kind is None:
                 return []
             ids = list(
-                await s.scalars(
+                s.scalars(
                     select(WriteBack.id)
                     .where(*due, WriteBack.kind.in_(BATCH_FAMILIES.get(kind, (kind,))))
                     .order_by(WriteBack.next_attempt_at, WriteBack.id)
@@ -191,7 +202,7 @@ class SyncService:
             )
             if not ids:
                 return []
-            await s.execute(
+            s.execute(
                 update(WriteBack)
                 .where(one_of(WriteBack.id, "ids"), free)
                 .values(lease_owner=self.owner, lease_until=until)
@@ -199,7 +210,7 @@ class SyncService:
                 {"ids": ids},
             )
             return list(
-                await s.scalars(
+                s.scalars(
                     select(WriteBack)
                     .where(
                         one_of(WriteBack.id, "ids"),
@@ -210,6 +221,10 @@ class SyncService:
                     {"ids": ids},
                 )
             )
+
+        # a write of the store's (on SQLite the writer's thread, beside the answers and webhooks it would
+        # otherwise fight for the file's write lock), like every write of the queue here
+        return await self.hub.store.write_orm(lease)
 
     async def _items(self, rows: list[WriteBack]) -> tuple[list[WriteBackItem], list[WriteBack]]:
         """Turn claimed rows into items; summaries are computed now, from the latest responses (one read for
@@ -259,9 +274,7 @@ class SyncService:
         hub = self.hub
         connector = hub.connectors[connector_name]
         stats = RunStats()
-        async with hub.store.session() as s:
-            run = SyncRun(connector=connector_name, kind=kind, started_at=utcnow())
-            s.add(run)
+        run_id = await self._start_run(connector_name, kind)
         total = await self.pending(connector_name)
         with RUN_SECONDS.labels(connector_name, kind).time():
             size = connector.batch_size
@@ -276,18 +289,13 @@ class SyncService:
                 if progress is not None:
                     progress(stats.written + stats.dead + stats.retried, max(total, stats.written))
         stats.remaining = await self.pending(connector_name, due_only=False)
-        async with hub.store.session() as s:
-            await s.execute(
-                update(SyncRun)
-                .where(SyncRun.id == run.id)
-                .values(
-                    finished_at=utcnow(),
-                    written=stats.written,
-                    retried=stats.retried,
-                    dead=stats.dead,
-                    error=stats.error,
-                )
-            )
+        await self._finish_run(
+            run_id,
+            written=stats.written,
+            retried=stats.retried,
+            dead=stats.dead,
+            error=stats.error,
+        )
         if stats.written or stats.dead or stats.error:
             log.info(
                 "sync.run",
@@ -298,6 +306,22 @@ class SyncService:
                 error=stats.error,
             )
         return stats
+
+    async def _start_run(self, connector: str, kind: str) -> int:
+        """Record that a run of ``kind`` started (``cxhub status`` lists the runs); its id."""
+
+        def start(s: Session) -> int:
+            run = SyncRun(connector=connector, kind=kind, started_at=utcnow())
+            s.add(run)
+            s.flush()
+            return run.id
+
+        return await self.hub.store.write_orm(start)
+
+    async def _finish_run(self, run_id: int, **figures: Any) -> None:
+        """Record a run's end and its figures (columns of ``SyncRun``)."""
+        finish = update(SyncRun).where(SyncRun.id == run_id).values(finished_at=utcnow(), **figures)
+        await self.hub.store.write(lambda conn: conn.execute(finish))
 
     async def _write_batch(self, connector_name: str, rows: list[WriteBack], stats: RunStats) -> None:
         """Send one claimed batch, then record what became of it.
@@ -419,14 +443,12 @@ class SyncService:
         seconds = self.hub.config.sync.lease_seconds
 
         async def renew() -> None:
-            async with self.hub.store.session() as s:
-                await s.execute(
-                    update(WriteBack)
-                    .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
-                    .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
-                    .execution_options(synchronize_session=False),  # a session of its own, nothing loaded
-                    {"ids": ids},
-                )
+            renewal = (
+                update(WriteBack)
+                .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
+                .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+            )
+            await self.hub.store.write(lambda conn: conn.execute(renewal, {"ids": ids}))
 
         await renew_until(stop, seconds, renew, f"{len(ids)} write-backs")
 
@@ -438,8 +460,8 @@ class SyncService:
         """
         until = self.hub.now() + timedelta(seconds=seconds)
 
-        async def hold(conn: AsyncConnection) -> None:
-            await conn.execute(
+        def hold(conn: Connection) -> None:
+            conn.execute(
                 update(WriteBack)
                 .where(
                     WriteBack.connector == connector,
@@ -451,7 +473,7 @@ class SyncService:
 
         await self._transaction(hold)
 
-    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[None]]) -> None:
+    async def _transaction(self, work: Callable[[Connection], None]) -> None:
         """Run ``work`` in one transaction, again from the start if the database chose it as a lock victim.
 
         Several workers update the queue's rows at once; PostgreSQL resolves a deadlock or a serialization
@@ -460,8 +482,7 @@ class SyncService:
         """
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
-                async with self.hub.store.session() as s:
-                    await work(await s.connection())
+                await self.hub.store.write(work)
                 return
             except DBAPIError as exc:
                 if attempt == TRANSACTION_ATTEMPTS or not _lost_a_lock_race(exc):
@@ -524,15 +545,15 @@ class SyncService:
 
         ids = sorted(row.id for row, _, _ in outcomes)
 
-        async def record(conn: AsyncConnection) -> None:
+        def record(conn: Connection) -> None:
             # the batch's rows are locked first, all at once and in id order: whoever else updates some of
             # them (another worker's hold, a newer answer re-arming a key) waits instead of deadlocking
-            await conn.execute(
+            conn.execute(
                 select(table.c.id).where(one_of(table.c.id, "ids")).order_by(table.c.id).with_for_update(),
                 {"ids": ids},
             )
             if done:
-                await conn.execute(
+                conn.execute(
                     table.update()
                     .where(*mine, table.c.version == bindparam("row_version"))
                     .values(
@@ -550,7 +571,7 @@ class SyncService:
                 # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued;
                 # its ``ready_at`` stays as its last re-arm set it, so the prompt sync's debounce does not hold
                 # a retry back once its backoff is over
-                await conn.execute(
+                conn.execute(
                     table.update()
                     .where(*mine, table.c.version == bindparam("row_version"))
                     .values(
@@ -564,7 +585,7 @@ class SyncService:
                     again,
                 )
             if ids:  # rows whose version moved on while they were written: their lease only
-                await conn.execute(
+                conn.execute(
                     table.update()
                     .where(one_of(table.c.id, "ids"), table.c.lease_owner == self.owner)
                     .values(lease_owner=None, lease_until=None),
@@ -601,30 +622,28 @@ class SyncService:
             q = q.where(WriteBack.connector == connector)
         if ids:
             q = q.where(WriteBack.id.in_(ids))
-        async with self.hub.store.session() as s:
-            result = await s.execute(
-                q.values(
-                    state="queued", attempts=0, next_attempt_at=self.hub.now(), updated_at=self.hub.now()
-                )
-            )
+        now = self.hub.now()
+        count = await self._changed(q.values(state="queued", attempts=0, next_attempt_at=now, updated_at=now))
         self.hub.wake("sync")
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return count
 
     async def requeue_all(self, connector: str) -> int:
         """For a full re-sync: re-arm every item ever written to ``connector`` (idempotent keys make it safe)."""
-        async with self.hub.store.session() as s:
-            result = await s.execute(
-                update(WriteBack)
-                .where(WriteBack.connector == connector, WriteBack.state != "queued")
-                .values(
-                    state="queued",
-                    attempts=0,
-                    version=WriteBack.version + 1,
-                    next_attempt_at=self.hub.now(),
-                    updated_at=self.hub.now(),
-                )
+        return await self._changed(
+            update(WriteBack)
+            .where(WriteBack.connector == connector, WriteBack.state != "queued")
+            .values(
+                state="queued",
+                attempts=0,
+                version=WriteBack.version + 1,
+                next_attempt_at=self.hub.now(),
+                updated_at=self.hub.now(),
             )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        )
+
+    async def _changed(self, statement: Update) -> int:
+        """Run an UPDATE of the queue in a transaction of its own; how many rows it changed."""
+        return await self.hub.store.write(lambda conn: conn.execute(statement).rowcount)
 
     # --- polling ----------------------------------------------------------------------------------------------
 
@@ -636,20 +655,14 @@ class SyncService:
         async with hub.store.session() as s:
             row = await s.get(Cursor, (connector_name, EVENTS_STREAM))
             cursor = row.value if row is not None else None
-            run = SyncRun(connector=connector_name, kind="poll", started_at=utcnow())
-            s.add(run)
+        run_id = await self._start_run(connector_name, "poll")
         try:
             for _page in range(1000):
                 result = await connector.fetch_events(cursor)
                 fresh = await hub.engine.receive(connector_name, result.events, source="poll")
                 stats.events += sum(fresh)
                 cursor = result.next_cursor
-                async with hub.store.session() as s:
-                    found = await s.get(Cursor, (connector_name, EVENTS_STREAM))
-                    if found is None:
-                        s.add(Cursor(connector=connector_name, stream=EVENTS_STREAM, value=cursor))
-                    else:
-                        found.value = cursor
+                await hub.store.write_orm(partial(_store_cursor, connector=connector_name, value=cursor))
                 if not result.has_more:
                     break
         except Exception as exc:
@@ -660,12 +673,7 @@ class SyncService:
                 log.warning("poll.failed", connector=connector_name, error=str(exc))
             else:
                 log.exception("poll.plugin_failed", connector=connector_name)
-        async with hub.store.session() as s:
-            await s.execute(
-                update(SyncRun)
-                .where(SyncRun.id == run.id)
-                .values(finished_at=utcnow(), events=stats.events, watermark=cursor, error=stats.error)
-            )
+        await self._finish_run(run_id, events=stats.events, watermark=cursor, error=stats.error)
         return stats
 
     # --- stopping ---------------------------------------------------------------------------------------------
@@ -677,10 +685,8 @@ class SyncService:
         ``sync.lease_seconds``. One whose write reached the CRM before the job was cancelled is written again,
         under the same key (the connector's external id), so the CRM still holds it once.
         """
-        async with self.hub.store.session() as s:
-            result = await s.execute(
-                update(WriteBack)
-                .where(WriteBack.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None)
-            )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return await self._changed(
+            update(WriteBack)
+            .where(WriteBack.lease_owner == self.owner)
+            .values(lease_owner=None, lease_until=None)
+        )

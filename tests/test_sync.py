@@ -99,6 +99,37 @@ async def test_a_batch_of_summaries_is_one_read_of_its_people_answers(make_hub, 
     assert len(reads) == 1, reads
 
 
+async def test_on_sqlite_a_sync_run_writes_through_the_store_writer_only(make_hub, crm_state) -> None:
+    """A run's claims, outcomes and bookkeeping are written by the store's one writer connection, beside the
+    answers and webhooks. Written through the pooled connections instead, they were a second writer in the
+    process: SQLite lets one write at a time, and the other waited in its busy handler, sleeping 1 to 100 ms
+    a try, while the survey pages waited behind it."""
+    hub = await make_hub()
+    if not hub.store.is_sqlite:
+        pytest.skip("PostgreSQL has no single writer: every pooled connection writes")
+    hub.config.policy.min_days_between_surveys = 0
+    await answer(hub, crm_state, "C1", "P1", 9, comment="fine")
+    await hub.sync.replay("crm")  # a dead letter replayed, like the cockpit's button (none here)
+    pooled: list[str] = []
+
+    def remember(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            pooled.append(statement)
+
+    event.listen(hub.store.engine.sync_engine, "before_cursor_execute", remember)
+    try:
+        stats = await hub.sync.run("crm")
+        await hub.sync.release_leases()
+    finally:
+        event.remove(hub.store.engine.sync_engine, "before_cursor_execute", remember)
+    assert stats.written == 3
+    async with hub.store.session() as s:
+        states = set(await s.scalars(select(WriteBack.state)))
+        finished = list(await s.scalars(select(SyncRun.finished_at).where(SyncRun.kind == "sync")))
+    assert states == {"done"} and finished and all(finished)
+    assert pooled == []
+
+
 async def test_a_kind_with_more_items_than_the_batch_size_is_split(make_hub, crm_state) -> None:
     hub = await make_hub()
     hub.config.policy.min_days_between_surveys = 0
