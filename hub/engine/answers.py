@@ -239,11 +239,14 @@ _INVITATION_TABLE, _RESPONSE_TABLE = cast(Table, Invitation.__table__), cast(Tab
 _INVITATION_COLUMNS = [f.name for f in fields(_Target) if f.name not in ("case", "response")]
 _CASE_AT = len(_INVITATION_COLUMNS)
 _RESPONSE_AT = _CASE_AT + len(_Case._fields)
-#: a write that changes nothing to a batch's invitations: their row locks (PostgreSQL), the write lock (SQLite)
+#: a batch's invitations locked, in id order, on a database with row locks (on SQLite the writer's transaction
+#: holds the file's write lock from its BEGIN): a read that takes no snapshot of the answers, which are read
+#: by the next statement, after every lock is held
 _LOCK_INVITATIONS = (
-    update(_INVITATION_TABLE)
+    select(_INVITATIONS.c.id)
     .where(one_of(_INVITATIONS.c.id, "ids"))
-    .values(status=_INVITATIONS.c.status, updated_at=_INVITATIONS.c.updated_at)
+    .order_by(_INVITATIONS.c.id)
+    .with_for_update()
 )
 #: a batch's invitations (the columns of ``_Target``), their events' (``_Case``) and their answers so far
 #: (``_ResponseRow``'s, all None without one)
@@ -410,16 +413,17 @@ class Answers:
         return record
 
     async def _write_answers(self, batch: list[_Submitted]) -> list[_Written | BaseException]:
-        """Store a batch of answers in one transaction (``Store.write``: on SQLite one hand-off to the writer
-        thread for the whole batch, not one per statement)."""
-        return await self.hub.store.write(lambda conn: self._write_batch(conn, batch))
+        """Store a batch of answers in one transaction (``Store.write``, a short write: at most
+        ``ANSWER_BATCH`` answers, a few statements whatever their number)."""
+        return await self.hub.store.write(lambda conn: self._write_batch(conn, batch), short=True)
 
     def _write_batch(self, conn: Connection, batch: list[_Submitted]) -> list[_Written | BaseException]:
         """Responses, invitations' status and write-back items of a batch, in the transaction of ``conn``.
 
-        The transaction starts with a write that changes nothing to the batch's invitations: on PostgreSQL it
-        locks their rows, on SQLite it takes the write lock, so what is read next is what the answers before
-        these stored (another process's double-click included), and nobody changes it until the commit.
+        The batch's invitations are locked before their answers so far are read (on PostgreSQL their rows, in
+        id order; on SQLite the writer's transaction holds the file's write lock from its BEGIN), so what is
+        read is what the answers before these stored (another process's double-click included), and nobody
+        changes it until the commit.
         Then two reads (invitations with their events and answers so far; the people's identities in the
         write-back targets) and at most four writes, however many answers the batch holds. Core statements
         built once, with plain values: no mapped objects, so no unit of work, on the path of every answer.
@@ -439,7 +443,8 @@ class Answers:
         )
         found: dict[int, _Target] = {}
         if ids:
-            conn.execute(_LOCK_INVITATIONS, {"ids": ids})
+            if conn.dialect.name != "sqlite":
+                conn.execute(_LOCK_INVITATIONS, {"ids": ids})
             found = {row.id: _Target.of(row) for row in conn.execute(_BATCH_QUERY, {"ids": ids})}
         identities = self._identities(conn, list(found.values()))
         step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))

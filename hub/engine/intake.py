@@ -205,7 +205,7 @@ class Intake:
             )
             return {(c, e) for c, e in conn.execute(stmt, list(rows.values()))}
 
-        inserted = await self.hub.store.write(insert)
+        inserted = await self.hub.store.write(insert, short=True)  # one INSERT of at most a group's events
         results: list[set[int]] = []
         for arrival in arrivals:
             new: set[int] = set()

@@ -10,6 +10,7 @@ import asyncio
 import fcntl
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -46,6 +47,8 @@ POSTGRES_READERS = 8
 #: reads at once on a SQLite file, each on a connection and thread of its own (WAL lets readers run beside
 #: each other and beside the writer); a read waiting for one of them waits a fraction of a millisecond
 SQLITE_READERS = 4
+#: how long a SQLite connection waits for another process's write lock before it fails as busy
+BUSY_TIMEOUT_MS = 30_000
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -65,8 +68,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """The writer never waits inside SQLite (``Store.write`` decides where it may wait), and begins its
+    transactions itself (``_begin_immediate``): the driver's own BEGIN would come only before the first write
+    statement, after the transaction's reads."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    cursor.close()
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(conn: Connection) -> None:
+    """Every transaction of the writer takes the file's write lock as it begins: what it reads is what the
+    last write of any process left, and nobody else writes until it commits (no lock upgrade that could find
+    the file busy half way through a transaction)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite found the file locked by another connection (another process's write)."""
+    return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
 
 
 def _never_wait(dbapi_connection: Any, _record: Any) -> None:
@@ -111,13 +136,20 @@ class Store:
         self._held: dict[str, tuple[str, int]] = {}
         if self.is_sqlite and ":memory:" not in url:
             self._lock_files = make_url(url).database
-            # one connection on one thread of its own: a whole transaction is one hand-off to that thread,
-            # where aiosqlite hands every statement (begin, execute, fetch, commit) over and back again
+            # one writer connection, used by one write at a time (``write``): on the event loop's thread for a
+            # short write when the file is free, else on a thread of its own, where a whole transaction is one
+            # hand-off (aiosqlite hands every statement, begin, execute, fetch, commit, over and back again)
             self._writer = create_engine(
-                make_url(url).set(drivername="sqlite"), pool_size=1, max_overflow=0, **kwargs
+                make_url(url).set(drivername="sqlite"),
+                pool_size=1,
+                max_overflow=0,
+                connect_args={**kwargs["connect_args"], "check_same_thread": False},
             )
             event.listen(self._writer, "connect", _sqlite_pragmas)
+            event.listen(self._writer, "connect", _writer_pragmas)
+            event.listen(self._writer, "begin", _begin_immediate)
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="cxhub-sqlite-writer")
+            self._writing: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
             # readers alike: a read is one hand-off to a reader thread, which keeps its connection open
             # (a connection may serve a read on any reader thread, one thread at a time)
             self._reader = create_engine(
@@ -147,23 +179,48 @@ class Store:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], T], *, short: bool = False) -> T:
         """Run ``work`` in one transaction, committed before this returns (rolled back if it raises).
 
-        On a SQLite file the writer connection runs it on its own thread, in one hand-off; on PostgreSQL a
-        pooled connection runs it, each statement one round trip. For writes that batch many requests into
-        one transaction (``hub.store.group_commit``), so they never wait for each other's thread hops.
+        On PostgreSQL a pooled connection runs it, each statement one round trip. On a SQLite file the process's
+        one writer connection runs it, one write at a time, each transaction holding the file's write lock
+        from its BEGIN. A ``short`` write (a batch of a bounded number of rows: the group commits of answers
+        and webhooks, ``hub.store.group_commit``) runs right on the event loop's thread when the file is free:
+        its statements cost less than handing them to another thread, and that thread's every SQLite call
+        would wait for the loop's thread to let go of the interpreter lock (the answers' writes took twice as
+        long there as here). Any other write, and a short one that found the file locked by another process,
+        runs on the writer's thread, which waits for the lock up to the busy timeout.
         """
         if self._writer is None or self._writer_thread is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
         writer = self._writer
+        loop = asyncio.get_running_loop()
+        if self._writing is None or self._writing[0] is not loop:  # a store used from a new loop (tests, CLI)
+            self._writing = (loop, asyncio.Lock())
+        async with self._writing[1]:
+            if short:
+                try:
+                    with writer.begin() as here:
+                        return work(here)
+                except OperationalError as exc:
+                    if not _busy(exc):  # busy: nothing was written (the BEGIN or a statement was refused)
+                        raise
 
-        def transaction() -> T:
-            with writer.begin() as conn:
-                return work(conn)
+            def waiting() -> T:
+                with writer.connect() as there:
+                    driver = there.connection.dbapi_connection
+                    assert driver is not None
+                    driver.execute(
+                        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"
+                    )  # not a statement of a transaction
+                    try:
+                        with there.begin():
+                            return work(there)
+                    finally:
+                        driver.execute("PRAGMA busy_timeout=0")
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, transaction)
+            return await loop.run_in_executor(self._writer_thread, waiting)
 
     async def write_orm(self, work: Callable[[Session], T]) -> T:
         """``write`` with an ORM session on the transaction's connection, flushed before the commit.

@@ -1,0 +1,88 @@
+"""``Store.write`` on a SQLite file: one writer connection per process, and another process's lock respected.
+
+A short write (the group commits of answers and webhooks) runs on the event loop's thread when the file is
+free; when another process holds SQLite's write lock it must neither fail nor stall the event loop, but wait
+on the writer's thread and then write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, insert, select
+
+from hub.store.db import Store
+from hub.store.tables import JobLock
+
+LOCKS = JobLock.__table__
+UNTIL = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+async def _store(tmp_path: Path) -> tuple[Store, Path]:
+    path = tmp_path / "hub.db"
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    await store.upgrade()
+    return store, path
+
+
+def _add(name: str, threads: list[str]) -> object:
+    def work(conn: Connection) -> int:
+        threads.append(threading.current_thread().name)
+        conn.execute(insert(LOCKS).values(name=name, owner="test", expires_at=UNTIL))
+        return len(list(conn.execute(select(LOCKS.c.name))))
+
+    return work
+
+
+async def test_a_short_write_waits_for_another_process_lock_without_stalling_the_loop(tmp_path: Path) -> None:
+    store, path = await _store(tmp_path)
+    threads: list[str] = []
+    try:
+        assert await store.write(_add("free", threads), short=True) == 1
+        assert threads == [threading.current_thread().name]  # the file was free: right on the loop's thread
+
+        other = sqlite3.connect(path, isolation_level=None)  # another process's connection
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO job_locks (name, owner, expires_at) VALUES ('other', 'x', '2027-01-01')")
+        writing = asyncio.create_task(store.write(_add("waited", threads), short=True))
+        ticks = 0
+        for _ in range(10):  # the loop keeps serving while the write waits for the lock
+            await asyncio.sleep(0.02)
+            ticks += 1
+        assert ticks == 10 and not writing.done()
+        other.execute("COMMIT")
+        other.close()
+        # it read what the other process committed before it: its transaction began once the lock was free
+        assert await asyncio.wait_for(writing, 10) == 3
+        assert threads[-1].startswith("cxhub-sqlite-writer")
+        assert await store.write(_add("free again", threads), short=True) == 4
+        assert threads[-1] == threading.current_thread().name
+    finally:
+        await store.dispose()
+
+
+async def test_a_write_that_fails_leaves_nothing_and_the_next_one_writes(tmp_path: Path) -> None:
+    store, _ = await _store(tmp_path)
+    threads: list[str] = []
+    try:
+
+        def fail(conn: Connection) -> None:
+            conn.execute(insert(LOCKS).values(name="half", owner="test", expires_at=UNTIL))
+            raise ValueError("refused half way")
+
+        for short in (True, False):
+            try:
+                await store.write(fail, short=short)
+            except ValueError:
+                pass
+            else:  # pragma: no cover - the write must raise
+                raise AssertionError("the failing write did not raise")
+        assert await store.write(_add("whole", threads), short=True) == 1
+        assert await store.write(_add("long", threads)) == 2
+        assert threads[-1].startswith("cxhub-sqlite-writer")  # not short: on the writer's thread
+    finally:
+        await store.dispose()
