@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from hub.engine import answers
+from hub.engine.writebacks import _IDENTITIES
 from hub.errors import BadInput
 from hub.store.tables import Event, Invitation, Response, WriteBack
 from tests.helpers import survey_flow
@@ -204,3 +205,20 @@ async def test_a_changed_answer_changes_its_response_not_its_invitation(make_hub
         after = await s.get_one(Invitation, inv_id)
         assert (status, after.status, after.updated_at) == ("answered", "answered", since)
         assert (await s.get_one(Response, record.id)).updated_at == clock[0]
+
+
+async def test_an_answers_people_are_found_by_index_not_by_reading_every_identity(make_hub) -> None:
+    """Every answer batch reads its people's record ids by (person, connector). SQLite plans without
+    statistics (nobody runs ANALYZE on an embedded hub), and with only the person indexed it chose the
+    (connector, crm id) constraint's index: every identity of the connector, read for each batch."""
+    hub = await make_hub()
+    if not hub.store.is_sqlite:
+        pytest.skip("PostgreSQL plans from its statistics, which its autovacuum keeps")
+    query = _IDENTITIES.params(people=[1, 2, 3], targets=["crm"])
+    sql = str(query.compile(dialect=hub.store.engine.dialect, compile_kwargs={"literal_binds": True}))
+    plan = await hub.store.read(
+        lambda conn: [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+    )
+    assert plan == [
+        "SEARCH identities USING COVERING INDEX ix_identities_person (person_id=? AND connector=?)"
+    ]

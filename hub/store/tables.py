@@ -232,10 +232,16 @@ class Identity(Base):
     """A person's record in one connector."""
 
     __tablename__ = "identities"
-    __table_args__ = (UniqueConstraint("connector", "crm_id", name="uq_identities_connector_crm"),)
+    __table_args__ = (
+        UniqueConstraint("connector", "crm_id", name="uq_identities_connector_crm"),
+        # a person's record ids by connector, read from the index alone: every answer asks for them
+        # (``hub.engine.writebacks.identities_of``); with the person alone indexed, SQLite's planner chose
+        # the (connector, crm_id) constraint's index and read every identity of the connector
+        Index("ix_identities_person", "person_id", "connector", "crm_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
     connector: Mapped[str] = mapped_column(CleanString(100))
     crm_id: Mapped[str] = mapped_column(CleanString(200))
     crm_opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
