@@ -6,12 +6,15 @@ The binding of text columns and the cleaning of JSON values take a short way for
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
+from sqlalchemy import DateTime
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Dialect
 
-from hub.store.tables import CleanString, CleanText, clean_json, clean_text
+from hub.store.tables import CleanString, CleanText, UTCDateTime, clean_json, clean_text
 
 DIALECTS = [sqlite.dialect(), asyncpg.dialect()]
 
@@ -60,3 +63,28 @@ def test_json_strings_and_keys_are_cleaned_at_every_depth() -> None:
     assert clean_json("plain") == "plain" and clean_json(["\x00"]) == [""] and clean_json(3) == 3
     # two keys that clean to the same: the later one's value, as a dict built from them keeps
     assert clean_json({"a\x00": 1, "a": 2}) == {"a": 2}
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 6, 17, 0, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 30, 0, 123456, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_a_moment_is_stored_on_sqlite_as_sqlalchemys_datetime_text_in_utc(moment: datetime) -> None:
+    """The short way of binding a datetime on SQLite gives the text SQLAlchemy's own ``DATETIME`` stores for
+    the moment in UTC, which reads back as the same moment."""
+    dialect = sqlite.dialect()
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None
+    sqlalchemys = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert sqlalchemys is not None
+    stored = bind(moment)
+    assert stored == sqlalchemys(moment.astimezone(UTC).replace(tzinfo=None))
+    read = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert read is not None and read(stored) == moment
+    assert bind(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        bind(datetime(2026, 12, 6, 17, 0))
