@@ -222,3 +222,38 @@ async def test_an_answers_people_are_found_by_index_not_by_reading_every_identit
     assert plan == [
         "SEARCH identities USING COVERING INDEX ix_identities_person (person_id=? AND connector=?)"
     ]
+
+
+async def test_answers_of_the_same_people_in_batches_side_by_side_are_each_stored_once(
+    make_hub, crm_state
+) -> None:
+    """On PostgreSQL two answer batches may be in flight at once. Answers of the same people land in both
+    (each person's summary is one write-back key), in any order: every answer is stored, every key queued
+    once, and no batch fails as the victim of a deadlock (which would write its answers one at a time)."""
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    people = ["P1", "P4", "P5"]
+    invitations = await _invitation_ids(hub, crm_state, [people[k % 3] for k in range(12)])
+    batches: list[int] = []
+    write = hub.engine.answers._write_answers
+
+    async def counted(batch):
+        batches.append(len(batch))
+        return await write(batch)
+
+    hub.engine.answers.writer._write = counted
+
+    async def answer(inv: int, wave: int, after: float) -> None:
+        await asyncio.sleep(after)  # arriving while the batch before is being written
+        await hub.engine.record_answer(inv, (inv + wave) % 11, comment=f"w{wave}")
+
+    for wave in range(3):  # each wave: new answers, then changes to them, people in every batch
+        order = invitations[wave::3] + invitations[: wave + 1]
+        await asyncio.gather(*(answer(inv, wave, k * 0.002) for k, inv in enumerate(order)))
+    assert sum(batches) == sum(len(invitations[w::3]) + w + 1 for w in range(3))  # none written again alone
+    async with hub.store.session() as s:
+        stored = {r.invitation_id: (r.rating, r.comment) for r in await s.scalars(select(Response))}
+        keys = [(w.connector, w.key) for w in await s.scalars(select(WriteBack))]
+    assert set(stored) == set(invitations[0::3] + invitations[1::3] + invitations[2::3])
+    assert len(keys) == len(set(keys))
+    assert {key for _, key in keys if key.startswith("summary:")} == {f"summary:{n}" for n in (1, 2, 3)}

@@ -109,3 +109,30 @@ async def test_a_batch_cut_by_a_lost_connection_is_written_once_more() -> None:
     recorder.lost_connections = 2  # lost again on the fresh connection: the senders are told to retry
     with pytest.raises(DBAPIError):
         await writer.submit("z")
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_with_two_batches_in_flight_the_next_is_written_while_one_waits_for_the_database(
+    in_flight: int,
+) -> None:
+    """On PostgreSQL a batch spends most of its time waiting for round trips: a second batch then goes out
+    beside it, instead of every answer of the moment waiting for the first one's commit. Each caller still
+    gets its own outcome, and no item is written twice or left behind."""
+    release = asyncio.Event()
+    started: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        started.append(items)
+        if len(started) == 1:
+            await release.wait()  # the first batch waits for the database
+        return [item * 10 for item in items]
+
+    writer: GroupCommit[int, int] = GroupCommit(write, in_flight=in_flight)
+    first = asyncio.create_task(writer.submit(1))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(writer.submit(item)) for item in (2, 3)]
+    await asyncio.sleep(0.05)
+    assert len(started) == in_flight  # one batch at a time, or the second out beside the first
+    release.set()
+    assert await first == 10 and [await task for task in later] == [20, 30]
+    assert sorted(item for batch in started for item in batch) == [1, 2, 3]

@@ -308,7 +308,9 @@ class Answers:
         # the answers of one moment share one transaction, each caller answered after its COMMIT; an answer
         # that cannot be stored is refused alone, and a batch that fails on a unique key (two processes storing
         # the same first answer) is written again one answer at a time
-        self.writer: GroupCommit[_Submitted, _Written] = GroupCommit(self._write_answers, ANSWER_BATCH)
+        self.writer: GroupCommit[_Submitted, _Written] = GroupCommit(
+            self._write_answers, ANSWER_BATCH, in_flight=1 if hub.store.is_sqlite else 2
+        )
 
     # --- 4. answer --------------------------------------------------------------------------------------------
 

@@ -338,7 +338,9 @@ class WriteBackQueue:
     def write(self, conn: Connection, items: list[dict[str, Any]], now: datetime) -> None:
         """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
         if items:
-            upsert_bulk(conn.dialect.name).execute(conn, self.rows(items, now))
+            # by key: two answer batches in flight at once (PostgreSQL) lock the rows they share in one order
+            ordered = sorted(items, key=lambda item: (item["connector"], item["key"]))
+            upsert_bulk(conn.dialect.name).execute(conn, self.rows(ordered, now))
 
     def rows(self, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
         """The upsert's rows for ``items`` queued at ``now``: when each is ready for the prompt sync.

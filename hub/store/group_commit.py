@@ -4,7 +4,10 @@ A webhook must not be acknowledged before its event is durable, but one transact
 thread hand-off per statement, on PostgreSQL one round trip per statement) per request makes the commit, not
 the hub's logic, the cost of a request. Here one task writes: the requests that queue while it commits form
 its next batch, so under load a commit carries many requests and when idle a lone request waits for nobody.
-Only one batch is in flight at a time, so on SQLite these writes never fight each other for the write lock.
+By default one batch is in flight at a time (on SQLite the process has one writer anyway). A writer may allow
+more (``in_flight``): on PostgreSQL an answer batch spends most of its time waiting for round trips, and a
+second batch out beside it keeps the answers of that moment from waiting for the first one's commit; its
+row locks are taken in one order (invitations by id, write-back items by key), so two never deadlock.
 
 Each caller's future is resolved only after the batch's COMMIT returned: what is acknowledged is durable as far
 as the database promises (PostgreSQL: flushed WAL; SQLite in WAL mode with ``synchronous=NORMAL``: written to
@@ -39,27 +42,31 @@ class GroupCommit(Generic[Item, Result]):
     A batch that fails for a reason other than an unreachable database is written again one item at a time,
     so one bad item fails its own caller only. A batch cut by a lost connection is written once more on a
     fresh one (the pool replaces connections a disconnect invalidated): no pre-ping round trip per request.
+    Up to ``in_flight`` batches are written at once, each by a task of its own.
     """
 
     def __init__(
         self,
         write: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]],
         max_batch: int = MAX_BATCH,
+        in_flight: int = 1,
     ) -> None:
         self._write = write
         self._max = max_batch
+        self._in_flight = in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         """Queue ``item`` and return its result once the transaction that wrote it has committed."""
         loop = asyncio.get_running_loop()
-        if self._task is not None and self._task.get_loop() is not loop:
-            self._task, self._pending = None, []  # a hub used from a new event loop (a CLI command, a test)
+        if any(task.get_loop() is not loop for task in self._tasks):
+            self._tasks, self._pending = set(), []  # a hub used from a new event loop (a CLI command, a test)
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+        self._tasks = {task for task in self._tasks if not task.done()}
+        if len(self._tasks) < self._in_flight:
+            self._tasks.add(asyncio.create_task(self._drain()))
         return await future
 
     async def _drain(self) -> None:
