@@ -122,6 +122,8 @@ class Store:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
+        #: the writer's turns, one write at a time, in the loop that uses the store
+        self._writing: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._reader: Engine | None = None
         self._reader_threads: ThreadPoolExecutor | None = None
         self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -149,7 +151,6 @@ class Store:
             event.listen(self._writer, "connect", _writer_pragmas)
             event.listen(self._writer, "begin", _begin_immediate)
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="cxhub-sqlite-writer")
-            self._writing: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
             # readers alike: a read is one hand-off to a reader thread, which keeps its connection open
             # (a connection may serve a read on any reader thread, one thread at a time)
             self._reader = create_engine(
@@ -211,9 +212,8 @@ class Store:
                 with writer.connect() as there:
                     driver = there.connection.dbapi_connection
                     assert driver is not None
-                    driver.execute(
-                        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"
-                    )  # not a statement of a transaction
+                    # on the driver's connection: a setting, not a statement of the transaction that follows
+                    driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     try:
                         with there.begin():
                             return work(there)
