@@ -338,8 +338,9 @@ class WriteBackQueue:
     def write(self, conn: Connection, items: list[dict[str, Any]], now: datetime) -> None:
         """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
         if items:
-            # by key: two answer batches in flight at once (PostgreSQL) lock the rows they share in one order
-            ordered = sorted(items, key=lambda item: (item["connector"], item["key"]))
+            # by person (a stable sort: each answer's items stay in their order): the rows two answer batches
+            # in flight at once (PostgreSQL) can share are people's summaries, then locked in one order
+            ordered = sorted(items, key=lambda item: (item["connector"], item["person_id"]))
             upsert_bulk(conn.dialect.name).execute(conn, self.rows(ordered, now))
 
     def rows(self, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:

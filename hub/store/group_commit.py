@@ -7,7 +7,7 @@ its next batch, so under load a commit carries many requests and when idle a lon
 By default one batch is in flight at a time (on SQLite the process has one writer anyway). A writer may allow
 more (``in_flight``): on PostgreSQL an answer batch spends most of its time waiting for round trips, and a
 second batch out beside it keeps the answers of that moment from waiting for the first one's commit; its
-row locks are taken in one order (invitations by id, write-back items by key), so two never deadlock.
+row locks are taken in one order (invitations by id, write-back items by person), so two never deadlock.
 
 Each caller's future is resolved only after the batch's COMMIT returned: what is acknowledged is durable as far
 as the database promises (PostgreSQL: flushed WAL; SQLite in WAL mode with ``synchronous=NORMAL``: written to
