@@ -14,11 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.models import NpsCategory, PersonSummary
-from hub.store.lists import one_of
+from hub.store.lists import in_chunks, one_of
 from hub.store.tables import Response
-
-#: people per read: SQLite binds each id of a list as a parameter of its own
-PEOPLE_PER_READ = 500
 
 #: the columns a summary is made of, in the order a person's answers are taken
 _ANSWERS = (
@@ -69,9 +66,7 @@ async def person_summaries(
     the survey pages, and a read (and its ORM objects) per person was most of such a batch's work."""
     # a row per answer: its person, survey kind, rating, score, category, comment and time
     answers: dict[int, list[Any]] = {}
-    ordered = sorted(set(people))
-    for start in range(0, len(ordered), PEOPLE_PER_READ):
-        chunk = ordered[start : start + PEOPLE_PER_READ]
+    for chunk in in_chunks(sorted(set(people))):
         for row in await session.execute(_ANSWERS, {"people": chunk}):
             answers.setdefault(row.person_id, []).append(row)
     return {person: summary_of(rows, now) for person, rows in answers.items()}

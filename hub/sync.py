@@ -320,8 +320,9 @@ class SyncService:
 
     async def _finish_run(self, run_id: int, **figures: Any) -> None:
         """Record a run's end and its figures (columns of ``SyncRun``)."""
-        finish = update(SyncRun).where(SyncRun.id == run_id).values(finished_at=utcnow(), **figures)
-        await self.hub.store.write(lambda conn: conn.execute(finish))
+        await self._changed(
+            update(SyncRun).where(SyncRun.id == run_id).values(finished_at=utcnow(), **figures)
+        )
 
     async def _write_batch(self, connector_name: str, rows: list[WriteBack], stats: RunStats) -> None:
         """Send one claimed batch, then record what became of it.
@@ -443,12 +444,12 @@ class SyncService:
         seconds = self.hub.config.sync.lease_seconds
 
         async def renew() -> None:
-            renewal = (
+            await self._changed(
                 update(WriteBack)
                 .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
-                .values(lease_until=self.hub.now() + timedelta(seconds=seconds))
+                .values(lease_until=self.hub.now() + timedelta(seconds=seconds)),
+                {"ids": ids},
             )
-            await self.hub.store.write(lambda conn: conn.execute(renewal, {"ids": ids}))
 
         await renew_until(stop, seconds, renew, f"{len(ids)} write-backs")
 
@@ -641,9 +642,9 @@ class SyncService:
             )
         )
 
-    async def _changed(self, statement: Update) -> int:
-        """Run an UPDATE of the queue in a transaction of its own; how many rows it changed."""
-        return await self.hub.store.write(lambda conn: conn.execute(statement).rowcount)
+    async def _changed(self, statement: Update, params: dict[str, Any] | None = None) -> int:
+        """Run an UPDATE (of the queue, of a run) in a transaction of its own; how many rows it changed."""
+        return await self.hub.store.write(lambda conn: conn.execute(statement, params).rowcount)
 
     # --- polling ----------------------------------------------------------------------------------------------
 

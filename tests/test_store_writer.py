@@ -13,6 +13,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Connection, insert, select
 
 from hub.store.db import Store
@@ -75,12 +76,8 @@ async def test_a_write_that_fails_leaves_nothing_and_the_next_one_writes(tmp_pat
             raise ValueError("refused half way")
 
         for short in (True, False):
-            try:
+            with pytest.raises(ValueError, match="half way"):
                 await store.write(fail, short=short)
-            except ValueError:
-                pass
-            else:  # pragma: no cover - the write must raise
-                raise AssertionError("the failing write did not raise")
         assert await store.write(_add("whole", threads), short=True) == 1
         assert await store.write(_add("long", threads)) == 2
         assert threads[-1].startswith("cxhub-sqlite-writer")  # not short: on the writer's thread

@@ -26,7 +26,7 @@ from hub.config import Campaign
 from hub.engine.common import CaseValues, ResponseValues
 from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.bulk import Bulk
-from hub.store.lists import one_of
+from hub.store.lists import in_chunks, one_of
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
 if TYPE_CHECKING:
@@ -109,8 +109,6 @@ def upsert_bulk(dialect: str) -> Bulk:
 #: ``Session.info`` keys: answers queued by ``queue_answer`` until the commit, and whether it listens
 _PENDING = "cxhub.writebacks.pending"
 _LISTENING = "cxhub.writebacks.listening"
-#: people whose identities one read asks for (SQLite and asyncpg take at most 32,766 parameters a statement)
-_PEOPLE_PER_READ = 5000
 
 
 def _drop_pending(session: Session) -> None:
@@ -127,13 +125,12 @@ def identities_of(
     conn: Connection | Session, people: Iterable[int], targets: Iterable[str]
 ) -> dict[int, dict[str, str]]:
     """Person id -> connector -> record id, for these people in these write-back targets (one read per
-    ``_PEOPLE_PER_READ`` people; none without targets). On a session the read autoflushes like any other."""
+    ``PER_STATEMENT`` people; none without targets). On a session the read autoflushes like any other."""
     ordered, wanted = sorted(people), sorted(targets)
     found: dict[int, dict[str, str]] = {}
     if not wanted:
         return found
-    for start in range(0, len(ordered), _PEOPLE_PER_READ):  # within every database's bound parameters
-        chunk = ordered[start : start + _PEOPLE_PER_READ]
+    for chunk in in_chunks(ordered):  # within every database's bound parameters
         for person_id, connector, crm_id in conn.execute(_IDENTITIES, {"people": chunk, "targets": wanted}):
             found.setdefault(person_id, {})[connector] = crm_id
     return found

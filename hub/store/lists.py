@@ -10,7 +10,8 @@ parameter (SQLite prepares every text anyway).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Boolean, ColumnElement, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -21,6 +22,18 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.visitors import _TraverseInternalsType
+
+T = TypeVar("T")
+
+#: the most values one list parameter carries: SQLite binds each as a parameter of its own, and SQLite and
+#: asyncpg take at most 32,766 parameters a statement
+PER_STATEMENT = 5000
+
+
+def in_chunks(values: Sequence[T], size: int = PER_STATEMENT) -> Iterator[Sequence[T]]:
+    """``values`` in runs of at most ``size``, one statement's list each."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 class OneOf(ColumnElement[bool]):
