@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from starlette.requests import Request
 
 from hub.web.deps import client_address
@@ -48,3 +50,21 @@ def test_when_every_key_is_active_the_least_recently_seen_is_forgotten() -> None
     now[0] = 3.0
     limiter.allow("c")
     assert list(limiter.hits) == ["a", "c"]
+
+
+def test_the_garbage_collector_walks_one_object_per_client_not_each_remembered_hit() -> None:
+    """Every full collection walks every object it tracks and what each refers to: a table whose every hit
+    it visited would pause the whole hub each time, longer the more clients a flood brings."""
+    now = [0.0]
+    limiter = RateLimiter(limit=30, window_seconds=60, clock=lambda: now[0])
+    for second in range(40):
+        now[0] = float(second)
+        for client in range(500):
+            limiter.allow(f"10.0.{client // 256}.{client % 256}")
+    assert len(limiter.hits) == 500
+    walked = gc.get_referents(*limiter.hits.values())
+    assert not any(isinstance(each, float) for each in walked)
+    assert len(walked) == len(limiter.hits)  # each array refers to its type only
+    assert not limiter.allow("10.0.0.1")  # 30 in the last minute: the window still counts
+    now[0] = 61.0
+    assert limiter.allow("10.0.0.1")  # the hits of seconds 0 and 1 have left the window
