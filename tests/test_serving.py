@@ -22,6 +22,7 @@ import structlog
 import uvicorn
 
 from hub import logging as hub_logging
+from hub.app import YOUNG_COLLECTION_THRESHOLD
 from hub.cli import server_config
 from hub.config import parse_config
 from hub.web import create_app
@@ -140,6 +141,7 @@ async def test_a_server_of_its_own_takes_its_start_up_objects_out_of_the_collect
     config = tmp_path / "cxhub.toml"
     config.write_text(config_text(database_url, fake_crm.url))
     gc.unfreeze()
+    threshold = gc.get_threshold()
     port = _free_port()
     server = uvicorn.Server(
         server_config(
@@ -154,16 +156,20 @@ async def test_a_server_of_its_own_takes_its_start_up_objects_out_of_the_collect
             assert not task.done(), "uvicorn did not start"
             await asyncio.sleep(0.02)
         assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD  # a request's objects are not promoted
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/healthz")).status_code == 200
     finally:
         server.should_exit = True
         await task
         gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 async def test_an_embedded_hub_leaves_the_heap_to_its_program(make_hub: Any) -> None:
     gc.unfreeze()
+    threshold = gc.get_threshold()
     async with served(await make_hub()) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == threshold
