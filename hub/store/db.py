@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from hub.store.checkpoints import Checkpoints
 from hub.store.driver_reads import DriverReads
 from hub.store.tables import JobLock, Setting, utcnow
 
@@ -73,11 +74,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """The writer never waits inside SQLite (``Store.write`` decides where it may wait), and begins its
-    transactions itself (``_begin_immediate``): the driver's own BEGIN would come only before the first write
-    statement, after the transaction's reads."""
+    """The writer never waits inside SQLite (``Store.write`` decides where it may wait), never copies the WAL
+    into the database in a commit (``Checkpoints`` does, on a thread), and begins its transactions itself
+    (``_begin_immediate``): the driver's own BEGIN would come only before the first write statement, after
+    the transaction's reads."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=0")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # on a thread of its own (``hub.store.checkpoints``)
     cursor.close()
     dbapi_connection.isolation_level = None
 
@@ -122,6 +125,7 @@ class Store:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
+        self._checkpoints: Checkpoints | None = None
         #: the writer's turns, one write at a time, in the loop that uses the store
         self._writing: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._reader: Engine | None = None
@@ -137,7 +141,9 @@ class Store:
         self._lock_files: str | None = None
         self._held: dict[str, tuple[str, int]] = {}
         if self.is_sqlite and ":memory:" not in url:
-            self._lock_files = make_url(url).database
+            path = make_url(url).database
+            assert path is not None  # a file, not :memory:
+            self._lock_files = path
             # one writer connection, used by one write at a time (``write``): on the event loop's thread for a
             # short write when the file is free, else on a thread of its own, where a whole transaction is one
             # hand-off (aiosqlite hands every statement, begin, execute, fetch, commit, over and back again)
@@ -151,6 +157,7 @@ class Store:
             event.listen(self._writer, "connect", _writer_pragmas)
             event.listen(self._writer, "begin", _begin_immediate)
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="cxhub-sqlite-writer")
+            self._checkpoints = Checkpoints(path)
             # readers alike: a read is one hand-off to a reader thread, which keeps its connection open
             # (a connection may serve a read on any reader thread, one thread at a time)
             self._reader = create_engine(
@@ -200,27 +207,37 @@ class Store:
         if self._writing is None or self._writing[0] is not loop:  # a store used from a new loop (tests, CLI)
             self._writing = (loop, asyncio.Lock())
         async with self._writing[1]:
-            if short:
+            try:
+                return await self._write_with(writer, loop, work, short)
+            finally:
+                assert self._checkpoints is not None
+                self._checkpoints.after_commit()
+
+    async def _write_with(
+        self, writer: Engine, loop: asyncio.AbstractEventLoop, work: Callable[[Connection], T], short: bool
+    ) -> T:
+        """``write`` on the writer connection, in its turn: here or on the writer's thread."""
+        if short:
+            try:
+                with writer.begin() as here:
+                    return work(here)
+            except OperationalError as exc:
+                if not _busy(exc):  # busy: nothing was written (the BEGIN or a statement was refused)
+                    raise
+
+        def waiting() -> T:
+            with writer.connect() as there:
+                driver = there.connection.dbapi_connection
+                assert driver is not None
+                # on the driver's connection: a setting, not a statement of the transaction that follows
+                driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 try:
-                    with writer.begin() as here:
-                        return work(here)
-                except OperationalError as exc:
-                    if not _busy(exc):  # busy: nothing was written (the BEGIN or a statement was refused)
-                        raise
+                    with there.begin():
+                        return work(there)
+                finally:
+                    driver.execute("PRAGMA busy_timeout=0")
 
-            def waiting() -> T:
-                with writer.connect() as there:
-                    driver = there.connection.dbapi_connection
-                    assert driver is not None
-                    # on the driver's connection: a setting, not a statement of the transaction that follows
-                    driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                    try:
-                        with there.begin():
-                            return work(there)
-                    finally:
-                        driver.execute("PRAGMA busy_timeout=0")
-
-            return await loop.run_in_executor(self._writer_thread, waiting)
+        return await loop.run_in_executor(self._writer_thread, waiting)
 
     async def write_orm(self, work: Callable[[Session], T]) -> T:
         """``write`` with an ORM session on the transaction's connection, flushed before the commit.
@@ -350,6 +367,8 @@ class Store:
         loop = asyncio.get_running_loop()
         if self._writer is not None and self._writer_thread is not None:
             await loop.run_in_executor(self._writer_thread, self._writer.dispose)
+        if self._checkpoints is not None:
+            await asyncio.to_thread(self._checkpoints.close)
         if self._reader is not None and self._reader_threads is not None:
             await loop.run_in_executor(self._reader_threads, self._reader.dispose)
         if self._inline is not None:
