@@ -6,6 +6,7 @@ The binding of text columns and the cleaning of JSON values take a short way for
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -88,3 +89,33 @@ def test_a_moment_is_stored_on_sqlite_as_sqlalchemys_datetime_text_in_utc(moment
     assert bind(None) is None
     with pytest.raises(ValueError, match="naive"):
         bind(datetime(2026, 12, 6, 17, 0))
+
+
+def test_a_moment_bound_again_and_again_from_several_threads_keeps_its_own_text() -> None:
+    """The SQLite binding remembers the last moment it bound (a batch binds one moment many times): a thread
+    binding another moment meanwhile must never get the first one's text, nor the first the second's."""
+    dialect = sqlite.dialect()
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None
+    moments = [datetime(2026, 12, 6, 17, 0, second, tzinfo=UTC) for second in range(4)]
+    expected = {moment: moment.replace(tzinfo=None).isoformat(" ", "microseconds") for moment in moments}
+    wrong: list[tuple[datetime, str | None]] = []
+
+    def bind_often(moment: datetime) -> None:
+        for turn in range(20_000):
+            value = moment if turn % 3 else moment.replace()  # the same moment, now and then another object
+            text = bind(value)
+            if text != expected[moment]:
+                wrong.append((moment, text))
+
+    threads = [threading.Thread(target=bind_often, args=(moment,)) for moment in moments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    assert [bind(moment) for moment in (moments[0], moments[0], moments[1])] == [
+        expected[moments[0]],
+        expected[moments[0]],
+        expected[moments[1]],
+    ]

@@ -62,17 +62,27 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         """On SQLite, the text SQLAlchemy's ``DATETIME`` stores (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) in one
-        call: every write-back item binds three datetimes, and the decorator's composition of
+        call: every write-back item binds five datetimes, and the decorator's composition of
         ``process_bind_param`` and the dialect's formatting was a twentieth of an answer's CPU."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
         utc = self._utc
+        #: the last value bound and its text: a batch binds one moment again and again (every write-back
+        #: item's ``now`` three times, its ready and cap times), and a datetime never changes. One tuple,
+        #: replaced whole, so threads binding at once never pair a value with another's text.
+        last: tuple[datetime | None, str | None] = (None, None)
 
         def process(value: datetime | None) -> str | None:
+            nonlocal last
             if value is None:
                 return None
-            return utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+            seen, text = last
+            if value is seen:
+                return text
+            text = utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+            last = (value, text)
+            return text
 
         return process
 
