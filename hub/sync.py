@@ -547,10 +547,15 @@ class SyncService:
         ids = sorted(row.id for row, _, _ in outcomes)
 
         def record(conn: Connection) -> None:
-            # the batch's rows are locked first, all at once and in id order: whoever else updates some of
-            # them (another worker's hold, a newer answer re-arming a key) waits instead of deadlocking
+            # the batch's rows are locked first, all at once, in the order answers re-arm keys (by person,
+            # ``WriteBackQueue.write``): whoever else updates some of them (a newer answer, another worker's
+            # hold) waits or is waited for, and never deadlocks with this (PostgreSQL would find that only
+            # after its deadlock_timeout, a second every answer of the batch on the other side waits)
             conn.execute(
-                select(table.c.id).where(one_of(table.c.id, "ids")).order_by(table.c.id).with_for_update(),
+                select(table.c.id)
+                .where(one_of(table.c.id, "ids"))
+                .order_by(table.c.connector, table.c.person_id, table.c.id)
+                .with_for_update(),
                 {"ids": ids},
             )
             if done:

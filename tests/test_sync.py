@@ -421,6 +421,64 @@ async def test_a_recording_that_meets_a_deadlock_is_retried_and_nothing_is_writt
     assert (await hub.sync.run("crm")).written == 0  # nothing is left to be written again
 
 
+# PostgreSQL only: row locks are taken one by one there; SQLite's writer holds the whole file from its BEGIN
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_recording_locks_its_rows_in_the_answers_order_so_the_two_never_deadlock(
+    make_hub, crm_state
+) -> None:
+    """Answers re-arm their keys person by person (``WriteBackQueue.write``). A recording that locked its
+    rows in id order met such a batch head-on wherever a later person's row was the older one, and
+    PostgreSQL broke the deadlock only after its ``deadlock_timeout`` (a second), which every answer of that
+    batch waited for (seen under load as a p99 of 940 ms)."""
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    pages = []
+    crm_state.people["P2"] = {"id": "P2", "email": "p2@example.com"}
+    for case_id, person in (("C1", "P1"), ("C2", "P2")):  # person ids in this order
+        _, page = await hub.engine.page_for_token(await survey_flow(hub, crm_state, case_id, person))
+        pages.append(page)
+    for page in reversed(pages):  # their rows in the other: the second person's are the older
+        await hub.engine.record_answer(page.invitation_id, 9)
+    batch = await hub.sync.claim("crm", 10)
+    assert [row.kind for row in batch] == ["person_summary"] * 2
+    assert [row.person_id for row in batch] == sorted((row.person_id for row in batch), reverse=True)
+    outcomes = [(row, WriteBackResult(item_id=row.id, status="ok"), None) for row in batch]
+    first, second = sorted(batch, key=lambda row: row.person_id)
+
+    async with hub.store.engine.connect() as answers:  # an answer batch, half way through its upsert
+        await answers.execute(
+            text("UPDATE writebacks SET version = version + 1 WHERE id = :id"), {"id": first.id}
+        )
+        with capture_logs() as logs:
+            recording = asyncio.create_task(hub.sync._record(outcomes, RunStats()))
+            while not await _waiting_for_a_row_lock(hub):
+                assert not recording.done()
+                await asyncio.sleep(0.01)
+            # the answers go on to the next person's row: free, or held by a recording that waits for theirs
+            await asyncio.wait_for(
+                answers.execute(
+                    text("UPDATE writebacks SET version = version + 1 WHERE id = :id"), {"id": second.id}
+                ),
+                timeout=0.5,  # a deadlock is found after a second (PostgreSQL's deadlock_timeout)
+            )
+            await answers.commit()
+            await recording
+    assert not [entry for entry in logs if entry["event"] == "sync.transaction_retried"]
+    # both re-armed while they were being written: queued again with their newer version, lease released
+    recorded = [row for row in await rows(hub) if row.id in (first.id, second.id)]
+    assert [(row.state, row.version, row.lease_owner) for row in recorded] == [("queued", 2, None)] * 2
+
+
+async def _waiting_for_a_row_lock(hub) -> bool:
+    async with hub.store.engine.connect() as conn:
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+    return bool(waiting)
+
+
 # --- a CRM that refuses connections: no attempt is charged, the queue backs off, nothing dies -------------------
 
 
