@@ -48,6 +48,18 @@ TRANSACTION_ATTEMPTS = 5
 #: PostgreSQL's SQLSTATEs for "this transaction was chosen to fail; run it again"
 _LOCK_RACE_STATES = frozenset({"40P01", "40001"})
 
+#: a batch's rows locked all at once, in the order answers re-arm keys (by person, ``WriteBackQueue.write``),
+#: before the sync changes them: whoever else updates some of them (a newer answer, another worker's hold)
+#: waits or is waited for, and never deadlocks with this. PostgreSQL would find such a deadlock only after
+#: its deadlock_timeout, a second that every answer of the batch on the other side waits (SQLite's writer
+#: holds the whole file from its BEGIN: FOR UPDATE means nothing there)
+_LOCK_ROWS = (
+    select(WriteBack.id)
+    .where(one_of(WriteBack.id, "ids"))
+    .order_by(WriteBack.connector, WriteBack.person_id, WriteBack.id)
+    .with_for_update()
+)
+
 WRITTEN = Counter("cxhub_writebacks_total", "Write-back items by outcome", ["connector", "outcome"])
 RUN_SECONDS = Histogram("cxhub_sync_run_seconds", "Duration of sync runs", ["connector", "kind"])
 
@@ -443,13 +455,17 @@ class SyncService:
         """
         seconds = self.hub.config.sync.lease_seconds
 
-        async def renew() -> None:
-            await self._changed(
+        def renewal(conn: Connection) -> None:
+            conn.execute(_LOCK_ROWS, {"ids": ids})
+            conn.execute(
                 update(WriteBack)
                 .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
                 .values(lease_until=self.hub.now() + timedelta(seconds=seconds)),
                 {"ids": ids},
             )
+
+        async def renew() -> None:
+            await self.hub.store.write(renewal)
 
         await renew_until(stop, seconds, renew, f"{len(ids)} write-backs")
 
@@ -547,17 +563,7 @@ class SyncService:
         ids = sorted(row.id for row, _, _ in outcomes)
 
         def record(conn: Connection) -> None:
-            # the batch's rows are locked first, all at once, in the order answers re-arm keys (by person,
-            # ``WriteBackQueue.write``): whoever else updates some of them (a newer answer, another worker's
-            # hold) waits or is waited for, and never deadlocks with this (PostgreSQL would find that only
-            # after its deadlock_timeout, a second every answer of the batch on the other side waits)
-            conn.execute(
-                select(table.c.id)
-                .where(one_of(table.c.id, "ids"))
-                .order_by(table.c.connector, table.c.person_id, table.c.id)
-                .with_for_update(),
-                {"ids": ids},
-            )
+            conn.execute(_LOCK_ROWS, {"ids": ids})
             if done:
                 conn.execute(
                     table.update()

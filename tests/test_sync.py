@@ -423,13 +423,14 @@ async def test_a_recording_that_meets_a_deadlock_is_retried_and_nothing_is_writt
 
 # PostgreSQL only: row locks are taken one by one there; SQLite's writer holds the whole file from its BEGIN
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-async def test_a_recording_locks_its_rows_in_the_answers_order_so_the_two_never_deadlock(
-    make_hub, crm_state
+@pytest.mark.parametrize("transaction", ["recording", "lease renewal"])
+async def test_the_sync_locks_its_rows_in_the_answers_order_so_the_two_never_deadlock(
+    make_hub, crm_state, transaction: str
 ) -> None:
-    """Answers re-arm their keys person by person (``WriteBackQueue.write``). A recording that locked its
-    rows in id order met such a batch head-on wherever a later person's row was the older one, and
-    PostgreSQL broke the deadlock only after its ``deadlock_timeout`` (a second), which every answer of that
-    batch waited for (seen under load as a p99 of 940 ms)."""
+    """Answers re-arm their keys person by person (``WriteBackQueue.write``). A recording (or a lease
+    renewal) that locked its rows in id order met such a batch head-on wherever a later person's row was
+    the older one, and PostgreSQL broke the deadlock only after its ``deadlock_timeout`` (a second), which
+    every answer of that batch waited for (seen under load as a p99 of 940 ms)."""
     hub = await make_hub()
     hub.config.policy.min_days_between_surveys = 0
     pages = []
@@ -442,19 +443,25 @@ async def test_a_recording_locks_its_rows_in_the_answers_order_so_the_two_never_
     batch = await hub.sync.claim("crm", 10)
     assert [row.kind for row in batch] == ["person_summary"] * 2
     assert [row.person_id for row in batch] == sorted((row.person_id for row in batch), reverse=True)
-    outcomes = [(row, WriteBackResult(item_id=row.id, status="ok"), None) for row in batch]
     first, second = sorted(batch, key=lambda row: row.person_id)
+    stop = asyncio.Event()
+    if transaction == "recording":
+        outcomes = [(row, WriteBackResult(item_id=row.id, status="ok"), None) for row in batch]
+        syncing = hub.sync._record(outcomes, RunStats())
+    else:
+        hub.config.sync.lease_seconds = 0.03  # a renewal every 10 ms
+        syncing = hub.sync._keep_leased(sorted(row.id for row in batch), stop)
 
     async with hub.store.engine.connect() as answers:  # an answer batch, half way through its upsert
         await answers.execute(
             text("UPDATE writebacks SET version = version + 1 WHERE id = :id"), {"id": first.id}
         )
         with capture_logs() as logs:
-            recording = asyncio.create_task(hub.sync._record(outcomes, RunStats()))
+            task = asyncio.create_task(syncing)
             while not await _waiting_for_a_row_lock(hub):
-                assert not recording.done()
+                assert not task.done()
                 await asyncio.sleep(0.01)
-            # the answers go on to the next person's row: free, or held by a recording that waits for theirs
+            # the answers go on to the next person's row: free, or held by the sync waiting for theirs
             await asyncio.wait_for(
                 answers.execute(
                     text("UPDATE writebacks SET version = version + 1 WHERE id = :id"), {"id": second.id}
@@ -462,11 +469,15 @@ async def test_a_recording_locks_its_rows_in_the_answers_order_so_the_two_never_
                 timeout=0.5,  # a deadlock is found after a second (PostgreSQL's deadlock_timeout)
             )
             await answers.commit()
-            await recording
-    assert not [entry for entry in logs if entry["event"] == "sync.transaction_retried"]
-    # both re-armed while they were being written: queued again with their newer version, lease released
+            await asyncio.sleep(0.05)  # a renewal or two more
+            stop.set()
+            await task
+    assert not [e for e in logs if e["event"] in ("sync.transaction_retried", "lease.renewal_failed")]
     recorded = [row for row in await rows(hub) if row.id in (first.id, second.id)]
-    assert [(row.state, row.version, row.lease_owner) for row in recorded] == [("queued", 2, None)] * 2
+    if transaction == "recording":  # re-armed while written: queued again with the newer version, released
+        assert [(row.state, row.version, row.lease_owner) for row in recorded] == [("queued", 2, None)] * 2
+    else:  # still leased to this worker, renewed
+        assert [(row.version, row.lease_owner) for row in recorded] == [(2, hub.sync.owner)] * 2
 
 
 async def _waiting_for_a_row_lock(hub) -> bool:
