@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 
+from hub.engine.answers import _PAGE_QUERY
+from hub.engine.common import hash_token
 from hub.store.db import Store
 from hub.store.driver_reads import DriverReads
 from hub.store.tables import JobLock
 from hub.testing.databases import POSTGRES_ADMIN_URL
+from tests.helpers import survey_flow
 
 LOCKS = JobLock.__table__
 QUERY = select(LOCKS.c.owner, LOCKS.c.expires_at.label("until")).where(LOCKS.c.name == bindparam("name"))
@@ -113,3 +118,43 @@ async def test_reads_waiting_for_a_connection_are_served_in_the_order_they_came(
         await reads.close()
         await store.dispose()
     assert served == sorted(served)
+
+
+async def test_a_survey_links_read_is_what_sqlalchemy_reads(make_hub, crm_state) -> None:
+    """The page's one read (token, invitation, answer so far) skips SQLAlchemy's execution on both databases:
+    every column comes back as SQLAlchemy's own execution of the same query gives it, with and without an
+    answer (the outer join's columns all None)."""
+    hub = await make_hub()
+    token = await survey_flow(hub, crm_state, "C1", "P1")
+    query_params = {"hash": hash_token(token)}
+
+    async def through_sqlalchemy() -> dict[str, Any]:
+        async with hub.store.engine.connect() as conn:
+            row = (await conn.execute(_PAGE_QUERY, query_params)).mappings().first()
+        assert row is not None
+        return dict(row)
+
+    unanswered = await hub.store.first(_PAGE_QUERY, query_params)
+    assert unanswered is not None and unanswered["r_id"] is None
+    assert dict(unanswered) == await through_sqlalchemy()
+    _, page = await hub.engine.page_for_token(token)
+    await hub.engine.record_answer(page.invitation_id, 7, comment="fine ✓")
+    answered = await hub.store.first(_PAGE_QUERY, query_params)
+    assert answered is not None and answered["r_rating"] == 7 and answered["r_comment"] == "fine ✓"
+    assert answered["r_answered_at"].tzinfo == UTC
+    assert dict(answered) == await through_sqlalchemy()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_read_on_sqlite_leaves_no_snapshot_that_holds_the_log_back(database_url: str) -> None:
+    """A read that kept its statement open would keep its snapshot of the log, and no checkpoint could
+    finish the log's copy until the next read."""
+    store = await _store_with_a_lock(database_url, datetime(2027, 1, 1, tzinfo=UTC))
+    try:
+        assert await store.first(QUERY, {"name": "job:events"}) is not None
+        path = database_url.split(":///", 1)[1]
+        with sqlite3.connect(path) as other:
+            busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+    finally:
+        await store.dispose()

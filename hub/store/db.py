@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from hub.store.checkpoints import Checkpoints
 from hub.store.driver_reads import DriverReads
+from hub.store.sqlite_reads import SqliteReads
 from hub.store.tables import JobLock, Setting, utcnow
 
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class Store:
         self._reader_threads: ThreadPoolExecutor | None = None
         self._readers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._inline: Engine | None = None
+        self._sqlite_reads: SqliteReads | None = None
         self._inline_conn: Connection | None = None
         #: on PostgreSQL through asyncpg: the hot paths' reads straight through the driver (``first``)
         self._driver_reads: DriverReads | None = None
@@ -177,6 +179,7 @@ class Store:
             )
             event.listen(self._inline, "connect", _sqlite_pragmas)
             event.listen(self._inline, "connect", _never_wait)
+            self._sqlite_reads = SqliteReads(self._inline.dialect)
             self._reader_threads = ThreadPoolExecutor(
                 SQLITE_READERS, thread_name_prefix="cxhub-sqlite-reader"
             )
@@ -293,16 +296,31 @@ class Store:
     async def first(self, query: Select[Any], params: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The first row of ``query``, which only reads, as a mapping by column name; None when there is none.
 
-        For the read every survey link starts with. On SQLite it is ``read``; on PostgreSQL it goes straight
-        through asyncpg (``hub.store.driver_reads``), where SQLAlchemy's async engine costs more than the query.
+        For the read every survey link starts with, straight through the driver, where SQLAlchemy costs more
+        than the query: on a SQLite file through ``read`` on the sqlite3 connection (``hub.store.sqlite_reads``),
+        on PostgreSQL through asyncpg (``hub.store.driver_reads``).
         """
         if self._driver_reads is not None:
             return await self._driver_reads.first(query, params)
+        reads = self._sqlite_reads
+        if reads is None:  # SQLite in memory: through SQLAlchemy's async engine
 
-        def first_row(conn: Connection) -> Mapping[str, Any] | None:
-            return cast(Mapping[str, Any] | None, conn.execute(query, params).mappings().first())
+            def first_row(conn: Connection) -> Mapping[str, Any] | None:
+                return cast(Mapping[str, Any] | None, conn.execute(query, params).mappings().first())
 
-        return await self.read(first_row)
+            return await self.read(first_row)
+
+        def first_of_file(conn: Connection) -> Mapping[str, Any] | None:
+            driver = conn.connection.dbapi_connection
+            assert isinstance(driver, sqlite3.Connection)
+            try:
+                return reads.first(driver, query, params)
+            except (
+                sqlite3.OperationalError
+            ) as exc:  # busy, as SQLAlchemy says it: ``read`` then waits on a thread
+                raise OperationalError(str(query), params, exc) from exc
+
+        return await self.read(first_of_file)
 
     def _read_inline(self, work: Callable[[Connection], T]) -> T:
         """``work`` on the loop thread's own connection, kept open between reads: a read costs its query, not a
