@@ -34,7 +34,6 @@ class Checkpoints:
     def __init__(self, path: str, every: float = CHECKPOINT_SECONDS) -> None:
         self.path = path
         self.every = every
-        self.done = 0
         self._due = 0.0
         self._running = False
         self._thread: ThreadPoolExecutor | None = None
@@ -56,7 +55,6 @@ class Checkpoints:
             if self._conn is None:
                 self._conn = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self.done += 1
         except sqlite3.Error as exc:  # the next commit asks again; the log only grows meanwhile
             log.warning("sqlite.checkpoint_failed", error=str(exc))
             self._close()

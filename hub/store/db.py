@@ -210,11 +210,10 @@ class Store:
         if self._writing is None or self._writing[0] is not loop:  # a store used from a new loop (tests, CLI)
             self._writing = (loop, asyncio.Lock())
         async with self._writing[1]:
-            try:
-                return await self._write_with(writer, loop, work, short)
-            finally:
-                assert self._checkpoints is not None
-                self._checkpoints.after_commit()
+            result = await self._write_with(writer, loop, work, short)
+        assert self._checkpoints is not None  # made with the writer
+        self._checkpoints.after_commit()
+        return result
 
     async def _write_with(
         self, writer: Engine, loop: asyncio.AbstractEventLoop, work: Callable[[Connection], T], short: bool
@@ -315,9 +314,8 @@ class Store:
             assert isinstance(driver, sqlite3.Connection)
             try:
                 return reads.first(driver, query, params)
-            except (
-                sqlite3.OperationalError
-            ) as exc:  # busy, as SQLAlchemy says it: ``read`` then waits on a thread
+            except sqlite3.OperationalError as exc:
+                # busy, said as SQLAlchemy says it: ``read`` then reads on a thread, which waits
                 raise OperationalError(str(query), params, exc) from exc
 
         return await self.read(first_of_file)

@@ -23,7 +23,7 @@ from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 
-from hub.store.positional import Convert, Positional, positional
+from hub.store.positional import Convert, Positional, converted, positional
 
 #: what SQLAlchemy's asyncpg dialect takes in the URL for itself, not for ``asyncpg.connect``
 _DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
@@ -131,10 +131,7 @@ class DriverReads:
             raise OperationalError(sql, values, exc) from exc
         if record is None or compiled.columns is None:
             return None
-        return {
-            name: convert(value) if convert is not None else value
-            for (name, convert), value in zip(compiled.columns, record.values(), strict=True)
-        }
+        return converted(compiled.columns, record.values())
 
     async def close(self) -> None:
         """Close the pool: politely from its own loop, else by closing its connections' sockets."""

@@ -8,7 +8,7 @@ here, each execution is one tuple built from the caller's values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,15 @@ class Positional:
             fixed if key is None else params[key] if convert is None else convert(params[key])
             for key, fixed, convert in self.slots
         )
+
+
+def converted(columns: Sequence[tuple[str, Convert | None]], values: Iterable[Any]) -> dict[str, Any]:
+    """A row of the driver as SQLAlchemy would give it: by column name, each value through its column type's
+    result processor (``columns``: each column's name and processor, in the statement's order)."""
+    return {
+        name: convert(value) if convert is not None else value
+        for (name, convert), value in zip(columns, values, strict=True)
+    }
 
 
 def positional(compiled: SQLCompiler, dialect: Dialect, keys: Collection[str] | None = None) -> Positional:

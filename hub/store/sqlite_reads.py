@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 
-from hub.store.positional import Convert, Positional, positional
+from hub.store.positional import Convert, Positional, converted, positional
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,4 @@ class SqliteReads:
         rows = connection.execute(compiled.statement.sql, compiled.statement.values(params)).fetchall()
         if not rows:
             return None
-        return {
-            name: convert(value) if convert is not None else value
-            for (name, convert), value in zip(compiled.columns, rows[0], strict=True)
-        }
+        return converted(compiled.columns, rows[0])
