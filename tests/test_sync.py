@@ -843,3 +843,59 @@ async def test_a_retry_of_the_prompt_sync_waits_for_its_backoff_not_for_another_
     assert await hub.sync.settled("crm")
     await hub.sync.run("crm", quiet_seconds=10)
     assert {row.state for row in await rows(hub)} == {"done"}
+
+
+async def test_the_prompt_sync_claims_its_batch_without_reading_the_items_still_in_their_quiet_period(
+    make_hub,
+) -> None:
+    """Under a stream of answers most queued items wait for their quiet period. The prompt sync's claim
+    takes the first ready rows of one index and stops there; ordered by due time it read and sorted every
+    queued item, the most of PostgreSQL's time under the answer load."""
+    hub = await make_hub()
+    if hub.store.is_sqlite:
+        pytest.skip("SQLite reports no rows read; its claim walks the same index (both end in the row id)")
+    now = utcnow()
+    # re-armed a moment ago, each ready after its quiet period; and items armed earlier, ready now
+    waiting = [(f"wait-{k}", now - timedelta(seconds=1), now + timedelta(seconds=5)) for k in range(3000)]
+    ready = [(f"ready-{k}", now - timedelta(seconds=60 + k), now - timedelta(seconds=k)) for k in range(30)]
+    async with hub.store.session() as s:
+        s.add_all(
+            WriteBack(
+                connector="crm",
+                kind="timeline_entry",
+                key=key,
+                record_id="R1",
+                next_attempt_at=armed,
+                ready_at=ready_at,
+                cap_at=ready_at,
+            )
+            for key, armed, ready_at in [*waiting, *ready]
+        )
+        await s.commit()
+    statements: list[tuple[str, object]] = []
+
+    def seen(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if statement.lstrip().startswith("SELECT") and "writebacks.ready_at <=" in statement:
+            statements.append((statement, parameters))  # the look for ready items, not the reads by id
+
+    event.listen(hub.store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        claimed = await hub.sync.claim("crm", 10, quiet_seconds=hub.config.sync.prompt_seconds)
+    finally:
+        event.remove(hub.store.engine.sync_engine, "before_cursor_execute", seen)
+    # the items ready longest
+    assert sorted(row.key for row in claimed) == [f"ready-{k}" for k in range(20, 30)]
+
+    def rows_read(plan: dict) -> int:
+        read = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
+        if "Scan" not in plan["Node Type"]:
+            read = 0
+        return read + sum(rows_read(child) for child in plan.get("Plans", []))
+
+    assert len(statements) == 2  # the oldest ready item's kind, then the batch of that kind
+    async with hub.store.engine.connect() as conn:
+        for statement, parameters in statements:
+            result = await conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+            [[plan]] = result.all()
+            assert rows_read(plan[0]["Plan"]) <= 60, (statement, plan)
+        await conn.rollback()

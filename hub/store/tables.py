@@ -421,8 +421,9 @@ class WriteBack(Base):
     __tablename__ = "writebacks"
     __table_args__ = (
         UniqueConstraint("connector", "key", name="uq_writebacks_connector_key"),
-        Index("ix_writebacks_due", "connector", "state", "next_attempt_at"),
-        Index("ix_writebacks_ready", "connector", "state", "ready_at"),
+        # each ends in the id, the claims' tie-break (``SyncService._order``)
+        Index("ix_writebacks_due", "connector", "state", "next_attempt_at", "id"),
+        Index("ix_writebacks_ready", "connector", "state", "ready_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
