@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import controls
 from hub.app import Hub
+from hub.store import upkeep
 from hub.store.tables import DeliveryReport, Event, InboundMessage, Invitation, RejectedWebhook, Token
 
 log = structlog.get_logger("hub.scheduler")
@@ -101,6 +102,8 @@ class Scheduler:
         # this process changed them
         self._add("controls", self._controls, tick, locked=False)
         self._add("retention", self._retention, IntervalTrigger(hours=6))
+        if not self.hub.store.is_sqlite:
+            self._add("upkeep", self._upkeep, IntervalTrigger(seconds=upkeep.UPKEEP_SECONDS))
         self.hub.on_wake("events", lambda: self._run_soon("events"))
         self.hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
         self.hub.on_wake(controls.WAKE, lambda: self._run_soon("controls"))
@@ -323,6 +326,11 @@ class Scheduler:
             await s.execute(
                 delete(DeliveryReport).where(DeliveryReport.received_at < now - timedelta(days=30))
             )
+
+    async def _upkeep(self) -> None:
+        """Vacuum and analyze the hub's PostgreSQL tables where the server's autovacuum does not
+        (``hub.store.upkeep``)."""
+        await upkeep.keep_up(self.hub.store)
 
     def start(self) -> None:
         self.setup()
