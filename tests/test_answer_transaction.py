@@ -213,7 +213,10 @@ async def test_an_answers_people_are_found_by_index_not_by_reading_every_identit
     (connector, crm id) constraint's index: every identity of the connector, read for each batch."""
     hub = await make_hub()
     if not hub.store.is_sqlite:
-        pytest.skip("PostgreSQL plans from its statistics, which its autovacuum keeps")
+        pytest.skip(
+            "PostgreSQL plans from its statistics, kept by its autovacuum "
+            "or, where that is off, by the hub (hub.store.upkeep)"
+        )
     query = _IDENTITIES.params(people=[1, 2, 3], targets=["crm"])
     sql = str(query.compile(dialect=hub.store.engine.dialect, compile_kwargs={"literal_binds": True}))
     plan = await hub.store.read(
