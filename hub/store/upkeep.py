@@ -35,7 +35,6 @@ UPKEEP_SECONDS = 15.0
 _TABLES = text(
     """
     SELECT c.relname AS name,
-           greatest(c.reltuples, 0) AS rows,
            s.n_dead_tup AS dead,
            s.n_mod_since_analyze AS changed,
            current_setting('autovacuum_vacuum_threshold')::float8
