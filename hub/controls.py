@@ -72,8 +72,8 @@ async def is_paused(hub: Hub, name: str) -> bool:
 
 async def paused_connectors(hub: Hub) -> set[str]:
     """One query for the prompt sync's pass over every connector."""
-    async with hub.store.session() as s:
-        return set(await s.scalars(select(ConnectorControl.connector).where(ConnectorControl.paused)))
+    paused = select(ConnectorControl.connector).where(ConnectorControl.paused)
+    return await hub.store.read(lambda conn: set(conn.scalars(paused)))
 
 
 async def _change(hub: Hub, name: str, actor: str, **values: Any) -> ConnectorControl:

@@ -10,8 +10,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, select
 
 from hub.models import NpsCategory, PersonSummary
 from hub.store.lists import in_chunks, one_of
@@ -56,17 +55,17 @@ def summary_of(rows: Sequence[Any], now: datetime) -> PersonSummary:
     )
 
 
-async def person_summaries(
-    session: AsyncSession, people: Collection[int], now: datetime
-) -> dict[int, PersonSummary]:
+def person_summaries(conn: Connection, people: Collection[int], now: datetime) -> dict[int, PersonSummary]:
     """Person id -> summary, for those of ``people`` who answered (nobody else has one).
 
     A batch of summaries is one read of its people's answers, not one per person: under a stream of answers
     the prompt sync writes a batch of summaries every few hundred milliseconds, in the process that serves
-    the survey pages, and a read (and its ORM objects) per person was most of such a batch's work."""
+    the survey pages, and a read (and its ORM objects) per person was most of such a batch's work. A read of
+    its own (``Store.read``), not a session's: on a SQLite file it runs on the loop's own connection instead
+    of handing every step to a thread and back."""
     # a row per answer: its person, survey kind, rating, score, category, comment and time
     answers: dict[int, list[Any]] = {}
     for chunk in in_chunks(sorted(set(people))):
-        for row in await session.execute(_ANSWERS, {"people": chunk}):
+        for row in conn.execute(_ANSWERS, {"people": chunk}):
             answers.setdefault(row.person_id, []).append(row)
     return {person: summary_of(rows, now) for person, rows in answers.items()}

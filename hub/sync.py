@@ -17,14 +17,14 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import ColumnElement, Connection, Update, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Update, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -32,6 +32,8 @@ from hub.errors import AuthError, ConfigError, HubError, TransientError
 from hub.http import backoff_delay, never_sent
 from hub.leases import renew_until
 from hub.models import PersonSummary, WriteBackItem, WriteBackResult
+from hub.store.bulk import Bulk
+from hub.store.db import SHORT_WRITE_ROWS
 from hub.store.lists import one_of
 from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
 from hub.summaries import person_summaries
@@ -73,6 +75,91 @@ BATCH_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: the write-back queue's table, for the statements built here without the ORM
+_WRITEBACKS = cast("Table", WriteBack.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A write-back item as a claim leased it: the columns writing it and recording its outcome need, as plain
+    values (a claim builds no mapped object)."""
+
+    id: int
+    connector: str
+    kind: str
+    key: str
+    record_id: str
+    person_record_id: str | None
+    person_id: int | None
+    payload: dict[str, Any] | None
+    attempts: int
+    version: int
+
+
+_CLAIMED_COLUMNS = [_WRITEBACKS.c[f.name] for f in fields(Claimed)]
+_SYNC_RUNS = cast("Table", SyncRun.__table__)
+#: a claimed row of this worker (``owner``), unless a newer version was queued meanwhile (``row_version``)
+_LEASED_VERSION = (
+    _WRITEBACKS.c.id == bindparam("row_id"),
+    _WRITEBACKS.c.lease_owner == bindparam("owner"),
+    _WRITEBACKS.c.version == bindparam("row_version"),
+)
+#: items the CRM took: done, their lease released
+_MARK_DONE = Bulk(
+    update(_WRITEBACKS)
+    .where(*_LEASED_VERSION)
+    .values(
+        state="done",
+        done_at=bindparam("now"),
+        remote_id=bindparam("remote"),
+        last_error=None,
+        lease_owner=None,
+        lease_until=None,
+        updated_at=bindparam("now"),
+    ),
+    ("row_id", "owner", "row_version", "now", "remote"),
+)
+#: items to try again later, or dead letters, their lease released
+_MARK_AGAIN = Bulk(
+    update(_WRITEBACKS)
+    .where(*_LEASED_VERSION)
+    .values(
+        state=bindparam("new_state"),
+        attempts=bindparam("new_attempts"),
+        next_attempt_at=bindparam("next_at"),
+        last_error=bindparam("error"),
+        lease_owner=None,
+        lease_until=None,
+    ),
+    ("row_id", "owner", "row_version", "new_state", "new_attempts", "next_at", "error"),
+)
+#: the lease of a batch's rows this worker still holds: those whose version moved on while they were written
+_RELEASE = (
+    update(_WRITEBACKS)
+    .where(one_of(_WRITEBACKS.c.id, "ids"), _WRITEBACKS.c.lease_owner == bindparam("owner"))
+    .values(lease_owner=None, lease_until=None)
+)
+
+
+def _family(kind: ColumnElement[str]) -> ColumnElement[str]:
+    """The batch family of an item's kind in SQL (``BATCH_FAMILIES``): the first kind of its family."""
+    families = {family for family in BATCH_FAMILIES.values() if len(family) > 1}
+    if not families:
+        return kind
+    return case(*((kind.in_(family), family[0]) for family in sorted(families)), else_=kind)
+
+
+async def _pass_the_loop() -> None:
+    """Let the event loop serve what waits (survey pages, answers, webhooks) between two steps of a batch.
+
+    The prompt sync runs in the process that serves the survey pages. From the CRM's answer to its next call
+    a batch runs without waiting for anything: its outcome recorded, the next batch claimed, its summaries
+    read and its items built, each a millisecond or two on the event loop's thread. Run as one step they
+    held every request in the process for 7-8 ms, 30 times a second under a stream of answers, and those
+    stalls made the answers' slowest percent. Passed between steps, a request waits for one step at most."""
+    await asyncio.sleep(0)
+
+
 def _lost_a_lock_race(exc: DBAPIError) -> bool:
     """True for a deadlock victim or a serialization failure, which succeed when run again."""
     return getattr(exc.orig, "sqlstate", None) in _LOCK_RACE_STATES
@@ -100,7 +187,6 @@ class RunStats:
     batches: int = 0
     error: str | None = None
     stopped: bool = False
-    remaining: int = 0
     details: list[str] = field(default_factory=list)
 
 
@@ -129,14 +215,13 @@ class SyncService:
         when each is, as it is queued): one look into an index, however many items wait for their quiet
         period."""
         now = self.hub.now()
-        async with self.hub.store.session() as s:
-            found = await s.scalar(
-                select(WriteBack.id)
-                .where(*self._due(connector, now), self._ready(now))
-                .order_by(*self._order(prompt=True))
-                .limit(1)
-            )
-        return found is not None
+        first = (
+            select(WriteBack.id)
+            .where(*self._due(connector, now), self._ready(now))
+            .order_by(*self._order(prompt=True))
+            .limit(1)
+        )
+        return await self.hub.store.read(lambda conn: conn.scalar(first) is not None)
 
     async def next_ready_at(self, connector: str) -> datetime | None:
         """When the prompt sync should look at ``connector`` again: the moment its next waiting item is ready.
@@ -153,14 +238,12 @@ class SyncService:
         )
         if await self.settled(connector):
             return now  # left ready by a run of another process, or re-armed during this one
-        async with self.hub.store.session() as s:
-            ready = await s.scalar(
-                select(func.min(WriteBack.ready_at)).where(*waiting, WriteBack.ready_at > now)
-            )
-            backoff = await s.scalar(
-                select(func.min(WriteBack.next_attempt_at)).where(*waiting, WriteBack.next_attempt_at > now)
-            )
-        times = [t for t in (ready, backoff) if t is not None]
+        soonest = (
+            select(func.min(WriteBack.ready_at)).where(*waiting, WriteBack.ready_at > now),
+            select(func.min(WriteBack.next_attempt_at)).where(*waiting, WriteBack.next_attempt_at > now),
+        )
+        found = await self.hub.store.read(lambda conn: [conn.scalar(query) for query in soonest])
+        times = [t for t in found if t is not None]
         return min(times) if times else None
 
     @staticmethod
@@ -193,7 +276,7 @@ class SyncService:
 
     # --- claiming -------------------------------------------------------------------------------------------------
 
-    async def claim(self, connector: str, limit: int, quiet_seconds: float | None = None) -> list[WriteBack]:
+    async def claim(self, connector: str, limit: int, quiet_seconds: float | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due items of one connector and one kind to this worker.
 
         With ``quiet_seconds`` (the prompt sync) only the items that are ready (``_ready``) are taken;
@@ -204,64 +287,53 @@ class SyncService:
         call and per object: 200 timeline records fill one Salesforce call, while a batch mixing 67
         summaries, 67 timeline entries and 66 case updates would take three half-empty calls. Summaries
         and opt-outs go together (``BATCH_FAMILIES``): both update the person record.
+
+        One statement: an UPDATE of the batch's rows (found along the claim's index, locked with ``SKIP
+        LOCKED`` where the database has row locks) that returns them. Under a stream of answers the prompt
+        sync claims several times a second in the process that serves the survey pages; four statements and
+        mapped objects per claim held SQLite's one writer for milliseconds on a thread (every step waiting
+        for the event loop's thread to let go of the interpreter lock), and the answers' batches behind it
+        waited: a batch of up to ``SHORT_WRITE_ROWS`` rows is claimed right on the loop's thread instead.
         """
         now = self.hub.now()
         until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
-        free = or_(WriteBack.lease_until.is_(None), WriteBack.lease_until < now)
         due = self._due(connector, now)
         if quiet_seconds is not None:
             due = (*due, self._ready(now))
         order = self._order(prompt=quiet_seconds is not None)
+        family = _family(_WRITEBACKS.c.kind)
+        oldest = select(family).where(*due).order_by(*order).limit(1).scalar_subquery()
+        batch = (
+            select(_WRITEBACKS.c.id)
+            .where(*due, family == oldest)
+            .order_by(*order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(_WRITEBACKS)
+            .where(_WRITEBACKS.c.id.in_(batch))
+            .values(lease_owner=self.owner, lease_until=until)
+            .returning(*_CLAIMED_COLUMNS)
+        )
 
-        def lease(s: Session) -> list[WriteBack]:
-            kind = s.scalar(select(WriteBack.kind).where(*due).order_by(*order).limit(1))
-            if kind is None:
-                return []
-            ids = list(
-                s.scalars(
-                    select(WriteBack.id)
-                    .where(*due, WriteBack.kind.in_(BATCH_FAMILIES.get(kind, (kind,))))
-                    .order_by(*order)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return []
-            s.execute(
-                update(WriteBack)
-                .where(one_of(WriteBack.id, "ids"), free)
-                .values(lease_owner=self.owner, lease_until=until)
-                .execution_options(synchronize_session=False),  # nothing of it is loaded yet
-                {"ids": ids},
-            )
-            return list(
-                s.scalars(
-                    select(WriteBack)
-                    .where(
-                        one_of(WriteBack.id, "ids"),
-                        WriteBack.lease_owner == self.owner,
-                        WriteBack.lease_until == until,
-                    )
-                    .order_by(WriteBack.id),
-                    {"ids": ids},
-                )
-            )
+        def lease(conn: Connection) -> list[Claimed]:
+            return sorted((Claimed(*row) for row in conn.execute(claim)), key=lambda row: row.id)
 
-        # a write of the store's (on SQLite the writer's thread, beside the answers and webhooks it would
-        # otherwise fight for the file's write lock), like every write of the queue here
-        return await self.hub.store.write_orm(lease)
+        # a write of the store's (on SQLite the one writer, beside the answers and webhooks it would otherwise
+        # fight for the file's write lock), like every write of the queue here
+        return await self.hub.store.write(lease, short=limit <= SHORT_WRITE_ROWS)
 
-    async def _items(self, rows: list[WriteBack]) -> tuple[list[WriteBackItem], list[WriteBack]]:
+    async def _items(self, rows: list[Claimed]) -> tuple[list[WriteBackItem], list[Claimed]]:
         """Turn claimed rows into items; summaries are computed now, from the latest responses (one read for
         the batch's people)."""
         items: list[WriteBackItem] = []
-        orphans: list[WriteBack] = []
+        orphans: list[Claimed] = []
         people = [row.person_id for row in rows if row.kind == "person_summary" and row.person_id]
         summaries: dict[int, PersonSummary] = {}
         if people:
-            async with self.hub.store.session() as s:
-                summaries = await person_summaries(s, people, self.hub.now())
+            now = self.hub.now()
+            summaries = await self.hub.store.read(lambda conn: person_summaries(conn, people, now))
         for row in rows:
             payload: Any = row.payload
             if row.kind == "person_summary":
@@ -301,7 +373,8 @@ class SyncService:
         connector = hub.connectors[connector_name]
         stats = RunStats()
         run_id = await self._start_run(connector_name, kind)
-        total = await self.pending(connector_name)
+        # the count walks every due item: only for a run someone watches (``cxhub sync``'s progress bar)
+        total = await self.pending(connector_name) if progress is not None else 0
         with RUN_SECONDS.labels(connector_name, kind).time():
             size = connector.batch_size
             if kind == "full":
@@ -310,11 +383,11 @@ class SyncService:
                 rows = await self.claim(connector_name, max(1, size), quiet_seconds)
                 if not rows:
                     break
+                await _pass_the_loop()
                 stats.batches += 1
                 await self._write_batch(connector_name, rows, stats)
                 if progress is not None:
                     progress(stats.written + stats.dead + stats.retried, max(total, stats.written))
-        stats.remaining = await self.pending(connector_name, due_only=False)
         await self._finish_run(
             run_id,
             written=stats.written,
@@ -336,21 +409,22 @@ class SyncService:
     async def _start_run(self, connector: str, kind: str) -> int:
         """Record that a run of ``kind`` started (``cxhub status`` lists the runs); its id."""
 
-        def start(s: Session) -> int:
-            run = SyncRun(connector=connector, kind=kind, started_at=utcnow())
-            s.add(run)
-            s.flush()
-            return run.id
-
-        return await self.hub.store.write_orm(start)
+        started = (
+            insert(_SYNC_RUNS)
+            .values(connector=connector, kind=kind, started_at=utcnow())
+            .returning(_SYNC_RUNS.c.id)
+        )
+        # one row: a short write (on SQLite right on the loop's thread, not the writer's, where it held the
+        # file's one writer, and the answers behind it, for 10 ms)
+        return await self.hub.store.write(lambda conn: int(conn.execute(started).scalar_one()), short=True)
 
     async def _finish_run(self, run_id: int, **figures: Any) -> None:
         """Record a run's end and its figures (columns of ``SyncRun``)."""
         await self._changed(
-            update(SyncRun).where(SyncRun.id == run_id).values(finished_at=utcnow(), **figures)
+            update(SyncRun).where(SyncRun.id == run_id).values(finished_at=utcnow(), **figures), short=True
         )
 
-    async def _write_batch(self, connector_name: str, rows: list[WriteBack], stats: RunStats) -> None:
+    async def _write_batch(self, connector_name: str, rows: list[Claimed], stats: RunStats) -> None:
         """Send one claimed batch, then record what became of it.
 
         The lease is renewed from the claim on (building 10,000 summaries takes time too) until the CRM has
@@ -366,18 +440,20 @@ class SyncService:
             stop.set()
             await renewal
         await self._record(outcomes, stats)
+        await _pass_the_loop()
         results = [result for _, result, item in outcomes if item is not None]
         if results:  # after the recording, so a hold covers the batch's own rows too
             await self._pace(connector_name, results, stats)
 
     async def _send(
-        self, connector_name: str, rows: list[WriteBack], stats: RunStats
-    ) -> list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]]:
+        self, connector_name: str, rows: list[Claimed], stats: RunStats
+    ) -> list[tuple[Claimed, WriteBackResult, WriteBackItem | None]]:
         """Hand the batch to the connector and pair every row with its result (a failure is a result too)."""
         connector = self.hub.connectors[connector_name]
         items, orphans = await self._items(rows)
+        await _pass_the_loop()
         by_id = {row.id: row for row in rows}
-        outcomes: list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]] = [
+        outcomes: list[tuple[Claimed, WriteBackResult, WriteBackItem | None]] = [
             (row, WriteBackResult(item_id=row.id, status="ok"), None) for row in orphans
         ]
         results: list[WriteBackResult] = []
@@ -470,7 +546,8 @@ class SyncService:
         seconds = self.hub.config.sync.lease_seconds
 
         def renewal(conn: Connection) -> None:
-            conn.execute(_LOCK_ROWS, {"ids": ids})
+            if conn.dialect.name != "sqlite":  # SQLite's writer holds the whole file from its BEGIN
+                conn.execute(_LOCK_ROWS, {"ids": ids})
             conn.execute(
                 update(WriteBack)
                 .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
@@ -504,7 +581,7 @@ class SyncService:
 
         await self._transaction(hold)
 
-    async def _transaction(self, work: Callable[[Connection], None]) -> None:
+    async def _transaction(self, work: Callable[[Connection], None], *, short: bool = False) -> None:
         """Run ``work`` in one transaction, again from the start if the database chose it as a lock victim.
 
         Several workers update the queue's rows at once; PostgreSQL resolves a deadlock or a serialization
@@ -513,7 +590,7 @@ class SyncService:
         """
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
-                await self.hub.store.write(work)
+                await self.hub.store.write(work, short=short)
                 return
             except DBAPIError as exc:
                 if attempt == TRANSACTION_ATTEMPTS or not _lost_a_lock_race(exc):
@@ -522,7 +599,7 @@ class SyncService:
                 await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
 
     async def _record(
-        self, outcomes: list[tuple[WriteBack, WriteBackResult, WriteBackItem | None]], stats: RunStats
+        self, outcomes: list[tuple[Claimed, WriteBackResult, WriteBackItem | None]], stats: RunStats
     ) -> None:
         """Record a batch's results in one transaction, then tell the hooks.
 
@@ -571,54 +648,21 @@ class SyncService:
                 stats.retried += 1
         # one statement per outcome kind, each executed for every row at once (executemany): a batch of
         # 200 is three round trips to the database, not 400
-        table = cast("Table", WriteBack.__table__)
-        mine = (table.c.id == bindparam("row_id"), table.c.lease_owner == self.owner)
-
+        mine = {"owner": self.owner, "now": now}
         ids = sorted(row.id for row, _, _ in outcomes)
 
         def record(conn: Connection) -> None:
-            conn.execute(_LOCK_ROWS, {"ids": ids})
-            if done:
-                conn.execute(
-                    table.update()
-                    .where(*mine, table.c.version == bindparam("row_version"))
-                    .values(
-                        state="done",
-                        done_at=now,
-                        remote_id=bindparam("remote"),
-                        last_error=None,
-                        lease_owner=None,
-                        lease_until=None,
-                        updated_at=now,
-                    ),
-                    done,
-                )
-            if again:
-                # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued;
-                # its ``ready_at`` stays as its last re-arm set it, so the prompt sync's debounce does not hold
-                # a retry back once its backoff is over
-                conn.execute(
-                    table.update()
-                    .where(*mine, table.c.version == bindparam("row_version"))
-                    .values(
-                        state=bindparam("new_state"),
-                        attempts=bindparam("new_attempts"),
-                        next_attempt_at=bindparam("next_at"),
-                        last_error=bindparam("error"),
-                        lease_owner=None,
-                        lease_until=None,
-                    ),
-                    again,
-                )
+            if conn.dialect.name != "sqlite":  # SQLite's writer holds the whole file from its BEGIN
+                conn.execute(_LOCK_ROWS, {"ids": ids})
+            _MARK_DONE.execute(conn, [{**row, **mine} for row in done])
+            # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued; its
+            # ``ready_at`` stays as its last re-arm set it, so the prompt sync's debounce does not hold a retry
+            # back once its backoff is over
+            _MARK_AGAIN.execute(conn, [{**row, **mine} for row in again])
             if ids:  # rows whose version moved on while they were written: their lease only
-                conn.execute(
-                    table.update()
-                    .where(one_of(table.c.id, "ids"), table.c.lease_owner == self.owner)
-                    .values(lease_owner=None, lease_until=None),
-                    {"ids": ids},
-                )
+                conn.execute(_RELEASE, {"ids": ids, "owner": self.owner})
 
-        await self._transaction(record)
+        await self._transaction(record, short=len(outcomes) <= SHORT_WRITE_ROWS)
         for row, result, item in outcomes:
             dead = row.id in dead_rows
             WRITTEN.labels(
@@ -667,9 +711,10 @@ class SyncService:
             )
         )
 
-    async def _changed(self, statement: Update, params: dict[str, Any] | None = None) -> int:
-        """Run an UPDATE (of the queue, of a run) in a transaction of its own; how many rows it changed."""
-        return await self.hub.store.write(lambda conn: conn.execute(statement, params).rowcount)
+    async def _changed(self, statement: Update, *, short: bool = False) -> int:
+        """Run an UPDATE (of the queue, of a run) in a transaction of its own; how many rows it changed.
+        ``short``: it changes a row or a few (``Store.write``)."""
+        return await self.hub.store.write(lambda conn: conn.execute(statement).rowcount, short=short)
 
     # --- polling ----------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 from datetime import timedelta
 
 import pytest
@@ -76,11 +77,13 @@ async def test_a_batch_of_summaries_is_one_read_of_its_people_answers(make_hub, 
     def remember(_conn, _cursor, statement: str, *_args) -> None:
         statements.append(statement)
 
-    event.listen(hub.store.engine.sync_engine, "before_cursor_execute", remember)
+    for engine in hub.store.engines():
+        event.listen(engine, "before_cursor_execute", remember)
     try:
         await hub.sync.run("crm")
     finally:
-        event.remove(hub.store.engine.sync_engine, "before_cursor_execute", remember)
+        for engine in hub.store.engines():
+            event.remove(engine, "before_cursor_execute", remember)
     summaries = [item["payload"] for batch in crm_state.batches for item in batch]
     summaries = [p for p in summaries if p["kind"] == "person_summary"]
     assert len(summaries) == 3
@@ -128,6 +131,91 @@ async def test_on_sqlite_a_sync_run_writes_through_the_store_writer_only(make_hu
         finished = list(await s.scalars(select(SyncRun.finished_at).where(SyncRun.kind == "sync")))
     assert states == {"done"} and finished and all(finished)
     assert pooled == []
+
+
+async def test_on_sqlite_a_prompt_run_holds_the_writer_only_on_the_event_loops_thread(
+    make_hub, crm_state
+) -> None:
+    """The prompt sync claims and records its batches beside the survey pages. On the store writer's thread
+    each of its small transactions held the writer for 2 to 40 ms (every step waiting for the event loop's
+    thread to let go of the interpreter lock), and every answer behind it waited: its writes are short
+    writes, run right on the loop's thread while the file is free."""
+    hub = await make_hub()
+    if not hub.store.is_sqlite:
+        pytest.skip("PostgreSQL has no writer thread: every write goes through the pool")
+    hub.config.policy.min_days_between_surveys = 0
+    hub.connectors["crm"].batch_size = 2
+    for i in range(3):
+        crm_state.people[f"P{i}"] = {"id": f"P{i}", "email": f"p{i}@example.com"}
+        await answer(hub, crm_state, f"C{i}", f"P{i}", 9, comment="fine")
+    threads: list[str] = []
+
+    def remember(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            threads.append(threading.current_thread().name)
+
+    for engine in hub.store.engines():
+        event.listen(engine, "before_cursor_execute", remember)
+    try:
+        stats = await hub.sync.run("crm", quiet_seconds=hub.config.sync.prompt_seconds)
+    finally:
+        for engine in hub.store.engines():
+            event.remove(engine, "before_cursor_execute", remember)
+    assert stats.written == 9 and stats.batches == 6  # three kinds, two batches each
+    # the run's start, a claim and a recording per batch, the run's end: all on the loop's own thread
+    assert len(threads) >= 2 + 2 * stats.batches
+    assert set(threads) == {threading.current_thread().name}
+
+
+async def test_a_sync_run_lets_the_other_tasks_of_the_process_in_between_its_steps(
+    make_hub, crm_state
+) -> None:
+    """From the CRM's answer to its next call a batch waits for nothing: its outcome recorded, the next batch
+    claimed, its summaries read and its items built. Run as one step, the survey pages' requests of that
+    moment waited for all of it; the run lets them in between its steps."""
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.connectors["crm"].batch_size = 2
+    for i in range(3):
+        crm_state.people[f"P{i}"] = {"id": f"P{i}", "email": f"p{i}@example.com"}
+        await answer(hub, crm_state, f"C{i}", f"P{i}", 9, comment="fine")
+
+    steps: list[tuple[str, int]] = []  # what the run did, and how many turns the others had had by then
+
+    async def at_once(batch):  # a CRM that answers without the run waiting for it
+        steps.append(("sent", turns))
+        return [WriteBackResult.ok(item, f"R-{item.id}") for item in batch]
+
+    claim = hub.sync.claim
+
+    async def claimed(*args, **kwargs):
+        rows = await claim(*args, **kwargs)
+        steps.append(("claimed", turns))
+        return rows
+
+    hub.connectors["crm"].write_back = at_once
+    hub.sync.claim = claimed
+    turns = 0
+
+    async def other_requests() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    others = asyncio.create_task(other_requests())
+    await asyncio.sleep(0)
+    before = turns
+    try:
+        stats = await hub.sync.run("crm")
+    finally:
+        others.cancel()
+    assert stats.written == 9 and stats.batches == 6  # three kinds, two batches each
+    # between a claim and the CRM's call: once after the claim, once after the batch's summaries and items
+    sends = [(steps[k][1], steps[k + 1][1]) for k in range(len(steps) - 1) if steps[k + 1][0] == "sent"]
+    assert len(sends) == stats.batches
+    assert all(sent - claimed >= 2 for claimed, sent in sends), steps
+    assert turns - before >= 3 * stats.batches
 
 
 async def test_a_kind_with_more_items_than_the_batch_size_is_split(make_hub, crm_state) -> None:
@@ -875,8 +963,8 @@ async def test_the_prompt_sync_claims_its_batch_without_reading_the_items_still_
     statements: list[tuple[str, object]] = []
 
     def seen(_conn, _cursor, statement, parameters, _context, _many) -> None:
-        if statement.lstrip().startswith("SELECT") and "writebacks.ready_at <=" in statement:
-            statements.append((statement, parameters))  # the look for ready items, not the reads by id
+        if "writebacks.ready_at <=" in statement:
+            statements.append((statement, parameters))  # the claim's look for ready items
 
     event.listen(hub.store.engine.sync_engine, "before_cursor_execute", seen)
     try:
@@ -892,7 +980,7 @@ async def test_the_prompt_sync_claims_its_batch_without_reading_the_items_still_
             read = 0
         return read + sum(rows_read(child) for child in plan.get("Plans", []))
 
-    assert len(statements) == 2  # the oldest ready item's kind, then the batch of that kind
+    assert len(statements) == 1  # one statement: the oldest ready item's kind, its batch, their lease
     async with hub.store.engine.connect() as conn:
         for statement, parameters in statements:
             result = await conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)

@@ -51,6 +51,9 @@ POSTGRES_READERS = 8
 SQLITE_READERS = 4
 #: how long a SQLite connection waits for another process's write lock before it fails as busy
 BUSY_TIMEOUT_MS = 30_000
+#: a write of at most this many rows (a claim of a batch, its outcome) is a short write (``Store.write``): the
+#: claims of the jobs that run beside the survey pages, not a full re-sync's bulk batches of thousands
+SHORT_WRITE_ROWS = 500
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -184,6 +187,14 @@ class Store:
                 SQLITE_READERS, thread_name_prefix="cxhub-sqlite-reader"
             )
 
+    def engines(self) -> list[Engine]:
+        """Every engine this store runs statements on: the async engine's and, on a SQLite file, the writer's
+        and the readers'. Where an event listener goes to see every statement of the hub (a query log,
+        a count of statements per request)."""
+        found = [self.engine.sync_engine]
+        found += [engine for engine in (self._writer, self._reader, self._inline) if engine is not None]
+        return found
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed on success and rolled back on error."""
@@ -241,7 +252,7 @@ class Store:
 
         return await loop.run_in_executor(self._writer_thread, waiting)
 
-    async def write_orm(self, work: Callable[[Session], T]) -> T:
+    async def write_orm(self, work: Callable[[Session], T], *, short: bool = False) -> T:
         """``write`` with an ORM session on the transaction's connection, flushed before the commit.
 
         For a write of several dependent statements (an event's decision: find or create the person, check
@@ -256,7 +267,7 @@ class Store:
                 session.flush()
                 return result
 
-        return await self.write(transaction)
+        return await self.write(transaction, short=short)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work``, which only reads, on a connection of its own without a transaction around it.
