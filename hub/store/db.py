@@ -207,7 +207,8 @@ class Store:
         On PostgreSQL a pooled connection runs it, each statement one round trip. On a SQLite file the process's
         one writer connection runs it, one write at a time, each transaction holding the file's write lock
         from its BEGIN. A ``short`` write (a batch of a bounded number of rows: the group commits of answers
-        and webhooks, ``hub.store.group_commit``) runs right on the event loop's thread when the file is free:
+        and webhooks, ``hub.store.group_commit``; the jobs' claims and outcomes of up to ``SHORT_WRITE_ROWS``
+        rows) runs right on the event loop's thread when the file is free:
         its statements cost less than handing them to another thread, and that thread's every SQLite call
         would wait for the loop's thread to let go of the interpreter lock (the answers' writes took twice as
         long there as here). Any other write, and a short one that found the file locked by another process,
