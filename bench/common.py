@@ -368,7 +368,7 @@ async def _sync_runs(hub: Hub, connector_name: str, until_drained: bool) -> dict
     """One sync run, or runs until nothing is queued; their summed stats.
 
     The runs after the first follow the worker's prompt sync (``hub.scheduler``): every quarter of
-    ``sync.prompt_seconds`` it looks, and runs when the due items have settled (``Sync.settled``). The
+    ``sync.prompt_seconds`` it looks, and runs when an item is ready (``SyncService.settled``). The
     error is the first run's that had one. Items that keep failing go dead after the sync's attempts, so
     the loop ends.
     """
@@ -382,7 +382,7 @@ async def _sync_runs(hub: Hub, connector_name: str, until_drained: bool) -> dict
         totals["error"] = totals["error"] or stats.error
         if not until_drained:
             return totals
-        while not await hub.sync.settled(connector_name, quiet):
+        while not await hub.sync.settled(connector_name):
             if not await hub.sync.pending(connector_name, due_only=False):
                 return totals
             await asyncio.sleep(max(0.1, quiet / 4))
