@@ -141,12 +141,21 @@ _RELEASE = (
 )
 
 
-def _family(kind: ColumnElement[str]) -> ColumnElement[str]:
-    """The batch family of an item's kind in SQL (``BATCH_FAMILIES``): the first kind of its family."""
-    families = {family for family in BATCH_FAMILIES.values() if len(family) > 1}
-    if not families:
-        return kind
-    return case(*((kind.in_(family), family[0]) for family in sorted(families)), else_=kind)
+#: an item's batch family in SQL (``BATCH_FAMILIES``): the first kind of its family, or its own kind
+_FAMILY = case(
+    *(
+        (_WRITEBACKS.c.kind.in_(family), family[0])
+        for family in sorted({family for family in BATCH_FAMILIES.values() if len(family) > 1})
+    ),
+    else_=_WRITEBACKS.c.kind,
+)
+
+
+def _lock_rows(conn: Connection, ids: list[int]) -> None:
+    """Lock a batch's rows in ``_LOCK_ROWS``'s order before changing them; nothing to do on SQLite, whose
+    writer holds the whole file from its BEGIN."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(_LOCK_ROWS, {"ids": ids})
 
 
 async def _pass_the_loop() -> None:
@@ -301,11 +310,10 @@ class SyncService:
         if quiet_seconds is not None:
             due = (*due, self._ready(now))
         order = self._order(prompt=quiet_seconds is not None)
-        family = _family(_WRITEBACKS.c.kind)
-        oldest = select(family).where(*due).order_by(*order).limit(1).scalar_subquery()
+        oldest = select(_FAMILY).where(*due).order_by(*order).limit(1).scalar_subquery()
         batch = (
             select(_WRITEBACKS.c.id)
-            .where(*due, family == oldest)
+            .where(*due, oldest == _FAMILY)
             .order_by(*order)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -546,8 +554,7 @@ class SyncService:
         seconds = self.hub.config.sync.lease_seconds
 
         def renewal(conn: Connection) -> None:
-            if conn.dialect.name != "sqlite":  # SQLite's writer holds the whole file from its BEGIN
-                conn.execute(_LOCK_ROWS, {"ids": ids})
+            _lock_rows(conn, ids)
             conn.execute(
                 update(WriteBack)
                 .where(one_of(WriteBack.id, "ids"), WriteBack.lease_owner == self.owner)
@@ -652,8 +659,7 @@ class SyncService:
         ids = sorted(row.id for row, _, _ in outcomes)
 
         def record(conn: Connection) -> None:
-            if conn.dialect.name != "sqlite":  # SQLite's writer holds the whole file from its BEGIN
-                conn.execute(_LOCK_ROWS, {"ids": ids})
+            _lock_rows(conn, ids)
             _MARK_DONE.execute(conn, [{**row, **mine} for row in done])
             # a row re-armed with a newer version meanwhile keeps its fresh attempts and stays queued; its
             # ``ready_at`` stays as its last re-arm set it, so the prompt sync's debounce does not hold a retry
