@@ -16,14 +16,16 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import OperationalError
 
-from hub.engine.answers import _PAGE_QUERY
+from hub.engine.answers import _BATCH_QUERY, _LINKS_QUERY, _PAGE_QUERY, _RESPONSE_COLUMNS
 from hub.engine.common import hash_token
+from hub.engine.writebacks import _IDENTITIES
 from hub.store.db import Store
 from hub.store.driver_reads import DriverReads
-from hub.store.tables import JobLock
+from hub.store.sqlite_reads import rows
+from hub.store.tables import Invitation, JobLock
 from hub.testing.databases import POSTGRES_ADMIN_URL
 from tests.helpers import survey_flow
 
@@ -143,6 +145,49 @@ async def test_a_survey_links_read_is_what_sqlalchemy_reads(make_hub, crm_state)
     assert answered is not None and answered["r_rating"] == 7 and answered["r_comment"] == "fine ✓"
     assert answered["r_answered_at"].tzinfo == UTC
     assert dict(answered) == await through_sqlalchemy()
+
+
+async def test_an_answer_batchs_reads_are_what_sqlalchemy_reads(make_hub, crm_state) -> None:
+    """The answers' batch writer reads in its own transaction with ``rows``: straight through sqlite3 on the
+    SQLite file's writer, through SQLAlchemy elsewhere. Each of its reads (the links, the invitations with
+    their events and answers so far, the people's identities) gives every column as SQLAlchemy's own
+    execution does, with and without an answer, and its lists (``one_of``) find every listed row."""
+    crm_state.people["P4"] = {"id": "P4", "email": "dee@example.com", "first_name": "Dee"}
+    hub = await make_hub()
+    tokens = [await survey_flow(hub, crm_state, f"C{k}", person) for k, person in enumerate(["P1", "P4"])]
+    pages = [(await hub.engine.page_for_token(token))[1] for token in tokens]
+    await hub.engine.record_answer(pages[0].invitation_id, 9, comment="quick ✓")
+    ids = [page.invitation_id for page in pages]
+    people = sorted({inv.person_id for inv in await _invitations(hub, ids)})
+    reads = [
+        (_LINKS_QUERY, {"hashes": [hash_token(token) for token in tokens]}),
+        (_BATCH_QUERY, {"ids": ids}),
+        (_IDENTITIES, {"people": people, "targets": ["crm"]}),
+    ]
+
+    def both(conn: Connection) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+        return [
+            (
+                sorted(tuple(row) for row in rows(conn, query, params)),
+                sorted(conn.execute(query, params).all()),
+            )
+            for query, params in reads
+        ]
+
+    (links, links_sa), (batch, batch_sa), (identities, identities_sa) = await hub.store.write(
+        both, short=True
+    )
+    assert links == links_sa and len(links) == 2
+    assert batch == batch_sa and len(batch) == 2
+    answered = next(row for row in batch if row[0] == ids[0])
+    assert answered[-len(_RESPONSE_COLUMNS) :][_RESPONSE_COLUMNS.index("comment")] == "quick ✓"
+    assert all(value is None for value in next(row for row in batch if row[0] == ids[1])[-3:])
+    assert identities == identities_sa and len(identities) == len(people)
+
+
+async def _invitations(hub: Any, ids: list[int]) -> list[Invitation]:
+    async with hub.store.session() as s:
+        return [inv for inv in [await s.get(Invitation, k) for k in ids] if inv is not None]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -7,14 +7,14 @@ within the amend window, and a concurrent double-click is resolved by the unique
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.config import Campaign, SurveySettings
@@ -38,6 +38,7 @@ from hub.people import upsert_person
 from hub.store.bulk import Bulk
 from hub.store.group_commit import GroupCommit
 from hub.store.lists import one_of
+from hub.store.sqlite_reads import rows
 from hub.store.tables import CleanString, Event, Invitation, Person, Response, Token
 from hub.texts import text
 
@@ -145,7 +146,7 @@ class _Target:
     response: _ResponseRow | None
 
     @classmethod
-    def of(cls, row: Row[Any]) -> _Target:
+    def of(cls, row: Sequence[Any]) -> _Target:
         """From a row of ``_BATCH_QUERY``: the invitation's columns, the event's, then the response's."""
         answer = row[_RESPONSE_AT:]
         response = None if answer[0] is None else _ResponseRow(*answer)
@@ -428,7 +429,8 @@ class Answers:
         changes it until the commit.
         Then two reads (invitations with their events and answers so far; the people's identities in the
         write-back targets) and at most four writes, however many answers the batch holds. Core statements
-        built once, with plain values: no mapped objects, so no unit of work, on the path of every answer.
+        built once, with plain values: no mapped objects, so no unit of work, on the path of every answer; on
+        a SQLite file the reads go straight through the driver (``hub.store.sqlite_reads.rows``).
         """
         hub = self.hub
         now = hub.now()
@@ -436,8 +438,8 @@ class Answers:
         links: dict[str, _Link] = {}
         if hashes:  # a link never changes its invitation: read before the lock, checked against it after
             links = {
-                row.hash: (row.invitation_id, row.expires_at)
-                for row in conn.execute(_LINKS_QUERY, {"hashes": hashes})
+                token_hash: (invitation_id, expires_at)
+                for token_hash, invitation_id, expires_at in rows(conn, _LINKS_QUERY, {"hashes": hashes})
             }
         ids = sorted(
             {item.invitation_id for item in batch if item.token_hash is None}
@@ -447,7 +449,7 @@ class Answers:
         if ids:
             if conn.dialect.name != "sqlite":
                 conn.execute(_LOCK_INVITATIONS, {"ids": ids})
-            found = {row.id: _Target.of(row) for row in conn.execute(_BATCH_QUERY, {"ids": ids})}
+            found = {row[0]: _Target.of(row) for row in rows(conn, _BATCH_QUERY, {"ids": ids})}
         identities = self._identities(conn, list(found.values()))
         step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
         outcomes: list[_Written | BaseException] = []

@@ -27,6 +27,7 @@ from hub.engine.common import CaseValues, ResponseValues
 from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.bulk import Bulk
 from hub.store.lists import in_chunks, one_of
+from hub.store.sqlite_reads import rows
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 
 if TYPE_CHECKING:
@@ -131,7 +132,13 @@ def identities_of(
     if not wanted:
         return found
     for chunk in in_chunks(ordered):  # within every database's bound parameters
-        for person_id, connector, crm_id in conn.execute(_IDENTITIES, {"people": chunk, "targets": wanted}):
+        params = {"people": chunk, "targets": wanted}
+        listed = (
+            rows(conn, _IDENTITIES, params)
+            if isinstance(conn, Connection)
+            else conn.execute(_IDENTITIES, params)
+        )
+        for person_id, connector, crm_id in listed:
             found.setdefault(person_id, {})[connector] = crm_id
     return found
 

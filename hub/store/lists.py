@@ -4,8 +4,10 @@ SQLAlchemy's list parameter (``bindparam(..., expanding=True)``) renders the sta
 execution, one placeholder per item, so each length is another SQL text: more work per execution, and on
 PostgreSQL another prepared statement per length (asyncpg keeps 100 per connection; the answer batches'
 five list reads with lengths of 1 to 32 did not fit). ``one_of`` binds the whole list as one PostgreSQL
-array (``= ANY(:ids)``): one text, prepared once per connection. Other databases keep SQLAlchemy's list
-parameter (SQLite prepares every text anyway).
+array (``= ANY(:ids)``): one text, prepared once per connection. SQLite binds it as one JSON array read
+by ``json_each`` (``IN (SELECT value FROM json_each(:ids))``): one text too, which the answers' batches run
+straight through the driver (``hub.store.sqlite_reads``) and SQLAlchemy runs without rendering it again at
+every execution. The values are the hub's own keys (ids, hashes, connector names): numbers and text.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Boolean, ColumnElement, any_, bindparam
+from sqlalchemy import JSON, Boolean, ColumnElement, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
@@ -61,6 +63,12 @@ def one_of(column: ColumnElement[Any] | InstrumentedAttribute[Any], name: str) -
 @compiles(OneOf)
 def _listed(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
     return str(compiler.process(element.column.in_(bindparam(element.name, expanding=True)), **kw))
+
+
+@compiles(OneOf, "sqlite")
+def _json_each(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    listed = func.json_each(bindparam(element.name, type_=JSON())).table_valued("value")
+    return str(compiler.process(element.column.in_(select(listed.c.value)), **kw))
 
 
 @compiles(OneOf, "postgresql")
