@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from hub.models import CaseEvent
-from hub.store.group_commit import GroupCommit
+from hub.store.group_commit import GATHER_TURNS, GroupCommit
 from hub.store.tables import Event
 
 
@@ -67,15 +67,51 @@ class Recorder:
 
 
 async def test_requests_of_one_moment_share_a_batch_and_later_ones_the_next() -> None:
+    written = asyncio.Event()
     recorder = Recorder()
-    writer: GroupCommit[str, str] = GroupCommit(recorder.write)
+
+    async def write(items: list[str]) -> list[str]:
+        results = await recorder.write(items)
+        if len(recorder.batches) == 1:
+            await written.wait()  # the first batch's commit takes a while
+        return results
+
+    writer: GroupCommit[str, str] = GroupCommit(write)
     first = [asyncio.create_task(writer.submit(f"a{i}")) for i in range(5)]
-    await asyncio.sleep(0)  # the first five are being written
+    while not recorder.batches:  # the first five are being written
+        await asyncio.sleep(0)
     later = [asyncio.create_task(writer.submit(f"b{i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    written.set()
     assert await asyncio.gather(*first, *later) == [f"stored a{i}" for i in range(5)] + [
         f"stored b{i}" for i in range(3)
     ]
     assert recorder.batches == [[f"a{i}" for i in range(5)], [f"b{i}" for i in range(3)]]
+
+
+async def test_requests_still_on_their_way_join_the_batch_within_a_few_turns_of_the_loop() -> None:
+    """A request reaches ``submit`` a turn or two after the others of its moment (its form parsed, its link
+    checked): the writer waits for it while requests keep joining, but at most ``GATHER_TURNS`` turns, and
+    not at all once a turn brings nobody new, so a lone request waits for one turn only."""
+    recorder = Recorder()
+    writer: GroupCommit[str, str] = GroupCommit(recorder.write)
+
+    async def after(turns: int, item: str) -> str:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await writer.submit(item)
+
+    joining = [after(turn, f"t{turn}") for turn in range(GATHER_TURNS + 3)]
+    assert await asyncio.gather(*joining) == [f"stored t{turn}" for turn in range(GATHER_TURNS + 3)]
+    first = recorder.batches[0]
+    assert first == [f"t{turn}" for turn in range(GATHER_TURNS + 1)]  # gathered for GATHER_TURNS turns
+    assert [item for batch in recorder.batches for item in batch] == [
+        f"t{turn}" for turn in range(GATHER_TURNS + 3)
+    ]
+
+    recorder.batches.clear()
+    assert await writer.submit("alone") == "stored alone"
+    assert recorder.batches == [["alone"]]
 
 
 async def test_an_item_the_database_refuses_fails_its_own_caller_only() -> None:
@@ -129,7 +165,8 @@ async def test_with_two_batches_in_flight_the_next_is_written_while_one_waits_fo
 
     writer: GroupCommit[int, int] = GroupCommit(write, in_flight=in_flight)
     first = asyncio.create_task(writer.submit(1))
-    await asyncio.sleep(0)
+    while not started:  # the first batch is out
+        await asyncio.sleep(0)
     later = [asyncio.create_task(writer.submit(item)) for item in (2, 3)]
     await asyncio.sleep(0.05)
     assert len(started) == in_flight  # one batch at a time, or the second out beside the first

@@ -4,6 +4,13 @@ A webhook must not be acknowledged before its event is durable, but one transact
 thread hand-off per statement, on PostgreSQL one round trip per statement) per request makes the commit, not
 the hub's logic, the cost of a request. Here one task writes: the requests that queue while it commits form
 its next batch, so under load a commit carries many requests and when idle a lone request waits for nobody.
+
+A request reaches ``submit`` a turn or two of the event loop after its bytes were read (its form parsed, its
+link hashed and checked), and the requests of one moment are read in the same turn but finish their way
+there in different ones. So before it takes its batch the writer passes the loop while requests keep
+joining (``_gather``, at most ``GATHER_TURNS`` turns): under a stream of answers on SQLite a commit then
+carried the 32 answers in flight instead of 11, and its fixed costs (the transaction, its reads, the log's
+write) were shared three times wider: the answers' throughput rose from 53% to 63% of the bare endpoint's.
 By default one batch is in flight at a time (on SQLite the process has one writer anyway). A writer may allow
 more (``in_flight``): on PostgreSQL an answer batch spends most of its time waiting for round trips, and a
 second batch out beside it keeps the answers of that moment from waiting for the first one's commit; its
@@ -27,6 +34,8 @@ Result = TypeVar("Result")
 
 #: the most requests one transaction carries (a bound on its statement's size, not a tuning knob)
 MAX_BATCH = 500
+#: the most turns of the event loop a batch waits for requests that are still joining it (``_gather``)
+GATHER_TURNS = 3
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -74,6 +83,7 @@ class GroupCommit(Generic[Item, Result]):
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while self._pending:
+                await self._gather()
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
                 await self._run(batch)
         except BaseException:  # cancelled (the loop is closing): no caller may wait for an answer forever
@@ -81,6 +91,15 @@ class GroupCommit(Generic[Item, Result]):
                 future.cancel()
             self._pending = []
             raise
+
+    async def _gather(self) -> None:
+        """Let the requests already on their way join the batch: pass the loop while the last turn brought
+        more, at most ``GATHER_TURNS`` times (a lone request waits for one turn of the loop)."""
+        for _ in range(GATHER_TURNS):
+            waiting = len(self._pending)
+            await asyncio.sleep(0)
+            if len(self._pending) == waiting:
+                return
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
