@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: the most values one list parameter carries: SQLite binds each as a parameter of its own, and SQLite and
-#: asyncpg take at most 32,766 parameters a statement
+#: the most values one list parameter carries: a bound on one statement's size (each database binds the list as
+#: one parameter, but a caller's list may be as long as a table)
 PER_STATEMENT = 5000
 
 

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
@@ -91,8 +92,8 @@ class SqliteReads:
         return compiled
 
 
-#: the reads of each SQLite dialect the process has used (one per engine's dialect: the writer's, the readers')
-_READS: dict[Dialect, SqliteReads] = {}
+#: the reads of each SQLite dialect in use (one per engine: the writer's, the readers'), gone with its engine
+_READS: WeakKeyDictionary[Dialect, SqliteReads] = WeakKeyDictionary()
 
 
 def rows(conn: Connection, query: AnySelect, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
