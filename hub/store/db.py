@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from hub.store.checkpoints import Checkpoints
 from hub.store.driver_reads import DriverReads
-from hub.store.sqlite_reads import SqliteReads
+from hub.store.sqlite_reads import SqliteReads, reads_for
 from hub.store.tables import JobLock, Setting, utcnow
 
 T = TypeVar("T")
@@ -182,7 +182,7 @@ class Store:
             )
             event.listen(self._inline, "connect", _sqlite_pragmas)
             event.listen(self._inline, "connect", _never_wait)
-            self._sqlite_reads = SqliteReads(self._inline.dialect)
+            self._sqlite_reads = reads_for(self._inline.dialect)
             self._reader_threads = ThreadPoolExecutor(
                 SQLITE_READERS, thread_name_prefix="cxhub-sqlite-reader"
             )

@@ -63,17 +63,17 @@ class SqliteReads:
         so the statement is done and holds no read snapshot of the log when this returns (a query of
         ``Store.first`` finds one row by a unique key)."""
         compiled = self._compiled_of(query)
-        rows = connection.execute(compiled.statement.sql, compiled.statement.values(params)).fetchall()
-        if not rows:
+        found = self._fetch(connection, compiled, params)
+        if not found:
             return None
-        return converted(compiled.columns, rows[0])
+        return converted(compiled.columns, found[0])
 
     def all(
         self, connection: sqlite3.Connection, query: AnySelect, params: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """Every row of ``query``, each a tuple in the order of its columns, converted as SQLAlchemy would."""
         compiled = self._compiled_of(query)
-        found = connection.execute(compiled.statement.sql, compiled.statement.values(params)).fetchall()
+        found = self._fetch(connection, compiled, params)
         converts = compiled.converts
         if not converts:
             return found
@@ -84,6 +84,13 @@ class SqliteReads:
             )
             for row in found
         ]
+
+    @staticmethod
+    def _fetch(
+        connection: sqlite3.Connection, compiled: _Compiled, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        statement = compiled.statement
+        return connection.execute(statement.sql, statement.values(params)).fetchall()
 
     def _compiled_of(self, query: AnySelect) -> _Compiled:
         compiled = self._compiled.get(query)
@@ -96,6 +103,14 @@ class SqliteReads:
 _READS: WeakKeyDictionary[Dialect, SqliteReads] = WeakKeyDictionary()
 
 
+def reads_for(dialect: Dialect) -> SqliteReads:
+    """The reads of one engine's dialect, each query compiled once for it (``Store.first``, ``rows``)."""
+    reads = _READS.get(dialect)
+    if reads is None:
+        reads = _READS[dialect] = SqliteReads(dialect)
+    return reads
+
+
 def rows(conn: Connection, query: AnySelect, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
     """Every row of ``query`` (a fixed query, built once) in ``conn``'s transaction, each a sequence in the
     order of its columns: on a SQLite file's connection straight through sqlite3 (``SqliteReads.all``),
@@ -103,7 +118,4 @@ def rows(conn: Connection, query: AnySelect, params: Mapping[str, Any]) -> Seque
     driver = conn.connection.dbapi_connection
     if not isinstance(driver, sqlite3.Connection):
         return conn.execute(query, params).all()
-    reads = _READS.get(conn.dialect)
-    if reads is None:
-        reads = _READS[conn.dialect] = SqliteReads(conn.dialect)
-    return reads.all(driver, query, params)
+    return reads_for(conn.dialect).all(driver, query, params)
