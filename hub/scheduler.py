@@ -52,6 +52,8 @@ class Scheduler:
         #: jobs running now, and jobs woken since their last run started (see ``_run_soon``)
         self.active: set[str] = set()
         self.woken: set[str] = set()
+        #: per running job, the soonest moment a wake asked it to look again after its run (``_run_soon``)
+        self.wake_at: dict[str, datetime] = {}
         #: per connector, the (sync seconds, poll seconds) override its jobs were last timed with
         self._timed: dict[str, tuple[int | None, float]] = {}
 
@@ -104,9 +106,9 @@ class Scheduler:
         self._add("retention", self._retention, IntervalTrigger(hours=6))
         if not self.hub.store.is_sqlite:
             self._add("upkeep", self._upkeep, IntervalTrigger(seconds=upkeep.UPKEEP_SECONDS))
-        self.hub.on_wake("events", lambda: self._run_soon("events"))
-        self.hub.on_wake("dispatch", lambda: self._run_soon("dispatch"))
-        self.hub.on_wake(controls.WAKE, lambda: self._run_soon("controls"))
+        self.hub.on_wake("events", lambda at: self._run_soon("events", at))
+        self.hub.on_wake("dispatch", lambda at: self._run_soon("dispatch", at))
+        self.hub.on_wake(controls.WAKE, lambda at: self._run_soon("controls", at))
 
     def _time(self, name: str, schedule: controls.Schedule) -> None:
         """(Re-)time the connector's sync and poll jobs to ``schedule``; only what changed is touched, so an
@@ -163,9 +165,19 @@ class Scheduler:
 
         return bool(await self.hub.singleton(name, logged))
 
-    def _run_soon(self, job_id: str) -> None:
+    def _run_soon(self, job_id: str, at: datetime | None = None) -> None:
         """Run the job now, or once more after its running run: one job-store update per run of the job,
-        however many wakes (one per stored webhook) arrive meanwhile."""
+        however many wakes (one per stored webhook) arrive meanwhile. A wake for a later moment ``at`` only
+        brings the job's next run forward to it, after the running run if one runs: the job's next run is
+        most often sooner already (each run times the next to its soonest waiting work), so such a wake
+        costs a comparison."""
+        if at is not None and at > self.hub.now():
+            if job_id in self.active:
+                due = self.wake_at.get(job_id)
+                self.wake_at[job_id] = at if due is None else min(due, at)
+            else:
+                self._run_at(job_id, (at - self.hub.now()).total_seconds())
+            return
         if job_id in self.woken:
             return
         self.woken.add(job_id)
@@ -174,8 +186,13 @@ class Scheduler:
 
     def _ran(self, job_id: str) -> None:
         self.active.discard(job_id)
-        if job_id in self.woken and self.scheduler.running:
+        due = self.wake_at.pop(job_id, None)
+        if not self.scheduler.running:
+            return
+        if job_id in self.woken:
             self._reschedule_now(job_id)
+        elif due is not None:
+            self._run_at(job_id, (due - self.hub.now()).total_seconds())
 
     def _reschedule_now(self, job_id: str) -> None:
         job = self.scheduler.get_job(job_id)
@@ -212,7 +229,7 @@ class Scheduler:
         prompt = self.hub.config.sync.prompt_seconds
         self._add("sync-prompt", self._sync_due, IntervalTrigger(seconds=max(0.5, prompt)), locked=False)
         # an answer runs it now, or marks the run in progress to look once more (``_sync_due``)
-        self.hub.on_wake("sync", lambda: self._run_soon("sync-prompt"))
+        self.hub.on_wake("sync", lambda at: self._run_soon("sync-prompt", at))
 
     def _run_at(self, job_id: str, delay: float) -> None:
         """Run the job in ``delay`` seconds, unless it is due sooner anyway."""

@@ -902,6 +902,52 @@ async def test_the_running_scheduler_writes_an_answer_when_it_is_ready_not_at_it
         await jobs.shutdown(grace_seconds=5)
 
 
+async def test_a_score_alone_times_the_prompt_sync_to_its_quiet_period_instead_of_running_it_at_once(
+    make_hub, crm_state
+) -> None:
+    """A pass of the prompt sync started by a score alone would find nothing ready (it waits for its follow-up
+    comment): under a steady stream of answers such passes ran back to back, each holding the event loop
+    in the answers' way. The answer times the sync to its own quiet period's end instead, where one pass
+    writes every score that settled meanwhile; a complete answer still starts a pass at once."""
+    from hub.scheduler import Scheduler
+
+    hub = await make_hub()
+    hub.config.policy.min_days_between_surveys = 0
+    hub.config.sync.prompt_seconds = 600  # the safety net runs every 600 s
+    invitations = []
+    for case in ("C1", "C2", "C3", "C4", "C5"):
+        token = await survey_flow(hub, crm_state, case, "P1")
+        invitations.append((await hub.engine.page_for_token(token))[1].invitation_id)
+    jobs = Scheduler(hub)
+    passes: list[float] = []
+    look = jobs._sync_settled
+
+    async def counted(quiet: float):
+        passes.append(asyncio.get_running_loop().time())
+        return await look(quiet)
+
+    jobs._sync_settled = counted
+    jobs.start()
+    try:
+        await asyncio.sleep(0.5)  # the jobs' first runs, at start, are over
+        hub.config.sync.prompt_seconds = 1.5
+        passes.clear()
+        scores = []
+        for invitation in invitations[:4]:
+            scores.append((await hub.engine.record_answer(invitation, 4)).id)
+            await asyncio.sleep(0.1)
+        assert passes == []  # nothing was ready: no pass ran for it
+        for response in scores:
+            await _until_written(crm_state, f"timeline:{response}")
+            assert f"timeline:{response}" in crm_state.records  # timed to the quiet period's end
+        assert 1 <= len(passes) <= 3
+        complete = (await hub.engine.record_answer(invitations[4], 9, comment="Quick")).id
+        await _until_written(crm_state, f"timeline:{complete}", seconds=1)
+        assert f"timeline:{complete}" in crm_state.records  # a pass at once, not after a quiet period
+    finally:
+        await jobs.shutdown(grace_seconds=5)
+
+
 async def test_the_scheduled_sync_still_writes_what_has_not_settled(make_hub, crm_state) -> None:
     """The hourly sync and ``cxhub sync`` write every due item at once, quiet or not; the prompt sync waits."""
     hub = await make_hub()

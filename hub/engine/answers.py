@@ -181,6 +181,8 @@ class _Written:
 
     stored: _Stored
     changed: bool
+    #: when its write-back items are ready for the prompt sync (``WriteBackQueue.soonest_ready``)
+    ready_at: datetime | None = None
 
 
 @dataclass
@@ -412,7 +414,8 @@ class Answers:
             await self._alert(record, inv_record, event, campaign, comment_added=False)
         elif record.comment and previous[1] != record.comment:
             await self._alert(record, inv_record, event, campaign, comment_added=True)
-        hub.wake("sync")
+        if written.ready_at is not None:
+            hub.wake("sync", at=written.ready_at)
         return record
 
     async def _write_answers(self, batch: list[_Submitted]) -> list[_Written | BaseException]:
@@ -551,6 +554,7 @@ class Answers:
         if answer.topic is not None:
             resp.topic = _CLEAN_TOPIC(answer.topic or resp.topic)
         changed = before is None or before != (resp.rating, resp.comment, resp.topic)
+        ready_at = None
         if changed:
             resp.score = survey.score_of(resp.rating)
             category = _category(survey.kind, resp.rating)
@@ -561,7 +565,9 @@ class Answers:
             if inv.status != "answered":  # one UPDATE for the batch; a changed answer's invitation stays
                 inv.status = "answered"
                 step.answered.add(inv.id)
-            step.queued.extend(self.write_backs.items(resp, inv.case, campaign, known))
+            queued = self.write_backs.items(resp, inv.case, campaign, known)
+            step.queued.extend(queued)
+            ready_at = self.write_backs.soonest_ready(queued, step.now)
         stored = (
             response_record(resp),
             invitation_record(inv, inv.case),
@@ -570,7 +576,7 @@ class Answers:
             campaign,
             survey.kind,
         )
-        return _Written(stored, changed)
+        return _Written(stored, changed, ready_at)
 
     async def _resolve_targets(self, person_id: int, targets: list[str]) -> None:
         """Find the person in write-back targets that do not know them yet (by email/phone)."""
