@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,10 @@ async def test_check_says_when_the_last_sync_stopped_and_clears_when_one_gets_th
     config_file, make_hub, crm_state
 ) -> None:
     await answered(make_hub, crm_state)
-    crm_state.write_failures = (1, 503, {"Retry-After": "1"})
+    # long enough that the next two commands (each a process started) run while it holds
+    crm_state.write_failures = (1, 503, {"Retry-After": "5"})
     code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
+    held_until = time.monotonic() + 5  # refused before that command ended
     code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
     assert code == 1, out
     text = " ".join(out.split())
@@ -91,7 +94,7 @@ async def test_check_says_when_the_last_sync_stopped_and_clears_when_one_gets_th
     code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
     code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
     assert code == 1 and "stopped: TransientError" in " ".join(out.split()), out
-    await asyncio.sleep(1.1)  # the CRM's Retry-After
+    await asyncio.sleep(max(0.0, held_until - time.monotonic()) + 0.1)  # the CRM's Retry-After
     code, out = await asyncio.to_thread(cxhub, "sync", "-c", str(config_file))
     assert code == 0 and "written 3" in out, out
     code, out = await asyncio.to_thread(cxhub, "check", "-c", str(config_file))
