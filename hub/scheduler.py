@@ -171,12 +171,12 @@ class Scheduler:
         brings the job's next run forward to it, after the running run if one runs: the job's next run is
         most often sooner already (each run times the next to its soonest waiting work), so such a wake
         costs a comparison."""
-        if at is not None and at > self.hub.now():
+        if at is not None and (delay := (at - self.hub.now()).total_seconds()) > 0:
             if job_id in self.active:
                 due = self.wake_at.get(job_id)
                 self.wake_at[job_id] = at if due is None else min(due, at)
             else:
-                self._run_at(job_id, (at - self.hub.now()).total_seconds())
+                self._run_at(job_id, delay)
             return
         if job_id in self.woken:
             return

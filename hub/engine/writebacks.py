@@ -348,14 +348,10 @@ class WriteBackQueue:
             upsert_bulk(conn.dialect.name).execute(conn, self.rows(ordered, now))
 
     def soonest_ready(self, items: list[dict[str, Any]], now: datetime) -> datetime | None:
-        """When the prompt sync should look at ``items`` of one answer queued at ``now`` (``rows``): at once
-        for a complete answer, else at the end of its quiet period (sooner only for a key held at its cap,
-        which an earlier answer already timed the sync to). None for no items."""
-        if not items:
-            return None
-        if any(item.get("complete") for item in items):
-            return now
-        return now + timedelta(seconds=self.hub.config.sync.prompt_seconds)
+        """When the prompt sync should look at ``items`` of one answer queued at ``now``: the soonest
+        ``ready_at`` that ``rows`` gives them (sooner only for a key held at its cap, which an earlier answer
+        already timed the sync to). None for no items."""
+        return min((row["ready_at"] for row in self.rows(items, now)), default=None)
 
     def rows(self, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
         """The upsert's rows for ``items`` queued at ``now``: when each is ready for the prompt sync.
