@@ -25,6 +25,15 @@ def test_ipv6_clients_are_counted_by_their_64_network() -> None:
     assert client_address(request_from("192.0.2.7")) == "192.0.2.7"
 
 
+def test_ipv4_clients_are_counted_by_their_address_as_written_canonically() -> None:
+    """A forwarded address is text a proxy wrote: each canonical IPv4 address is its own key, and text that is
+    no address (leading zeros, a part over 255) is counted as the text it is."""
+    assert client_address(request_from("203.0.113.255")) == "203.0.113.255"
+    assert client_address(request_from("0.0.0.0")) == "0.0.0.0"
+    assert client_address(request_from("203.0.113.07")) == "203.0.113.07"
+    assert client_address(request_from("203.0.113.256")) == "203.0.113.256"
+
+
 def test_a_flood_of_new_addresses_does_not_reset_a_limited_client() -> None:
     now = [0.0]
     limiter = RateLimiter(limit=2, window_seconds=60, max_keys=3, clock=lambda: now[0])

@@ -36,6 +36,7 @@ from hub.web.cockpit import sync as cockpit_sync
 from hub.web.cockpit import users as cockpit_users
 from hub.web.deps import HubDep
 from hub.web.protection import require_bearer
+from hub.web.survey_links import SurveyLinks
 
 OPENAPI_URL = "/api/v1/openapi.json"
 #: how long a stopping web process lets a sync or poll an admin started finish (see ``hub.controls``)
@@ -127,6 +128,8 @@ def create_app(
     app.include_router(cockpit_people.router)
     app.include_router(cockpit_campaigns.router)
     app.add_middleware(cockpit_sso.StateCookie)
+    # outermost of the app's own middleware: the survey links' routes skip the framework's layers
+    app.add_middleware(SurveyLinks, show=survey.show_survey, answer=survey.answer_survey)
     app.mount("/static", StaticFiles(directory=survey.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

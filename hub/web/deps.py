@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Annotated, Any, cast
@@ -84,10 +85,17 @@ def webhook_request(request: Request, body: bytes, public_url: str) -> WebhookRe
     )
 
 
+#: an IPv4 address as ``str(ip_address(...))`` writes it (no leading zeros, each part at most 255)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def client_address(request: Request) -> str:
     """The address rate limits count by: an IPv4 address, or the /64 network of an IPv6 one (one subscriber
     usually holds a whole /64, and could otherwise rotate through its addresses to dodge every limit)."""
     host = request.client.host if request.client else "unknown"
+    if _IPV4.fullmatch(host):  # as ``ip_address`` would write it: every survey page and answer asks
+        return host
     try:
         address = ip_address(host)
     except ValueError:

@@ -422,7 +422,8 @@ def _followup(
 async def show_survey(request: Request) -> Response:
     """``GET /s/{token}``: a plain route, like the POST of an answer. The two pages every survey link opens
     take nothing FastAPI would check for them (the token is any text, the query only pre-selects), so they
-    skip its dependency solving and parameter validation, a large part of a page's cost."""
+    skip its dependency solving and parameter validation, and its layers of middleware and routers too
+    (``hub.web.survey_links`` calls them first): together a large part of a page's cost."""
     token: str = request.path_params["token"]
     hub = hub_of(request)
     score = request.query_params.get("score")
