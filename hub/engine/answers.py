@@ -467,7 +467,7 @@ class Answers:
             _AMEND_RESPONSES.execute(conn, [resp.changes() for resp in step.amended.values()])
         if step.answered:
             conn.execute(_ANSWERED, {"ids": sorted(step.answered), "now": now})
-        self.write_backs.write(conn, step.queued, now)
+        self.write_backs.write(conn, step.queued)
         return outcomes
 
     def _identities(self, conn: Connection, invitations: list[_Target]) -> dict[int, dict[str, str]]:
@@ -565,9 +565,9 @@ class Answers:
             if inv.status != "answered":  # one UPDATE for the batch; a changed answer's invitation stays
                 inv.status = "answered"
                 step.answered.add(inv.id)
-            queued = self.write_backs.items(resp, inv.case, campaign, known)
+            queued = self.write_backs.rows(self.write_backs.items(resp, inv.case, campaign, known), step.now)
             step.queued.extend(queued)
-            ready_at = self.write_backs.soonest_ready(queued, step.now)
+            ready_at = self.write_backs.soonest_ready(queued)
         stored = (
             response_record(resp),
             invitation_record(inv, inv.case),

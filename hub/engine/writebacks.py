@@ -339,22 +339,26 @@ class WriteBackQueue:
         connection = await s.connection()
         await connection.run_sync(lambda conn: upsert_bulk(conn.dialect.name).execute(conn, rows))
 
-    def write(self, conn: Connection, items: list[dict[str, Any]], now: datetime) -> None:
-        """``run`` for a transaction on a thread of its own (``Store.write``, the answers' batch writer)."""
-        if items:
+    def write(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """``run`` of ``rows`` (from ``rows``) for a transaction on a thread of its own (``Store.write``, the
+        answers' batch writer)."""
+        if rows:
             # by person (a stable sort: each answer's items stay in their order): the rows two answer batches
             # in flight at once (PostgreSQL) can share are people's summaries, then locked in one order
-            ordered = sorted(items, key=lambda item: (item["connector"], item["person_id"]))
-            upsert_bulk(conn.dialect.name).execute(conn, self.rows(ordered, now))
+            ordered = sorted(rows, key=lambda row: (row["connector"], row["person_id"]))
+            upsert_bulk(conn.dialect.name).execute(conn, ordered)
 
-    def soonest_ready(self, items: list[dict[str, Any]], now: datetime) -> datetime | None:
-        """When the prompt sync should look at ``items`` of one answer queued at ``now``: the soonest
-        ``ready_at`` that ``rows`` gives them (sooner only for a key held at its cap, which an earlier answer
-        already timed the sync to). None for no items."""
-        return min((row["ready_at"] for row in self.rows(items, now)), default=None)
+    @staticmethod
+    def soonest_ready(rows: list[dict[str, Any]]) -> datetime | None:
+        """When the prompt sync should look at the ``rows`` of one answer: the soonest ``ready_at`` of them
+        (sooner only for a key held at its cap, which an earlier answer already timed the sync to). None for
+        no rows."""
+        return min((row["ready_at"] for row in rows), default=None)
 
     def rows(self, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-        """The upsert's rows for ``items`` queued at ``now``: when each is ready for the prompt sync.
+        """The upsert's rows for ``items`` queued at ``now``: the items themselves, each given when it is
+        ready for the prompt sync (in place: ``items`` builds new dicts for every answer, and this is on the
+        path of every answer).
 
         The debounce exists for one case: a customer gives a score, the survey page shows the follow-up
         question, and the comment (or a topic) arrives a moment later, re-arming the same keys. Waiting is
@@ -376,7 +380,6 @@ class WriteBackQueue:
         """
         quiet = timedelta(seconds=self.hub.config.sync.prompt_seconds)
         later, cap = now + quiet, now + CAP_QUIET_PERIODS * quiet
-        return [
-            {**item, "now": now, "ready_at": now if item.get("complete") else later, "cap_at": cap}
-            for item in items
-        ]
+        for item in items:
+            item.update(now=now, ready_at=now if item.get("complete") else later, cap_at=cap)
+        return items
