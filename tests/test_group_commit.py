@@ -173,3 +173,24 @@ async def test_with_two_batches_in_flight_the_next_is_written_while_one_waits_fo
     release.set()
     assert await first == 10 and [await task for task in later] == [20, 30]
     assert sorted(item for batch in started for item in batch) == [1, 2, 3]
+
+
+async def test_two_writers_gathering_the_same_arrivals_never_write_an_empty_batch() -> None:
+    """With two batches in flight both writers may gather the answers of one moment, and the first takes
+    them all: the second must not open a transaction for nothing (on PostgreSQL a pool checkout and a commit
+    for each such turn, a quarter of the batches under a stream of answers)."""
+    written: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        written.append(items)
+        await asyncio.sleep(0)
+        return items
+
+    writer: GroupCommit[int, int] = GroupCommit(write, in_flight=2)
+    for wave in range(20):
+        assert await asyncio.gather(*(writer.submit(wave * 10 + k) for k in range(5))) == [
+            wave * 10 + k for k in range(5)
+        ]
+    assert all(written) and sorted(i for batch in written for i in batch) == [
+        wave * 10 + k for wave in range(20) for k in range(5)
+    ]

@@ -85,7 +85,8 @@ class GroupCommit(Generic[Item, Result]):
             while self._pending:
                 await self._gather()
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-                await self._run(batch)
+                if batch:  # another writer in flight may have taken them all while this one gathered
+                    await self._run(batch)
         except BaseException:  # cancelled (the loop is closing): no caller may wait for an answer forever
             for _, future in batch + self._pending:
                 future.cancel()
