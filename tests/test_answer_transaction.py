@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from hub.engine import answers
 from hub.engine.writebacks import _IDENTITIES
@@ -263,3 +263,49 @@ async def test_answers_of_the_same_people_in_batches_side_by_side_are_each_store
     assert set(stored) == set(invitations[0::3] + invitations[1::3] + invitations[2::3])
     assert len(keys) == len(set(keys))
     assert {key for _, key in keys if key.startswith("summary:")} == {f"summary:{n}" for n in (1, 2, 3)}
+
+
+async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_read_with_the_lock(
+    make_hub, crm_state
+) -> None:
+    """Answers posted on survey pages name their link, a texted reply its invitation: one batch takes both,
+    an unknown link is refused alone, and on PostgreSQL the links are read by the statement that locks the
+    invitations (one round trip for both, in id order) rather than by one of their own before it."""
+    hub = await make_hub()
+    tokens = []
+    for k, person in enumerate(["P1", "P4", "P5"]):
+        crm_state.people.setdefault(person, {"id": person, "email": f"{person.lower()}@example.com"})
+        tokens.append(await survey_flow(hub, crm_state, case_id=f"T{k}", person=person))
+    async with hub.store.session() as s:
+        first, second, third = list(await s.scalars(select(Invitation.id).order_by(Invitation.id)))
+    statements: list[str] = []
+
+    def remember(_conn, _cursor, statement: str, *_args) -> None:
+        statements.append(statement)
+
+    for engine in hub.store.engines():
+        event.listen(engine, "before_cursor_execute", remember)
+    try:
+        outcomes = await asyncio.gather(
+            hub.engine.answer_link(tokens[0], 9),
+            hub.engine.record_answer(second, 3, channel="sms"),
+            hub.engine.answer_link(tokens[2], 10, comment="great"),
+            hub.engine.answer_link("no-such-link", 5),
+            return_exceptions=True,
+        )
+    finally:
+        for engine in hub.store.engines():
+            event.remove(engine, "before_cursor_execute", remember)
+    assert isinstance(outcomes[3], BadInput) and outcomes[3].status_code == 404
+    async with hub.store.session() as s:
+        stored = {
+            r.invitation_id: (r.rating, r.comment, r.channel) for r in await s.scalars(select(Response))
+        }
+    assert stored[first][:2] == (9, None) and stored[second] == (3, None, "sms")
+    assert stored[third][:2] == (10, "great")
+    if not hub.store.is_sqlite:  # on SQLite the batch's reads go straight through the driver
+        writes = [k for k, sql in enumerate(statements) if sql.lstrip().upper().startswith("INSERT")]
+        reads = statements[: writes[0]]
+        locks = [sql for sql in reads if "FOR UPDATE" in sql]
+        assert len(locks) == 1 and "tokens" in locks[0]
+        assert not [sql for sql in reads if "FROM tokens" in sql and "FOR UPDATE" not in sql]
