@@ -17,7 +17,7 @@ from hub.engine import answers
 from hub.engine.writebacks import _IDENTITIES
 from hub.errors import BadInput
 from hub.store.positional import positional
-from hub.store.tables import Event, Invitation, Response, WriteBack
+from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
 from tests.helpers import survey_flow
 
 
@@ -228,6 +228,17 @@ async def test_an_answers_people_are_found_by_index_not_by_reading_every_identit
     assert [step for step in plan if "identities" in step] == [
         "SEARCH identities USING COVERING INDEX ix_identities_person (person_id=? AND connector=?)"
     ]
+    # the answers' batch reads them with its invitations, each person's in a subquery by the same index
+    batch = positional(answers._BATCH_QUERY.compile(dialect=dialect), dialect)
+    plan = await hub.store.read(
+        lambda conn: [
+            row[3]
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {batch.sql}", batch.values({"ids": [1, 2]}))
+        ]
+    )
+    assert [step for step in plan if "SEARCH identities" in step or "SCAN identities" in step] == [
+        "SEARCH identities USING COVERING INDEX ix_identities_person (person_id=?)"
+    ]
 
 
 async def test_answers_of_the_same_people_in_batches_side_by_side_are_each_stored_once(
@@ -309,3 +320,20 @@ async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_r
         locks = [sql for sql in reads if "FOR UPDATE" in sql]
         assert len(locks) == 1 and "tokens" in locks[0]
         assert not [sql for sql in reads if "FROM tokens" in sql and "FOR UPDATE" not in sql]
+
+
+async def test_an_answer_is_queued_for_every_crm_its_person_is_known_in(make_hub, crm_state) -> None:
+    """The batch reads each person's record ids in every CRM with their invitation: a campaign writing back to
+    two CRMs queues the answer for each, under the person's id in that CRM, and for no CRM it does not know
+    the person in."""
+    hub = await make_hub()
+    token = await survey_flow(hub, crm_state)
+    async with hub.store.session() as s:
+        person_id = await s.scalar(select(Invitation.person_id))
+        s.add(Identity(person_id=person_id, connector="service", crm_id="S-77"))
+    hub.config.campaigns["case_closed"].write_back_to = ["crm", "service", "billing"]
+    await hub.engine.answer_link(token, 7, comment="ok")
+    async with hub.store.session() as s:
+        queued = {(w.connector, w.kind, w.person_record_id) for w in await s.scalars(select(WriteBack))}
+    assert {(connector, record) for connector, _, record in queued} == {("crm", "P1"), ("service", "S-77")}
+    assert ("service", "timeline_entry", "S-77") in queued and ("crm", "case_feedback", "P1") in queued

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from hub.config import Campaign, SurveySettings
 from hub.engine.common import hash_token, invitation_record, question, response_record
 from hub.engine.optouts import OptOuts
-from hub.engine.writebacks import WriteBackQueue, identities_of
+from hub.engine.writebacks import WriteBackQueue
 from hub.errors import BadInput, HubError
 from hub.http import with_retries
 from hub.models import (
@@ -35,11 +35,12 @@ from hub.models import (
     nps_category,
 )
 from hub.people import upsert_person
+from hub.store.aggregates import json_pairs, pairs
 from hub.store.bulk import Bulk
 from hub.store.group_commit import GroupCommit
 from hub.store.lists import one_of
 from hub.store.sqlite_reads import rows
-from hub.store.tables import CleanString, Event, Invitation, Person, Response, Token
+from hub.store.tables import CleanString, Event, Identity, Invitation, Person, Response, Token
 from hub.texts import text
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class _Target:
     @classmethod
     def of(cls, row: Sequence[Any]) -> _Target:
         """From a row of ``_BATCH_QUERY``: the invitation's columns, the event's, then the response's."""
-        answer = row[_RESPONSE_AT:]
+        answer = row[_RESPONSE_AT:_IDENTITIES_AT]
         response = None if answer[0] is None else _ResponseRow(*answer)
         values = (*row[:_CASE_AT], _Case(*row[_CASE_AT:_RESPONSE_AT]), response)
         return cls(*values)
@@ -242,6 +243,7 @@ _INVITATION_TABLE, _RESPONSE_TABLE = cast(Table, Invitation.__table__), cast(Tab
 _INVITATION_COLUMNS = [f.name for f in fields(_Target) if f.name not in ("case", "response")]
 _CASE_AT = len(_INVITATION_COLUMNS)
 _RESPONSE_AT = _CASE_AT + len(_Case._fields)
+_IDENTITIES_AT = _RESPONSE_AT + len(_RESPONSE_COLUMNS)
 _LINKED, _NAMED = _TOKENS.alias("linked"), _INVITATIONS.alias("named")
 #: a batch's invitations locked, in id order, on a database with row locks (on SQLite the writer's transaction
 #: holds the file's write lock from its BEGIN): those named by id (``ids``) and those of its survey links
@@ -273,13 +275,22 @@ _LOCK_INVITATIONS = (
     .order_by(_INVITATIONS.c.id)
     .with_for_update(of=_INVITATIONS)
 )
-#: a batch's invitations (the columns of ``_Target``), their events' (``_Case``) and their answers so far
-#: (``_ResponseRow``'s, all None without one)
+#: a batch's invitations (the columns of ``_Target``), their events' (``_Case``), their answers so far
+#: (``_ResponseRow``'s, all None without one) and their people's record ids in every CRM (one statement: the
+#: identities ride along in a subquery, read by the index of a person's identities)
+_IDENTITIES = Identity.__table__
+#: an invitation's person's record id in every CRM they are known in, as ``json_pairs`` of (connector, id)
+_PERSON_IDENTITIES = (
+    select(json_pairs(_IDENTITIES.c.connector, _IDENTITIES.c.crm_id))
+    .where(_IDENTITIES.c.person_id == _INVITATIONS.c.person_id)
+    .scalar_subquery()
+)
 _BATCH_QUERY = (
     select(
         *(_INVITATIONS.c[name] for name in _INVITATION_COLUMNS),
         *(_EVENTS.c[name] for name in _Case._fields),
         *(_RESPONSES.c[name].label(f"r_{name}") for name in _RESPONSE_COLUMNS),
+        _PERSON_IDENTITIES.label("identities"),
     )
     .select_from(
         _INVITATIONS.join(_EVENTS, _EVENTS.c.id == _INVITATIONS.c.event_pk).outerjoin(
@@ -455,8 +466,8 @@ class Answers:
         changes it until the commit. On PostgreSQL each statement is a round trip, and a batch's round trips
         wait for the event loop's turn behind the requests of the moment: each one saved shortens every
         answer's wait for its commit.
-        Then two reads (invitations with their events and answers so far; the people's identities in the
-        write-back targets) and at most four writes, however many answers the batch holds. Core statements
+        Then one read (invitations with their events, answers so far and people's record ids in every CRM)
+        and at most four writes, however many answers the batch holds. Core statements
         built once, with plain values: no mapped objects, so no unit of work, on the path of every answer; on
         a SQLite file the reads go straight through the driver (``hub.store.sqlite_reads.rows``).
         """
@@ -481,9 +492,12 @@ class Answers:
             }
             ids = sorted({row[0] for row in locked})
         found: dict[int, _Target] = {}
-        if ids:
-            found = {row[0]: _Target.of(row) for row in rows(conn, _BATCH_QUERY, {"ids": ids})}
-        identities = self._identities(conn, list(found.values()))
+        #: person id -> connector -> record id
+        identities: dict[int, dict[str, str]] = {}
+        for row in rows(conn, _BATCH_QUERY, {"ids": ids}) if ids else ():
+            target = found[row[0]] = _Target.of(row)
+            if target.person_id is not None:
+                identities[target.person_id] = pairs(row[_IDENTITIES_AT])
         step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
         outcomes: list[_Written | BaseException] = []
         for item in batch:
@@ -499,17 +513,6 @@ class Answers:
             conn.execute(_ANSWERED, {"ids": sorted(step.answered), "now": now})
         self.write_backs.write(conn, step.queued)
         return outcomes
-
-    def _identities(self, conn: Connection, invitations: list[_Target]) -> dict[int, dict[str, str]]:
-        """Person id -> connector -> record id, in every write-back target of these invitations (one read)."""
-        people = {inv.person_id for inv in invitations if inv.person_id is not None}
-        targets = {
-            target
-            for inv in invitations
-            if (campaign := self.hub.config.campaigns.get(inv.campaign)) is not None
-            for target in campaign.targets()
-        }
-        return identities_of(conn, people, targets) if people else {}
 
     def _apply(
         self,
