@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from starlette.datastructures import UploadFile
 
 from hub.store.tables import Response
 from hub.web import create_app
@@ -64,3 +65,24 @@ async def test_an_unknown_link_gets_the_friendly_404_page(web) -> None:
     assert page.status_code == 404 and "<html" in page.text
     refused = await client.post("/s/not-a-token", data={"score": "9"})
     assert refused.status_code == 404
+
+
+async def test_a_file_part_of_a_hostile_form_is_closed_once_answered(web, crm_state, monkeypatch) -> None:
+    """A survey form has no file field, but anyone can post one: its spooled temporary file is closed when the
+    request ends, not whenever the garbage collector gets to it."""
+    hub, client = web
+    path = f"/s/{await survey_flow(hub, crm_state)}"
+    closed: list[str | None] = []
+    original = UploadFile.close
+
+    async def close(self: UploadFile) -> None:
+        closed.append(self.filename)
+        await original(self)
+
+    monkeypatch.setattr(UploadFile, "close", close)
+    reply = await client.post(
+        path, data={"score": "9"}, files={"junk": ("junk.bin", b"x" * 2048, "application/octet-stream")}
+    )
+    assert reply.status_code == 403  # no CSRF field: refused, as any such form is
+    assert closed == ["junk.bin"]
+    assert await stored(hub) == 0

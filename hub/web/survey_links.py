@@ -42,9 +42,12 @@ class SurveyLinks:
                 scope["path_params"] = {"token": token}
                 request = Request(scope, receive, send)
                 try:
-                    response = await endpoint(request)
-                except HTTPException as exc:
-                    response = await http_exception_handler(request, exc)
-                await response(scope, receive, send)
+                    try:
+                        response = await endpoint(request)
+                    except HTTPException as exc:
+                        response = await http_exception_handler(request, exc)
+                    await response(scope, receive, send)
+                finally:  # a file part a hostile form carried is spooled to a temporary file: closed now
+                    await request.close()
                 return
         await self.app(scope, receive, send)
