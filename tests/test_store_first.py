@@ -19,9 +19,17 @@ import pytest
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import OperationalError
 
-from hub.engine.answers import _BATCH_QUERY, _LINKS_QUERY, _PAGE_QUERY, _RESPONSE_COLUMNS
+from hub.engine.answers import (
+    _BATCH_QUERY,
+    _IDENTITIES_AT,
+    _LINKS_QUERY,
+    _PAGE_QUERY,
+    _RESPONSE_AT,
+    _RESPONSE_COLUMNS,
+)
 from hub.engine.common import hash_token
 from hub.engine.writebacks import _IDENTITIES
+from hub.store.aggregates import pairs
 from hub.store.db import Store
 from hub.store.driver_reads import DriverReads
 from hub.store.sqlite_reads import rows
@@ -150,7 +158,7 @@ async def test_a_survey_links_read_is_what_sqlalchemy_reads(make_hub, crm_state)
 async def test_an_answer_batchs_reads_are_what_sqlalchemy_reads(make_hub, crm_state) -> None:
     """The answers' batch writer reads in its own transaction with ``rows``: straight through sqlite3 on the
     SQLite file's writer, through SQLAlchemy elsewhere. Each of its reads (the links, the invitations with
-    their events and answers so far, the people's identities) gives every column as SQLAlchemy's own
+    their events, answers so far and people's record ids; the identities' read of other writers) gives every column as SQLAlchemy's own
     execution does, with and without an answer, and its lists (``one_of``) find every listed row."""
     crm_state.people["P4"] = {"id": "P4", "email": "dee@example.com", "first_name": "Dee"}
     hub = await make_hub()
@@ -179,9 +187,12 @@ async def test_an_answer_batchs_reads_are_what_sqlalchemy_reads(make_hub, crm_st
     )
     assert links == links_sa and len(links) == 2
     assert batch == batch_sa and len(batch) == 2
-    answered = next(row for row in batch if row[0] == ids[0])
-    assert answered[-len(_RESPONSE_COLUMNS) :][_RESPONSE_COLUMNS.index("comment")] == "quick ✓"
-    assert all(value is None for value in next(row for row in batch if row[0] == ids[1])[-3:])
+    answered, unanswered = (next(row for row in batch if row[0] == k) for k in ids)
+    assert answered[_RESPONSE_AT:_IDENTITIES_AT][_RESPONSE_COLUMNS.index("comment")] == "quick ✓"
+    assert all(value is None for value in unanswered[_RESPONSE_AT:_IDENTITIES_AT])
+    # each person's record ids ride along, the same whichever way the row was read
+    assert [pairs(row[_IDENTITIES_AT]) for row in (answered, unanswered)] == [{"crm": "P1"}, {"crm": "P4"}]
+    assert [pairs(row[_IDENTITIES_AT]) for row in sorted(batch_sa)] == [{"crm": "P1"}, {"crm": "P4"}]
     assert identities == identities_sa and len(identities) == len(people)
 
 
