@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi.routing import APIRoute
+from sqlalchemy import event
 from starlette.routing import Route
 
 from hub import CaseEvent
@@ -75,3 +78,22 @@ def app_routes(app: Any) -> list[tuple[str, set[str]]]:
         return out
 
     return walk(app.routes)
+
+
+@contextmanager
+def statements_run(hub: Any) -> Iterator[list[str]]:
+    """The SQL of every statement the hub's engines send while the block runs, in order (through SQLAlchemy:
+    the reads a SQLite file's writer makes straight through the driver are not among them)."""
+    statements: list[str] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engines = list(hub.store.engines())
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", remember)
+    try:
+        yield statements
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", remember)

@@ -11,14 +11,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from hub.engine import answers
 from hub.engine.writebacks import _IDENTITIES
 from hub.errors import BadInput
 from hub.store.positional import positional
 from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
-from tests.helpers import survey_flow
+from tests.helpers import statements_run, survey_flow
 
 
 async def _count(hub, table) -> int:
@@ -289,14 +289,7 @@ async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_r
         tokens.append(await survey_flow(hub, crm_state, case_id=f"T{k}", person=person))
     async with hub.store.session() as s:
         first, second, third = list(await s.scalars(select(Invitation.id).order_by(Invitation.id)))
-    statements: list[str] = []
-
-    def remember(_conn, _cursor, statement: str, *_args) -> None:
-        statements.append(statement)
-
-    for engine in hub.store.engines():
-        event.listen(engine, "before_cursor_execute", remember)
-    try:
+    with statements_run(hub) as statements:
         outcomes = await asyncio.gather(
             hub.engine.answer_link(tokens[0], 9),
             hub.engine.record_answer(second, 3, channel="sms"),
@@ -304,9 +297,6 @@ async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_r
             hub.engine.answer_link("no-such-link", 5),
             return_exceptions=True,
         )
-    finally:
-        for engine in hub.store.engines():
-            event.remove(engine, "before_cursor_execute", remember)
     assert isinstance(outcomes[3], BadInput) and outcomes[3].status_code == 404
     async with hub.store.session() as s:
         stored = {

@@ -17,7 +17,7 @@ from hub.models import WriteBackResult
 from hub.store.tables import Cursor, Invitation, SyncRun, WriteBack, utcnow
 from hub.sync import RunStats, SyncService
 from tests.fakes.crm import free_port
-from tests.helpers import case_event, survey_flow, token_of
+from tests.helpers import case_event, statements_run, survey_flow, token_of
 
 
 async def answer(hub, crm_state, case_id: str, person: str, rating: int, comment: str | None = None) -> str:
@@ -72,18 +72,8 @@ async def test_a_batch_of_summaries_is_one_read_of_its_people_answers(make_hub, 
         crm_state.people[person] = {"id": person, "email": f"{person.lower()}@example.com"}
         for i, (rating, comment) in enumerate(given):
             await answer(hub, crm_state, f"{person}-{i}", person, rating, comment=comment)
-    statements: list[str] = []
-
-    def remember(_conn, _cursor, statement: str, *_args) -> None:
-        statements.append(statement)
-
-    for engine in hub.store.engines():
-        event.listen(engine, "before_cursor_execute", remember)
-    try:
+    with statements_run(hub) as statements:
         await hub.sync.run("crm")
-    finally:
-        for engine in hub.store.engines():
-            event.remove(engine, "before_cursor_execute", remember)
     summaries = [item["payload"] for batch in crm_state.batches for item in batch]
     summaries = [p for p in summaries if p["kind"] == "person_summary"]
     assert len(summaries) == 3

@@ -275,16 +275,16 @@ _LOCK_INVITATIONS = (
     .order_by(_INVITATIONS.c.id)
     .with_for_update(of=_INVITATIONS)
 )
+_IDENTITY_TABLE = Identity.__table__
+#: an invitation's person's record id in every CRM they are known in, as ``json_pairs`` of (connector, id)
+_PERSON_IDENTITIES = (
+    select(json_pairs(_IDENTITY_TABLE.c.connector, _IDENTITY_TABLE.c.crm_id))
+    .where(_IDENTITY_TABLE.c.person_id == _INVITATIONS.c.person_id)
+    .scalar_subquery()
+)
 #: a batch's invitations (the columns of ``_Target``), their events' (``_Case``), their answers so far
 #: (``_ResponseRow``'s, all None without one) and their people's record ids in every CRM (one statement: the
 #: identities ride along in a subquery, read by the index of a person's identities)
-_IDENTITIES = Identity.__table__
-#: an invitation's person's record id in every CRM they are known in, as ``json_pairs`` of (connector, id)
-_PERSON_IDENTITIES = (
-    select(json_pairs(_IDENTITIES.c.connector, _IDENTITIES.c.crm_id))
-    .where(_IDENTITIES.c.person_id == _INVITATIONS.c.person_id)
-    .scalar_subquery()
-)
 _BATCH_QUERY = (
     select(
         *(_INVITATIONS.c[name] for name in _INVITATION_COLUMNS),
