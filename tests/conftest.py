@@ -21,7 +21,15 @@ WEBHOOK_SECRET = "whsec-test-0123456789"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Every test that uses the store runs on SQLite and on PostgreSQL."""
+    """Every test that uses the store runs on SQLite and on PostgreSQL, on a database at the newest
+    migration."""
+    with fresh_database(request.param, tmp_path, migrated=True) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, for the tests of the migrations themselves."""
     with fresh_database(request.param, tmp_path) as url:
         yield url
 

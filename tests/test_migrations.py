@@ -15,8 +15,8 @@ from hub.store.db import alembic_config
 from hub.store.tables import Base
 
 
-async def test_migrations_match_the_tables(database_url) -> None:
-    store = Store(database_url)
+async def test_migrations_match_the_tables(empty_database_url) -> None:
+    store = Store(empty_database_url)
     await store.upgrade()
     assert await store.is_current()
 
@@ -28,15 +28,15 @@ async def test_migrations_match_the_tables(database_url) -> None:
     await store.dispose()
 
 
-async def test_upgrading_a_database_with_data_keeps_it(database_url) -> None:
-    store = Store(database_url)
-    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "0001")
+async def test_upgrading_a_database_with_data_keeps_it(empty_database_url) -> None:
+    store = Store(empty_database_url)
+    await asyncio.to_thread(command.upgrade, alembic_config(empty_database_url), "0001")
     async with store.engine.begin() as conn:
         await conn.execute(
             text("INSERT INTO people (email, created_at, updated_at) VALUES ('a@example.com', :t, :t)"),
             {
                 "t": datetime(2026, 1, 1, tzinfo=UTC)
-                if "postgresql" in database_url
+                if "postgresql" in empty_database_url
                 else "2026-01-01 00:00:00"
             },
         )
@@ -47,12 +47,14 @@ async def test_upgrading_a_database_with_data_keeps_it(database_url) -> None:
     await store.dispose()
 
 
-async def test_processes_starting_together_migrate_once_and_the_others_wait(database_url, tmp_path) -> None:
+async def test_processes_starting_together_migrate_once_and_the_others_wait(
+    empty_database_url, tmp_path
+) -> None:
     """Two web servers and two workers started at once on an empty database: every one comes up."""
     import sys
 
     config = tmp_path / "cxhub.toml"
-    config.write_text(f'[hub]\ndatabase_url = "{database_url}"\nplugins = []\n')
+    config.write_text(f'[hub]\ndatabase_url = "{empty_database_url}"\nplugins = []\n')
 
     async def upgrade() -> tuple[int, bytes]:
         process = await asyncio.create_subprocess_exec(
@@ -71,6 +73,6 @@ async def test_processes_starting_together_migrate_once_and_the_others_wait(data
 
     results = await asyncio.gather(*(upgrade() for _ in range(4)))
     assert [code for code, _ in results] == [0, 0, 0, 0], [output.decode()[-2000:] for _, output in results]
-    store = Store(database_url)
+    store = Store(empty_database_url)
     assert await store.is_current()
     await store.dispose()

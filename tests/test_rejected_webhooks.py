@@ -119,9 +119,9 @@ async def test_retention_keeps_only_the_newest_rejected_requests_of_each_target(
     ]
 
 
-async def test_the_upgrade_gives_requests_kept_before_it_their_size(database_url) -> None:
-    store = Store(database_url)
-    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "0003")
+async def test_the_upgrade_gives_requests_kept_before_it_their_size(empty_database_url) -> None:
+    store = Store(empty_database_url)
+    await asyncio.to_thread(command.upgrade, alembic_config(empty_database_url), "0003")
     async with store.engine.begin() as conn:
         await conn.execute(
             text(

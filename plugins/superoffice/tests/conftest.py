@@ -92,7 +92,7 @@ async def hooked(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A test that goes through the hub's store runs on SQLite and on PostgreSQL (a fresh database)."""
-    with fresh_database(request.param, tmp_path) as url:
+    with fresh_database(request.param, tmp_path, migrated=True) as url:
         yield url
 
 
