@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from hub.engine import answers
 from hub.engine.writebacks import _IDENTITIES
@@ -34,26 +34,30 @@ async def _invitation_ids(hub, crm_state, people: list[str]) -> list[int]:
         return list(await s.scalars(select(Invitation.id).order_by(Invitation.id)))
 
 
-async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(
-    make_hub, crm_state, monkeypatch
-) -> None:
+async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(make_hub, crm_state) -> None:
     hub = await make_hub()
     [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
-    queue = hub.engine.write_backs
-    real_write = queue.write
 
-    def broken(*_args, **_kwargs) -> None:
-        raise RuntimeError("the database went away while queueing the write-backs")
+    def lost_after_the_answer(_conn, _cursor, statement: str, *_args) -> None:
+        # the batch's last write (on PostgreSQL its one write statement, on SQLite the write-backs' upsert)
+        if "INSERT INTO writebacks" in statement:
+            raise RuntimeError("the database went away after the answer was written")
 
-    monkeypatch.setattr(queue, "write", broken)
-    with pytest.raises(RuntimeError):
-        await hub.engine.record_answer(inv_id, 3, comment="slow")
-    # the response and the invitation's status were written before the failure: both rolled back with it
+    engines = hub.store.engines()
+    for engine in engines:
+        event.listen(engine, "after_cursor_execute", lost_after_the_answer)
+    try:
+        with pytest.raises(RuntimeError):
+            await hub.engine.record_answer(inv_id, 3, comment="slow")
+    finally:
+        for engine in engines:
+            event.remove(engine, "after_cursor_execute", lost_after_the_answer)
+    # the response, the invitation's status and the write-backs were written before the failure: all rolled
+    # back with it
     assert await _count(hub, Response) == 0 and await _count(hub, WriteBack) == 0
     async with hub.store.session() as s:
         assert await s.scalar(select(Invitation.status)) == "sent"
 
-    monkeypatch.setattr(queue, "write", real_write)
     record = await hub.engine.record_answer(inv_id, 3, comment="slow")
     assert (record.rating, record.comment) == (3, "slow")
     async with hub.store.session() as s:
@@ -305,11 +309,55 @@ async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_r
     assert stored[first][:2] == (9, None) and stored[second] == (3, None, "sms")
     assert stored[third][:2] == (10, "great")
     if not hub.store.is_sqlite:  # on SQLite the batch's reads go straight through the driver
-        writes = [k for k, sql in enumerate(statements) if sql.lstrip().upper().startswith("INSERT")]
+        writes = [
+            k for k, sql in enumerate(statements) if sql.lstrip().upper().startswith(("INSERT", "WITH"))
+        ]
         reads = statements[: writes[0]]
         locks = [sql for sql in reads if "FOR UPDATE" in sql]
         assert len(locks) == 1 and "tokens" in locks[0]
         assert not [sql for sql in reads if "FROM tokens" in sql and "FOR UPDATE" not in sql]
+
+
+async def test_a_batch_of_first_and_changed_answers_writes_everything_at_once_and_queues_each_key_once(
+    make_hub, crm_state
+) -> None:
+    """First answers, a changed one and two answers of one person in one batch: every response, status and
+    write-back item is stored, each key queued once with the person's last answer; on PostgreSQL all of it
+    in one statement after the batch's reads (one round trip instead of four)."""
+    hub = await make_hub()
+    first, second, third = await _invitation_ids(hub, crm_state, ["P1", "P4", "P1"])
+    await hub.engine.record_answer(third, 2)
+    async with hub.store.session() as s:
+        versions_before = dict((await s.execute(select(WriteBack.key, WriteBack.version))).all())
+    with statements_run(hub) as statements:
+        outcomes = await asyncio.gather(
+            hub.engine.record_answer(first, 10, comment="great"),
+            hub.engine.record_answer(second, 6),
+            hub.engine.record_answer(third, 9, comment="better now"),
+        )
+    async with hub.store.session() as s:
+        stored = {r.invitation_id: (r.rating, r.comment) for r in await s.scalars(select(Response))}
+        statuses = set(await s.scalars(select(Invitation.status)))
+        items = (await s.execute(select(WriteBack.key, WriteBack.version, WriteBack.payload))).all()
+    assert stored == {first: (10, "great"), second: (6, None), third: (9, "better now")}
+    assert statuses == {"answered"}
+    keys = [key for key, _, _ in items]
+    assert len(keys) == len(set(keys))
+    by_key = {key: (version, payload) for key, version, payload in items}
+    third_entry = next(key for key in versions_before if key.startswith("timeline:"))
+    assert by_key[third_entry][0] == versions_before[third_entry] + 1
+    assert by_key[third_entry][1]["rating"] == 9
+    people = {outcome.person_id for outcome in outcomes}
+    assert len(people) == 2  # P1 answered twice: one summary key for both answers
+    assert len([key for key in keys if key.startswith("summary:")]) == 2
+    if not hub.store.is_sqlite:
+        reads = [k for k, sql in enumerate(statements) if "FOR UPDATE" in sql]
+        after = [sql for sql in statements[reads[-1] + 1 :] if not sql.lstrip().upper().startswith("SELECT")]
+        assert len(after) == 1, after
+        assert all(
+            f"INTO {table}" in after[0] or f"UPDATE {table}" in after[0]
+            for table in ("responses", "invitations", "writebacks")
+        )
 
 
 async def test_an_answer_is_queued_for_every_crm_its_person_is_known_in(make_hub, crm_state) -> None:

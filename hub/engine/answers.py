@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, insert, select, union
 from sqlalchemy.exc import IntegrityError
 
 from hub.config import Campaign, SurveySettings
+from hub.engine.answer_writes import AnswerWrites
 from hub.engine.common import hash_token, invitation_record, question, response_record
 from hub.engine.optouts import OptOuts
 from hub.engine.writebacks import WriteBackQueue
@@ -308,6 +309,8 @@ _AMEND_RESPONSES = Bulk(
     .values({name: bindparam(f"b_{name}") for name in _AMENDED_COLUMNS}),
     [f"b_{name}" for name in ("id", *_AMENDED_COLUMNS)],
 )
+#: the batch's writes on PostgreSQL, in one statement
+_WRITES = AnswerWrites(_RESPONSE_COLUMNS, _AMENDED_COLUMNS)
 #: the status of the invitations whose answer the batch stored or changed
 _ANSWERED = (
     update(_INVITATION_TABLE)
@@ -505,7 +508,18 @@ class Answers:
                 outcomes.append(self._apply(item, links, found, identities, step))
             except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
                 outcomes.append(refused)
-        if step.created:  # with their latest values: a second answer in the batch amended them in memory
+        # the first answers with their latest values: a second answer in the batch amended them in memory
+        if conn.dialect.name == "postgresql":  # one statement: one round trip, not four
+            _WRITES.execute(
+                conn,
+                now,
+                created=[resp.values() for resp in step.created.values()],
+                amended=[resp.values() for resp in step.amended.values()],
+                answered=sorted(step.answered),
+                queued=WriteBackQueue.in_lock_order(step.queued),
+            )
+            return outcomes
+        if step.created:
             _INSERT_RESPONSES.execute(conn, [resp.values() for resp in step.created.values()])
         if step.amended:
             _AMEND_RESPONSES.execute(conn, [resp.changes() for resp in step.amended.values()])

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import Connection, and_, bindparam, case, select
+from sqlalchemy import Connection, Table, and_, bindparam, case, literal, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,9 +26,9 @@ from hub.config import Campaign
 from hub.engine.common import CaseValues, ResponseValues
 from hub.models import CaseFeedback, NpsCategory, PersonOptOut, SurveyKind, TimelineEntry
 from hub.store.bulk import Bulk
-from hub.store.lists import in_chunks, one_of
+from hub.store.lists import in_chunks, one_of, rows_of_lists
 from hub.store.sqlite_reads import rows
-from hub.store.tables import Event, Identity, Invitation, Response, WriteBack
+from hub.store.tables import Event, Identity, Invitation, Response, UTCDateTime, WriteBack
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -48,6 +48,8 @@ _ITEM_FIELDS = (
 )
 
 
+#: the queue's table, as a table (``Model.__table__`` is typed as any from-clause)
+_WRITEBACK_TABLE = cast(Table, WriteBack.__table__)
 #: what a row of the upsert carries besides the item's fields (``WriteBackQueue.rows``)
 _ROW_KEYS = (*_ITEM_FIELDS, "now", "ready_at", "cap_at")
 #: how many quiet periods a key re-armed again and again waits at most before it is written anyway
@@ -57,9 +59,7 @@ CAP_QUIET_PERIODS = 10
 @cache
 def upsert_statement(dialect: str) -> Any:
     """The queue's upsert for one dialect, with bound parameters only: built once, compiled once, and then run
-    with a list of items (executemany). Re-queuing a key re-arms it: queued again, a higher version, attempts
-    reset, the newer payload, ready at the row's ``ready_at`` but never later than the cap set when the key
-    was first armed after its last write (``WriteBackQueue.rows`` says why)."""
+    with a list of items (executemany). Re-queuing a key re-arms it (``_rearmed``)."""
     if dialect == "postgresql":
         insert: Any = postgresql.insert
     elif dialect == "sqlite":
@@ -78,6 +78,33 @@ def upsert_statement(dialect: str) -> Any:
         created_at=now,
         updated_at=now,
     )
+    return _rearmed(stmt)
+
+
+#: the columns of an item's row that ``upsert_of_lists`` takes from the rows
+LISTED_COLUMNS = (*_ITEM_FIELDS, "ready_at", "cap_at")
+
+
+@cache
+def upsert_of_lists() -> Any:
+    """``upsert_statement`` on PostgreSQL with the rows given as one list per column (``rows_of_lists``,
+    parameters ``w_<column>`` and ``now``): one statement, and a part of the answer batch's one write
+    statement (``hub.engine.answer_writes``). Its rows must hold each (connector, key) once
+    (``WriteBackQueue.in_lock_order``): one INSERT may not re-arm a row twice."""
+    listed = rows_of_lists(_WRITEBACK_TABLE, LISTED_COLUMNS, "w_")
+    now = bindparam("now", type_=UTCDateTime())
+    queued = select(*listed.c, literal("queued"), literal(1), literal(0), now, now, now)
+    stmt = postgresql.insert(WriteBack).from_select(
+        [*LISTED_COLUMNS, "state", "version", "attempts", "next_attempt_at", "created_at", "updated_at"],
+        queued,
+    )
+    return _rearmed(stmt)
+
+
+def _rearmed(stmt: Any) -> Any:
+    """``stmt`` (an INSERT of items) re-arming the item of a (connector, key) that exists: queued again, a
+    higher version, attempts reset, the newer payload, ready at the row's ``ready_at`` but never later than
+    the cap set when the key was first armed after its last write (``WriteBackQueue.rows`` says why)."""
     # the SET of a conflict sees the row as it was: ``state`` is the state before this re-arm
     armed = WriteBack.state == "queued"
     return stmt.on_conflict_do_update(
@@ -342,11 +369,18 @@ class WriteBackQueue:
     def write(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """``run`` of ``rows`` (from ``rows``) for a transaction on a thread of its own (``Store.write``, the
         answers' batch writer)."""
-        if rows:
-            # by person (a stable sort: each answer's items stay in their order): the rows two answer batches
-            # in flight at once (PostgreSQL) can share are people's summaries, then locked in one order
-            ordered = sorted(rows, key=lambda row: (row["connector"], row["person_id"]))
-            upsert_bulk(conn.dialect.name).execute(conn, ordered)
+        upsert_bulk(conn.dialect.name).execute(conn, self.in_lock_order(rows))
+
+    @staticmethod
+    def in_lock_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` (from ``rows``) by person, each (connector, key) once with its last values: the rows two
+        answer batches in flight at once (PostgreSQL) can share are people's summaries, then locked in one
+        order. A key queued twice in one batch (two answers of one person) is re-armed once: its last row
+        holds the newest payload, and one higher version stops an older write in flight from being marked
+        done as surely as two."""
+        latest = {(row["connector"], row["key"]): row for row in rows}
+        # a stable sort: each answer's items stay in their order
+        return sorted(latest.values(), key=lambda row: (row["connector"], row["person_id"]))
 
     @staticmethod
     def soonest_ready(rows: list[dict[str, Any]]) -> datetime | None:

@@ -12,10 +12,10 @@ every execution. The values are the hub's own keys (ids, hashes, connector names
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import JSON, Boolean, ColumnElement, any_, bindparam, func, select
+from sqlalchemy import JSON, Boolean, ColumnElement, Subquery, Table, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
@@ -75,3 +75,23 @@ def _json_each(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
 def _any(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
     array = bindparam(element.name, type_=ARRAY(element.column.type))
     return str(compiler.process(element.column == any_(array), **kw))
+
+
+def rows_of_lists(table: Table, names: Sequence[str], prefix: str) -> Subquery:
+    """Rows given as one list per column, on PostgreSQL: the list parameters ``<prefix><name>``, each bound as
+    one array of the column's type and unnested beside the others (row k is every list's k-th value), in the
+    lists' order. For the writes of many rows inside one statement (data-modifying ``WITH`` parts), where an
+    executemany would be a statement, and a round trip, of its own."""
+    return select(
+        *(
+            func.unnest(bindparam(f"{prefix}{name}", type_=ARRAY(table.c[name].type))).label(name)
+            for name in names
+        )
+    ).subquery(prefix.rstrip("_"))
+
+
+def lists_of_rows(
+    rows: Sequence[Mapping[str, Any]], names: Sequence[str], prefix: str
+) -> dict[str, list[Any]]:
+    """The parameters of ``rows_of_lists`` for ``rows`` (each a mapping that holds every one of ``names``)."""
+    return {f"{prefix}{name}": [row[name] for row in rows] for name in names}
