@@ -19,12 +19,24 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import ColumnElement, Connection, Update, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Update,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -35,7 +47,7 @@ from hub.models import PersonSummary, WriteBackItem, WriteBackResult
 from hub.store.bulk import Bulk
 from hub.store.db import SHORT_WRITE_ROWS
 from hub.store.lists import one_of
-from hub.store.tables import Cursor, SyncRun, WriteBack, utcnow
+from hub.store.tables import Cursor, SyncRun, UTCDateTime, WriteBack, utcnow
 from hub.summaries import person_summaries
 
 if TYPE_CHECKING:
@@ -149,6 +161,38 @@ _FAMILY = case(
     ),
     else_=_WRITEBACKS.c.kind,
 )
+
+
+@cache
+def _claim_statement(prompt: bool) -> Update:
+    """``SyncService.claim``'s statement, built once per kind of sync with bound parameters (``b_connector``,
+    ``now``, ``until``, ``owner``, ``limit``): the prompt sync claims several times a second beside the
+    survey pages, and building the statement anew took half a millisecond of the event loop's thread each
+    time, a third of the claim."""
+    now = bindparam("now", type_=UTCDateTime())
+    due: tuple[ColumnElement[bool], ...] = (
+        _WRITEBACKS.c.connector == bindparam("b_connector"),
+        _WRITEBACKS.c.state == "queued",
+        _WRITEBACKS.c.next_attempt_at <= now,
+        or_(_WRITEBACKS.c.lease_until.is_(None), _WRITEBACKS.c.lease_until < now),
+    )
+    if prompt:
+        due = (*due, _WRITEBACKS.c.ready_at <= now)
+    order = SyncService._order(prompt)
+    oldest = select(_FAMILY).where(*due).order_by(*order).limit(1).scalar_subquery()
+    batch = (
+        select(_WRITEBACKS.c.id)
+        .where(*due, oldest == _FAMILY)
+        .order_by(*order)
+        .limit(bindparam("limit", type_=Integer()))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(_WRITEBACKS)
+        .where(_WRITEBACKS.c.id.in_(batch))
+        .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+        .returning(*_CLAIMED_COLUMNS)
+    )
 
 
 def _lock_rows(conn: Connection, ids: list[int]) -> None:
@@ -305,28 +349,17 @@ class SyncService:
         waited: a batch of up to ``SHORT_WRITE_ROWS`` rows is claimed right on the loop's thread instead.
         """
         now = self.hub.now()
-        until = now + timedelta(seconds=self.hub.config.sync.lease_seconds)
-        due = self._due(connector, now)
-        if quiet_seconds is not None:
-            due = (*due, self._ready(now))
-        order = self._order(prompt=quiet_seconds is not None)
-        oldest = select(_FAMILY).where(*due).order_by(*order).limit(1).scalar_subquery()
-        batch = (
-            select(_WRITEBACKS.c.id)
-            .where(*due, oldest == _FAMILY)
-            .order_by(*order)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            update(_WRITEBACKS)
-            .where(_WRITEBACKS.c.id.in_(batch))
-            .values(lease_owner=self.owner, lease_until=until)
-            .returning(*_CLAIMED_COLUMNS)
-        )
+        params = {
+            "b_connector": connector,
+            "now": now,
+            "until": now + timedelta(seconds=self.hub.config.sync.lease_seconds),
+            "owner": self.owner,
+            "limit": limit,
+        }
+        claim = _claim_statement(prompt=quiet_seconds is not None)
 
         def lease(conn: Connection) -> list[Claimed]:
-            return sorted((Claimed(*row) for row in conn.execute(claim)), key=lambda row: row.id)
+            return sorted((Claimed(*row) for row in conn.execute(claim, params)), key=lambda row: row.id)
 
         # a write of the store's (on SQLite the one writer, beside the answers and webhooks it would otherwise
         # fight for the file's write lock), like every write of the queue here
