@@ -367,8 +367,9 @@ class WriteBackQueue:
         await connection.run_sync(lambda conn: upsert_bulk(conn.dialect.name).execute(conn, rows))
 
     def write(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """``run`` of ``rows`` (from ``rows``) for a transaction on a thread of its own (``Store.write``, the
-        answers' batch writer)."""
+        """``run`` of ``rows`` (from ``rows``) in the transaction of ``conn`` (``Store.write``: the answers'
+        batch writer on SQLite; on PostgreSQL the batch writes them in its one statement,
+        ``hub.engine.answer_writes``)."""
         upsert_bulk(conn.dialect.name).execute(conn, self.in_lock_order(rows))
 
     @staticmethod
