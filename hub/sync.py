@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Integer,
@@ -170,14 +171,9 @@ def _claim_statement(prompt: bool) -> Update:
     survey pages, and building the statement anew took half a millisecond of the event loop's thread each
     time, a third of the claim."""
     now = bindparam("now", type_=UTCDateTime())
-    due: tuple[ColumnElement[bool], ...] = (
-        _WRITEBACKS.c.connector == bindparam("b_connector"),
-        _WRITEBACKS.c.state == "queued",
-        _WRITEBACKS.c.next_attempt_at <= now,
-        or_(_WRITEBACKS.c.lease_until.is_(None), _WRITEBACKS.c.lease_until < now),
-    )
+    due = SyncService._due(bindparam("b_connector"), now)
     if prompt:
-        due = (*due, _WRITEBACKS.c.ready_at <= now)
+        due = (*due, SyncService._ready(now))
     order = SyncService._order(prompt)
     oldest = select(_FAMILY).where(*due).order_by(*order).limit(1).scalar_subquery()
     batch = (
@@ -300,8 +296,11 @@ class SyncService:
         return min(times) if times else None
 
     @staticmethod
-    def _due(connector: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
-        """Queued items of ``connector`` that are due and that no worker holds a live lease on."""
+    def _due(
+        connector: str | BindParameter[Any], now: datetime | BindParameter[Any]
+    ) -> tuple[ColumnElement[bool], ...]:
+        """Queued items of ``connector`` that are due and that no worker holds a live lease on (values, or
+        bound parameters for a statement built once)."""
         return (
             WriteBack.connector == connector,
             WriteBack.state == "queued",
@@ -310,7 +309,7 @@ class SyncService:
         )
 
     @staticmethod
-    def _ready(now: datetime) -> ColumnElement[bool]:
+    def _ready(now: datetime | BindParameter[Any]) -> ColumnElement[bool]:
         """Items the prompt sync writes now: complete answers at once, the others once their key is quiet,
         at the latest at their cap (``WriteBackQueue.rows``)."""
         return WriteBack.ready_at <= now

@@ -25,6 +25,13 @@ from hub.store.lists import lists_of_rows, one_of, rows_of_lists
 from hub.store.tables import Invitation, Response
 
 _RESPONSES, _INVITATIONS = cast(Table, Response.__table__), cast(Table, Invitation.__table__)
+#: the status of the invitations whose answer a batch stored or changed (parameters ``ids`` and ``now``): a
+#: statement of its own on SQLite, a part of the one statement on PostgreSQL
+ANSWERED = (
+    update(_INVITATIONS)
+    .where(one_of(_INVITATIONS.c.id, "ids"))
+    .values(status="answered", updated_at=bindparam("now"))
+)
 
 
 def _statement(created_columns: Sequence[str], amended_columns: Sequence[str]) -> Any:
@@ -36,10 +43,7 @@ def _statement(created_columns: Sequence[str], amended_columns: Sequence[str]) -
         .where(_RESPONSES.c.id == amended.c.id)
         .values({name: amended.c[name] for name in amended_columns})
         .cte("amended"),
-        update(_INVITATIONS)
-        .where(one_of(_INVITATIONS.c.id, "answered"))
-        .values(status="answered", updated_at=bindparam("now"))
-        .cte("answered"),
+        ANSWERED.cte("answered"),
         upsert_of_lists().cte("queued"),
     )
     return select(literal(1)).add_cte(*parts)
@@ -66,7 +70,7 @@ class AnswerWrites:
         columns by name, ``queued`` the write-back rows of ``WriteBackQueue.in_lock_order``."""
         if not (created or amended or answered or queued):
             return
-        params: dict[str, Any] = {"now": now, "answered": list(answered)}
+        params: dict[str, Any] = {"now": now, "ids": list(answered)}
         params |= lists_of_rows(created, self._created, "c_")
         params |= lists_of_rows(amended, ("id", *self._amended), "a_")
         params |= lists_of_rows(queued, LISTED_COLUMNS, "w_")

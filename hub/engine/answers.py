@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, insert, select, union
 from sqlalchemy.exc import IntegrityError
 
 from hub.config import Campaign, SurveySettings
-from hub.engine.answer_writes import AnswerWrites
+from hub.engine.answer_writes import ANSWERED, AnswerWrites
 from hub.engine.common import hash_token, invitation_record, question, response_record
 from hub.engine.optouts import OptOuts
 from hub.engine.writebacks import WriteBackQueue
@@ -239,8 +239,8 @@ _LINKS_QUERY = select(_TOKENS.c.hash, _TOKENS.c.invitation_id, _TOKENS.c.expires
 _Link = tuple[int, datetime]
 
 _EVENTS = Event.__table__
-#: the tables the batch writer changes, as tables (``Model.__table__`` is typed as any from-clause)
-_INVITATION_TABLE, _RESPONSE_TABLE = cast(Table, Invitation.__table__), cast(Table, Response.__table__)
+#: the responses table the batch writer changes, as a table (``Model.__table__`` is typed as any from-clause)
+_RESPONSE_TABLE = cast(Table, Response.__table__)
 _INVITATION_COLUMNS = [f.name for f in fields(_Target) if f.name not in ("case", "response")]
 _CASE_AT = len(_INVITATION_COLUMNS)
 _RESPONSE_AT = _CASE_AT + len(_Case._fields)
@@ -311,12 +311,6 @@ _AMEND_RESPONSES = Bulk(
 )
 #: the batch's writes on PostgreSQL, in one statement
 _WRITES = AnswerWrites(_RESPONSE_COLUMNS, _AMENDED_COLUMNS)
-#: the status of the invitations whose answer the batch stored or changed
-_ANSWERED = (
-    update(_INVITATION_TABLE)
-    .where(one_of(_INVITATIONS.c.id, "ids"))
-    .values(status="answered", updated_at=bindparam("now"))
-)
 
 
 def _cleaner(column: str) -> Callable[[str | None], str | None]:
@@ -524,7 +518,7 @@ class Answers:
         if step.amended:
             _AMEND_RESPONSES.execute(conn, [resp.changes() for resp in step.amended.values()])
         if step.answered:
-            conn.execute(_ANSWERED, {"ids": sorted(step.answered), "now": now})
+            conn.execute(ANSWERED, {"ids": sorted(step.answered), "now": now})
         self.write_backs.write(conn, step.queued)
         return outcomes
 
