@@ -930,7 +930,9 @@ async def test_a_score_alone_times_the_prompt_sync_to_its_quiet_period_instead_o
         for response in scores:
             await _until_written(crm_state, f"timeline:{response}")
             assert f"timeline:{response}" in crm_state.records  # timed to the quiet period's end
-        assert 1 <= len(passes) <= 3
+        # one pass per moment something settles at most (each score's items settle on their own; how many of
+        # those moments share a pass depends on how far apart the scores were recorded), never one per wake
+        assert 1 <= len(passes) <= len(scores)
         complete = (await hub.engine.record_answer(invitations[4], 9, comment="Quick")).id
         await _until_written(crm_state, f"timeline:{complete}", seconds=1)
         assert f"timeline:{complete}" in crm_state.records  # a pass at once, not after a quiet period
