@@ -361,9 +361,9 @@ async def test_a_batch_of_first_and_changed_answers_writes_everything_at_once_an
 
 
 async def test_a_batchs_text_times_and_payloads_are_stored_as_given(make_hub, crm_state) -> None:
-    """The batch's rows travel to PostgreSQL as one JSON parameter: quotes, backslashes, text beyond ASCII,
-    a NUL, a topic over its column's length, aware times and the items' nested payloads arrive as one
-    INSERT per row would store them (the same on SQLite, whose batch binds each value)."""
+    """Whatever way a batch binds its rows (one array per column in PostgreSQL's one statement, executemany on
+    SQLite): quotes, backslashes, text beyond ASCII, a NUL, a topic over its column's length, aware times and
+    the items' nested payloads are stored as one INSERT per row would store them."""
     hub = await make_hub()
     first, second = await _invitation_ids(hub, crm_state, ["P1", "P2"])
     odd = 'Åse said "fine" \\ it\'s 👍\x00 ok\nbye'
@@ -375,15 +375,12 @@ async def test_a_batchs_text_times_and_payloads_are_stored_as_given(make_hub, cr
     amended = await hub.engine.record_answer(second, 9, comment=odd)
     async with hub.store.session() as s:
         rows = {r.invitation_id: r for r in await s.scalars(select(Response))}
-        payloads = [
-            p for p in await s.scalars(select(WriteBack.payload).where(WriteBack.key.like("timeline:%")))
-        ]
+        payloads = list(await s.scalars(select(WriteBack.payload).where(WriteBack.key.like("timeline:%"))))
     cleaned = odd.replace("\x00", "")
     assert rows[first].comment == rows[second].comment == cleaned
     assert rows[first].topic == "x" * 200
-    assert rows[first].answered_at == created.answered_at and rows[
-        first
-    ].answered_at.utcoffset() == timedelta(0)
+    assert rows[first].answered_at == created.answered_at
+    assert rows[first].answered_at.utcoffset() == timedelta(0)
     assert rows[second].updated_at == amended.updated_at > changed.updated_at
     assert sorted(p["comment"] for p in payloads) == [cleaned, cleaned]
     assert {p["rating"] for p in payloads} == {3, 9}
