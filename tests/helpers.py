@@ -82,8 +82,9 @@ def app_routes(app: Any) -> list[tuple[str, set[str]]]:
 
 @contextmanager
 def statements_run(hub: Any) -> Iterator[list[str]]:
-    """The SQL of every statement the hub's engines send while the block runs, in order (through SQLAlchemy:
-    the reads a SQLite file's writer makes straight through the driver are not among them)."""
+    """The SQL of every statement the hub sends while the block runs, in order: through SQLAlchemy's engines,
+    and on PostgreSQL those it runs straight through asyncpg (``Store.driver``); the reads a SQLite file's
+    writer makes straight through the driver are not among them."""
     statements: list[str] = []
 
     def remember(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -92,8 +93,19 @@ def statements_run(hub: Any) -> Iterator[list[str]]:
     engines = list(hub.store.engines())
     for engine in engines:
         event.listen(engine, "before_cursor_execute", remember)
+    driver = hub.store.driver
+    if driver is not None:
+        run = driver._run
+
+        async def run_remembered(compiled: Any, call: Any, params: Any) -> Any:
+            statements.append(compiled.statement.sql)
+            return await run(compiled, call, params)
+
+        driver._run = run_remembered
     try:
         yield statements
     finally:
         for engine in engines:
             event.remove(engine, "before_cursor_execute", remember)
+        if driver is not None:
+            del driver._run

@@ -11,7 +11,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from hub.engine import answers
 from hub.engine.writebacks import _IDENTITIES
@@ -37,21 +38,15 @@ async def _invitation_ids(hub, crm_state, people: list[str]) -> list[int]:
 async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(make_hub, crm_state) -> None:
     hub = await make_hub()
     [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
-
-    def lost_after_the_answer(_conn, _cursor, statement: str, *_args) -> None:
-        # the batch's last write (on PostgreSQL its one write statement, on SQLite the write-backs' upsert)
-        if "INSERT INTO writebacks" in statement:
-            raise RuntimeError("the database went away after the answer was written")
-
-    engines = hub.store.engines()
-    for engine in engines:
-        event.listen(engine, "after_cursor_execute", lost_after_the_answer)
+    # the database refuses the batch's last write (on PostgreSQL a part of its one write statement, on SQLite
+    # the write-backs' upsert), after the response and the invitation's status were written
+    refuse, allow = _refuse_write_backs(hub)
+    await _run_sql(hub, refuse)
     try:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(DBAPIError, match="the database refused the write-back"):
             await hub.engine.record_answer(inv_id, 3, comment="slow")
     finally:
-        for engine in engines:
-            event.remove(engine, "after_cursor_execute", lost_after_the_answer)
+        await _run_sql(hub, allow)
     # the response, the invitation's status and the write-backs were written before the failure: all rolled
     # back with it
     assert await _count(hub, Response) == 0 and await _count(hub, WriteBack) == 0
@@ -64,6 +59,102 @@ async def test_a_failure_after_the_answer_is_written_leaves_nothing_half_done(ma
         assert await s.scalar(select(Invitation.status)) == "answered"
         kinds = sorted(await s.scalars(select(WriteBack.kind).where(WriteBack.response_id == record.id)))
     assert kinds == ["case_feedback", "person_summary", "timeline_entry"]
+
+
+async def _run_sql(hub, statements: list[str]) -> None:
+    async with hub.store.engine.begin() as conn:
+        for statement in statements:
+            await conn.exec_driver_sql(statement)
+
+
+def _refuse_write_backs(hub) -> tuple[list[str], list[str]]:
+    """The statements of a trigger that makes the database refuse every new write-back item, and of its
+    removal."""
+    if hub.store.is_sqlite:
+        return (
+            [
+                "CREATE TRIGGER refuse_write_backs BEFORE INSERT ON writebacks "
+                "BEGIN SELECT RAISE(ABORT, 'the database refused the write-back'); END"
+            ],
+            ["DROP TRIGGER refuse_write_backs"],
+        )
+    return (
+        [
+            "CREATE FUNCTION refuse_write_back() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the database refused the write-back'; END $$",
+            "CREATE TRIGGER refuse_write_backs BEFORE INSERT ON writebacks "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_write_back()",
+        ],
+        ["DROP TRIGGER refuse_write_backs ON writebacks", "DROP FUNCTION refuse_write_back()"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("changed", "while_waiting"),
+    [("answer", False), ("answer", True), ("invitation", False)],
+    ids=["answer-before-the-write", "answer-while-the-write-waits", "invitation-before-the-write"],
+)
+async def test_rows_changed_after_a_batch_read_them_are_written_again_on_top_of_the_change(
+    make_hub, crm_state, monkeypatch, changed: str, while_waiting: bool
+) -> None:
+    """On PostgreSQL a batch reads without a lock and writes with one statement that first checks that
+    every invitation and answer it read is unchanged. Another process changes one in between (an answer's
+    comment, or the language of an invitation not answered yet), committing before the write or while the
+    write waits for its lock: the checked write writes nothing, and the batch is written again the locked
+    way, on top of the change, which is kept."""
+    hub = await make_hub()
+    driver = hub.store.driver
+    if driver is None:
+        pytest.skip(
+            "on SQLite a batch is read and written in one transaction that holds the file's write lock"
+        )
+    [inv_id] = await _invitation_ids(hub, crm_state, ["P1"])
+    if changed == "answer":
+        first = await hub.engine.record_answer(inv_id, 3)
+        change = update(Response).values(comment="said on the phone")
+    else:
+        change = update(Invitation).values(language="de")
+    read = driver.rows
+    others: list[asyncio.Task[None]] = []
+
+    async def read_then_changed(query, params):
+        rows = await read(query, params)
+        if query is answers._UNLOCKED_BATCH_QUERY and not others:
+            conn = await hub.store.engine.connect()
+            await conn.begin()
+            await conn.execute(change)
+
+            async def commit() -> None:
+                await asyncio.sleep(0.3 if while_waiting else 0)
+                await conn.commit()
+                await conn.close()
+
+            others.append(asyncio.create_task(commit()))
+            if not while_waiting:
+                await others[0]
+        return rows
+
+    checked: list[bool] = []
+    write_checked = answers._WRITES.write_checked
+
+    async def remembered(*args, **kwargs) -> bool:
+        checked.append(await write_checked(*args, **kwargs))
+        return checked[-1]
+
+    monkeypatch.setattr(driver, "rows", read_then_changed)
+    monkeypatch.setattr(answers._WRITES, "write_checked", remembered)
+    record = await hub.engine.record_answer(inv_id, 9)
+    await asyncio.gather(*others)
+    assert checked == [False]  # the write saw the change and wrote nothing
+    async with hub.store.session() as s:
+        stored = [(r.id, r.rating, r.comment, r.language) for r in await s.scalars(select(Response))]
+        entry = await s.scalar(select(WriteBack.payload).where(WriteBack.key.like("timeline:%")))
+    assert entry is not None and entry["rating"] == 9
+    if changed == "answer":
+        assert stored == [(first.id, 9, "said on the phone", first.language)]
+        assert entry["comment"] == "said on the phone"
+    else:
+        assert stored == [(record.id, 9, None, "de")]
 
 
 async def test_answers_of_one_moment_are_stored_together_and_a_refused_one_costs_the_others_nothing(
@@ -284,8 +375,9 @@ async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_r
     make_hub, crm_state
 ) -> None:
     """Answers posted on survey pages name their link, a texted reply its invitation: one batch takes both,
-    an unknown link is refused alone, and on PostgreSQL the links are read by the statement that locks the
-    invitations (one round trip for both, in id order) rather than by one of their own before it."""
+    an unknown link is refused alone, and on PostgreSQL the links are read with the invitations and their
+    answers by one statement (one round trip, not a read of their own before it), and the batch is written
+    by one more, which locks what was read."""
     hub = await make_hub()
     tokens = []
     for k, person in enumerate(["P1", "P4", "P5"]):
@@ -309,13 +401,11 @@ async def test_answers_by_link_and_by_invitation_share_a_batch_whose_links_are_r
     assert stored[first][:2] == (9, None) and stored[second] == (3, None, "sms")
     assert stored[third][:2] == (10, "great")
     if not hub.store.is_sqlite:  # on SQLite the batch's reads go straight through the driver
-        writes = [
-            k for k, sql in enumerate(statements) if sql.lstrip().upper().startswith(("INSERT", "WITH"))
-        ]
-        reads = statements[: writes[0]]
-        locks = [sql for sql in reads if "FOR UPDATE" in sql]
-        assert len(locks) == 1 and "tokens" in locks[0]
-        assert not [sql for sql in reads if "FROM tokens" in sql and "FOR UPDATE" not in sql]
+        [write] = [sql for sql in statements if sql.lstrip().upper().startswith(("INSERT", "WITH", "UPDATE"))]
+        reads = statements[: statements.index(write)]
+        [links] = [sql for sql in reads if "tokens" in sql]
+        assert "invitations" in links and "responses" in links and "FOR UPDATE" not in links
+        assert "FOR UPDATE OF invitations" in write and "FOR UPDATE OF responses" in write
 
 
 async def test_a_batch_of_first_and_changed_answers_writes_everything_at_once_and_queues_each_key_once(
@@ -323,7 +413,7 @@ async def test_a_batch_of_first_and_changed_answers_writes_everything_at_once_an
 ) -> None:
     """First answers, a changed one and two answers of one person in one batch: every response, status and
     write-back item is stored, each key queued once with the person's last answer; on PostgreSQL all of it
-    in one statement after the batch's reads (one round trip instead of four)."""
+    in one statement after the batch's read (one round trip instead of four)."""
     hub = await make_hub()
     first, second, third = await _invitation_ids(hub, crm_state, ["P1", "P4", "P1"])
     await hub.engine.record_answer(third, 2)
@@ -351,11 +441,10 @@ async def test_a_batch_of_first_and_changed_answers_writes_everything_at_once_an
     assert len(people) == 2  # P1 answered twice: one summary key for both answers
     assert len([key for key in keys if key.startswith("summary:")]) == 2
     if not hub.store.is_sqlite:
-        reads = [k for k, sql in enumerate(statements) if "FOR UPDATE" in sql]
-        after = [sql for sql in statements[reads[-1] + 1 :] if not sql.lstrip().upper().startswith("SELECT")]
-        assert len(after) == 1, after
+        writes = [sql for sql in statements if not sql.lstrip().upper().startswith("SELECT")]
+        assert len(writes) == 1, writes
         assert all(
-            f"INTO {table}" in after[0] or f"UPDATE {table}" in after[0]
+            f"INTO {table}" in writes[0] or f"UPDATE {table}" in writes[0]
             for table in ("responses", "invitations", "writebacks")
         )
 

@@ -22,10 +22,13 @@ from sqlalchemy.exc import OperationalError
 from hub.engine.answers import (
     _BATCH_QUERY,
     _IDENTITIES_AT,
+    _LINK_AT,
     _LINKS_QUERY,
     _PAGE_QUERY,
     _RESPONSE_AT,
     _RESPONSE_COLUMNS,
+    _UNLOCKED_BATCH_QUERY,
+    _VERSIONS_AT,
 )
 from hub.engine.common import hash_token
 from hub.engine.writebacks import _IDENTITIES
@@ -194,6 +197,31 @@ async def test_an_answer_batchs_reads_are_what_sqlalchemy_reads(make_hub, crm_st
     assert [pairs(row[_IDENTITIES_AT]) for row in (answered, unanswered)] == [{"crm": "P1"}, {"crm": "P4"}]
     assert [pairs(row[_IDENTITIES_AT]) for row in sorted(batch_sa)] == [{"crm": "P1"}, {"crm": "P4"}]
     assert identities == identities_sa and len(identities) == len(people)
+
+
+async def test_the_unlocked_batch_read_is_what_sqlalchemy_reads(make_hub, crm_state) -> None:
+    """On PostgreSQL an answer batch is read without a lock, straight through asyncpg (``DriverReads.rows``),
+    by links and by invitation ids at once: every column comes back as SQLAlchemy's own execution gives it
+    (aware datetimes, the event's JSON decoded, the rows' versions), with and without an answer."""
+    crm_state.people["P4"] = {"id": "P4", "email": "dee@example.com", "first_name": "Dee"}
+    hub = await make_hub()
+    if hub.store.driver is None:
+        pytest.skip("SQLite reads an answer batch inside the transaction that writes it (``rows``)")
+    tokens = [await survey_flow(hub, crm_state, f"C{k}", person) for k, person in enumerate(["P1", "P4"])]
+    pages = [(await hub.engine.page_for_token(token))[1] for token in tokens]
+    await hub.engine.record_answer(pages[0].invitation_id, 9, comment="quick ✓")
+    params = {"hashes": [hash_token(tokens[0])], "ids": [pages[1].invitation_id]}
+    direct = sorted(await hub.store.driver.rows(_UNLOCKED_BATCH_QUERY, params))
+    async with hub.store.engine.connect() as conn:
+        through_sqlalchemy = sorted((await conn.execute(_UNLOCKED_BATCH_QUERY, params)).all())
+    assert direct == [tuple(row) for row in through_sqlalchemy] and len(direct) == 2
+    answered, unanswered = direct
+    assert answered[_LINK_AT] == hash_token(tokens[0]) and unanswered[_LINK_AT] is None  # named by its id
+    assert answered[_LINK_AT + 1].tzinfo == UTC
+    assert isinstance(answered[_RESPONSE_AT - 1], dict)  # the event's payload, decoded
+    assert answered[_RESPONSE_AT:_IDENTITIES_AT][_RESPONSE_COLUMNS.index("comment")] == "quick ✓"
+    assert all(version is not None for version in answered[_VERSIONS_AT:])
+    assert unanswered[_VERSIONS_AT] is not None and unanswered[_VERSIONS_AT + 1] is None
 
 
 async def _invitations(hub: Any, ids: list[int]) -> list[Invitation]:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import structlog
 from sqlalchemy import Connection, Table, and_, bindparam, insert, select, union_all, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hub.config import Campaign, SurveySettings
-from hub.engine.answer_writes import ANSWERED, AnswerWrites
+from hub.engine.answer_writes import ANSWERED, AnswerWrites, BatchRows, Versions, version
 from hub.engine.common import hash_token, invitation_record, question, response_record
 from hub.engine.optouts import OptOuts
 from hub.engine.writebacks import WriteBackQueue
@@ -38,6 +38,7 @@ from hub.models import (
 from hub.people import upsert_person
 from hub.store.aggregates import json_pairs, pairs
 from hub.store.bulk import Bulk
+from hub.store.driver_reads import DriverReads
 from hub.store.group_commit import GroupCommit
 from hub.store.lists import one_of
 from hub.store.sqlite_reads import rows
@@ -200,6 +201,17 @@ class _Step:
     created: dict[str, _ResponseRow] = field(default_factory=dict)
     amended: dict[str, _ResponseRow] = field(default_factory=dict)
 
+    def rows(self) -> BatchRows:
+        """What the batch writes on PostgreSQL (the first answers with their latest values: a second answer
+        in the batch amended them in memory)."""
+        return BatchRows(
+            self.now,
+            created=[resp.values() for resp in self.created.values()],
+            amended=[resp.values() for resp in self.amended.values()],
+            answered=sorted(self.answered),
+            queued=WriteBackQueue.in_lock_order(self.queued),
+        )
+
 
 class _UnknownTargets(Exception):
     """Write-back targets that do not know the person yet: looked up outside the transaction, then again."""
@@ -246,6 +258,17 @@ _CASE_AT = len(_INVITATION_COLUMNS)
 _RESPONSE_AT = _CASE_AT + len(_Case._fields)
 _IDENTITIES_AT = _RESPONSE_AT + len(_RESPONSE_COLUMNS)
 _LINKED, _NAMED = _TOKENS.alias("linked"), _INVITATIONS.alias("named")
+#: the ids of a batch's invitations: those named by id (``ids``) and those of its survey links (``hashes``)
+_BATCH_INVITATIONS = union_all(
+    select(_NAMED.c.id).where(one_of(_NAMED.c.id, "ids")),
+    select(_LINKED.c.invitation_id).where(one_of(_LINKED.c.hash, "hashes"), _LINKED.c.purpose == "survey"),
+)
+#: the survey link of an invitation when the batch names it (an outer join's condition)
+_ITS_LINK = and_(
+    _TOKENS.c.invitation_id == _INVITATIONS.c.id,
+    one_of(_TOKENS.c.hash, "hashes"),
+    _TOKENS.c.purpose == "survey",
+)
 #: a batch's invitations locked, in id order, on a database with row locks (on SQLite the writer's transaction
 #: holds the file's write lock from its BEGIN): those named by id (``ids``) and those of its survey links
 #: (``hashes``), each row with the link's hash and expiry when a link named it (a link never changes, so it is
@@ -253,26 +276,8 @@ _LINKED, _NAMED = _TOKENS.alias("linked"), _INVITATIONS.alias("named")
 #: by the next statement, after every lock is held.
 _LOCK_INVITATIONS = (
     select(_INVITATIONS.c.id, _TOKENS.c.hash, _TOKENS.c.expires_at)
-    .select_from(
-        _INVITATIONS.outerjoin(
-            _TOKENS,
-            and_(
-                _TOKENS.c.invitation_id == _INVITATIONS.c.id,
-                one_of(_TOKENS.c.hash, "hashes"),
-                _TOKENS.c.purpose == "survey",
-            ),
-        )
-    )
-    .where(
-        _INVITATIONS.c.id.in_(
-            union_all(
-                select(_NAMED.c.id).where(one_of(_NAMED.c.id, "ids")),
-                select(_LINKED.c.invitation_id).where(
-                    one_of(_LINKED.c.hash, "hashes"), _LINKED.c.purpose == "survey"
-                ),
-            )
-        )
-    )
+    .select_from(_INVITATIONS.outerjoin(_TOKENS, _ITS_LINK))
+    .where(_INVITATIONS.c.id.in_(_BATCH_INVITATIONS))
     .order_by(_INVITATIONS.c.id)
     .with_for_update(of=_INVITATIONS)
 )
@@ -283,23 +288,39 @@ _PERSON_IDENTITIES = (
     .where(_IDENTITY_TABLE.c.person_id == _INVITATIONS.c.person_id)
     .scalar_subquery()
 )
-#: a batch's invitations (the columns of ``_Target``), their events' (``_Case``), their answers so far
-#: (``_ResponseRow``'s, all None without one) and their people's record ids in every CRM (one statement: the
-#: identities ride along in a subquery, read by the index of a person's identities)
-_BATCH_QUERY = (
-    select(
-        *(_INVITATIONS.c[name] for name in _INVITATION_COLUMNS),
-        *(_EVENTS.c[name] for name in _Case._fields),
-        *(_RESPONSES.c[name].label(f"r_{name}") for name in _RESPONSE_COLUMNS),
-        _PERSON_IDENTITIES.label("identities"),
-    )
-    .select_from(
-        _INVITATIONS.join(_EVENTS, _EVENTS.c.id == _INVITATIONS.c.event_pk).outerjoin(
-            _RESPONSES, _RESPONSES.c.invitation_id == _INVITATIONS.c.id
-        )
-    )
-    .where(one_of(_INVITATIONS.c.id, "ids"))
+#: the columns of a batch's invitations (``_Target``'s), their events' (``_Case``), their answers so far
+#: (``_ResponseRow``'s, all None without one) and their people's record ids in every CRM (the identities ride
+#: along in a subquery, read by the index of a person's identities)
+_BATCH_COLUMNS = (
+    *(_INVITATIONS.c[name] for name in _INVITATION_COLUMNS),
+    *(_EVENTS.c[name] for name in _Case._fields),
+    *(_RESPONSES.c[name].label(f"r_{name}") for name in _RESPONSE_COLUMNS),
+    _PERSON_IDENTITIES.label("identities"),
 )
+_ANSWERED_INVITATIONS = _INVITATIONS.join(_EVENTS, _EVENTS.c.id == _INVITATIONS.c.event_pk).outerjoin(
+    _RESPONSES, _RESPONSES.c.invitation_id == _INVITATIONS.c.id
+)
+#: a batch's invitations by id, with ``_BATCH_COLUMNS``: one statement, after the invitations are locked
+_BATCH_QUERY = (
+    select(*_BATCH_COLUMNS).select_from(_ANSWERED_INVITATIONS).where(one_of(_INVITATIONS.c.id, "ids"))
+)
+#: the batch read of a checked write (``AnswerWrites.write_checked``), one statement without a lock: the
+#: invitations named by id (``ids``) and those of survey links (``hashes``), with ``_BATCH_COLUMNS``, then the
+#: link's hash and expiry when a link named the invitation (``_LINK_AT``), then the versions of the invitation
+#: and of its answer so far (``_VERSIONS_AT``)
+_UNLOCKED_BATCH_QUERY = (
+    select(
+        *_BATCH_COLUMNS,
+        _TOKENS.c.hash,
+        _TOKENS.c.expires_at,
+        version(cast(Table, _INVITATIONS)).label("i_version"),
+        version(_RESPONSE_TABLE).label("r_version"),
+    )
+    .select_from(_ANSWERED_INVITATIONS.outerjoin(_TOKENS, _ITS_LINK))
+    .where(_INVITATIONS.c.id.in_(_BATCH_INVITATIONS))
+)
+_LINK_AT = _IDENTITIES_AT + 1
+_VERSIONS_AT = _LINK_AT + 2
 #: the batch's first answers, one executemany (values bound through the columns' types, which clean them)
 _INSERT_RESPONSES = Bulk(insert(_RESPONSE_TABLE), _RESPONSE_COLUMNS)
 #: the batch's amended answers, one executemany keyed by the response's id
@@ -449,9 +470,51 @@ class Answers:
         return record
 
     async def _write_answers(self, batch: list[_Submitted]) -> list[_Written | BaseException]:
-        """Store a batch of answers in one transaction (``Store.write``, a short write: at most
-        ``ANSWER_BATCH`` answers, a few statements whatever their number)."""
+        """Store a batch of answers in one transaction: on PostgreSQL first read without a lock and written
+        by one checked statement (``_write_checked``), else, or when that found its rows changed, in a
+        transaction that locks them first (``Store.write``, a short write: at most ``ANSWER_BATCH`` answers, a
+        few statements whatever their number)."""
+        driver = self.hub.store.driver
+        if driver is not None:
+            try:
+                outcomes = await self._write_checked(driver, batch)
+            except (IntegrityError, OperationalError):
+                # another process stored a first answer of the batch, or a connection of the driver's pool
+                # was lost (whether its write committed or not, the locked write finds what is stored)
+                outcomes = None
+            if outcomes is not None:
+                return outcomes
         return await self.hub.store.write(lambda conn: self._write_batch(conn, batch), short=True)
+
+    async def _write_checked(
+        self, driver: DriverReads, batch: list[_Submitted]
+    ) -> list[_Written | BaseException] | None:
+        """A batch on PostgreSQL in two round trips: one read without a lock (links, invitations, answers so
+        far, people's record ids, and the versions of the invitations and answers read), then one statement
+        that writes it all only if none of those rows changed since (``AnswerWrites.write_checked``). None
+        when one had: nothing was written."""
+        now = self.hub.now()
+        params = {
+            "hashes": sorted({item.token_hash for item in batch if item.token_hash is not None}),
+            "ids": sorted({item.invitation_id for item in batch if item.token_hash is None}),
+        }
+        links: dict[str, _Link] = {}
+        found: dict[int, _Target] = {}
+        identities: dict[int, dict[str, str]] = {}
+        versions = Versions()
+        for row in await driver.rows(_UNLOCKED_BATCH_QUERY, params):
+            if row[_LINK_AT] is not None:
+                links[row[_LINK_AT]] = (row[0], row[_LINK_AT + 1])
+            if row[0] in found:  # the same invitation again, by another of its links
+                continue
+            target = found[row[0]] = _Target.of(row)
+            versions.invitations[target.id] = row[_VERSIONS_AT]
+            if target.response is not None:
+                versions.responses[target.response.id] = row[_VERSIONS_AT + 1]
+            if target.person_id is not None:
+                identities[target.person_id] = pairs(row[_IDENTITIES_AT])
+        outcomes, step = self._apply_batch(batch, links, found, identities, now)
+        return outcomes if await _WRITES.write_checked(driver, versions, step.rows()) else None
 
     def _write_batch(self, conn: Connection, batch: list[_Submitted]) -> list[_Written | BaseException]:
         """Responses, invitations' status and write-back items of a batch, in the transaction of ``conn``.
@@ -460,16 +523,13 @@ class Answers:
         id order, by the statement that also reads the batch's survey links; on SQLite the writer's
         transaction holds the file's write lock from its BEGIN, and the links are read first), so what is
         read is what the answers before these stored (another process's double-click included), and nobody
-        changes it until the commit. On PostgreSQL each statement is a round trip, and a batch's round trips
-        wait for the event loop's turn behind the requests of the moment: each one saved shortens every
-        answer's wait for its commit.
+        changes it until the commit.
         Then one read (invitations with their events, answers so far and people's record ids in every CRM)
-        and at most four writes, however many answers the batch holds. Core statements
-        built once, with plain values: no mapped objects, so no unit of work, on the path of every answer; on
-        a SQLite file the reads go straight through the driver (``hub.store.sqlite_reads.rows``).
+        and at most four writes, however many answers the batch holds (on PostgreSQL one statement). Core
+        statements built once, with plain values: no mapped objects, so no unit of work, on the path of every
+        answer; on a SQLite file the reads go straight through the driver (``hub.store.sqlite_reads.rows``).
         """
-        hub = self.hub
-        now = hub.now()
+        now = self.hub.now()
         hashes = sorted({item.token_hash for item in batch if item.token_hash is not None})
         named = sorted({item.invitation_id for item in batch if item.token_hash is None})
         links: dict[str, _Link] = {}
@@ -495,23 +555,10 @@ class Answers:
             target = found[row[0]] = _Target.of(row)
             if target.person_id is not None:
                 identities[target.person_id] = pairs(row[_IDENTITIES_AT])
-        step = _Step(now, timedelta(hours=hub.config.hub.amend_window_hours))
-        outcomes: list[_Written | BaseException] = []
-        for item in batch:
-            try:
-                outcomes.append(self._apply(item, links, found, identities, step))
-            except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
-                outcomes.append(refused)
+        outcomes, step = self._apply_batch(batch, links, found, identities, now)
         # the first answers with their latest values: a second answer in the batch amended them in memory
         if conn.dialect.name == "postgresql":  # one statement: one round trip, not four
-            _WRITES.execute(
-                conn,
-                now,
-                created=[resp.values() for resp in step.created.values()],
-                amended=[resp.values() for resp in step.amended.values()],
-                answered=sorted(step.answered),
-                queued=WriteBackQueue.in_lock_order(step.queued),
-            )
+            _WRITES.execute(conn, step.rows())
             return outcomes
         if step.created:
             _INSERT_RESPONSES.execute(conn, [resp.values() for resp in step.created.values()])
@@ -521,6 +568,25 @@ class Answers:
             conn.execute(ANSWERED, {"ids": sorted(step.answered), "now": now})
         self.write_backs.write(conn, step.queued)
         return outcomes
+
+    def _apply_batch(
+        self,
+        batch: list[_Submitted],
+        links: dict[str, _Link],
+        found: dict[int, _Target],
+        identities: dict[int, dict[str, str]],
+        now: datetime,
+    ) -> tuple[list[_Written | BaseException], _Step]:
+        """Each answer of a batch applied in memory (``_apply``), in order: its outcome, and what the batch
+        then writes."""
+        step = _Step(now, timedelta(hours=self.hub.config.hub.amend_window_hours))
+        outcomes: list[_Written | BaseException] = []
+        for item in batch:
+            try:
+                outcomes.append(self._apply(item, links, found, identities, step))
+            except (BadInput, _UnknownTargets) as refused:  # nothing of this answer was written
+                outcomes.append(refused)
+        return outcomes, step
 
     def _apply(
         self,

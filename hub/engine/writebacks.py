@@ -16,7 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import Connection, Table, and_, bindparam, case, literal, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, case, literal, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -85,15 +85,17 @@ def upsert_statement(dialect: str) -> Any:
 LISTED_COLUMNS = (*_ITEM_FIELDS, "ready_at", "cap_at")
 
 
-@cache
-def upsert_of_lists() -> Any:
+def upsert_of_lists(gate: ColumnElement[bool] | None = None) -> Any:
     """``upsert_statement`` on PostgreSQL with the rows given as one list per column (``rows_of_lists``,
     parameters ``w_<column>`` and ``now``): one statement, and a part of the answer batch's one write
-    statement (``hub.engine.answer_writes``). Its rows must hold each (connector, key) once
-    (``WriteBackQueue.in_lock_order``): one INSERT may not re-arm a row twice."""
+    statement (``hub.engine.answer_writes``), which may ``gate`` it (no row is queued unless it holds). Its
+    rows must hold each (connector, key) once (``WriteBackQueue.in_lock_order``): one INSERT may not re-arm a
+    row twice."""
     listed = rows_of_lists(_WRITEBACK_TABLE, LISTED_COLUMNS, "w_")
     now = bindparam("now", type_=UTCDateTime())
     queued = select(*listed.c, literal("queued"), literal(1), literal(0), now, now, now)
+    if gate is not None:
+        queued = queued.where(gate)
     stmt = postgresql.insert(WriteBack).from_select(
         [*LISTED_COLUMNS, "state", "version", "attempts", "next_attempt_at", "created_at", "updated_at"],
         queued,

@@ -304,6 +304,12 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._reader_threads, run)
 
+    @property
+    def driver(self) -> DriverReads | None:
+        """On PostgreSQL through asyncpg, the pool for the statements the hot paths run straight through the
+        driver (``hub.store.driver_reads``); None on SQLite."""
+        return self._driver_reads
+
     async def first(self, query: Select[Any], params: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The first row of ``query``, which only reads, as a mapping by column name; None when there is none.
 

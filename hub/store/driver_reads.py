@@ -1,27 +1,32 @@
-"""Reads of the hot paths straight through asyncpg on PostgreSQL: a prepared statement, one round trip.
+"""The hot paths' statements straight through asyncpg on PostgreSQL: a prepared statement, one round trip.
 
 Every survey link opened starts with one indexed read. Through SQLAlchemy's async engine that read costs
 more than the query itself: a pool checkout and check-in, an autocommit switch, and the adaptation of each
-step from the driver's async calls to SQLAlchemy's synchronous core and back. For a few fixed queries the
+step from the driver's async calls to SQLAlchemy's synchronous core and back. For a few fixed statements the
 hub runs the statement SQLAlchemy compiled on a small asyncpg pool of its own instead, with each parameter
 and column converted by its type's own processors, as SQLAlchemy would (the hub's types: aware UTC
-datetimes, cleaned text).
+datetimes, cleaned text, JSON decoded by the same codec SQLAlchemy's dialect installs).
 
-A connection the server dropped fails its read once, as ``OperationalError`` like every query of the store;
-the pool then replaces all its connections of that moment, as SQLAlchemy does for its own pool.
+Each statement runs alone, outside any transaction: a read (``first``, ``rows``), or a write that is one
+statement and so its own transaction (``value``: the answers' checked batch write, ``hub.engine.answer_writes``).
+
+A connection the server dropped fails its statement once, as ``OperationalError`` like every query of the
+store; the pool then replaces all its connections of that moment, as SQLAlchemy does for its own pool. A
+statement the server refuses for a constraint raises ``IntegrityError``, any other refusal ``DBAPIError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from hub.store.positional import Convert, Positional, converted, positional
 
@@ -30,6 +35,8 @@ _DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func"
 
 #: the database could not be reached or dropped the connection
 _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +56,19 @@ class _Compiled:
         ]
 
 
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    """JSON columns as SQLAlchemy's asyncpg dialect reads them (decoded by the driver's codec, its types then
+    convert nothing) and binds them (the text its JSON types' bind processors made)."""
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            name, encoder=_as_given, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+def _as_given(text: str) -> str:
+    return text
+
+
 async def _keep_session(_connection: asyncpg.Connection) -> None:
     """Nothing to undo when a connection goes back: these reads are single statements outside any transaction
     and leave no session state (no settings, locks, cursors or listeners). asyncpg's default reset would run a
@@ -57,7 +77,11 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
 
 
 def _compile(query: Select[Any], dialect: Dialect) -> _Compiled:
-    return _Compiled(query, positional(query.compile(dialect=dialect), dialect))
+    """``query`` compiled, its named parameters (``bindparam("name")``) the caller's and the values it was
+    built with (``column == "survey"``) its own."""
+    compiled = query.compile(dialect=dialect)
+    given = [name for name, bind in compiled.binds.items() if not bind.unique]
+    return _Compiled(query, positional(compiled, dialect, given))
 
 
 @dataclass(frozen=True)
@@ -74,7 +98,8 @@ class _LoopPool:
 
 
 class DriverReads:
-    """One PostgreSQL database's pool for direct reads, opened on first use in the running event loop."""
+    """One PostgreSQL database's pool for the statements run straight through the driver, opened on first
+    use in the running event loop."""
 
     def __init__(self, url: str, dialect: Dialect, size: int, recycle_seconds: float) -> None:
         args, kwargs = dialect.create_connect_args(make_url(url))
@@ -98,6 +123,7 @@ class DriverReads:
                 max_size=self._size,
                 max_inactive_connection_lifetime=self._recycle,
                 reset=_keep_session,
+                init=_json_codecs,
                 **kwargs,
             )
             self._pool = _LoopPool(loop, asyncio.ensure_future(opening), asyncio.Semaphore(self._size))
@@ -105,9 +131,52 @@ class DriverReads:
 
     async def first(self, query: Select[Any], params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row of ``query`` as a dict keyed by the columns' names, or None."""
+        compiled = self._compiled_for(query)
+        record = await self._run(
+            compiled, lambda connection, sql, values: connection.fetchrow(sql, *values), params
+        )
+        if record is None or compiled.columns is None:
+            return None
+        return converted(compiled.columns, record.values())
+
+    async def rows(self, query: Select[Any], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of ``query``, each a tuple in the columns' order, converted as ``first`` converts."""
+        compiled = self._compiled_for(query)
+        records = await self._run(
+            compiled, lambda connection, sql, values: connection.fetch(sql, *values), params
+        )
+        columns = compiled.columns or []
+        converts = [convert for _, convert in columns]
+        if not any(converts):
+            return [tuple(record.values()) for record in records]
+        return [
+            tuple(
+                value if convert is None else convert(value)
+                for convert, value in zip(converts, record.values(), strict=True)
+            )
+            for record in records
+        ]
+
+    async def value(self, query: Select[Any], params: Mapping[str, Any]) -> Any:
+        """The first column of the first row of ``query`` (a statement that may write: it is its own
+        transaction), converted as ``first`` converts; None without a row."""
+        row = await self.first(query, params)
+        return None if row is None else next(iter(row.values()))
+
+    def _compiled_for(self, query: Select[Any]) -> _Compiled:
         compiled = self._compiled.get(query)
         if compiled is None:
             compiled = self._compiled[query] = _compile(query, self._dialect)
+        return compiled
+
+    async def _run(
+        self,
+        compiled: _Compiled,
+        call: Callable[[asyncpg.Connection, str, tuple[Any, ...]], Awaitable[T]],
+        params: Mapping[str, Any],
+    ) -> T:
+        """``call`` with a connection of the pool and the statement's SQL and values, its errors said as
+        SQLAlchemy says them."""
         sql, values = compiled.statement.sql, compiled.statement.values(params)
         held = self._open()
         opening = held.opening
@@ -115,7 +184,7 @@ class DriverReads:
             try:
                 # shielded: a request cancelled while the pool opens must not cancel it for the others
                 pool = opening.result() if opening.done() else await asyncio.shield(opening)
-            except Exception:  # the pool could not open (re-raised below): the next read tries again
+            except Exception:  # the pool could not open (re-raised below): the next statement tries again
                 if self._pool is held:
                     self._pool = None
                 raise
@@ -123,15 +192,16 @@ class DriverReads:
                 async with held.turns, pool.acquire() as connection:
                     if compiled.columns is None:
                         await compiled.describe(connection, self._dialect)
-                    record = await connection.fetchrow(sql, *values)
+                    return await call(connection, sql, values)
             except _LOST:
                 await pool.expire_connections()  # the others of that moment are likely gone too
                 raise
         except _LOST as exc:
             raise OperationalError(sql, values, exc) from exc
-        if record is None or compiled.columns is None:
-            return None
-        return converted(compiled.columns, record.values())
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(sql, values, exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise DBAPIError(sql, values, exc) from exc
 
     async def close(self) -> None:
         """Close the pool: politely from its own loop, else by closing its connections' sockets."""
