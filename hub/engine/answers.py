@@ -352,6 +352,13 @@ def _response_of(row: Mapping[str, Any]) -> ResponseRecord | None:
     return ResponseRecord.model_validate({column.name: row[f"r_{column.name}"] for column in _RESPONSES.c})
 
 
+def _keys(batch: list[_Submitted]) -> tuple[list[str], list[int]]:
+    """How a batch names its invitations: its survey links' hashes, and the ids of those named by id."""
+    hashes = sorted({item.token_hash for item in batch if item.token_hash is not None})
+    named = sorted({item.invitation_id for item in batch if item.token_hash is None})
+    return hashes, named
+
+
 class Answers:
     """Shows survey pages, records answers (from the page or a channel's reply), alerts, and unsubscribes."""
 
@@ -494,10 +501,8 @@ class Answers:
         that writes it all only if none of those rows changed since (``AnswerWrites.write_checked``). None
         when one had: nothing was written."""
         now = self.hub.now()
-        params = {
-            "hashes": sorted({item.token_hash for item in batch if item.token_hash is not None}),
-            "ids": sorted({item.invitation_id for item in batch if item.token_hash is None}),
-        }
+        hashes, named = _keys(batch)
+        params = {"hashes": hashes, "ids": named}
         links: dict[str, _Link] = {}
         found: dict[int, _Target] = {}
         identities: dict[int, dict[str, str]] = {}
@@ -530,8 +535,7 @@ class Answers:
         answer; on a SQLite file the reads go straight through the driver (``hub.store.sqlite_reads.rows``).
         """
         now = self.hub.now()
-        hashes = sorted({item.token_hash for item in batch if item.token_hash is not None})
-        named = sorted({item.invitation_id for item in batch if item.token_hash is None})
+        hashes, named = _keys(batch)
         links: dict[str, _Link] = {}
         if conn.dialect.name == "sqlite":  # the transaction holds the file's write lock: the links are read
             if hashes:

@@ -28,7 +28,7 @@ from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from hub.store.positional import Convert, Positional, converted, positional
+from hub.store.positional import Convert, Positional, converted, converted_rows, positional
 
 #: what SQLAlchemy's asyncpg dialect takes in the URL for itself, not for ``asyncpg.connect``
 _DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
@@ -77,11 +77,7 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
 
 
 def _compile(query: Select[Any], dialect: Dialect) -> _Compiled:
-    """``query`` compiled, its named parameters (``bindparam("name")``) the caller's and the values it was
-    built with (``column == "survey"``) its own."""
-    compiled = query.compile(dialect=dialect)
-    given = [name for name, bind in compiled.binds.items() if not bind.unique]
-    return _Compiled(query, positional(compiled, dialect, given))
+    return _Compiled(query, positional(query.compile(dialect=dialect), dialect))
 
 
 @dataclass(frozen=True)
@@ -145,17 +141,7 @@ class DriverReads:
         records = await self._run(
             compiled, lambda connection, sql, values: connection.fetch(sql, *values), params
         )
-        columns = compiled.columns or []
-        converts = [convert for _, convert in columns]
-        if not any(converts):
-            return [tuple(record.values()) for record in records]
-        return [
-            tuple(
-                value if convert is None else convert(value)
-                for convert, value in zip(converts, record.values(), strict=True)
-            )
-            for record in records
-        ]
+        return converted_rows([convert for _, convert in compiled.columns or []], records)
 
     async def value(self, query: Select[Any], params: Mapping[str, Any]) -> Any:
         """The first column of the first row of ``query`` (a statement that may write: it is its own

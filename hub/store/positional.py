@@ -33,6 +33,21 @@ class Positional:
         )
 
 
+def converted_rows(
+    converts: Sequence[Convert | None], rows: Iterable[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """Rows of the driver as SQLAlchemy would give them: each a tuple in the columns' order, each value
+    through its column type's result processor (``converts``, in the statement's order)."""
+    if not any(converts):
+        return [tuple(row) for row in rows]
+    return [
+        tuple(
+            value if convert is None else convert(value) for convert, value in zip(converts, row, strict=True)
+        )
+        for row in rows
+    ]
+
+
 def converted(columns: Sequence[tuple[str, Convert | None]], values: Iterable[Any]) -> dict[str, Any]:
     """A row of the driver as SQLAlchemy would give it: by column name, each value through its column type's
     result processor (``columns``: each column's name and processor, in the statement's order)."""
@@ -43,16 +58,17 @@ def converted(columns: Sequence[tuple[str, Convert | None]], values: Iterable[An
 
 
 def positional(compiled: SQLCompiler, dialect: Dialect, keys: Collection[str] | None = None) -> Positional:
-    """``compiled`` with its parameters in order: those named in ``keys`` (every one when None) come from
-    the caller, the others are the values compiled into the statement. A list parameter (``expanding``)
-    changes the statement with its length, so it is refused."""
+    """``compiled`` with its parameters in order: those named in ``keys`` come from the caller, the others
+    are the values compiled into the statement. Without ``keys`` the caller's are those without a value of
+    their own (``bindparam("name")``; a literal compared with, ``column == "survey"``, is bound with its
+    own). A list parameter (``expanding``) changes the statement with its length, so it is refused."""
     slots: list[tuple[str | None, Any, Convert | None]] = []
     for name in compiled.positiontup or []:
         bind = compiled.binds[name]
         if bind.expanding:
             raise ValueError(f"{name}: a list parameter makes a new statement for each length")
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if keys is None or name in keys:
+        if bind.required if keys is None else name in keys:
             slots.append((name, None, convert))
         else:
             value = bind.effective_value

@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 
-from hub.store.positional import Convert, Positional, converted, positional
+from hub.store.positional import Convert, Positional, converted, converted_rows, positional
 
 #: a SELECT of any columns
 AnySelect = Select[*tuple[Any, ...]]
@@ -51,10 +51,8 @@ class SqliteReads:
             for column in query.selected_columns
         )
         converts = tuple(convert for _, convert in columns)
-        compiled = query.compile(dialect=dialect)
-        # the caller's parameters: those without a value (a literal compared with is bound with its own)
-        given = {name for name, bind in compiled.binds.items() if bind.required}
-        return _Compiled(positional(compiled, dialect, given), columns, converts if any(converts) else ())
+        statement = positional(query.compile(dialect=dialect), dialect)
+        return _Compiled(statement, columns, converts if any(converts) else ())
 
     def first(
         self, connection: sqlite3.Connection, query: AnySelect, params: Mapping[str, Any]
@@ -74,16 +72,7 @@ class SqliteReads:
         """Every row of ``query``, each a tuple in the order of its columns, converted as SQLAlchemy would."""
         compiled = self._compiled_of(query)
         found = self._fetch(connection, compiled, params)
-        converts = compiled.converts
-        if not converts:
-            return found
-        return [
-            tuple(
-                value if convert is None else convert(value)
-                for convert, value in zip(converts, row, strict=True)
-            )
-            for row in found
-        ]
+        return converted_rows(compiled.converts, found) if compiled.converts else found
 
     @staticmethod
     def _fetch(
